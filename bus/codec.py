@@ -1,0 +1,199 @@
+"""The message codec: the only module of ml-processing that calls msgpack.
+
+Bodies are one msgpack frame. A request is ``{"op": str, "args": map, "id": str}`` (``id`` optional, the
+request id carried into logs); a reply is ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": {"code": str, "message": str}}``.
+
+numpy arrays travel as msgpack ext type 1 (`NDARRAY_EXT`), whose payload is::
+
+    u8      length L of the dtype string
+    L bytes dtype as a numpy type string, ASCII: "<f8", "<f4", "<i8", "<i4", "|u1", "|b1", ...
+    u8      number of dimensions N
+    N x u64 shape, little-endian
+    rest    the elements, C order, little-endian
+
+so a C++ engine decodes them with any msgpack library and one ``memcpy``. Plain lists are accepted
+everywhere an array is. Decoding never raises anything but `CodecError`.
+
+>>> import numpy as np
+>>> body = encode_request("compute", {"close": np.arange(3.0)}, rid="r1")
+>>> req = decode_request(body)
+>>> req.op, req.rid, req.args["close"].tolist()
+('compute', 'r1', [0.0, 1.0, 2.0])
+>>> decode_reply(encode_reply({"x": 1}))
+{'x': 1}
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from .errors import CodecError, MlpError, error_from_wire
+
+NDARRAY_EXT = 1
+
+#: Array element kinds that may travel: bool, signed/unsigned int, float (no objects, no strings).
+_ALLOWED_KINDS = frozenset("biuf")
+_U64 = struct.Struct("<Q")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A decoded request body."""
+
+    op: str
+    args: dict[str, Any]
+    rid: str | None = None
+
+
+def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
+    if arr.dtype.kind not in _ALLOWED_KINDS:
+        raise CodecError(f"arrays of dtype {arr.dtype} cannot be encoded")
+    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not _LITTLE):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    dtype = arr.dtype.str.encode("ascii")
+    header = bytes((len(dtype),)) + dtype + bytes((arr.ndim,)) + b"".join(_U64.pack(n) for n in arr.shape)
+    return msgpack.ExtType(NDARRAY_EXT, header + np.ascontiguousarray(arr).tobytes())
+
+
+def _unpack_array(data: bytes) -> np.ndarray:
+    try:
+        view = memoryview(data)
+        n = view[0]
+        dtype = np.dtype(bytes(view[1 : 1 + n]).decode("ascii"))
+        pos = 1 + n
+        ndim = view[pos]
+        pos += 1
+        shape = tuple(_U64.unpack_from(view, pos + 8 * i)[0] for i in range(ndim))
+        pos += 8 * ndim
+    except (IndexError, ValueError, TypeError, UnicodeDecodeError, struct.error) as exc:
+        raise CodecError(f"malformed ndarray ext payload: {exc}") from None
+    if dtype.kind not in _ALLOWED_KINDS:
+        raise CodecError(f"ndarray dtype {dtype.str!r} is not allowed")
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count * dtype.itemsize != len(view) - pos:
+        raise CodecError(f"ndarray payload holds {len(view) - pos} bytes, shape {shape} of {dtype.str} needs "
+                         f"{count * dtype.itemsize}")
+    return np.frombuffer(view, dtype=dtype, count=count, offset=pos).reshape(shape)
+
+
+_LITTLE = np.little_endian
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return _pack_array(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == NDARRAY_EXT:
+        return _unpack_array(data)
+    raise CodecError(f"unknown msgpack ext type {code}")
+
+
+_packer_default = _default
+
+
+def packb(obj: Any) -> bytes:
+    """Encode any body (dicts, lists, scalars, numpy arrays and scalars)."""
+    try:
+        return msgpack.packb(obj, default=_packer_default, use_bin_type=True)  # type: ignore[no-any-return]
+    except MlpError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"cannot encode body: {exc}") from None
+
+
+def unpackb(data: bytes | memoryview) -> Any:
+    """Decode one msgpack frame; any failure is a `CodecError`."""
+    try:
+        return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, strict_map_key=False)
+    except CodecError:
+        raise
+    except Exception as exc:  # msgpack raises a zoo of types for malformed input
+        raise CodecError(f"frame is not valid msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def encode_request(op: str, args: dict[str, Any] | None = None, *, rid: str | None = None) -> bytes:
+    body: dict[str, Any] = {"op": op, "args": args if args is not None else {}}
+    if rid is not None:
+        body["id"] = rid
+    return packb(body)
+
+
+def check_request(body: Any) -> Request:
+    """Validate a decoded request map (also used for JSON bodies already parsed by the edge)."""
+    if not isinstance(body, dict):
+        raise CodecError(f"request body must be a map, got {type(body).__name__}")
+    op = body.get("op")
+    if not isinstance(op, str) or not op:
+        raise CodecError("request field 'op' must be a non-empty string")
+    args = body.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise CodecError(f"request field 'args' must be a map, got {type(args).__name__}")
+    rid = body.get("id")
+    if rid is not None and not isinstance(rid, str):
+        rid = str(rid)
+    return Request(op, args, rid)
+
+
+def decode_request(frame: bytes | memoryview) -> Request:
+    return check_request(unpackb(frame))
+
+
+_OK_PREFIX = msgpack.packb({"ok": True, "result": None})[:-1]  # fixmap(2) "ok" true "result"
+
+
+def encode_reply(result: Any) -> bytes:
+    """Encode a successful reply."""
+    return _OK_PREFIX + packb(result)
+
+
+def encode_error(error: MlpError) -> bytes:
+    return packb({"ok": False, "error": error.to_wire()})
+
+
+def decode_reply(frame: bytes | memoryview) -> Any:
+    """Return the result of a reply frame, or raise the error it carries as its `MlpError` type."""
+    body = unpackb(frame)
+    if not isinstance(body, dict) or "ok" not in body:
+        raise CodecError("reply must be a map with an 'ok' field")
+    if body["ok"] is True:
+        return body.get("result")
+    raise error_from_wire(body.get("error"))
+
+
+def self_check() -> None:
+    """Round-trip every shape the protocol promises; run once at start-up."""
+    sample = {
+        "f8": np.linspace(0.0, 1.0, 7),
+        "i4": np.arange(6, dtype=np.int32).reshape(2, 3),
+        "b1": np.array([True, False]),
+        "empty": np.empty((0, 3)),
+        "list": [1, 2.5, None, "x"],
+    }
+    back = decode_request(encode_request("check", sample, rid="self")).args
+    for key, value in sample.items():
+        got = back[key]
+        if isinstance(value, np.ndarray):
+            ok = got.dtype == value.dtype and got.shape == value.shape and np.array_equal(got, value)
+        else:
+            ok = got == value
+        if not ok:
+            raise CodecError(f"codec self-check failed for {key!r}")
+    if decode_reply(encode_reply(sample["list"])) != sample["list"]:
+        raise CodecError("codec self-check failed for replies")

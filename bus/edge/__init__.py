@@ -1,0 +1,1 @@
+"""REST edge: an aiohttp app whose every route is one bus request."""

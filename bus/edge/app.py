@@ -1,0 +1,144 @@
+"""The aiohttp app factory: a generic handler per `Route`, one error middleware, request ids, size limit.
+
+The edge is a bus client: it holds a *requester* (the in-process broker, or an `AsyncClient` to a remote
+one) and turns each HTTP request into one bus request. It imports nothing of the kernel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+import structlog
+from aiohttp import web
+
+from ..errors import BadRequest, InternalError, MlpError, NotFound, TooLarge
+from .openapi import OPENAPI_PATH, build_openapi
+from .routes import CORE_ROUTES, Route
+
+log = structlog.get_logger(__name__)
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Requester(Protocol):
+    async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
+                      rid: str | None = None, timeout: float | None = None) -> Any: ...
+
+
+@dataclass
+class EdgeStats:
+    requests: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+REQUESTER = web.AppKey("requester", Requester)
+ROUTES = web.AppKey("routes", list)
+STATS = web.AppKey("stats", EdgeStats)
+OPENAPI = web.AppKey("openapi", dict)
+MAX_BODY = web.AppKey("max_body", int)
+
+_rid_prefix = os.urandom(4).hex()
+_rid_counter = itertools.count(1)
+
+
+def _json(data: Any, status: int = 200, rid: str | None = None) -> web.Response:
+    headers = {"X-Request-Id": rid} if rid else None
+    return web.Response(body=orjson.dumps(data, option=_JSON_OPTIONS), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def error_response(exc: MlpError, rid: str | None = None) -> web.Response:
+    return _json({"error": exc.to_wire()}, exc.http_status, rid)
+
+
+_HTTP_ERRORS: dict[int, type[MlpError]] = {404: NotFound, 413: TooLarge}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Map every error to ``{"error": {"code", "message"}}`` with the status its type names."""
+    stats = request.app[STATS]
+    stats.requests += 1
+    rid = request.headers.get("X-Request-Id")
+    try:
+        response: web.StreamResponse = await handler(request)
+    except MlpError as exc:
+        response = error_response(exc, rid)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        cls = _HTTP_ERRORS.get(exc.status, BadRequest)
+        message = exc.reason
+        if exc.status == 413:
+            message = f"request body larger than the limit of {request.app[MAX_BODY]} bytes"
+        elif exc.status == 405:
+            message = f"method {request.method} not allowed on {request.path}"
+        elif exc.status == 404:
+            message = f"no route {request.method} {request.path} (see {OPENAPI_PATH})"
+        response = _json({"error": {"code": cls.code, "message": message}}, exc.status, rid)
+    except Exception as exc:  # a bug of ours: say so, never leak a traceback
+        log.error("edge_handler_failed", path=request.path, method=request.method, rid=rid, exc_info=exc)
+        response = error_response(InternalError(f"{type(exc).__name__} while handling the request"), rid)
+    stats.by_status[response.status] = stats.by_status.get(response.status, 0) + 1
+    return response
+
+
+def _handler(route: Route) -> Any:
+    service, op, text = route.service, route.op, route.content_type == "text"
+    query = [name for name, _, _ in route.query]
+    has_body = route.has_body
+
+    async def handle(request: web.Request) -> web.Response:
+        rid = request.headers.get("X-Request-Id") or f"{_rid_prefix}-{next(_rid_counter)}"
+        args: dict[str, Any] = {}
+        if has_body and request.body_exists:
+            raw = await request.read()
+            if raw.strip():
+                try:
+                    body = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from None
+                if not isinstance(body, dict):
+                    raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}",
+                                     field="body")
+                args = body
+        if request.match_info:
+            args.update(request.match_info)
+        for name in query:
+            if name in request.query:
+                args[name] = request.query[name]
+        result = await request.app[REQUESTER].request(service, op, args, rid=rid)
+        if text:
+            return web.Response(body=str(result).encode(), headers={"Content-Type": _PROMETHEUS,
+                                                                     "X-Request-Id": rid})
+        return _json(result, 200, rid)
+
+    handle.__name__ = f"{service}_{op}"
+    return handle
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return _json(request.app[OPENAPI])
+
+
+def create_app(requester: Requester, routes: Iterable[Route] = CORE_ROUTES, *,
+               max_body_bytes: int = 256 * 1024 * 1024, title: str = "ml-processing",
+               version: str = "0") -> web.Application:
+    """Build the REST app; tests call this too, with a real broker as `requester`."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
+    table = list(routes)
+    app[REQUESTER] = requester
+    app[ROUTES] = table
+    app[STATS] = EdgeStats()
+    app[MAX_BODY] = max_body_bytes
+    app[OPENAPI] = build_openapi(table, title=title, version=version)
+    for route in table:
+        app.router.add_route(route.method, route.path, _handler(route))
+    app.router.add_get(OPENAPI_PATH, _openapi)
+    return app

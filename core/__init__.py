@@ -1,0 +1,1 @@
+"""The kernel: configuration, plugin manager, hookspecs, actors, supervision, command line."""

@@ -1,0 +1,113 @@
+"""The actor: a named bus service with a lifecycle, request handlers per ``op``, subscriptions, publish.
+
+Write an actor as a subclass with a ``name`` (its service name) and methods ``handle_<op>(self, args)``,
+sync for quick work or ``async`` for anything that waits. Raise `BadRequest`, `NotFound`, ... for errors
+the caller should see; any other exception is a crash: the caller gets ``internal``, and the supervisor
+restarts the actor with a fresh instance.
+
+>>> class Echo(Actor):
+...     name = "echo"
+...     def handle_ping(self, args):
+...         return "pong"
+>>> sorted(Echo.ops())
+['ping']
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from ml_processing.bus.pubsub import Handler
+
+from .config import Config
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ActorContext:
+    """What the kernel hands an actor: configuration and the bus verbs, nothing else."""
+
+    name: str
+    settings: Config
+    config: Any  # the plugin's own config object (from ``register_config_schemas``), or None
+    publish: Callable[[str, Any], None]
+    subscribe: Callable[[str, Handler], None]
+    unsubscribe: Callable[[str, Handler], None]
+    request: Callable[..., Awaitable[Any]]
+    spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]
+    executor: Executor
+    data_dir: Path
+    kernel: Any = None  # read-only view of the kernel (status, plugins, services) for introspection
+
+
+class Actor:
+    """Base of every actor. Subclasses set ``name`` and define ``handle_<op>`` methods."""
+
+    name: ClassVar[str] = ""
+    _ops: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._ops = {attr[len("handle_"):]: attr for attr in dir(cls)
+                    if attr.startswith("handle_") and callable(getattr(cls, attr))}
+
+    def __init__(self, ctx: ActorContext) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.settings = ctx.settings
+
+    @classmethod
+    def ops(cls) -> list[str]:
+        """Every op this actor answers."""
+        return list(cls._ops)
+
+    # -- lifecycle: override as needed ---------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Acquire resources, load state, subscribe. Raising here counts as a crash."""
+
+    async def on_stop(self) -> None:
+        """Persist state and release resources; called on shutdown and before a restart."""
+
+    def health(self) -> dict[str, Any]:
+        """A fragment of ``/health`` in the seed's shape; numbers are summed across actors.
+
+        For example ``{"ml_status": {"models_loaded": 3}}``.
+        """
+        return {}
+
+    def metrics(self) -> dict[str, Any]:
+        """A fragment of ``/metrics/ml``, merged like `health`."""
+        return {}
+
+    # -- bus verbs -----------------------------------------------------------------------------------
+
+    def publish(self, topic: str, body: Any) -> None:
+        """Publish on pub/sub; never blocks (a slow subscriber loses messages, counted)."""
+        self.ctx.publish(topic, body)
+
+    def subscribe(self, prefix: str, handler: Handler) -> None:
+        """Call ``handler(topic, body)`` for every message whose topic starts with `prefix`."""
+        self.ctx.subscribe(prefix, handler)
+
+    def unsubscribe(self, prefix: str, handler: Handler) -> None:
+        self.ctx.unsubscribe(prefix, handler)
+
+    async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
+                      timeout: float | None = None) -> Any:
+        """Ask another service over the bus (a direct call when it lives in this process)."""
+        return await self.ctx.request(service, op, args, timeout=timeout)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
+        """Run a background task; if it raises, the actor has crashed and is restarted."""
+        return self.ctx.spawn(coro, name)
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run GIL-releasing work (numpy, xgboost) on the kernel's thread pool, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.ctx.executor, fn, *args)

@@ -1,0 +1,336 @@
+"""plugins.toml parsed into frozen config objects, with environment variables on top.
+
+Precedence, lowest first: the defaults written in these classes (the *embedded defaults*, enough to run),
+the TOML file, then the environment. Every section and key is checked: an unknown key, a wrong type or a
+bad value raises `ConfigError` with one line naming the key and where it came from.
+
+Environment overrides: ``MLP_<SECTION>_<KEY>`` for any key (``MLP_EDGE_PORT=8010``; lists comma
+separated), and the seed's names ``MODEL_CACHE_SIZE``, ``FEATURE_CACHE_TTL``, ``PREDICTION_CACHE_TTL``,
+``LOG_LEVEL`` and ``ENV``. ``MLP_CONFIG`` names the file; ``MLP_DISABLE_AUTOLOAD=1`` turns off entry-point
+plugin autoloading.
+
+>>> cfg = load_config(None, environ={"MLP_EDGE_PORT": "9000", "LOG_LEVEL": "debug"})
+>>> cfg.edge.port, cfg.service.log_level, cfg.source
+(9000, 'debug', '<embedded defaults>')
+>>> load_config(None, environ={"MLP_EDGE_PORT": "high"})
+Traceback (most recent call last):
+...
+ml_processing.core.errors.ConfigError: environment MLP_EDGE_PORT: [edge] port: expected an integer, got 'high'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """``[service]``: identity, environment, logging and where state lives."""
+
+    name: str = "ml-processing"
+    env: str = "development"
+    log_level: str = "info"
+    log_json: bool | None = None  # None: JSON unless stderr is a terminal; production always JSON
+    data_dir: str = "./var"
+
+    def __post_init__(self) -> None:
+        _check(self.log_level in LOG_LEVELS, f"log_level: must be one of {', '.join(LOG_LEVELS)}")
+        _check(bool(self.name), "name: must not be empty")
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    """``[bus]``: ZeroMQ endpoints and MDP timing."""
+
+    broker_bind: tuple[str, ...] = ("tcp://127.0.0.1:5555",)
+    broker_connect: str = "tcp://127.0.0.1:5555"  # where `ml-processing worker` finds the broker
+    pub_in: str = "tcp://127.0.0.1:5556"  # XSUB side of the proxy: feeds publish here
+    pub_out: str = "tcp://127.0.0.1:5557"  # XPUB side: subscribers connect here
+    heartbeat_ms: int = 2500
+    liveness: int = 3
+    request_timeout_ms: int = 10_000
+    max_queue: int = 10_000
+    hwm: int = 10_000
+
+    def __post_init__(self) -> None:
+        for endpoint in (*self.broker_bind, self.broker_connect, self.pub_in, self.pub_out):
+            _check("://" in endpoint, f"endpoint {endpoint!r}: expected transport://address")
+        _check(self.heartbeat_ms >= 10, "heartbeat_ms: must be at least 10")
+        _check(self.liveness >= 1, "liveness: must be at least 1")
+        _check(self.request_timeout_ms >= 1, "request_timeout_ms: must be positive")
+        _check(self.max_queue >= 1 and self.hwm >= 1, "max_queue and hwm: must be positive")
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """``[edge]``: the aiohttp REST edge."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8006
+    max_body_mb: float = 256.0
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, "port: must be 0-65535")
+        _check(self.max_body_mb > 0, "max_body_mb: must be positive")
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """``[kernel]``: supervision, shutdown and the event loop."""
+
+    drain_timeout_s: float = 10.0
+    max_restarts: int = 5  # restart intensity: this many crashes ...
+    restart_window_s: float = 60.0  # ... within this window mark an actor unhealthy
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+    worker_concurrency: int = 1  # MDP worker connections per actor in `ml-processing worker`
+    uvloop: bool = True
+    threads: int = 2  # thread pool for GIL-releasing work (numpy, xgboost)
+
+    def __post_init__(self) -> None:
+        _check(self.drain_timeout_s >= 0, "drain_timeout_s: must not be negative")
+        _check(self.max_restarts >= 0, "max_restarts: must not be negative")
+        _check(self.restart_window_s > 0, "restart_window_s: must be positive")
+        _check(0 <= self.backoff_initial_s <= self.backoff_max_s, "backoff: need 0 <= initial <= max")
+        _check(self.worker_concurrency >= 1, "worker_concurrency: must be at least 1")
+        _check(self.threads >= 1, "threads: must be at least 1")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """``[cache]``: sizes and lifetimes of the model, prediction and feature caches."""
+
+    model_cache_size: int = 5000  # MODEL_CACHE_SIZE
+    feature_cache_ttl: float = 1800.0  # FEATURE_CACHE_TTL, seconds
+    prediction_cache_ttl: float = 300.0  # PREDICTION_CACHE_TTL, seconds
+
+    def __post_init__(self) -> None:
+        _check(self.model_cache_size >= 0, "model_cache_size: must not be negative")
+        _check(self.feature_cache_ttl >= 0 and self.prediction_cache_ttl >= 0, "ttl: must not be negative")
+
+
+@dataclass(frozen=True)
+class PluginSection:
+    """``[plugins.NAME]``: ``enabled`` plus the plugin's own keys (checked against its config class)."""
+
+    enabled: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    """``[plugins]``: where plugins come from."""
+
+    autoload: bool = True  # entry points of the group `ml_processing`
+    modules: tuple[str, ...] = ()  # extra plugin modules by import path
+    sections: Mapping[str, PluginSection] = field(default_factory=dict)
+
+    def enabled(self, name: str) -> bool:
+        section = self.sections.get(name)
+        return section is None or section.enabled
+
+
+@dataclass(frozen=True)
+class Config:
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    bus: BusConfig = field(default_factory=BusConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    kernel: KernelConfig = field(default_factory=KernelConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    source: str = "<embedded defaults>"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.service.data_dir)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "service": ServiceConfig,
+    "bus": BusConfig,
+    "edge": EdgeConfig,
+    "kernel": KernelConfig,
+    "cache": CacheConfig,
+}
+
+#: The seed's environment variables, and the key each overrides.
+SEED_ENV = {
+    "MODEL_CACHE_SIZE": ("cache", "model_cache_size"),
+    "FEATURE_CACHE_TTL": ("cache", "feature_cache_ttl"),
+    "PREDICTION_CACHE_TTL": ("cache", "prediction_cache_ttl"),
+    "LOG_LEVEL": ("service", "log_level"),
+    "ENV": ("service", "env"),
+}
+
+
+def _coerce(value: Any, hint: Any, *, from_env: bool) -> Any:
+    """Check (and, for environment strings, parse) `value` against a field's type hint."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (from_env and value.lower() in ("", "none", "auto")):
+            return None
+        return _coerce(value, options[0], from_env=from_env)
+    if hint is bool:
+        if from_env:
+            lowered = value.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected a boolean, got {value!r}")
+        if not isinstance(value, bool):
+            raise ValueError(f"expected a boolean, got {value!r}")
+        return value
+    if hint is int:
+        if from_env:
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError(f"expected an integer, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if from_env:
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if from_env:
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1]
+        return tuple(_coerce(v, item, from_env=False) for v in value)
+    raise ValueError(f"unsupported field type {hint!r}")
+
+
+def build_section(cls: type[T], table: Mapping[str, Any], where: str, section: str,
+                  *, from_env: bool = False) -> T:
+    """Build a frozen config object from a table, rejecting unknown keys, wrong types and bad values.
+
+    Used for the kernel's sections and for every plugin's config class alike.
+    """
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: [{section}] must be a table, got {type(table).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key not in names:
+            raise ConfigError(f"{where}: [{section}] {key}: unknown key (known: {', '.join(sorted(names))})")
+        try:
+            values[key] = _coerce(raw, hints[key], from_env=from_env)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: [{section}] {key}: {exc}") from None
+    try:
+        return cls(**values)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{where}: [{section}] {exc}") from None
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(section, key) -> (value, variable name) for every override present in the environment."""
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    for var, target in SEED_ENV.items():
+        if var in environ:
+            found[target] = (environ[var], var)
+    for var, value in environ.items():
+        if not var.startswith("MLP_") or var in ("MLP_CONFIG", "MLP_DISABLE_AUTOLOAD"):
+            continue
+        rest = var[4:].lower()
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        if section is None:
+            if rest.startswith("plugins_"):
+                continue
+            raise ConfigError(f"environment {var}: unknown section (known: {', '.join(_SECTIONS)})")
+        found[(section, rest[len(section) + 1:])] = (value, var)
+    return found
+
+
+def _plugins_section(table: Any, where: str) -> PluginsConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: [plugins] must be a table")
+    autoload = table.get("autoload", True)
+    modules = table.get("modules", [])
+    if not isinstance(autoload, bool):
+        raise ConfigError(f"{where}: [plugins] autoload: expected a boolean, got {autoload!r}")
+    if not isinstance(modules, list) or not all(isinstance(m, str) and m for m in modules):
+        raise ConfigError(f"{where}: [plugins] modules: expected a list of module paths, got {modules!r}")
+    sections: dict[str, PluginSection] = {}
+    for name, sub in table.items():
+        if name in ("autoload", "modules"):
+            continue
+        if not isinstance(sub, Mapping):
+            raise ConfigError(f"{where}: [plugins] {name}: unknown key (plugin sections are tables "
+                              f"[plugins.{name}]; keys are autoload, modules)")
+        enabled = sub.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{where}: [plugins.{name}] enabled: expected a boolean, got {enabled!r}")
+        options = {k: v for k, v in sub.items() if k != "enabled"}
+        sections[name] = PluginSection(enabled, options)
+    return PluginsConfig(autoload, tuple(modules), sections)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (or ``MLP_CONFIG``, or nothing: the embedded defaults) and apply the environment."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get("MLP_CONFIG"):
+        path = env["MLP_CONFIG"]
+    data: dict[str, Any] = {}
+    where = "<embedded defaults>"
+    if path is not None:
+        where = str(path)
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    for key in data:
+        if key not in _SECTIONS and key != "plugins":
+            raise ConfigError(f"{where}: [{key}]: unknown section (known: {', '.join([*_SECTIONS, 'plugins'])})")
+    sections = {name: build_section(cls, data.get(name, {}), where, name) for name, cls in _SECTIONS.items()}
+    for (section, key), (value, var) in _env_overrides(env).items():
+        override = build_section(_SECTIONS[section], {key: value}, f"environment {var}", section, from_env=True)
+        sections[section] = dataclasses.replace(sections[section], **{key: getattr(override, key)})
+        try:
+            sections[section] = dataclasses.replace(sections[section])  # re-run cross-field checks
+        except ValueError as exc:
+            raise ConfigError(f"environment {var}: [{section}] {exc}") from None
+    plugins = _plugins_section(data.get("plugins", {}), where)
+    if env.get("MLP_DISABLE_AUTOLOAD", "").lower() in ("1", "true", "yes", "on"):
+        plugins = dataclasses.replace(plugins, autoload=False)
+    return Config(**sections, plugins=plugins, source=where)

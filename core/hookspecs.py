@@ -1,0 +1,65 @@
+"""Every hook of ml-processing, in one place, grouped by lifecycle phase.
+
+Hooks are synchronous and only *register* things; everything that waits happens in actors on the bus.
+A plugin implements any subset with ``@hookimpl`` (from this module) and is found through the entry-point
+group ``ml_processing``, a module path in ``[plugins] modules``, or the built-in list.
+
+Order of calls at start-up: ``register_config_schemas`` (so the kernel can check ``[plugins.NAME]``),
+then ``register_actors`` and ``register_routes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from ml_processing.bus.edge.routes import Route
+
+    from .actor import Actor
+    from .config import Config
+
+PROJECT = "ml_processing"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -- phase 1: configuration -----------------------------------------------------------------------------
+
+
+@hookspec
+def register_config_schemas() -> Mapping[str, type[Any]]:
+    """Declare the frozen dataclass that checks a plugin's ``[plugins.NAME]`` section.
+
+    :return: ``{NAME: ConfigClass}``. Keys of the section other than ``enabled`` are checked against the
+        class exactly like the kernel's own sections (unknown key, wrong type, bad value: start-up
+        stops with one line naming the key). Actors read the built object as ``self.config``.
+    """
+    raise NotImplementedError
+
+
+# -- phase 2: what runs -----------------------------------------------------------------------------------
+
+
+@hookspec
+def register_actors(settings: Config) -> Iterable[type[Actor]]:
+    """Return the actor classes this plugin runs; each becomes the bus service ``Actor.name``.
+
+    :param settings: the whole configuration (read-only), for plugins that register actors conditionally.
+    :return: actor classes (subclasses of `ml_processing.core.actor.Actor`), constructed and supervised
+        by the kernel, one instance per process.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_routes() -> Iterable[Route]:
+    """Return REST routes (`ml_processing.bus.edge.routes.Route`) that translate to this plugin's ops.
+
+    :return: routes; each is one bus request, documented in the OpenAPI document automatically. A route
+        whose method and path are already taken is refused and the plugin reported as broken.
+    """
+    raise NotImplementedError

@@ -1,0 +1,316 @@
+"""The kernel: loads plugins, starts the bus and every actor under supervision, drains on shutdown.
+
+``serve`` mode runs the MDP broker (ROUTER on ``[bus] broker_bind`` plus ``inproc://mlp-broker``), the
+pub/sub proxy, every actor (served by the broker directly, with no socket hop) and the REST edge.
+``worker`` mode runs no broker, proxy or edge: each actor joins a remote broker as MDP worker(s) and
+uses the remote proxy for pub/sub, so a second process or host adds capacity with no other change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import zmq
+import zmq.asyncio
+from aiohttp import web
+from ml_processing.bus import codec, mdp
+from ml_processing.bus.edge.app import STATS, EdgeStats, create_app
+from ml_processing.bus.edge.routes import CORE_ROUTES, Route
+from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
+
+from .actor import Actor, ActorContext
+from .config import Config
+from .errors import PluginError
+from .log import get_logger
+from .plugins import PluginHost
+from .supervisor import FAILED, RUNNING, ActorCell
+
+log = get_logger(__name__)
+
+INPROC_BROKER = "inproc://mlp-broker"
+INPROC_PUB_IN = "inproc://mlp-pub-in"
+INPROC_PUB_OUT = "inproc://mlp-pub-out"
+
+try:
+    VERSION = importlib.metadata.version("ml-processing")
+except importlib.metadata.PackageNotFoundError:  # running from a checkout without install
+    VERSION = "0+unknown"
+
+
+def merge_fragments(into: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
+    """Merge an actor's health/metrics fragment: numbers add up, maps merge, lists extend.
+
+    >>> merge_fragments({"a": {"n": 1}, "l": [1]}, {"a": {"n": 2, "m": True}, "l": [2]})
+    {'a': {'n': 3, 'm': True}, 'l': [1, 2]}
+    """
+    for key, value in fragment.items():
+        current = into.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            merge_fragments(current, value)
+        elif isinstance(current, list) and isinstance(value, list):
+            current.extend(value)
+        elif (isinstance(current, (int, float)) and isinstance(value, (int, float))
+              and not isinstance(current, bool) and not isinstance(value, bool)):
+            into[key] = current + value
+        elif isinstance(value, dict):
+            into[key] = merge_fragments({}, value)
+        elif isinstance(value, list):
+            into[key] = list(value)
+        else:
+            into[key] = value
+    return into
+
+
+class Kernel:
+    """One process of ml-processing. Use `start`/`stop`, or `run` for the signal-driven lifecycle."""
+
+    def __init__(self, config: Config, *, mode: Literal["serve", "worker"] = "serve",
+                 broker: str | None = None) -> None:
+        self.config = config
+        self.mode = mode
+        self.broker_address = broker or config.bus.broker_connect
+        self.state = "created"
+        self.started_at = time.time()
+        self.plugins = PluginHost(config)
+        self.cells: dict[str, ActorCell] = {}
+        self.routes: list[Route] = list(CORE_ROUTES)
+        self.context = zmq.asyncio.Context()
+        self.broker: mdp.Broker | None = None
+        self.proxy: Proxy | None = None
+        self.publisher: Publisher | None = None
+        self.subscriber: Subscriber | None = None
+        self.client: mdp.AsyncClient | None = None
+        self.workers: list[mdp.Worker] = []
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self.runner: web.AppRunner | None = None
+        self.edge_stats: EdgeStats | None = None
+        self.edge_url: str | None = None
+        self.executor = ThreadPoolExecutor(config.kernel.threads, thread_name_prefix="mlp-work")
+        self._stop_event: asyncio.Event | None = None
+
+    # -- start ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state = "starting"
+        codec.self_check()
+        actor_classes = self.discover()
+        bus = self.config.bus
+        if self.mode == "serve":
+            self.proxy = Proxy(self.context, [bus.pub_in, INPROC_PUB_IN], [bus.pub_out, INPROC_PUB_OUT],
+                               hwm=bus.hwm)
+            self.proxy.start()
+            pub_in, pub_out = INPROC_PUB_IN, INPROC_PUB_OUT
+            self.broker = mdp.Broker(self.context, [*bus.broker_bind, INPROC_BROKER],
+                                     heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
+                                     request_timeout=bus.request_timeout_ms / 1000, max_queue=bus.max_queue,
+                                     hwm=bus.hwm)
+            await self.broker.start()
+        else:
+            pub_in, pub_out = bus.pub_in, bus.pub_out
+            self.client = mdp.AsyncClient(self.broker_address, timeout=bus.request_timeout_ms / 1000,
+                                          context=self.context)
+        self.publisher = Publisher(self.context, pub_in, hwm=bus.hwm)
+        self.subscriber = Subscriber(self.context, pub_out, hwm=bus.hwm)
+        self.subscriber.start()
+
+        for plugin, cls in actor_classes:
+            self.cells[cls.name] = ActorCell(cls, plugin, self._context_for, self.config.kernel, self.subscriber)
+        await asyncio.gather(*(cell.start() for cell in self.cells.values()))
+        if self.broker is not None:
+            for cell in self.cells.values():
+                self.broker.attach(cell.name, cell)
+        else:
+            self._start_workers()
+        if self.mode == "serve" and self.config.edge.enabled:
+            await self._start_edge()
+        self.state = "running"
+        log.info("kernel_started", mode=self.mode, version=VERSION, actors=list(self.cells),
+                 broker=self.broker.bound if self.broker else self.broker_address,
+                 pubsub=(self.proxy.bound_inputs, self.proxy.bound_outputs) if self.proxy else (pub_in, pub_out),
+                 edge=self.edge_url, config=self.config.source)
+
+    def discover(self) -> list[tuple[str, type[Actor]]]:
+        """Load plugins and collect their actors and routes (broken ones are reported, not fatal)."""
+        self.plugins.load()
+        actors = self._collect_actors()
+        self._collect_routes()
+        return actors
+
+    def _collect_actors(self) -> list[tuple[str, type[Actor]]]:
+        found: list[tuple[str, type[Actor]]] = []
+        names: dict[str, str] = {}
+        for plugin, classes in self.plugins.call_each("register_actors", settings=self.config):
+            try:
+                checked = []
+                for cls in classes:
+                    if not (isinstance(cls, type) and issubclass(cls, Actor)):
+                        raise PluginError(f"register_actors returned {cls!r}, not an Actor subclass")
+                    if self.mode == "worker" and cls.name == "kernel":
+                        continue  # the broker's process answers for `kernel`
+                    if not cls.name or cls.name.startswith("mmi."):
+                        raise PluginError(f"actor {cls.__name__} needs a service name (not mmi.*)")
+                    if cls.name in names:
+                        raise PluginError(f"service {cls.name!r} is already served by plugin {names[cls.name]!r}")
+                    checked.append(cls)
+            except PluginError as exc:
+                self.plugins.mark_broken(plugin, exc.message)
+                continue
+            for cls in checked:
+                names[cls.name] = plugin
+                found.append((plugin, cls))
+                self.plugins.infos[plugin].actors.append(cls.name)
+        return found
+
+    def _collect_routes(self) -> None:
+        taken = {(r.method, r.path) for r in self.routes}
+        for plugin, routes in self.plugins.call_each("register_routes"):
+            added = []
+            try:
+                for route in routes:
+                    if not isinstance(route, Route):
+                        raise PluginError(f"register_routes returned {route!r}, not a Route")
+                    key = (route.method.upper(), route.path)
+                    if key in taken:
+                        raise PluginError(f"route {route.method} {route.path} is already taken")
+                    taken.add(key)
+                    added.append(route)
+            except PluginError as exc:
+                self.plugins.mark_broken(plugin, exc.message)
+                continue
+            self.routes.extend(added)
+            self.plugins.infos[plugin].routes.extend(f"{r.method} {r.path}" for r in added)
+
+    def _context_for(self, cell: ActorCell) -> ActorContext:
+        assert self.publisher is not None
+        return ActorContext(
+            name=cell.name,
+            settings=self.config,
+            config=self.plugins.plugin_configs.get(cell.plugin),
+            publish=self.publisher.publish,
+            subscribe=cell.subscribe,
+            unsubscribe=cell.unsubscribe,
+            request=self.request,
+            spawn=cell.spawn,
+            executor=self.executor,
+            data_dir=self.config.data_path,
+            kernel=self,
+        )
+
+    def _start_workers(self) -> None:
+        bus = self.config.bus
+        for cell in self.cells.values():
+            for _ in range(self.config.kernel.worker_concurrency):
+                worker = mdp.Worker(self.context, self.broker_address, cell.name, cell,
+                                    heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness)
+                self.workers.append(worker)
+                self._worker_tasks.append(asyncio.create_task(worker.run(), name=f"mdp-worker-{cell.name}"))
+
+    async def _start_edge(self) -> None:
+        assert self.broker is not None
+        edge = self.config.edge
+        app = create_app(self.broker, self.routes, max_body_bytes=int(edge.max_body_mb * 1024 * 1024),
+                         title=self.config.service.name, version=VERSION)
+        self.edge_stats = app[STATS]
+        extra: dict[str, Any] = {} if edge.access_log else {"access_log": None}
+        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=self.config.kernel.drain_timeout_s,
+                                    **extra)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, edge.host, edge.port)
+        await site.start()
+        host, port = self.runner.addresses[0][:2]
+        self.edge_url = f"http://{host}:{port}"
+
+    # -- what actors call -----------------------------------------------------------------------------
+
+    async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
+                      timeout: float | None = None, rid: str | None = None) -> Any:
+        if self.broker is not None:
+            return await self.broker.request(service, op, args, rid=rid, timeout=timeout)
+        assert self.client is not None
+        return await self.client.request(service, op, args, timeout=timeout, rid=rid)
+
+    # -- introspection (the `kernel` service reads these) ------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        if self.state != "running":
+            return self.state
+        if any(c.state != RUNNING for c in self.cells.values()) or any(
+                i.error for i in self.plugins.infos.values()):
+            return "degraded"
+        return "healthy"
+
+    @property
+    def endpoints(self) -> dict[str, Any]:
+        return {
+            "broker": [e for e in self.broker.bound if not e.startswith("inproc")] if self.broker else [],
+            "pub_in": [e for e in self.proxy.bound_inputs if not e.startswith("inproc")] if self.proxy else [],
+            "pub_out": [e for e in self.proxy.bound_outputs if not e.startswith("inproc")] if self.proxy else [],
+            "edge": self.edge_url,
+        }
+
+    def failed_actors(self) -> list[str]:
+        return [name for name, cell in self.cells.items() if cell.state == FAILED]
+
+    # -- stop -----------------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop accepting, drain in-flight requests up to ``drain_timeout_s``, stop actors, close."""
+        if self.state in ("stopping", "stopped"):
+            return
+        self.state = "stopping"
+        deadline = time.monotonic() + self.config.kernel.drain_timeout_s
+        log.info("kernel_stopping", inflight=self.broker.inflight if self.broker else 0)
+        if self.runner is not None:
+            for site in list(self.runner.sites):
+                await site.stop()
+        drained = True
+        if self.broker is not None:
+            self.broker.stop_accepting()
+            drained = await self.broker.drain(max(0.0, deadline - time.monotonic()))
+        if self.runner is not None:
+            await self.runner.cleanup()
+        for worker in self.workers:
+            worker.stop()
+        if self._worker_tasks:
+            await asyncio.wait(self._worker_tasks, timeout=max(0.1, deadline - time.monotonic()))
+        await asyncio.gather(*(cell.stop() for cell in self.cells.values()))
+        if self.broker is not None:
+            await self.broker.close()
+        if self.client is not None:
+            self.client.close()
+        if self.subscriber is not None:
+            self.subscriber.close()
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.proxy is not None:
+            await asyncio.to_thread(self.proxy.stop)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.context.destroy(linger=0)
+        self.state = "stopped"
+        log.info("kernel_stopped", drained=drained)
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, then stop gracefully; the process exit code."""
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self._stop_event.set)
+        try:
+            await self.start()
+            await self._stop_event.wait()
+            log.info("kernel_signal_received")
+        finally:
+            await self.stop()
+        return 0
+
+    def request_stop(self) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()

@@ -1,0 +1,81 @@
+"""Prometheus metrics of one kernel: a collector that reads the live counters at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+_STATES = ("starting", "running", "restarting", "stopping", "stopped", "failed")
+
+
+class KernelCollector:
+    """Reads broker, pub/sub, edge and supervision counters; nothing is counted twice on the hot path."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def collect(self) -> Iterator[Metric]:
+        k = self.kernel
+        requests = CounterMetricFamily("mlp_actor_requests", "Requests answered per actor", labels=["actor"])
+        errors = CounterMetricFamily("mlp_actor_errors", "Error replies per actor", labels=["actor"])
+        restarts = CounterMetricFamily("mlp_actor_restarts", "Supervised restarts per actor", labels=["actor"])
+        state = GaugeMetricFamily("mlp_actor_state", "1 for the actor's current lifecycle state",
+                                  labels=["actor", "state"])
+        for name, cell in k.cells.items():
+            requests.add_metric([name], cell.requests)
+            errors.add_metric([name], cell.errors)
+            restarts.add_metric([name], cell.restarts)
+            for s in _STATES:
+                state.add_metric([name, s], 1.0 if cell.state == s else 0.0)
+        yield from (requests, errors, restarts, state)
+        if k.broker is not None:
+            st = k.broker.stats
+            broker = CounterMetricFamily("mlp_broker_messages", "MDP broker counters", labels=["kind"])
+            for kind in ("requests", "local_requests", "errors", "malformed", "timeouts", "workers_expired"):
+                broker.add_metric([kind], getattr(st, kind))
+            yield broker
+            workers = GaugeMetricFamily("mlp_broker_workers", "Live remote workers per service", labels=["service"])
+            for service, info in k.broker.services().items():
+                workers.add_metric([service], info.get("workers", 0))
+            yield workers
+            yield GaugeMetricFamily("mlp_broker_inflight", "Requests in flight", value=k.broker.inflight)
+        if k.subscriber is not None:
+            sub = CounterMetricFamily("mlp_pubsub_received", "Pub/sub messages received", labels=["outcome"])
+            ss = k.subscriber.stats
+            sub.add_metric(["ok"], ss.received - ss.malformed)
+            sub.add_metric(["malformed"], ss.malformed)
+            sub.add_metric(["handler_error"], ss.handler_errors)
+            yield sub
+        if k.publisher is not None:
+            yield CounterMetricFamily("mlp_pubsub_published", "Pub/sub messages published",
+                                      value=k.publisher.published)
+        if k.edge_stats is not None:
+            http = CounterMetricFamily("mlp_http_responses", "REST responses by status", labels=["status"])
+            for status, count in sorted(k.edge_stats.by_status.items()):
+                http.add_metric([str(status)], count)
+            yield http
+        plugins = GaugeMetricFamily("mlp_plugins", "Plugins by status", labels=["status"])
+        counts = {"loaded": 0, "broken": 0, "disabled": 0}
+        for info in k.plugins.infos.values():
+            counts["disabled" if not info.enabled else "broken" if info.error else "loaded"] += 1
+        for status, count in counts.items():
+            plugins.add_metric([status], count)
+        yield plugins
+
+
+def make_registry(kernel: Kernel) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(KernelCollector(kernel))  # type: ignore[arg-type]
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> str:
+    return generate_latest(registry).decode()

@@ -1,0 +1,229 @@
+"""Supervision: one `ActorCell` per actor, restarting it one-for-one under a restart-intensity limit.
+
+Lifecycle states::
+
+    starting -> running -> stopping -> stopped
+                   |  ^
+             crash v  | start ok
+               restarting --(more than max_restarts crashes within restart_window_s)--> failed
+
+A crash is an unexpected exception from a request handler, a topic handler, a spawned task or
+``on_start``. The crashed instance is stopped (its subscriptions and tasks removed), and after a backoff
+(doubling from ``backoff_initial_s`` up to ``backoff_max_s``) a fresh instance is started. While it is
+down, requests get ``unavailable``; a ``failed`` actor stays down, is shown unhealthy in ``/health``, and
+every other actor keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import structlog
+from ml_processing.bus import codec
+from ml_processing.bus.pubsub import Handler, Subscriber
+
+from .actor import Actor, ActorContext
+from .config import KernelConfig
+from .errors import InternalError, MlpError, NotFound, Unavailable
+from .log import get_logger
+
+log = get_logger(__name__)
+
+STARTING, RUNNING, RESTARTING, STOPPING, STOPPED, FAILED = (
+    "starting", "running", "restarting", "stopping", "stopped", "failed")
+
+_bind = structlog.contextvars.bind_contextvars
+
+
+class ActorCell:
+    """Holds one actor's current instance and answers for it on the bus (a broker `LocalService`)."""
+
+    def __init__(self, actor_cls: type[Actor], plugin: str, make_context: Callable[[ActorCell], ActorContext],
+                 policy: KernelConfig, subscriber: Subscriber,
+                 on_state: Callable[[ActorCell], None] | None = None) -> None:
+        self.actor_cls = actor_cls
+        self._subscriber = subscriber
+        self.name = actor_cls.name
+        self.plugin = plugin
+        self.policy = policy
+        self._make_context = make_context
+        self._on_state = on_state
+        self.state = STOPPED
+        self.instance: Actor | None = None
+        self.restarts = 0
+        self.crashes: deque[float] = deque()
+        self.last_error: str | None = None
+        self.requests = 0
+        self.errors = 0
+        self._subs: list[tuple[str, Handler]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._restart_task: asyncio.Task[None] | None = None
+        self._backoff = policy.backoff_initial_s
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def _set_state(self, state: str) -> None:
+        self.state = state
+        log.info("actor_state", actor=self.name, state=state, restarts=self.restarts)
+        if self._on_state is not None:
+            self._on_state(self)
+
+    async def start(self) -> None:
+        self._set_state(STARTING)
+        self.instance = self.actor_cls(self._make_context(self))
+        try:
+            await self.instance.on_start()
+        except Exception as exc:
+            self.crash(exc, where="on_start")
+            return
+        self._backoff = self.policy.backoff_initial_s
+        self._set_state(RUNNING)
+
+    async def stop(self) -> None:
+        if self._restart_task is not None:
+            self._restart_task.cancel()
+            self._restart_task = None
+        if self.state in (STOPPED, FAILED):
+            return
+        self._set_state(STOPPING)
+        await self._teardown()
+        self._set_state(STOPPED)
+
+    async def _teardown(self) -> None:
+        instance, self.instance = self.instance, None
+        for prefix, guarded in self._subs:
+            self._subscriber.unsubscribe(prefix, guarded)
+        self._subs.clear()
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        if instance is not None:
+            try:
+                await instance.on_stop()
+            except Exception as exc:
+                log.error("actor_stop_failed", actor=self.name, exc_info=exc)
+
+    def crash(self, exc: BaseException, *, where: str) -> None:
+        """Record a crash and schedule the restart (or give up past the intensity limit)."""
+        self.last_error = f"{where}: {type(exc).__name__}: {exc}"
+        log.error("actor_crashed", actor=self.name, where=where, exc_info=exc)
+        if self.state in (RESTARTING, STOPPING, STOPPED, FAILED):
+            return
+        now = time.monotonic()
+        self.crashes.append(now)
+        while self.crashes and self.crashes[0] < now - self.policy.restart_window_s:
+            self.crashes.popleft()
+        if len(self.crashes) > self.policy.max_restarts:
+            self._set_state(FAILED)
+            log.error("actor_failed", actor=self.name, crashes=len(self.crashes),
+                      window_s=self.policy.restart_window_s)
+            self._restart_task = asyncio.ensure_future(self._teardown_failed())
+            return
+        self._set_state(RESTARTING)
+        self._restart_task = asyncio.ensure_future(self._restart())
+
+    async def _teardown_failed(self) -> None:
+        await self._teardown()
+
+    async def _restart(self) -> None:
+        await self._teardown()
+        delay, self._backoff = self._backoff, min(self._backoff * 2, self.policy.backoff_max_s)
+        await asyncio.sleep(delay)
+        self.restarts += 1
+        await self.start()
+
+    @property
+    def healthy(self) -> bool:
+        return self.state in (RUNNING, STARTING, RESTARTING)
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "healthy": self.healthy, "plugin": self.plugin, "restarts": self.restarts,
+                "requests": self.requests, "errors": self.errors, "last_error": self.last_error,
+                "ops": self.actor_cls.ops()}
+
+    # -- what the actor's context calls ---------------------------------------------------------------
+
+    def subscribe(self, prefix: str, handler: Handler) -> None:
+        """Subscribe for the actor: its handler's exceptions crash it; teardown unsubscribes it."""
+
+        def guarded(topic: str, body: Any) -> None:
+            if self.state != RUNNING and self.state != STARTING:
+                return
+            try:
+                handler(topic, body)
+            except MlpError as exc:  # bad message content: the sender's fault, not a crash
+                log.warning("topic_message_rejected", actor=self.name, topic=topic, error=exc.message)
+            except Exception as exc:
+                self.crash(exc, where=f"topic {topic}")
+
+        guarded.__wrapped__ = handler  # type: ignore[attr-defined]
+        self._subs.append((prefix, guarded))
+        self._subscriber.subscribe(prefix, guarded)
+
+    def unsubscribe(self, prefix: str, handler: Handler) -> None:
+        for i, (p, guarded) in enumerate(self._subs):
+            if p == prefix and guarded.__wrapped__ is handler:  # type: ignore[attr-defined]
+                del self._subs[i]
+                self._subscriber.unsubscribe(prefix, guarded)
+                return
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self.crash(t.exception(), where=f"task {name or t.get_name()}")  # type: ignore[arg-type]
+
+        task.add_done_callback(done)
+        return task
+
+    # -- the broker calls this ------------------------------------------------------------------------
+
+    def __call__(self, request: codec.Request) -> Any:
+        if self.state != RUNNING:
+            raise Unavailable(f"service {self.name!r} is {self.state}")
+        attr = self.actor_cls._ops.get(request.op)
+        if attr is None:
+            raise NotFound(f"service {self.name!r} has no op {request.op!r} "
+                           f"(ops: {', '.join(sorted(self.actor_cls._ops))})", field="op")
+        self.requests += 1
+        _bind(actor=self.name, op=request.op, rid=request.rid)
+        instance = self.instance
+        try:
+            result = getattr(instance, attr)(request.args)
+        except MlpError:
+            self.errors += 1
+            raise
+        except Exception as exc:
+            self.errors += 1
+            self.crash(exc, where=f"op {request.op}")
+            raise InternalError(f"service {self.name!r} failed on op {request.op!r}: "
+                                f"{type(exc).__name__}: {exc}") from None
+        if inspect.isawaitable(result):
+            return self._finish(result, request)
+        return result
+
+    async def _finish(self, pending: Awaitable[Any], request: codec.Request) -> Any:
+        _bind(actor=self.name, op=request.op, rid=request.rid)
+        try:
+            return await pending
+        except MlpError:
+            self.errors += 1
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.errors += 1
+            self.crash(exc, where=f"op {request.op}")
+            raise InternalError(f"service {self.name!r} failed on op {request.op!r}: "
+                                f"{type(exc).__name__}: {exc}") from None

@@ -1,0 +1,95 @@
+"""The built-in ``kernel`` service: health, metrics, plugins and services of this process.
+
+It is a plugin like any other (registered through ``register_actors``), so the REST edge learns health
+and metrics through bus requests and never imports the kernel.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+from .actor import Actor, ActorContext
+from .config import Config
+from .hookspecs import hookimpl
+from .kernel import VERSION, merge_fragments
+from .metrics import make_registry, render
+
+#: The seed's /health shape. Fields no capability fills yet stay zero or empty; nothing is invented.
+HEALTH_TEMPLATE: dict[str, Any] = {
+    "ml_status": {"models_loaded": 0, "models_healthy": 0, "training_active": False, "feature_pipelines": 0},
+    "performance_metrics": {"avg_prediction_time_ms": 0.0, "cache_hit_rate": "0.0%",
+                            "predictions_per_second": 0, "model_accuracy": {}},
+    "technical_analysis": {"indicators_calculated": 0, "patterns_detected": 0, "signals_generated": 0},
+}
+
+
+class KernelService(Actor):
+    """Answers ``ping``, ``health``, ``health_models``, ``metrics``, ``metrics_ml``, ``plugins``, ``services``."""
+
+    name = "kernel"
+
+    def __init__(self, ctx: ActorContext) -> None:
+        super().__init__(ctx)
+        self.kernel = ctx.kernel
+        self.registry = make_registry(self.kernel)
+
+    def _fragments(self, method: str) -> dict[str, Any]:
+        merged = copy.deepcopy(HEALTH_TEMPLATE)
+        for cell in self.kernel.cells.values():
+            if cell.instance is not None and cell.instance is not self:
+                merge_fragments(merged, getattr(cell.instance, method)())
+        return merged
+
+    def handle_ping(self, args: dict[str, Any]) -> str:
+        return "pong"
+
+    def handle_health(self, args: dict[str, Any]) -> dict[str, Any]:
+        k = self.kernel
+        body = self._fragments("health")
+        body.pop("models", None)
+        return {
+            "service": k.config.service.name,
+            "status": k.status,
+            "version": VERSION,
+            "env": k.config.service.env,
+            "uptime_s": round(time.time() - k.started_at, 3),
+            **body,
+            "actors": {name: cell.status() for name, cell in k.cells.items()},
+            "plugins": {"loaded": sorted(i.name for i in k.plugins.infos.values() if i.enabled and not i.error),
+                        "broken": {i.name: i.error for i in k.plugins.infos.values() if i.error},
+                        "disabled": sorted(i.name for i in k.plugins.infos.values() if not i.enabled)},
+            "bus": {"endpoints": k.endpoints,
+                    "malformed_frames": (k.broker.stats.malformed if k.broker else 0)
+                    + (k.subscriber.stats.malformed if k.subscriber else 0),
+                    "inflight": k.broker.inflight if k.broker else 0},
+        }
+
+    def handle_health_models(self, args: dict[str, Any]) -> dict[str, Any]:
+        body = self._fragments("health")
+        models = body.get("models", [])
+        return {"service": self.kernel.config.service.name, "status": self.kernel.status,
+                "models_loaded": body["ml_status"]["models_loaded"],
+                "models_healthy": body["ml_status"]["models_healthy"], "models": models}
+
+    def handle_metrics(self, args: dict[str, Any]) -> str:
+        return render(self.registry)
+
+    def handle_metrics_ml(self, args: dict[str, Any]) -> dict[str, Any]:
+        body = self._fragments("metrics")
+        body.pop("models", None)
+        return {"service": self.kernel.config.service.name, "performance_metrics": body["performance_metrics"],
+                **{k: v for k, v in body.items() if k != "performance_metrics"}}
+
+    def handle_plugins(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.kernel.plugins.report()
+
+    def handle_services(self, args: dict[str, Any]) -> dict[str, Any]:
+        broker = self.kernel.broker
+        return broker.services() if broker is not None else {}
+
+
+@hookimpl
+def register_actors(settings: Config) -> list[type[Actor]]:
+    return [KernelService]
