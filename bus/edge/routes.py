@@ -57,6 +57,7 @@ CORE_ROUTES: tuple[Route, ...] = (
     _get("/metrics/ml", "kernel", "metrics_ml", "ML performance figures", "health"),
     Route("GET", "/metrics", "kernel", "metrics", "Prometheus metrics", "health",
           response_schema={"type": "string"}, content_type="text"),
+    _get("/api/v1/ping", "kernel", "ping", "Liveness of the bus path: edge -> broker -> kernel actor", "kernel"),
     _get("/api/v1/plugins", "kernel", "plugins", "Loaded plugins, their hooks and actors", "kernel"),
     _get("/api/v1/services", "kernel", "services", "Services the broker knows and their workers", "kernel"),
     _post("/api/v1/predict", "models", "predict", "Single prediction", "models"),
