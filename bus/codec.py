@@ -155,7 +155,7 @@ def decode_request(frame: bytes | memoryview) -> Request:
     return check_request(unpackb(frame))
 
 
-_OK_PREFIX = msgpack.packb({"ok": True, "result": None})[:-1]  # fixmap(2) "ok" true "result"
+_OK_PREFIX: bytes = msgpack.packb({"ok": True, "result": None})[:-1]  # fixmap(2) "ok" true "result"
 
 
 def encode_reply(result: Any) -> bytes:

@@ -156,7 +156,7 @@ class SocketReader:
         self._batch = batch
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
-        self._fd = sock.getsockopt(zmq.FD)
+        self._fd: int = sock.getsockopt(zmq.FD)  # type: ignore[assignment]
         self._loop.add_reader(self._fd, self._drain)
         self.kick()
 
@@ -177,7 +177,8 @@ class SocketReader:
     def kick(self) -> None:
         if self._scheduled or self._sock.closed:
             return
-        if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        events: int = self._sock.getsockopt(zmq.EVENTS)  # type: ignore[assignment]
+        if events & zmq.POLLIN:
             self._scheduled = True
             self._loop.call_soon(self._drain)
 
@@ -201,7 +202,8 @@ class Broker:
     def __init__(self, context: zmq.Context[Any], endpoints: list[str], *, heartbeat_interval: float = 2.5,
                  liveness: int = 3, request_timeout: float = 10.0, max_queue: int = 10_000,
                  hwm: int = 100_000) -> None:
-        self._context = zmq.Context.shadow(context.underlying)  # plain sockets: the broker polls their FDs
+        # plain sockets: the broker polls their file descriptors itself
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
         self.endpoints = list(endpoints)
         self.heartbeat_interval = heartbeat_interval
         self.liveness = liveness
@@ -531,12 +533,12 @@ class Broker:
             self.stats.workers_expired += 1
             self._drop_worker(worker.identity, notify=False, reason="heartbeat expired")
         for identity, pending in list(self._held.items()):
-            worker = self._workers.get(identity)
-            if pending.deadline < now and worker is not None and not worker.stale:
-                worker.stale = True
+            held_by = self._workers.get(identity)
+            if pending.deadline < now and held_by is not None and not held_by.stale:
+                held_by.stale = True
                 self.stats.timeouts += 1
-                self._fail_pending(pending, worker.service, Timeout(
-                    f"service {worker.service.decode(errors='replace')!r} did not answer in time"))
+                self._fail_pending(pending, held_by.service, Timeout(
+                    f"service {held_by.service.decode(errors='replace')!r} did not answer in time"))
         for svc in self._services.values():
             while svc.queue and svc.queue[0].deadline < now:
                 self.stats.timeouts += 1
@@ -675,7 +677,7 @@ class Worker:
         last_recv = last_send = time.monotonic()
         interval_ms = int(self.heartbeat_interval * 1000)
         while not self._stopped:
-            if await sock.poll(interval_ms, zmq.POLLIN):
+            if await sock.poll(interval_ms, zmq.POLLIN):  # type: ignore[call-arg]
                 frames = await sock.recv_multipart()
                 heard = True
                 last_recv = time.monotonic()
@@ -741,7 +743,7 @@ class Client:
         self._sock = self._connect()
 
     def _connect(self) -> zmq.Socket[bytes]:
-        sock = self._context.socket(zmq.DEALER)
+        sock: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.broker)
         return sock
@@ -805,7 +807,7 @@ class AsyncClient:
         name = service.encode()
         try:
             await sock.send_multipart([CLIENT, REQUEST, name, *frames])
-            if not await sock.poll(int((timeout or self.timeout) * 1000), zmq.POLLIN):
+            if not await sock.poll(int((timeout or self.timeout) * 1000), zmq.POLLIN):  # type: ignore[call-arg]
                 raise Timeout(f"no reply from service {service!r} within {timeout or self.timeout}s")
             reply = await sock.recv_multipart()
         except BaseException:

@@ -30,7 +30,7 @@ class Proxy:
 
     def __init__(self, context: zmq.Context[Any], inputs: list[str], outputs: list[str], *,
                  hwm: int = 10_000) -> None:
-        self._context = zmq.Context.shadow(context.underlying)
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.hwm = hwm
@@ -98,7 +98,7 @@ class Publisher:
     """Publishes ``[topic, body]``; never blocks (messages past the high-water mark are dropped)."""
 
     def __init__(self, context: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000) -> None:
-        self._sock = zmq.Context.shadow(context.underlying).socket(zmq.PUB)
+        self._sock: zmq.Socket[bytes] = zmq.Context.shadow(context.underlying).socket(zmq.PUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
         self._sock.connect(endpoint)
@@ -129,7 +129,7 @@ class Subscriber:
     """One SUB socket; each message is decoded once and handed to every handler whose prefix matches."""
 
     def __init__(self, context: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000) -> None:
-        self._sock = zmq.Context.shadow(context.underlying).socket(zmq.SUB)
+        self._sock: zmq.Socket[bytes] = zmq.Context.shadow(context.underlying).socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
         self._sock.connect(endpoint)

@@ -5,7 +5,7 @@ the TOML file, then the environment. Every section and key is checked: an unknow
 bad value raises `ConfigError` with one line naming the key and where it came from.
 
 Environment overrides: ``MLP_<SECTION>_<KEY>`` for any key (``MLP_EDGE_PORT=8010``; lists comma
-separated), and the seed's names ``MODEL_CACHE_SIZE``, ``FEATURE_CACHE_TTL``, ``PREDICTION_CACHE_TTL``,
+separated; ``MLP_PLUGINS_MODULES`` and ``MLP_PLUGINS_AUTOLOAD`` for ``[plugins]``), and the seed's names ``MODEL_CACHE_SIZE``, ``FEATURE_CACHE_TTL``, ``PREDICTION_CACHE_TTL``,
 ``LOG_LEVEL`` and ``ENV``. ``MLP_CONFIG`` names the file; ``MLP_DISABLE_AUTOLOAD=1`` turns off entry-point
 plugin autoloading.
 
@@ -271,8 +271,11 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], tuple[st
         rest = var[4:].lower()
         section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
         if section is None:
+            if rest in ("plugins_modules", "plugins_autoload"):
+                continue  # applied to [plugins] by load_config
             if rest.startswith("plugins_"):
-                continue
+                raise ConfigError(f"environment {var}: [plugins] unknown key (known: MLP_PLUGINS_MODULES, "
+                                  "MLP_PLUGINS_AUTOLOAD; plugin options belong in plugins.toml)")
             raise ConfigError(f"environment {var}: unknown section (known: {', '.join(_SECTIONS)})")
         found[(section, rest[len(section) + 1:])] = (value, var)
     return found
@@ -331,6 +334,15 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
         except ValueError as exc:
             raise ConfigError(f"environment {var}: [{section}] {exc}") from None
     plugins = _plugins_section(data.get("plugins", {}), where)
+    if "MLP_PLUGINS_MODULES" in env:
+        modules = _coerce(env["MLP_PLUGINS_MODULES"], tuple[str, ...], from_env=True)
+        plugins = dataclasses.replace(plugins, modules=modules)
+    if "MLP_PLUGINS_AUTOLOAD" in env:
+        try:
+            autoload = _coerce(env["MLP_PLUGINS_AUTOLOAD"], bool, from_env=True)
+        except ValueError as exc:
+            raise ConfigError(f"environment MLP_PLUGINS_AUTOLOAD: [plugins] autoload: {exc}") from None
+        plugins = dataclasses.replace(plugins, autoload=autoload)
     if env.get("MLP_DISABLE_AUTOLOAD", "").lower() in ("1", "true", "yes", "on"):
         plugins = dataclasses.replace(plugins, autoload=False)
     return Config(**sections, plugins=plugins, source=where)

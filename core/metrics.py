@@ -63,16 +63,16 @@ class KernelCollector:
             yield http
         plugins = GaugeMetricFamily("mlp_plugins", "Plugins by status", labels=["status"])
         counts = {"loaded": 0, "broken": 0, "disabled": 0}
-        for info in k.plugins.infos.values():
-            counts["disabled" if not info.enabled else "broken" if info.error else "loaded"] += 1
-        for status, count in counts.items():
-            plugins.add_metric([status], count)
+        for plugin in k.plugins.infos.values():
+            counts["disabled" if not plugin.enabled else "broken" if plugin.error else "loaded"] += 1
+        for name, count in counts.items():
+            plugins.add_metric([name], count)
         yield plugins
 
 
 def make_registry(kernel: Kernel) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(KernelCollector(kernel))  # type: ignore[arg-type]
+    registry.register(KernelCollector(kernel))
     ProcessCollector(registry=registry)
     return registry
 

@@ -181,8 +181,9 @@ class ActorCell:
 
         def done(t: asyncio.Task[Any]) -> None:
             self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                self.crash(t.exception(), where=f"task {name or t.get_name()}")  # type: ignore[arg-type]
+            error = None if t.cancelled() else t.exception()
+            if error is not None:
+                self.crash(error, where=f"task {name or t.get_name()}")
 
         task.add_done_callback(done)
         return task

@@ -83,7 +83,8 @@ class KernelService(Actor):
                 **{k: v for k, v in body.items() if k != "performance_metrics"}}
 
     def handle_plugins(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.kernel.plugins.report()
+        report: list[dict[str, Any]] = self.kernel.plugins.report()
+        return report
 
     def handle_services(self, args: dict[str, Any]) -> dict[str, Any]:
         broker = self.kernel.broker

@@ -1,0 +1,35 @@
+# syntax=docker/dockerfile:1
+# Multi-stage: build a wheel and its dependencies once, install them into a slim runtime as non-root.
+FROM python:3.11-slim AS build
+WORKDIR /src
+RUN pip install --no-cache-dir --upgrade pip "setuptools>=77" wheel
+COPY pyproject.toml README.md ./
+COPY core ./core
+COPY bus ./bus
+COPY plugins ./plugins
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim AS runtime
+RUN apt-get update && apt-get install -y --no-install-recommends curl libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 mlp
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+WORKDIR /app
+COPY plugins.toml /app/plugins.toml
+RUN mkdir -p /app/models /app/cache /app/var && chown -R mlp:mlp /app
+USER mlp
+ENV PYTHONUNBUFFERED=1 \
+    ENV=production \
+    MLP_CONFIG=/app/plugins.toml \
+    MLP_SERVICE_DATA_DIR=/app \
+    MLP_EDGE_HOST=0.0.0.0 \
+    MLP_BUS_BROKER_BIND=tcp://0.0.0.0:5555 \
+    MLP_BUS_PUB_IN=tcp://0.0.0.0:5556 \
+    MLP_BUS_PUB_OUT=tcp://0.0.0.0:5557 \
+    OMP_NUM_THREADS=1 \
+    OPENBLAS_NUM_THREADS=1
+EXPOSE 8006 5555 5556 5557
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
+  CMD curl -fsS http://localhost:8006/health || exit 1
+CMD ["ml-processing", "serve"]
