@@ -112,34 +112,52 @@ class _Service:
     requests: int = 0
 
 
-def serve_request(handler: LocalService, body: list[bytes]) -> bytes | Awaitable[bytes]:
+def serve_request(handler: LocalService, body: list[bytes],
+                  on_malformed: Callable[[], None] | None = None) -> bytes | Awaitable[bytes]:
     """Decode a request body, call `handler`, encode its reply; every failure becomes an error reply.
 
-    Returns the reply frame at once when the handler answered synchronously, else an awaitable of it.
+    Returns the reply frame at once when the handler answered synchronously, else an awaitable of it. A
+    body that is not a valid request is answered ``bad_request`` and reported to `on_malformed`.
     """
     try:
         if len(body) != 1:
             raise CodecError(f"request must carry exactly one body frame, got {len(body)}")
         request = codec.decode_request(body[0])
+    except CodecError as exc:
+        if on_malformed is not None:
+            on_malformed()
+        log.warning("malformed_request", error=exc.message)
+        return codec.encode_error(exc)
+    try:
         result = handler(request)
-        if inspect.isawaitable(result):
-            return _reply_when_done(result, request)
-        return codec.encode_reply(result)
     except MlpError as exc:
         return codec.encode_error(exc)
     except Exception as exc:  # a LocalService should never leak one; answer, log, keep serving
-        log.error("service_handler_failed", exc_info=exc)
+        log.error("service_handler_failed", op=request.op, rid=request.rid, exc_info=exc)
         return codec.encode_error(InternalError(f"{type(exc).__name__}: {exc}"))
+    if inspect.isawaitable(result):
+        return _reply_when_done(result, request)
+    return _encode_result(result, request)
 
 
 async def _reply_when_done(pending: Awaitable[Any], request: codec.Request) -> bytes:
     try:
-        return codec.encode_reply(await pending)
+        result = await pending
     except MlpError as exc:
         return codec.encode_error(exc)
     except Exception as exc:
         log.error("service_handler_failed", op=request.op, rid=request.rid, exc_info=exc)
         return codec.encode_error(InternalError(f"{type(exc).__name__}: {exc}"))
+    return _encode_result(result, request)
+
+
+def _encode_result(result: Any, request: codec.Request) -> bytes:
+    try:
+        return codec.encode_reply(result)
+    except CodecError as exc:  # the handler's fault, not the client's
+        log.error("result_not_encodable", op=request.op, rid=request.rid, error=exc.message)
+        return codec.encode_error(InternalError(f"op {request.op!r} returned a result that cannot be encoded: "
+                                                f"{exc.message}"))
 
 
 class SocketReader:
@@ -201,7 +219,7 @@ class Broker:
 
     def __init__(self, context: zmq.Context[Any], endpoints: list[str], *, heartbeat_interval: float = 2.5,
                  liveness: int = 3, request_timeout: float = 10.0, max_queue: int = 10_000,
-                 hwm: int = 100_000) -> None:
+                 hwm: int = 100_000, max_message_bytes: int = -1) -> None:
         # plain sockets: the broker polls their file descriptors itself
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
         self.endpoints = list(endpoints)
@@ -210,6 +228,7 @@ class Broker:
         self.request_timeout = request_timeout
         self.max_queue = max_queue
         self._hwm = hwm
+        self._max_message = max_message_bytes
         self._local: dict[bytes, LocalService] = {}
         self._services: dict[bytes, _Service] = {}
         self._workers: dict[bytes, _Worker] = {}
@@ -236,6 +255,7 @@ class Broker:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         sock.setsockopt(zmq.SNDHWM, self._hwm)
         sock.setsockopt(zmq.RCVHWM, self._hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_message)  # a larger frame disconnects its sender
         for endpoint in self.endpoints:
             sock.bind(endpoint)
             self.bound.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
@@ -384,7 +404,7 @@ class Broker:
 
     def _call_local(self, client: bytes, dialect: _Dialect, service: bytes, body: list[bytes]) -> None:
         self.stats.local_requests += 1
-        reply = serve_request(self._local[service], body)
+        reply = serve_request(self._local[service], body, self._count_malformed)
         if isinstance(reply, bytes):
             self._send_client(client, dialect, service, [reply])
         else:
@@ -586,6 +606,9 @@ class Broker:
         except zmq.ZMQError as exc:
             log.warning("worker_message_not_sent", error=str(exc))
 
+    def _count_malformed(self) -> None:
+        self.stats.malformed += 1
+
     def _reader_kick(self) -> None:
         if self._reader is not None:
             self._reader.kick()
@@ -646,6 +669,10 @@ class Worker:
         self._busy: asyncio.Task[None] | None = None
         self.requests = 0
         self.reconnects = 0
+        self.malformed = 0
+
+    def _count_malformed(self) -> None:
+        self.malformed += 1
 
     def stop(self) -> None:
         self._stopped = True
@@ -704,7 +731,7 @@ class Worker:
         return heard
 
     async def _handle(self, sock: zmq.asyncio.Socket, client: bytes, body: list[bytes]) -> None:
-        reply = serve_request(self._handler, body)
+        reply = serve_request(self._handler, body, self._count_malformed)
         if not isinstance(reply, bytes):
             reply = await reply
         if not sock.closed:

@@ -70,6 +70,7 @@ class BusConfig:
     request_timeout_ms: int = 10_000
     max_queue: int = 10_000
     hwm: int = 10_000
+    max_message_mb: float = 256.0  # a peer sending a larger ZeroMQ frame is disconnected
 
     def __post_init__(self) -> None:
         for endpoint in (*self.broker_bind, self.broker_connect, self.pub_in, self.pub_out):
@@ -78,6 +79,7 @@ class BusConfig:
         _check(self.liveness >= 1, "liveness: must be at least 1")
         _check(self.request_timeout_ms >= 1, "request_timeout_ms: must be positive")
         _check(self.max_queue >= 1 and self.hwm >= 1, "max_queue and hwm: must be positive")
+        _check(self.max_message_mb > 0, "max_message_mb: must be positive")
 
 
 @dataclass(frozen=True)

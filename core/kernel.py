@@ -109,7 +109,7 @@ class Kernel:
             self.broker = mdp.Broker(self.context, [*bus.broker_bind, INPROC_BROKER],
                                      heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
                                      request_timeout=bus.request_timeout_ms / 1000, max_queue=bus.max_queue,
-                                     hwm=bus.hwm)
+                                     hwm=bus.hwm, max_message_bytes=int(bus.max_message_mb * 1024 * 1024))
             await self.broker.start()
         else:
             pub_in, pub_out = bus.pub_in, bus.pub_out

@@ -117,7 +117,7 @@ class PluginHost:
 
     def _build_configs(self) -> None:
         schemas: dict[str, type[Any]] = {}
-        for name, result in self.call_each("register_config_schemas"):
+        for _plugin, result in self.call_each("register_config_schemas"):
             for section, cls in dict(result).items():
                 schemas[section] = cls
         for section_name, section in self.config.plugins.sections.items():

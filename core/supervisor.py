@@ -23,21 +23,20 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import structlog
 from ml_processing.bus import codec
 from ml_processing.bus.pubsub import Handler, Subscriber
 
 from .actor import Actor, ActorContext
 from .config import KernelConfig
 from .errors import InternalError, MlpError, NotFound, Unavailable
-from .log import get_logger
+from .log import REQUEST, get_logger
 
 log = get_logger(__name__)
 
 STARTING, RUNNING, RESTARTING, STOPPING, STOPPED, FAILED = (
     "starting", "running", "restarting", "stopping", "stopped", "failed")
 
-_bind = structlog.contextvars.bind_contextvars
+_set_request = REQUEST.set
 
 
 class ActorCell:
@@ -198,7 +197,7 @@ class ActorCell:
             raise NotFound(f"service {self.name!r} has no op {request.op!r} "
                            f"(ops: {', '.join(sorted(self.actor_cls._ops))})", field="op")
         self.requests += 1
-        _bind(actor=self.name, op=request.op, rid=request.rid)
+        _set_request((self.name, request.op, request.rid))
         instance = self.instance
         try:
             result = getattr(instance, attr)(request.args)
@@ -215,7 +214,7 @@ class ActorCell:
         return result
 
     async def _finish(self, pending: Awaitable[Any], request: codec.Request) -> Any:
-        _bind(actor=self.name, op=request.op, rid=request.rid)
+        _set_request((self.name, request.op, request.rid))
         try:
             return await pending
         except MlpError:
