@@ -653,11 +653,13 @@ class Worker:
 
     The broker gives a worker one request at a time; heartbeats keep flowing while a request runs. When
     the broker falls silent for ``liveness`` heartbeat intervals, or says DISCONNECT, the worker
-    reconnects with a fresh socket and says READY again.
+    reconnects with a fresh socket and says READY again. `stop` lets the request in progress finish (up
+    to ``drain_timeout``) and reply before the worker says DISCONNECT.
     """
 
     def __init__(self, context: zmq.asyncio.Context, broker: str, service: str, handler: LocalService, *,
-                 heartbeat_interval: float = 2.5, liveness: int = 3, reconnect_delay: float = 0.1) -> None:
+                 heartbeat_interval: float = 2.5, liveness: int = 3, reconnect_delay: float = 0.1,
+                 drain_timeout: float = 10.0) -> None:
         self._context = context
         self.broker = broker
         self.service = service
@@ -665,6 +667,7 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval
         self.liveness = liveness
         self.reconnect_delay = reconnect_delay
+        self.drain_timeout = drain_timeout
         self._stopped = False
         self._busy: asyncio.Task[None] | None = None
         self.requests = 0
@@ -702,15 +705,16 @@ class Worker:
         await sock.send_multipart([WORKER, READY, service])
         heard = False
         last_recv = last_send = time.monotonic()
-        interval_ms = int(self.heartbeat_interval * 1000)
+        poll_ms = int(min(self.heartbeat_interval, 0.1) * 1000)  # also how soon `stop` is noticed
         while not self._stopped:
-            if await sock.poll(interval_ms, zmq.POLLIN):  # type: ignore[call-arg]
+            if await sock.poll(poll_ms, zmq.POLLIN):  # type: ignore[call-arg]
                 frames = await sock.recv_multipart()
                 heard = True
                 last_recv = time.monotonic()
                 if frames and frames[0] == EMPTY:  # tolerate brokers that keep MDP/0.1's delimiter
                     frames = frames[1:]
                 if len(frames) < 2 or frames[0] != WORKER:
+                    self.malformed += 1
                     log.warning("malformed_frame_dropped", service=self.service, frames=len(frames))
                     continue
                 command = frames[1]
@@ -727,6 +731,8 @@ class Worker:
             if now - last_recv > self.heartbeat_interval * self.liveness:
                 log.warning("broker_silent", service=self.service, broker=self.broker)
                 return heard
+        if self._busy is not None and not self._busy.done():  # drain: let the reply go out first
+            await asyncio.wait([self._busy], timeout=self.drain_timeout)
         await sock.send_multipart([WORKER, DISCONNECT])
         return heard
 

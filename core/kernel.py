@@ -207,7 +207,8 @@ class Kernel:
         for cell in self.cells.values():
             for _ in range(self.config.kernel.worker_concurrency):
                 worker = mdp.Worker(self.context, self.broker_address, cell.name, cell,
-                                    heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness)
+                                    heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
+                                    drain_timeout=self.config.kernel.drain_timeout_s)
                 self.workers.append(worker)
                 self._worker_tasks.append(asyncio.create_task(worker.run(), name=f"mdp-worker-{cell.name}"))
 
