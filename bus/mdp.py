@@ -418,6 +418,10 @@ class Broker:
         except TimeoutError:
             self.stats.timeouts += 1
             reply = codec.encode_error(Timeout(f"service {service.decode()!r} did not answer in time"))
+        except asyncio.CancelledError:  # the drain deadline passed: answer rather than leave the client waiting
+            self._send_client(client, dialect, service, [codec.encode_error(
+                Unavailable(f"service {service.decode()!r} shut down before answering"))])
+            raise
         self._send_client(client, dialect, service, [reply])
 
     def _route(self, service: bytes, client: bytes, dialect: _Dialect, body: list[bytes],

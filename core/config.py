@@ -28,6 +28,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from .errors import ConfigError
@@ -53,6 +54,7 @@ class ServiceConfig:
     data_dir: str = "./var"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "log_level", self.log_level.lower())  # LOG_LEVEL=WARNING works too
         _check(self.log_level in LOG_LEVELS, f"log_level: must be one of {', '.join(LOG_LEVELS)}")
         _check(bool(self.name), "name: must not be empty")
 
@@ -73,8 +75,11 @@ class BusConfig:
     max_message_mb: float = 256.0  # a peer sending a larger ZeroMQ frame is disconnected
 
     def __post_init__(self) -> None:
-        for endpoint in (*self.broker_bind, self.broker_connect, self.pub_in, self.pub_out):
-            _check("://" in endpoint, f"endpoint {endpoint!r}: expected transport://address")
+        for key, endpoints in (("broker_bind", self.broker_bind), ("broker_connect", (self.broker_connect,)),
+                               ("pub_in", (self.pub_in,)), ("pub_out", (self.pub_out,))):
+            for endpoint in endpoints:
+                _check("://" in endpoint, f"{key}: {endpoint!r} is not a transport://address endpoint")
+        _check(bool(self.broker_bind), "broker_bind: needs at least one endpoint")
         _check(self.heartbeat_ms >= 10, "heartbeat_ms: must be at least 10")
         _check(self.liveness >= 1, "liveness: must be at least 1")
         _check(self.request_timeout_ms >= 1, "request_timeout_ms: must be positive")
@@ -114,7 +119,9 @@ class KernelConfig:
         _check(self.drain_timeout_s >= 0, "drain_timeout_s: must not be negative")
         _check(self.max_restarts >= 0, "max_restarts: must not be negative")
         _check(self.restart_window_s > 0, "restart_window_s: must be positive")
-        _check(0 <= self.backoff_initial_s <= self.backoff_max_s, "backoff: need 0 <= initial <= max")
+        _check(self.backoff_initial_s >= 0, "backoff_initial_s: must not be negative")
+        _check(self.backoff_initial_s <= self.backoff_max_s,
+               f"backoff_initial_s: must not exceed backoff_max_s ({self.backoff_max_s})")
         _check(self.worker_concurrency >= 1, "worker_concurrency: must be at least 1")
         _check(self.threads >= 1, "threads: must be at least 1")
 
@@ -129,7 +136,8 @@ class CacheConfig:
 
     def __post_init__(self) -> None:
         _check(self.model_cache_size >= 0, "model_cache_size: must not be negative")
-        _check(self.feature_cache_ttl >= 0 and self.prediction_cache_ttl >= 0, "ttl: must not be negative")
+        _check(self.feature_cache_ttl >= 0, "feature_cache_ttl: must not be negative")
+        _check(self.prediction_cache_ttl >= 0, "prediction_cache_ttl: must not be negative")
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,7 @@ class PluginSection:
     """``[plugins.NAME]``: ``enabled`` plus the plugin's own keys (checked against its config class)."""
 
     enabled: bool = True
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,7 @@ class PluginsConfig:
 
     autoload: bool = True  # entry points of the group `ml_processing`
     modules: tuple[str, ...] = ()  # extra plugin modules by import path
-    sections: Mapping[str, PluginSection] = field(default_factory=dict)
+    sections: Mapping[str, PluginSection] = field(default_factory=lambda: MappingProxyType({}))
 
     def enabled(self, name: str) -> bool:
         section = self.sections.get(name)
@@ -230,7 +238,7 @@ def _coerce(value: Any, hint: Any, *, from_env: bool) -> Any:
     if origin is tuple:
         if from_env:
             value = [part.strip() for part in value.split(",") if part.strip()]
-        if not isinstance(value, list):
+        if not isinstance(value, (list, tuple)):
             raise ValueError(f"expected a list, got {value!r}")
         (item,) = typing.get_args(hint)[:1]
         return tuple(_coerce(v, item, from_env=False) for v in value)
@@ -250,7 +258,7 @@ def build_section(cls: type[T], table: Mapping[str, Any], where: str, section: s
     values: dict[str, Any] = {}
     for key, raw in table.items():
         if key not in names:
-            raise ConfigError(f"{where}: [{section}] {key}: unknown key (known: {', '.join(sorted(names))})")
+            raise ConfigError(f"{where}: [{section}] {key!r}: unknown key (known: {', '.join(sorted(names))})")
         try:
             values[key] = _coerce(raw, hints[key], from_env=from_env)
         except ValueError as exc:
@@ -302,9 +310,9 @@ def _plugins_section(table: Any, where: str) -> PluginsConfig:
         enabled = sub.get("enabled", True)
         if not isinstance(enabled, bool):
             raise ConfigError(f"{where}: [plugins.{name}] enabled: expected a boolean, got {enabled!r}")
-        options = {k: v for k, v in sub.items() if k != "enabled"}
+        options = MappingProxyType({k: v for k, v in sub.items() if k != "enabled"})
         sections[name] = PluginSection(enabled, options)
-    return PluginsConfig(autoload, tuple(modules), sections)
+    return PluginsConfig(autoload, tuple(modules), MappingProxyType(sections))
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *,
@@ -327,14 +335,27 @@ def load_config(path: str | os.PathLike[str] | None = None, *,
     for key in data:
         if key not in _SECTIONS and key != "plugins":
             raise ConfigError(f"{where}: [{key}]: unknown section (known: {', '.join([*_SECTIONS, 'plugins'])})")
-    sections = {name: build_section(cls, data.get(name, {}), where, name) for name, cls in _SECTIONS.items()}
+    tables: dict[str, dict[str, Any]] = {}
+    for name in _SECTIONS:
+        table = data.get(name, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: [{name}] must be a table, got {type(table).__name__}")
+        tables[name] = dict(table)
+    overridden: dict[str, list[str]] = {}
     for (section, key), (value, var) in _env_overrides(env).items():
-        override = build_section(_SECTIONS[section], {key: value}, f"environment {var}", section, from_env=True)
-        sections[section] = dataclasses.replace(sections[section], **{key: getattr(override, key)})
+        hints = typing.get_type_hints(_SECTIONS[section])
+        if key not in hints:
+            raise ConfigError(f"environment {var}: [{section}] {key!r}: unknown key "
+                              f"(known: {', '.join(sorted(hints))})")
         try:
-            sections[section] = dataclasses.replace(sections[section])  # re-run cross-field checks
+            tables[section][key] = _coerce(value, hints[key], from_env=True)
         except ValueError as exc:
-            raise ConfigError(f"environment {var}: [{section}] {exc}") from None
+            raise ConfigError(f"environment {var}: [{section}] {key}: {exc}") from None
+        overridden.setdefault(section, []).append(var)
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        origin = where if name not in overridden else f"{where} + environment {', '.join(overridden[name])}"
+        sections[name] = build_section(cls, tables[name], origin, name)
     plugins = _plugins_section(data.get("plugins", {}), where)
     if "MLP_PLUGINS_MODULES" in env:
         modules = _coerce(env["MLP_PLUGINS_MODULES"], tuple[str, ...], from_env=True)

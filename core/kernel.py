@@ -19,9 +19,10 @@ from typing import Any, Literal
 import zmq
 import zmq.asyncio
 from aiohttp import web
+
 from ml_processing.bus import codec, mdp
 from ml_processing.bus.edge.app import STATS, EdgeStats, create_app
-from ml_processing.bus.edge.routes import CORE_ROUTES, Route
+from ml_processing.bus.edge.routes import CORE_ROUTES, Route, check_route
 from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
 
 from .actor import Actor, ActorContext
@@ -32,6 +33,9 @@ from .plugins import PluginHost
 from .supervisor import FAILED, RUNNING, ActorCell
 
 log = get_logger(__name__)
+
+#: Service names only the built-in kernel plugin may serve.
+RESERVED_SERVICES = frozenset({"kernel"})
 
 INPROC_BROKER = "inproc://mlp-broker"
 INPROC_PUB_IN = "inproc://mlp-pub-in"
@@ -97,6 +101,15 @@ class Kernel:
     # -- start ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start everything; if any part fails, what was started is stopped again and the error raised."""
+        try:
+            await self._start()
+        except BaseException:
+            self.state = "failed"
+            await self._close()
+            raise
+
+    async def _start(self) -> None:
         self.state = "starting"
         codec.self_check()
         actor_classes = self.discover()
@@ -138,28 +151,32 @@ class Kernel:
     def discover(self) -> list[tuple[str, type[Actor]]]:
         """Load plugins and collect their actors and routes (broken ones are reported, not fatal)."""
         self.plugins.load()
-        actors = self._collect_actors()
-        self._collect_routes()
-        return actors
+        self._collect_routes()  # first: a plugin refused for its routes runs no actors either
+        return self._collect_actors()
 
     def _collect_actors(self) -> list[tuple[str, type[Actor]]]:
         found: list[tuple[str, type[Actor]]] = []
         names: dict[str, str] = {}
         for plugin, classes in self.plugins.call_each("register_actors", settings=self.config):
+            if self.plugins.infos[plugin].error:
+                continue
             try:
                 checked = []
-                for cls in classes:
+                for cls in list(classes):
                     if not (isinstance(cls, type) and issubclass(cls, Actor)):
-                        raise PluginError(f"register_actors returned {cls!r}, not an Actor subclass")
-                    if self.mode == "worker" and cls.name == "kernel":
-                        continue  # the broker's process answers for `kernel`
-                    if not cls.name or cls.name.startswith("mmi."):
+                        raise PluginError(f"register_actors returned {cls!r:.100}, not an Actor subclass")
+                    if not isinstance(cls.name, str) or not cls.name or cls.name.startswith("mmi."):
                         raise PluginError(f"actor {cls.__name__} needs a service name (not mmi.*)")
+                    if cls.name in RESERVED_SERVICES and self.plugins.infos[plugin].source != "builtin":
+                        raise PluginError(f"service name {cls.name!r} is reserved for the kernel")
                     if cls.name in names:
                         raise PluginError(f"service {cls.name!r} is already served by plugin {names[cls.name]!r}")
+                    if self.mode == "worker" and cls.name in RESERVED_SERVICES:
+                        continue  # the broker's process answers for the kernel
                     checked.append(cls)
-            except PluginError as exc:
-                self.plugins.mark_broken(plugin, exc.message)
+            except Exception as exc:  # a malformed hook result is the plugin's fault, never fatal
+                self.plugins.mark_broken(plugin, exc.message if isinstance(exc, PluginError) else
+                                         f"register_actors returned something unusable: {exc}")
                 continue
             for cls in checked:
                 names[cls.name] = plugin
@@ -170,19 +187,21 @@ class Kernel:
     def _collect_routes(self) -> None:
         taken = {(r.method, r.path) for r in self.routes}
         for plugin, routes in self.plugins.call_each("register_routes"):
-            added = []
+            added: list[Route] = []
             try:
-                for route in routes:
+                for route in list(routes):
                     if not isinstance(route, Route):
-                        raise PluginError(f"register_routes returned {route!r}, not a Route")
-                    key = (route.method.upper(), route.path)
+                        raise PluginError(f"register_routes returned {route!r:.100}, not a Route")
+                    check_route(route)
+                    key = (route.method, route.path)
                     if key in taken:
                         raise PluginError(f"route {route.method} {route.path} is already taken")
-                    taken.add(key)
                     added.append(route)
-            except PluginError as exc:
-                self.plugins.mark_broken(plugin, exc.message)
+            except Exception as exc:  # a malformed hook result is the plugin's fault, never fatal
+                self.plugins.mark_broken(plugin, exc.message if isinstance(exc, PluginError) else
+                                         f"register_routes returned something unusable: {exc}")
                 continue
+            taken.update((r.method, r.path) for r in added)
             self.routes.extend(added)
             self.plugins.infos[plugin].routes.extend(f"{r.method} {r.path}" for r in added)
 
@@ -275,12 +294,21 @@ class Kernel:
         if self.broker is not None:
             self.broker.stop_accepting()
             drained = await self.broker.drain(max(0.0, deadline - time.monotonic()))
-        if self.runner is not None:
-            await self.runner.cleanup()
         for worker in self.workers:
             worker.stop()
         if self._worker_tasks:
             await asyncio.wait(self._worker_tasks, timeout=max(0.1, deadline - time.monotonic()))
+        await self._close()
+        self.state = "stopped"
+        log.info("kernel_stopped", drained=drained)
+
+    async def _close(self) -> None:
+        """Stop actors (they persist state) and release every socket, thread and the edge."""
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        for task in self._worker_tasks:
+            task.cancel()
         await asyncio.gather(*(cell.stop() for cell in self.cells.values()))
         if self.broker is not None:
             await self.broker.close()
@@ -294,8 +322,6 @@ class Kernel:
             await asyncio.to_thread(self.proxy.stop)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.context.destroy(linger=0)
-        self.state = "stopped"
-        log.info("kernel_stopped", drained=drained)
 
     async def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, then stop gracefully; the process exit code."""

@@ -11,9 +11,10 @@ service starts without it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -117,9 +118,17 @@ class PluginHost:
 
     def _build_configs(self) -> None:
         schemas: dict[str, type[Any]] = {}
-        for _plugin, result in self.call_each("register_config_schemas"):
-            for section, cls in dict(result).items():
-                schemas[section] = cls
+        for plugin, result in self.call_each("register_config_schemas"):
+            if not isinstance(result, Mapping) or not all(
+                    isinstance(k, str) and dataclasses.is_dataclass(v) and isinstance(v, type)
+                    for k, v in result.items()):
+                self.mark_broken(plugin, f"register_config_schemas must return {{name: dataclass}}, got {result!r:.100}")
+                continue
+            taken = [k for k in result if k in schemas]
+            if taken:
+                self.mark_broken(plugin, f"config section(s) {', '.join(taken)} already declared by another plugin")
+                continue
+            schemas.update(result)
         for section_name, section in self.config.plugins.sections.items():
             where = self.config.source
             cls = schemas.get(section_name)
@@ -142,9 +151,11 @@ class PluginHost:
     # -- calling hooks ------------------------------------------------------------------------------
 
     def call_each(self, hook: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
-        """Call `hook` on each plugin separately: one that raises is reported as broken, others go on."""
+        """Call `hook` on each plugin separately, in registration order (built-ins first, then entry points,
+        then ``[plugins] modules``); one that raises is reported as broken, the others go on."""
         caller = getattr(self.pm.hook, hook)
-        for impl in reversed(caller.get_hookimpls()):
+        order = {name: i for i, name in enumerate(self.infos)}
+        for impl in sorted(caller.get_hookimpls(), key=lambda impl: order.get(impl.plugin_name, len(order))):
             name = impl.plugin_name
             try:
                 result = impl.function(*[kwargs[arg] for arg in impl.argnames])

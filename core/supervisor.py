@@ -37,6 +37,7 @@ STARTING, RUNNING, RESTARTING, STOPPING, STOPPED, FAILED = (
     "starting", "running", "restarting", "stopping", "stopped", "failed")
 
 _set_request = REQUEST.set
+_reset_request = REQUEST.reset
 
 
 class ActorCell:
@@ -197,10 +198,9 @@ class ActorCell:
             raise NotFound(f"service {self.name!r} has no op {request.op!r} "
                            f"(ops: {', '.join(sorted(self.actor_cls._ops))})", field="op")
         self.requests += 1
-        _set_request((self.name, request.op, request.rid))
-        instance = self.instance
+        token = _set_request((self.name, request.op, request.rid))
         try:
-            result = getattr(instance, attr)(request.args)
+            result = getattr(self.instance, attr)(request.args)
         except MlpError:
             self.errors += 1
             raise
@@ -209,6 +209,8 @@ class ActorCell:
             self.crash(exc, where=f"op {request.op}")
             raise InternalError(f"service {self.name!r} failed on op {request.op!r}: "
                                 f"{type(exc).__name__}: {exc}") from None
+        finally:
+            _reset_request(token)
         if inspect.isawaitable(result):
             return self._finish(result, request)
         return result

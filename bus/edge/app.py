@@ -58,21 +58,41 @@ def error_response(exc: MlpError, rid: str | None = None) -> web.Response:
 
 
 _HTTP_ERRORS: dict[int, type[MlpError]] = {404: NotFound, 413: TooLarge}
+_MAX_JSON_DEPTH = 250  # orjson writes at most 254 levels; deeper input is refused, not failed on the way out
+
+
+def new_request_id() -> str:
+    return f"{_rid_prefix}-{next(_rid_counter)}"
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists/maps deeper than `limit` (iterative: no recursion limit to hit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Map every error to ``{"error": {"code", "message"}}`` with the status its type names."""
+    """Count responses; map HTTP errors (unknown route, wrong method, too large) and bugs to JSON errors.
+
+    Route handlers map `MlpError` themselves, so the common error path costs no exception here.
+    """
     stats = request.app[STATS]
     stats.requests += 1
-    rid = request.headers.get("X-Request-Id")
     try:
         response: web.StreamResponse = await handler(request)
-    except MlpError as exc:
-        response = error_response(exc, rid)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        rid = request.headers.get("X-Request-Id") or new_request_id()
         cls = _HTTP_ERRORS.get(exc.status, BadRequest)
         message = exc.reason
         if exc.status == 413:
@@ -82,7 +102,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         elif exc.status == 404:
             message = f"no route {request.method} {request.path} (see {OPENAPI_PATH})"
         response = _json({"error": {"code": cls.code, "message": message}}, exc.status, rid)
+    except MlpError as exc:
+        response = error_response(exc, request.headers.get("X-Request-Id") or new_request_id())
     except Exception as exc:  # a bug of ours: say so, never leak a traceback
+        rid = request.headers.get("X-Request-Id") or new_request_id()
         log.error("edge_handler_failed", path=request.path, method=request.method, rid=rid, exc_info=exc)
         response = error_response(InternalError(f"{type(exc).__name__} while handling the request"), rid)
     stats.by_status[response.status] = stats.by_status.get(response.status, 0) + 1
@@ -95,29 +118,40 @@ def _handler(route: Route) -> Any:
     has_body = route.has_body
 
     async def handle(request: web.Request) -> web.Response:
-        rid = request.headers.get("X-Request-Id") or f"{_rid_prefix}-{next(_rid_counter)}"
+        rid = request.headers.get("X-Request-Id") or new_request_id()
         args: dict[str, Any] = {}
-        if has_body and request.body_exists:
-            raw = await request.read()
-            if raw.strip():
-                try:
-                    body = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from None
-                if not isinstance(body, dict):
-                    raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}",
-                                     field="body")
-                args = body
-        if request.match_info:
-            args.update(request.match_info)
-        for name in query:
-            if name in request.query:
-                args[name] = request.query[name]
-        result = await request.app[REQUESTER].request(service, op, args, rid=rid)
-        if text:
-            return web.Response(body=str(result).encode(), headers={"Content-Type": _PROMETHEUS,
-                                                                     "X-Request-Id": rid})
-        return _json(result, 200, rid)
+        try:
+            if has_body and request.body_exists:
+                raw = await request.read()
+                if raw.strip():
+                    try:
+                        body = orjson.loads(raw)
+                    except orjson.JSONDecodeError as exc:
+                        raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from None
+                    if not isinstance(body, dict):
+                        raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}",
+                                         field="body")
+                    args = body
+            if request.match_info:
+                args.update(request.match_info)
+            for name in query:
+                if name in request.query:
+                    args[name] = request.query[name]
+            result = await request.app[REQUESTER].request(service, op, args, rid=rid)
+            if text:
+                return web.Response(body=str(result).encode(), headers={"Content-Type": _PROMETHEUS,
+                                                                         "X-Request-Id": rid})
+            try:
+                return _json(result, 200, rid)
+            except orjson.JSONEncodeError as exc:
+                if _depth_exceeds(args, _MAX_JSON_DEPTH):
+                    raise BadRequest(f"request body nests deeper than {_MAX_JSON_DEPTH} levels",
+                                     field="body") from None
+                log.error("result_not_json_encodable", service=service, op=op, rid=rid, error=str(exc))
+                raise InternalError(f"op {op!r} of service {service!r} returned a result that is not "
+                                    f"JSON-encodable: {exc}") from None
+        except MlpError as exc:
+            return error_response(exc, rid)
 
     handle.__name__ = f"{service}_{op}"
     return handle

@@ -18,7 +18,7 @@ class Route:
 
     ``args`` are built from the JSON body (an object) for POST/PUT/PATCH, then the path parameters, then
     the declared query parameters. ``content_type="text"`` sends a string result as text/plain (for
-    Prometheus); ``status_key`` names a result field whose value maps to the HTTP status (health).
+    Prometheus).
     """
 
     method: str
@@ -39,6 +39,19 @@ class Route:
     @property
     def operation_id(self) -> str:
         return f"{self.service}.{self.op}"
+
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+
+
+def check_route(route: Route) -> None:
+    """Raise ValueError unless `route` can be served (method, absolute path, names)."""
+    if route.method not in _METHODS:
+        raise ValueError(f"route method {route.method!r} is not one of {', '.join(sorted(_METHODS))}")
+    if not isinstance(route.path, str) or not route.path.startswith("/") or " " in route.path:
+        raise ValueError(f"route path {route.path!r} must be an absolute URL path")
+    if not route.service or not route.op:
+        raise ValueError(f"route {route.method} {route.path} needs a service and an op")
 
 
 def _post(path: str, service: str, op: str, summary: str, tag: str) -> Route:
