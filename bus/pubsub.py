@@ -149,9 +149,10 @@ class Subscriber:
 
     def unsubscribe(self, prefix: str, handler: Handler) -> None:
         handlers = self._handlers.get(prefix)
-        if not handlers or handler not in handlers:
+        index = next((i for i, h in enumerate(handlers or ()) if h is handler), None)
+        if handlers is None or index is None:
             return
-        handlers.remove(handler)
+        del handlers[index]
         if not handlers:
             del self._handlers[prefix]
             self._sock.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())

@@ -46,7 +46,7 @@ class Topic(NamedTuple):
 
 
 def _checked(part: str, what: str) -> str:
-    if not isinstance(part, str) or not _PART.match(part):
+    if not isinstance(part, str) or not _PART.fullmatch(part):
         raise BadRequest(f"invalid {what} {part!r}: 1-64 characters of letters, digits and _-/:+^=$",
                          field=what)
     return part
@@ -57,6 +57,8 @@ def build(kind: str, symbol: str | None = None, timeframe: str | None = None) ->
     if kind not in KINDS:
         raise BadRequest(f"unknown topic kind {kind!r}", field="kind")
     if symbol is None:
+        if timeframe is not None:
+            raise BadRequest(f"a timeframe ({timeframe!r}) needs a symbol", field="symbol")
         return kind
     topic = f"{kind}.{_checked(symbol, 'symbol')}"
     if timeframe is not None:
@@ -70,6 +72,8 @@ def prefix(kind: str, symbol: str | None = None) -> str:
 
 
 def parse(topic: str) -> Topic:
+    if not isinstance(topic, str):
+        raise BadRequest(f"a topic is a string, got {type(topic).__name__}", field="topic")
     parts = topic.split(".")
     if not 1 <= len(parts) <= 3 or parts[0] not in KINDS:
         raise BadRequest(f"malformed topic {topic!r}", field="topic")

@@ -1,0 +1,338 @@
+"""Pub/sub on real sockets: the XSUB/XPUB proxy, publishers, topic-dispatching subscribers, bad input, slow peers."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+import zmq.asyncio
+
+from ml_processing.bus import codec, topics
+from ml_processing.bus.errors import BadRequest, CodecError
+from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
+
+from .helpers import wait_until
+
+_SYNC_IDS = itertools.count()
+
+
+@dataclass(eq=False)  # handlers are told apart by identity, as `unsubscribe` must
+class Collector:
+    """A real handler that records what it was given."""
+
+    messages: list[tuple[str, Any]] = field(default_factory=list)
+
+    def __call__(self, topic: str, body: Any) -> None:
+        self.messages.append((topic, body))
+
+    def topics(self, prefix: str = "") -> list[str]:
+        return [t for t, _ in self.messages if t.startswith(prefix)]
+
+    def bodies(self, prefix: str = "") -> list[Any]:
+        return [b for t, b in self.messages if t.startswith(prefix)]
+
+
+@dataclass
+class Bus:
+    """A running proxy plus the publishers and subscribers a test made on it (all closed afterwards)."""
+
+    ctx: zmq.asyncio.Context
+    proxy: Proxy
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def pub_in(self) -> str:
+        return str(self.proxy.bound_inputs[0])
+
+    def sub_out(self, index: int = 0) -> str:
+        return str(self.proxy.bound_outputs[index])
+
+    def publisher(self, *, hwm: int = 10_000) -> Publisher:
+        pub = Publisher(self.ctx, self.pub_in, hwm=hwm)
+        self.closers.append(pub.close)
+        return pub
+
+    def subscriber(self, *, output: int = 0, hwm: int = 10_000, start: bool = True) -> Subscriber:
+        sub = Subscriber(self.ctx, self.sub_out(output), hwm=hwm)
+        self.closers.append(sub.close)
+        if start:
+            sub.start()
+        return sub
+
+    def raw_socket(self, kind: int, endpoint: str, **options: int) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = zmq.Context.shadow(self.ctx.underlying).socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        for name, value in options.items():
+            sock.setsockopt(getattr(zmq, name), value)
+        sock.connect(endpoint)
+        self.closers.append(lambda: sock.close(linger=0))
+        return sock
+
+
+def endpoints(transport: str) -> tuple[list[str], list[str]]:
+    if transport == "tcp":
+        return ["tcp://127.0.0.1:*"], ["tcp://127.0.0.1:*"]
+    name = uuid.uuid4().hex[:12]
+    return [f"inproc://in-{name}"], [f"inproc://out-{name}"]
+
+
+@contextmanager
+def running_proxy(ctx: zmq.asyncio.Context, inputs: list[str], outputs: list[str],
+                  *, hwm: int = 10_000) -> Iterator[Bus]:
+    proxy = Proxy(ctx, inputs, outputs, hwm=hwm)
+    proxy.start()
+    bus = Bus(ctx, proxy)
+    try:
+        yield bus
+    finally:
+        for close in reversed(bus.closers):
+            close()
+        proxy.stop()
+
+
+@pytest.fixture(params=["tcp", "inproc"])
+async def bus(request: pytest.FixtureRequest, zctx: zmq.asyncio.Context) -> AsyncIterator[Bus]:
+    with running_proxy(zctx, *endpoints(request.param)) as running:
+        yield running
+
+
+async def handshake(send: Callable[[str, Any], None], sub: Subscriber,
+                    ready: Callable[[], bool] = lambda: True) -> int:
+    """Beat the slow joiner: publish a probe on a fresh topic until `sub` has it (and `ready()` holds).
+
+    Subscriptions travel in order, so once the probe arrives every earlier subscribe/unsubscribe of `sub`
+    has reached the publisher. Bounded: at most 500 probes, 10 ms apart.
+    """
+    topic = topics.kernel(f"sync{next(_SYNC_IDS)}")
+    seen = Collector()
+    sub.subscribe(topic, seen)
+    try:
+        for attempt in range(1, 501):
+            send(topic, {"probe": attempt})
+            try:
+                await wait_until(lambda: seen.messages and ready(), timeout=0.01, interval=0.005)
+                return attempt
+            except AssertionError:
+                continue
+        raise AssertionError("subscription never reached the publisher")
+    finally:
+        sub.unsubscribe(topic, seen)
+
+
+async def flush(pub: Publisher, sub: Subscriber) -> None:
+    """Publish a marker after everything else and wait for it: whatever was sent before has arrived."""
+    marker = topics.kernel(f"flush{next(_SYNC_IDS)}")
+    seen = Collector()
+    sub.subscribe(marker, seen)
+    try:
+        await handshake(pub.publish, sub)  # the marker's subscription is in place
+        pub.publish(marker, {"end": True})
+        await wait_until(lambda: seen.messages, what="flush marker")
+    finally:
+        sub.unsubscribe(marker, seen)
+
+
+# -- dispatch --------------------------------------------------------------------------------------------------
+
+
+async def test_topic_prefix_dispatch(bus: Bus) -> None:
+    pub = bus.publisher()
+    sub = bus.subscriber()
+    aapl, ticks, all_bars = Collector(), Collector(), Collector()
+    sub.subscribe(topics.prefix(topics.BAR, "AAPL"), aapl)
+    sub.subscribe(topics.prefix(topics.TICK), ticks)
+    sub.subscribe(topics.prefix(topics.BAR), all_bars)
+    await handshake(pub.publish, sub)
+
+    pub.publish(topics.bar("AAPL", "1m"), {"close": 1.0})
+    pub.publish(topics.bar("AAPLX", "1m"), {"close": 2.0})
+    pub.publish(topics.tick("MSFT"), {"price": 3.0})
+    pub.publish(topics.indicator("AAPL", "1m"), {"rsi": 50.0})
+    pub.publish(topics.bar("AAPL", "1d"), {"close": np.array([1.5, 2.5])})
+    pub.publish("barAAPL", {"no": "dot"})
+    await flush(pub, sub)
+
+    assert aapl.topics() == ["bar.AAPL.1m", "bar.AAPL.1d"]
+    assert ticks.messages == [("tick.MSFT", {"price": 3.0})]
+    assert all_bars.topics() == ["bar.AAPL.1m", "bar.AAPLX.1m", "bar.AAPL.1d"]
+    assert aapl.bodies()[1]["close"].tolist() == [1.5, 2.5]
+    assert sub.stats.malformed == 0 and sub.stats.handler_errors == 0
+
+
+async def test_subscribe_before_start_and_two_handlers_on_one_prefix(bus: Bus) -> None:
+    pub = bus.publisher()
+    sub = bus.subscriber(start=False)
+    first, second = Collector(), Collector()
+    sub.subscribe(topics.prefix(topics.SIGNAL), first)
+    sub.subscribe(topics.prefix(topics.SIGNAL), second)
+    sub.start()
+    await handshake(pub.publish, sub)
+
+    pub.publish(topics.signal("ES"), {"side": "buy"})
+    await flush(pub, sub)
+
+    assert first.messages == second.messages == [("signal.ES", {"side": "buy"})]
+    assert sub.prefixes.count("signal.") == 1
+
+
+async def test_unsubscribe(bus: Bus) -> None:
+    pub = bus.publisher()
+    sub = bus.subscriber()
+    kept, dropped = Collector(), Collector()
+    prefix = topics.prefix(topics.BAR, "AAPL")
+    sub.subscribe(prefix, kept)
+    sub.subscribe(prefix, dropped)
+    await handshake(pub.publish, sub)
+    pub.publish(topics.bar("AAPL", "1m"), {"n": 1})
+    await flush(pub, sub)
+
+    sub.unsubscribe(prefix, dropped)
+    sub.unsubscribe(prefix, lambda t, b: None)  # never subscribed: ignored
+    pub.publish(topics.bar("AAPL", "1m"), {"n": 2})
+    await flush(pub, sub)
+
+    sub.unsubscribe(prefix, kept)
+    others, marker = Collector(), Collector()
+    sub.subscribe(topics.prefix(topics.KERNEL), others)
+    sub.subscribe(topics.prefix(topics.TICK), marker)
+    await handshake(pub.publish, sub)  # the socket-level unsubscribe has reached the publisher too
+    received_before, others_before = sub.stats.received, len(others.messages)
+    pub.publish(topics.bar("AAPL", "1m"), {"n": 3})
+    pub.publish(topics.tick("END"), {})
+    await wait_until(lambda: marker.messages, what="end marker")
+
+    assert kept.bodies() == [{"n": 1}, {"n": 2}]
+    assert dropped.bodies() == [{"n": 1}]
+    assert prefix not in sub.prefixes
+    # bar.AAPL no longer reaches the socket at all: everything received since went to a handler
+    assert sub.stats.received - received_before == len(others.messages) - others_before + len(marker.messages)
+    assert sub.stats.malformed == 0
+
+
+async def test_slow_joiner_is_handled_by_retrying(bus: Bus) -> None:
+    sub = bus.subscriber()
+    got = Collector()
+    sub.subscribe(topics.prefix(topics.LABEL), got)
+    pub = bus.publisher()  # connects after the subscription: the first messages may be lost
+
+    attempts = 0
+    for attempts in range(1, 501):  # bounded: 500 tries, 10 ms apart at most
+        pub.publish(topics.label("AAPL"), {"attempt": attempts})
+        try:
+            await wait_until(lambda: got.messages, timeout=0.01, interval=0.005)
+            break
+        except AssertionError:
+            continue
+
+    assert got.messages, "never received"
+    assert got.topics() == ["label.AAPL"] * len(got.messages)
+    assert got.bodies()[0]["attempt"] <= attempts
+
+
+# -- bad input and failing handlers -----------------------------------------------------------------------------
+
+
+async def test_malformed_messages_are_counted_and_not_fatal(bus: Bus) -> None:
+    raw = bus.raw_socket(zmq.PUB, bus.pub_in)
+    sub = bus.subscriber()
+    got = Collector()
+    sub.subscribe(topics.prefix(topics.BAR), got)
+
+    def send_raw(topic: str, body: Any) -> None:
+        raw.send_multipart([topic.encode(), codec.packb(body)])
+
+    await handshake(send_raw, sub)
+    body = codec.packb({"close": 1.0})
+    raw.send_multipart([b"bar.A.1m"])                                  # 1 frame
+    raw.send_multipart([b"bar.A.1m", body, b"extra"])                  # 3 frames
+    raw.send_multipart([b"bar.A.1m", b"\xc1 not msgpack"])             # body not msgpack
+    raw.send_multipart([b"bar.A.1m", body[:-1]])                       # truncated msgpack
+    raw.send_multipart([b"bar.\xff\xfe.1m", body])                     # topic not UTF-8
+    raw.send_multipart([b"bar.A.1m", msgpack.packb(msgpack.ExtType(1, b"\x03|O\x00"))])  # refused ext
+    raw.send_multipart([b"bar.A.1m", body])                            # fine
+    await wait_until(lambda: got.messages, what="the good message")
+
+    assert sub.stats.malformed == 6
+    assert got.messages == [("bar.A.1m", {"close": 1.0})]
+    assert sub.stats.handler_errors == 0
+
+
+async def test_handler_errors_are_counted_and_others_still_run(bus: Bus) -> None:
+    pub = bus.publisher()
+    sub = bus.subscriber()
+    got = Collector()
+
+    def crashes(topic: str, body: Any) -> None:
+        raise RuntimeError("boom")
+
+    def rejects(topic: str, body: Any) -> None:
+        raise BadRequest("bad bar", field="close")
+
+    prefix = topics.prefix(topics.PREDICTION)
+    sub.subscribe(prefix, crashes)
+    sub.subscribe(prefix, rejects)
+    sub.subscribe(prefix, got)
+    await handshake(pub.publish, sub)
+
+    for i in range(3):
+        pub.publish(topics.prediction("AAPL"), {"i": i})
+    await wait_until(lambda: len(got.messages) == 3, what="three predictions")
+
+    assert got.bodies() == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert sub.stats.handler_errors == 6
+    assert sub.stats.malformed == 0
+
+
+async def test_publishing_an_unencodable_body_raises_codec_error(bus: Bus) -> None:
+    pub = bus.publisher()
+
+    with pytest.raises(CodecError):
+        pub.publish(topics.tick("AAPL"), {"bad": object()})
+
+    assert pub.published == 0
+
+
+# -- slow consumers --------------------------------------------------------------------------------------------
+
+
+async def test_subscriber_that_never_reads_does_not_block_the_publisher(zctx: zmq.asyncio.Context) -> None:
+    name = uuid.uuid4().hex[:12]
+    with running_proxy(zctx, ["tcp://127.0.0.1:*"], ["tcp://127.0.0.1:*", f"inproc://slow-{name}"],
+                       hwm=100) as bus:
+        pub = bus.publisher(hwm=100)
+        slow = bus.raw_socket(zmq.SUB, bus.sub_out(1), RCVHWM=10)
+        slow.setsockopt(zmq.SUBSCRIBE, b"")
+        fast = bus.subscriber(output=0)
+        got = Collector()
+        fast.subscribe(topics.prefix(topics.BAR), got)
+        # both subscriptions are in place once the fast one got a probe and the slow one has one queued
+        await handshake(pub.publish, fast, ready=lambda: bool(slow.poll(0, zmq.POLLIN)))
+
+        total = 50_000
+        for i in range(total):  # bounded; the loop would raise or stall here if the PUB blocked
+            pub.publish(topics.bar("AAPL", "1m"), {"i": i})
+        published_after_burst = pub.published
+        await handshake(pub.publish, fast)  # later messages still get through to the fast subscriber
+        got.messages.clear()
+        pub.publish(topics.bar("AAPL", "1m"), {"i": "after"})
+        await wait_until(lambda: got.messages, what="a message published after the burst")
+
+        queued = 0
+        for _ in range(total + 1_000):  # what the slow subscriber holds: bounded by the high-water marks
+            try:
+                slow.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            queued += 1
+
+    assert published_after_burst >= total
+    assert got.messages == [("bar.AAPL.1m", {"i": "after"})]
+    assert 0 < queued < total
