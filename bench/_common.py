@@ -15,6 +15,7 @@ import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import signal
@@ -26,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,20 @@ def serve_executable() -> str:
     return str(candidate) if candidate.exists() else "ml-processing"
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the benchmark process dies (Linux), so even a killed
+    benchmark leaves nothing running."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so ``finally`` blocks (and so `ProcessGroup` cleanup) run."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 class ProcessGroup:
     """Subprocesses started by a benchmark; `close` (or leaving the ``with``) ends every one of them.
 
@@ -77,6 +92,7 @@ class ProcessGroup:
 
     def start(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         kwargs.setdefault("start_new_session", True)
+        kwargs.setdefault("preexec_fn", _die_with_parent)
         proc = subprocess.Popen(list(argv), **kwargs)
         self.procs.append(proc)
         return proc
@@ -245,7 +261,7 @@ class Service:
         else:  # the embedded defaults, only the ports moved
             env.update(self.port_env())
         env.update(self.extra_env)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "wb")
         try:
             self.proc = self._group.start(argv, cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL)
@@ -286,7 +302,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of already sorted values (q in 0..100)."""
     if not sorted_values:
         return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(q / 100.0 * len(sorted_values) + 0.5)) - 1))
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100.0 * len(sorted_values)) - 1))
     return float(sorted_values[k])
 
 
@@ -341,12 +357,29 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def write_results(name: str, data: dict[str, Any]) -> Path:
-    """Write ``bench/results/<name>.json`` (with the machine description) and return its path."""
+def _no_nan(value: Any) -> Any:
+    """NaN (a missing number) becomes null, so the results stay strict JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+def write_results(name: str, data: dict[str, Any], machine: dict[str, Any] | None = None) -> Path:
+    """Write ``bench/results/<name>.json`` and return its path.
+
+    `machine` is `machine_info()` taken when the benchmark started (date, load average at start); the
+    load average at the end is added here.
+    """
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    payload = {"benchmark": name, "machine": machine_info(), **data}
-    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    machine = dict(machine or machine_info())
+    machine["loadavg_at_end"] = os.getloadavg()
+    payload = _no_nan({"benchmark": name, "machine": machine, **data})
+    path.write_text(json.dumps(payload, indent=2, default=float, allow_nan=False) + "\n")
     return path
 
 
@@ -382,51 +415,68 @@ def py_spy() -> str | None:
 
 
 def start_py_spy(group: ProcessGroup, pid: int, seconds: int, out: Path) -> subprocess.Popen[Any] | None:
-    """``py-spy record`` of `pid` for `seconds` into collapsed stacks at `out` (None if py-spy is missing)."""
+    """``py-spy record --native --threads`` of `pid` for `seconds`, collapsed stacks to `out`.
+
+    Native frames show where the C side goes (libzmq, uvloop, syscalls); py-spy pauses the process for
+    each sample, so profiles are taken apart from the measured runs. None if py-spy is missing.
+    """
     exe = py_spy()
     if exe is None:
         print("py-spy not found (pip install py-spy): skipping the profile", file=sys.stderr)
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    return group.start([exe, "record", "-p", str(pid), "-d", str(seconds), "-r", "250", "--nonblocking",
-                        "--format", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return group.start([exe, "record", "-p", str(pid), "-d", str(seconds), "-r", "200", "--native", "--threads",
+                        "--function", "--format", "raw", "-o", str(out)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def summarize_collapsed(path: Path, top: int = 25) -> dict[str, Any]:
-    """Self and inclusive sample shares per function from py-spy's collapsed (raw) output."""
+def summarize_collapsed(path: Path, top: int = 25, thread: str = "MainThread") -> dict[str, Any]:
+    """Self and inclusive sample shares per frame in one thread (the event loop) of a py-spy raw profile.
+
+    Also attributes system calls (``getpid``, ``write``, ``read``, ``poll``, ``epoll_pwait``) to the
+    nearest Python frame, which is where ZeroMQ's wake-ups of its I/O thread show.
+    """
     self_counts: dict[str, int] = {}
     incl_counts: dict[str, int] = {}
+    syscalls: dict[str, int] = {}
     total = 0
-    idle = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack or not count_s.isdigit():
             continue
-        count = int(count_s)
         frames = stack.split(";")
-        if frames and frames[0].startswith("process ") or (frames and frames[0].startswith("thread ")):
-            frames = [f for f in frames if not f.startswith(("process ", "thread "))]
-        total += count
+        if thread and frames[0].startswith("thread ") and not frames[0].endswith(": " + thread):
+            continue
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
         if not frames:
             continue
+        count = int(count_s)
+        total += count
         leaf = frames[-1]
         self_counts[leaf] = self_counts.get(leaf, 0) + count
         for frame in set(frames):
             incl_counts[frame] = incl_counts.get(frame, 0) + count
+        if "(libc" in leaf and not leaf.startswith("0x"):
+            py = [f for f in frames if ".py:" in f]
+            key = f"{leaf.split(' ')[0]} <- {py[-1] if py else '?'}"
+            syscalls[key] = syscalls.get(key, 0) + count
+
     def ranked(counts: dict[str, int]) -> list[tuple[str, float]]:
         return [(k, 100.0 * v / total) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:top]]
 
-    return {"samples": total, "idle": idle, "self_pct": ranked(self_counts), "inclusive_pct": ranked(incl_counts)}
+    # inclusive: Python frames below the event loop's own bootstrap (those are ~100% and say nothing)
+    incl_counts = {k: v for k, v in incl_counts.items() if ".py:" in k and v < 0.98 * total}
+    return {"thread": thread, "samples": total, "self_pct": ranked(self_counts),
+            "inclusive_pct": ranked(incl_counts), "syscalls_pct": ranked(syscalls)}
 
 
 def print_profile(title: str, summary: dict[str, Any], top: int = 15) -> None:
-    print(f"\n{title}: {summary['samples']} samples (py-spy, active threads only)")
-    print("  top self time:")
-    for name, pct in summary["self_pct"][:top]:
-        print(f"    {pct:5.1f}%  {name}")
-    print("  top inclusive time:")
-    for name, pct in summary["inclusive_pct"][:top]:
-        print(f"    {pct:5.1f}%  {name}")
+    print(f"\n{title}: {summary['samples']} samples of thread {summary['thread']} (py-spy --native)")
+    for key, label in (("self_pct", "self time"), ("inclusive_pct", "inclusive time"),
+                       ("syscalls_pct", "C library calls, by nearest Python frame")):
+        print(f"  top {label}:")
+        for name, pct in summary[key][:top]:
+            print(f"    {pct:5.1f}%  {name}")
 
 
 # -- summary of stored results --------------------------------------------------------------------------
@@ -443,8 +493,10 @@ def summary() -> int:
             continue
         found = True
         machine = data.get("machine", {})
+        loads = [machine.get(k) or [] for k in ("loadavg_at_start", "loadavg_at_end")]
         print(f"{data.get('benchmark', path.stem)}  ({machine.get('date')}, {machine.get('nproc')} cpu, "
-              f"load {fmt(tuple(round(x, 2) for x in machine.get('loadavg_at_start', [])))})")
+              f"1-min load {loads[0][0] if loads[0] else float('nan'):.2f} at start, "
+              f"{loads[1][0] if loads[1] else float('nan'):.2f} at end)")
         for v in verdicts:
             state = {True: "PASS", False: "FAIL", None: "info"}[v.get("pass")]
             failed |= v.get("pass") is False
