@@ -201,14 +201,8 @@ class ActorCell:
         token = _set_request((self.name, request.op, request.rid))
         try:
             result = getattr(self.instance, attr)(request.args)
-        except MlpError:
-            self.errors += 1
-            raise
         except Exception as exc:
-            self.errors += 1
-            self.crash(exc, where=f"op {request.op}")
-            raise InternalError(f"service {self.name!r} failed on op {request.op!r}: "
-                                f"{type(exc).__name__}: {exc}") from None
+            raise self._failed(exc, request) from None
         finally:
             _reset_request(token)
         if inspect.isawaitable(result):
@@ -219,13 +213,13 @@ class ActorCell:
         _set_request((self.name, request.op, request.rid))
         try:
             return await pending
-        except MlpError:
-            self.errors += 1
-            raise
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
-            self.errors += 1
-            self.crash(exc, where=f"op {request.op}")
-            raise InternalError(f"service {self.name!r} failed on op {request.op!r}: "
-                                f"{type(exc).__name__}: {exc}") from None
+            raise self._failed(exc, request) from None
+
+    def _failed(self, exc: Exception, request: codec.Request) -> MlpError:
+        """The error to answer with: the caller's own `MlpError`, or `internal` after crashing the actor."""
+        self.errors += 1
+        if isinstance(exc, MlpError):
+            return exc
+        self.crash(exc, where=f"op {request.op}")
+        return InternalError(f"service {self.name!r} failed on op {request.op!r}: {type(exc).__name__}: {exc}")

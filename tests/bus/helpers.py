@@ -4,37 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from ml_processing.bus import codec, mdp
+from tests.support.waiting import wait_until
 
 #: Heartbeats fast enough to keep the suite quick, slow enough for a busy 2-core machine.
 HEARTBEAT = 0.1
 LIVENESS = 5
-
-
-async def wait_until(check: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.01,
-                     what: str = "condition") -> Any:
-    """Poll `check` (plain or async) until it returns something truthy; bounded in time and in tries."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    for _ in range(int(timeout / interval) + 1):
-        last = check()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last value {last!r})")
 
 
 async def recv(sock: zmq.asyncio.Socket, timeout: float = 3.0) -> list[bytes]:

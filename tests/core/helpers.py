@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
 import socket
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ml_processing.core.config import Config
 from ml_processing.core.kernel import Kernel
+from tests.support.waiting import wait_until  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
-
-
-async def wait_until(check: Callable[[], Any | Awaitable[Any]], *, timeout: float = 5.0, interval: float = 0.02,
-                     what: str = "condition") -> Any:
-    """Poll `check` until it returns something truthy; bounded in time and in number of tries."""
-    deadline = time.monotonic() + timeout
-    tries = max(1, int(timeout / interval) + 1)
-    last: Any = None
-    for _ in range(tries):
-        last = check()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last value {last!r})")
 
 
 def wait_until_sync(check: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05,
