@@ -24,12 +24,12 @@ from ml_processing.bus import codec, mdp
 from ml_processing.bus.edge.app import STATS, EdgeStats, create_app
 from ml_processing.bus.edge.routes import CORE_ROUTES, Route, check_route
 from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
+from ml_processing.core.plugins import PluginHost  # the plugin host (core), not a plugin
 
 from .actor import Actor, ActorContext
 from .config import Config
 from .errors import PluginError
 from .log import get_logger
-from .plugins import PluginHost
 from .supervisor import FAILED, RUNNING, ActorCell
 
 log = get_logger(__name__)
