@@ -16,9 +16,9 @@ restarts the actor with a fresh instance.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -44,6 +44,7 @@ class ActorContext:
     executor: Executor
     data_dir: Path
     kernel: Any = None  # read-only view of the kernel (status, plugins, services) for introspection
+    registries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # e.g. ["indicators"][name]
 
 
 class Actor:
@@ -107,6 +108,11 @@ class Actor:
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
         """Run a background task; if it raises, the actor has crashed and is restarted."""
         return self.ctx.spawn(coro, name)
+
+    @property
+    def registries(self) -> Mapping[str, Mapping[str, Any]]:
+        """What plugins registered through hooks, by kind then name (``registries["indicators"]["SMA"]``)."""
+        return self.ctx.registries
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run GIL-releasing work (numpy, xgboost) on the kernel's thread pool, off the event loop."""

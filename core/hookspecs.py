@@ -5,7 +5,7 @@ A plugin implements any subset with ``@hookimpl`` (from this module) and is foun
 group ``ml_processing``, a module path in ``[plugins] modules``, or the built-in list.
 
 Order of calls at start-up: ``register_config_schemas`` (so the kernel can check ``[plugins.NAME]``),
-then ``register_actors`` and ``register_routes``.
+then the registries (``register_indicators``), then ``register_routes`` and ``register_actors``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .actor import Actor
     from .config import Config
+    from .indicator import Indicator
 
 PROJECT = "ml_processing"
 
@@ -41,7 +42,21 @@ def register_config_schemas() -> Mapping[str, type[Any]]:
     raise NotImplementedError
 
 
-# -- phase 2: what runs -----------------------------------------------------------------------------------
+# -- phase 2: shared registries ----------------------------------------------------------------------------
+
+
+@hookspec
+def register_indicators() -> Iterable[Indicator]:
+    """Return indicators (instances of `ml_processing.core.indicator.Indicator` subclasses).
+
+    :return: indicators; each is then available by name to every actor through
+        ``ctx.registries["indicators"]`` (batch compute, live state, features), exactly like the built-in
+        ones. A name already registered by an earlier plugin is refused and the plugin reported broken.
+    """
+    raise NotImplementedError
+
+
+# -- phase 3: what runs -----------------------------------------------------------------------------------
 
 
 @hookspec

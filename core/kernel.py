@@ -13,7 +13,9 @@ import contextlib
 import importlib.metadata
 import signal
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from types import MappingProxyType
 from typing import Any, Literal
 
 import zmq
@@ -29,10 +31,14 @@ from ml_processing.core.plugins import PluginHost  # the plugin host (core), not
 from .actor import Actor, ActorContext
 from .config import Config
 from .errors import PluginError
+from .indicator import Indicator
 from .log import get_logger
 from .supervisor import FAILED, RUNNING, ActorCell
 
 log = get_logger(__name__)
+
+#: Registries that hooks fill: kind -> (hook, the class every entry must be an instance of).
+REGISTRY_HOOKS: dict[str, tuple[str, type[Any]]] = {"indicators": ("register_indicators", Indicator)}
 
 #: Service names only the built-in kernel plugin may serve.
 RESERVED_SERVICES = frozenset({"kernel"})
@@ -84,6 +90,7 @@ class Kernel:
         self.plugins = PluginHost(config)
         self.cells: dict[str, ActorCell] = {}
         self.routes: list[Route] = list(CORE_ROUTES)
+        self.registries: dict[str, Mapping[str, Any]] = {}
         self.context = zmq.asyncio.Context()
         self.broker: mdp.Broker | None = None
         self.proxy: Proxy | None = None
@@ -151,8 +158,31 @@ class Kernel:
     def discover(self) -> list[tuple[str, type[Actor]]]:
         """Load plugins and collect their actors and routes (broken ones are reported, not fatal)."""
         self.plugins.load()
-        self._collect_routes()  # first: a plugin refused for its routes runs no actors either
+        self._collect_registries()
+        self._collect_routes()  # before actors: a plugin refused for its routes runs no actors either
         return self._collect_actors()
+
+    def _collect_registries(self) -> None:
+        for kind, (hook, base) in REGISTRY_HOOKS.items():
+            table: dict[str, Any] = {}
+            owners: dict[str, str] = {}
+            for plugin, items in self.plugins.call_each(hook):
+                try:
+                    found = {}
+                    for item in list(items):
+                        if not isinstance(item, base):
+                            raise PluginError(f"{hook} returned {item!r:.100}, not an instance of {base.__name__}")
+                        if item.name in table or item.name in found:
+                            raise PluginError(f"{kind} {item.name!r} is already registered by plugin "
+                                              f"{owners.get(item.name, plugin)!r}")
+                        found[item.name] = item
+                except Exception as exc:  # a malformed hook result is the plugin's fault, never fatal
+                    self.plugins.mark_broken(plugin, exc.message if isinstance(exc, PluginError) else
+                                             f"{hook} returned something unusable: {exc}")
+                    continue
+                table.update(found)
+                owners.update(dict.fromkeys(found, plugin))
+            self.registries[kind] = MappingProxyType(table)
 
     def _collect_actors(self) -> list[tuple[str, type[Actor]]]:
         found: list[tuple[str, type[Actor]]] = []
@@ -219,6 +249,7 @@ class Kernel:
             executor=self.executor,
             data_dir=self.config.data_path,
             kernel=self,
+            registries=MappingProxyType(self.registries),
         )
 
     def _start_workers(self) -> None:

@@ -33,6 +33,7 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT
 #: Built-in plugins, by module path (imported by name, exactly like a module listed in plugins.toml).
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("kernel", "ml_processing.core.system"),
+    ("indicators", "ml_processing.plugins.indicators"),
 )
 
 

@@ -61,7 +61,7 @@ async def test_health_has_the_seed_shape(kernel: Kernel, http: aiohttp.ClientSes
     assert all(isinstance(ta[k], int) for k in ("indicators_calculated", "patterns_detected", "signals_generated"))
 
     actors = body["actors"]
-    assert set(actors) == {"kernel", "echo", "flaky"}
+    assert set(actors) == {"kernel", "indicators", "echo", "flaky"}
     for status in actors.values():
         assert status["state"] == "running" and status["healthy"] is True
     assert actors["echo"]["plugin"] == "_template"
@@ -146,16 +146,21 @@ async def test_openapi_operations_are_unique_and_complete(kernel: Kernel, http: 
 
 
 async def test_every_documented_operation_answers(kernel: Kernel, http: aiohttp.ClientSession) -> None:
-    """Each operation in the document is served: a capability not installed yet says 503, never 404/405."""
+    """Each operation in the document is served: an empty body is a clear 400, a capability not installed
+    yet says 503, and an op its plugin does not serve yet says so by name; never a bare 404/405 or a 500."""
     document = await _openapi(kernel, http)
     for path, ops in document["paths"].items():
         url = kernel.edge_url + re.sub(r"{\w+}", "x1", path)
         for method in ops:
             kwargs: dict[str, Any] = {"json": {}} if method in ("post", "put", "patch") else {}
             async with http.request(method.upper(), url, **kwargs) as resp:
-                assert resp.status in (200, 503), (method, path, resp.status, await resp.text())
-                if resp.status == 503:
-                    assert (await resp.json())["error"]["code"] == "unavailable"
+                assert resp.status in (200, 400, 404, 503), (method, path, resp.status, await resp.text())
+                if resp.status != 200:
+                    error = (await resp.json())["error"]
+                    expected = {400: "bad_request", 404: "not_found", 503: "unavailable"}[resp.status]
+                    assert error["code"] == expected, (method, path, error)
+                    if resp.status == 404:
+                        assert "has no op" in error["message"], (method, path, error)
 
 
 # -- bad input: a clear 4xx every time, and the service still answers ---------------------------------------
@@ -177,7 +182,7 @@ BAD_INPUT: list[Any] = [
     pytest.param("POST", "/api/v1/predict", b'{"features": [1.2, 0.8], "model": "ensemble"}', 503, "unavailable",
                  "models", id="no-worker-predict"),
     pytest.param("GET", "/api/v1/models/m1", None, 503, "unavailable", "models", id="no-worker-model"),
-    pytest.param("POST", "/api/v1/indicators", b"{}", 503, "unavailable", "indicators", id="no-worker-indicators"),
+    pytest.param("POST", "/api/v1/patterns/detect", b"{}", 503, "unavailable", "patterns", id="no-worker-patterns"),
     pytest.param("POST", ECHO, b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}", 400, "bad_request", None,
                  id="deeply-nested"),
 ]

@@ -1,0 +1,131 @@
+"""The indicator contract: what every indicator declares and does, built-in or a third party's.
+
+Plugins register indicators through the ``register_indicators`` hook; the kernel keeps them in one
+registry that every actor reads (`ActorContext.registries`), so an indicator registered by any package is
+usable wherever the built-in ones are (live state, features, patterns, sentiment) without any plugin
+importing another. This module is the contract they share.
+
+An indicator declares its ``name``, ``group``, the OHLCV ``inputs`` it reads, its ``params`` (with
+defaults and checks), its ``outputs`` and its ``lookback`` (bars before the first value), and computes
+in ``batch`` over whole arrays. Streaming (one bar at a time) arrives with the live market state.
+
+>>> p = Param("timeperiod", int, 14, minimum=1)
+>>> p.check(20), p.check(None)
+(20, 14)
+>>> p.check(0)
+Traceback (most recent call last):
+...
+ml_processing.bus.errors.BadRequest: parameter 'timeperiod' must be >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import BadRequest
+
+#: The OHLCV columns an indicator may read, in their canonical order.
+COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its type (int or float), default, inclusive bounds and meaning."""
+
+    name: str
+    type: type
+    default: int | float
+    minimum: float | None = None
+    maximum: float | None = None
+    doc: str = ""
+
+    def check(self, value: Any) -> int | float:
+        """The value to use (the default for ``None``); `BadRequest` naming the parameter otherwise."""
+        if value is None:
+            return self.default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadRequest(f"parameter {self.name!r} must be a number, got {value!r:.40}", field=self.name)
+        checked: int | float
+        if self.type is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise BadRequest(f"parameter {self.name!r} must be an integer, got {value!r}", field=self.name)
+            checked = int(value)
+        else:
+            checked = float(value)
+            if not math.isfinite(checked):
+                raise BadRequest(f"parameter {self.name!r} must be finite, got {value!r}", field=self.name)
+        if self.minimum is not None and checked < self.minimum:
+            raise BadRequest(f"parameter {self.name!r} must be >= {self.minimum:g}, got {value!r}", field=self.name)
+        if self.maximum is not None and checked > self.maximum:
+            raise BadRequest(f"parameter {self.name!r} must be <= {self.maximum:g}, got {value!r}", field=self.name)
+        return checked
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type.__name__, "default": self.default,
+                "minimum": self.minimum, "maximum": self.maximum, "doc": self.doc}
+
+
+class Indicator(ABC):
+    """Base of every indicator. Subclasses set the class attributes and implement `batch`."""
+
+    name: ClassVar[str]
+    group: ClassVar[str] = "Custom"
+    inputs: ClassVar[tuple[str, ...]] = ("close",)
+    params: ClassVar[tuple[Param, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ("value",)
+    doc: ClassVar[str] = ""
+
+    def resolve(self, given: Mapping[str, Any] | None) -> dict[str, int | float]:
+        """Check `given` against `params`: unknown names and bad values raise `BadRequest`."""
+        given = given or {}
+        if not isinstance(given, Mapping):
+            raise BadRequest(f"params of {self.name} must be a map, got {type(given).__name__}", field="params")
+        known = {p.name for p in self.params}
+        unknown = [k for k in given if k not in known]
+        if unknown:
+            raise BadRequest(f"{self.name} has no parameter {unknown[0]!r} (parameters: "
+                             f"{', '.join(sorted(known)) or 'none'})", field=str(unknown[0]))
+        resolved = {p.name: p.check(given.get(p.name)) for p in self.params}
+        self.check_params(resolved)
+        return resolved
+
+    def check_params(self, params: Mapping[str, int | float]) -> None:  # noqa: B027 (optional)
+        """Cross-parameter checks (e.g. fast < slow); raise `BadRequest` naming the parameter."""
+
+    @abstractmethod
+    def lookback(self, params: Mapping[str, int | float]) -> int:
+        """Bars consumed before the first output value (the index of the first non-NaN value)."""
+
+    @abstractmethod
+    def batch(self, data: Mapping[str, np.ndarray], params: Mapping[str, int | float]) -> tuple[np.ndarray, ...]:
+        """Every output over whole float64 arrays (one per name in `inputs`); NaN before the lookback."""
+
+    def output_key(self, params: Mapping[str, int | float], output: str) -> str:
+        """The stable name of one output: ``NAME_p1_p2[.output]`` with the parameters in declared order.
+
+        >>> class Sma(Indicator):
+        ...     name = "SMA"; params = (Param("timeperiod", int, 30),)
+        ...     def lookback(self, params): return params["timeperiod"] - 1
+        ...     def batch(self, data, params): return (data["close"],)
+        >>> Sma().output_key({"timeperiod": 20}, "value")
+        'SMA_20'
+        """
+        key = "_".join([self.name, *(_format(params[p.name]) for p in self.params)])
+        return key if len(self.outputs) == 1 else f"{key}.{output}"
+
+    def describe(self) -> dict[str, Any]:
+        """Metadata for ``list``, docs and clients."""
+        defaults = {p.name: p.default for p in self.params}
+        return {"name": self.name, "group": self.group, "inputs": list(self.inputs),
+                "params": [p.describe() for p in self.params], "outputs": list(self.outputs),
+                "lookback_default": self.lookback(defaults), "doc": self.doc}
+
+
+def _format(value: int | float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"

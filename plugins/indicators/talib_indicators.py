@@ -1,0 +1,106 @@
+"""Every TA-Lib function of the indicator groups, registered from TA-Lib's own metadata.
+
+Nothing here is a hand-kept list: names, inputs, parameters, defaults and outputs come from TA-Lib's
+function tables (``talib.get_function_groups()`` and its abstract interface), and TA-Lib computes.
+A parameter set TA-Lib itself refuses (its lookback function returns -1) is rejected with the name of the
+offending parameter.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import talib
+from talib import abstract
+
+from ml_processing.core.errors import BadRequest
+from ml_processing.core.indicator import Indicator, Param
+
+#: The TA-Lib groups that are indicators (candlestick patterns and math operators are not).
+GROUPS: tuple[str, ...] = ("Overlap Studies", "Momentum Indicators", "Volume Indicators", "Volatility Indicators",
+                           "Cycle Indicators", "Statistic Functions", "Price Transform")
+
+_PRICE_KEYS = {"price", "price0", "price1", "prices", "periods"}
+_MA_TYPE_MAX = 8  # TA_MAType: SMA, EMA, WMA, DEMA, TEMA, TRIMA, KAMA, MAMA, T3
+
+
+def _inputs(info: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(OHLCV columns read, in the function's argument order; their argument names)."""
+    columns: list[str] = []
+    for value in info["input_names"].values():
+        columns.extend([value] if isinstance(value, str) else value)
+    return tuple(columns), tuple(columns)
+
+
+def _param(name: str, default: Any, help_text: str) -> Param:
+    if name == "matype" or name.endswith("_matype") or name.endswith("matype"):
+        return Param(name, int, default, minimum=0, maximum=_MA_TYPE_MAX, doc=help_text + " (0=SMA ... 8=T3)")
+    if isinstance(default, int) and not isinstance(default, bool):
+        return Param(name, int, default, doc=help_text)
+    return Param(name, float, float(default), doc=help_text)
+
+
+class TalibIndicator(Indicator):
+    """One TA-Lib function; instances carry what the class attributes of a hand-written indicator would."""
+
+    def __init__(self, name: str) -> None:
+        info = abstract.Function(name).info
+        self.name = name  # type: ignore[misc]
+        self.group = info["group"]  # type: ignore[misc]
+        self.doc = info["display_name"]  # type: ignore[misc]
+        self.inputs, _ = _inputs(info)  # type: ignore[misc]
+        opt = {}
+        for i in range(len(info["parameters"])):
+            meta = talib._ta_lib._ta_getOptInputParameterInfo(name.encode(), i)
+            opt[meta["name"]] = meta.get("help", "")
+        self.params = tuple(_param(p, d, opt.get(p, "")) for p, d in info["parameters"].items())  # type: ignore[misc]
+        self.outputs = tuple(info["output_names"])  # type: ignore[misc]
+        self._function = getattr(talib, name)
+
+    def check_params(self, params: Mapping[str, int | float]) -> None:
+        if self.lookback(params) >= 0:
+            return
+        defaults = {p.name: p.default for p in self.params}
+        for p in self.params:  # find the parameter TA-Lib refuses, for a message that names it
+            if _lookback(self.name, tuple({**defaults, p.name: params[p.name]}.items())) < 0:
+                raise BadRequest(f"parameter {p.name!r} = {params[p.name]!r} is out of the range TA-Lib accepts "
+                                 f"for {self.name}", field=p.name)
+        raise BadRequest(f"TA-Lib refuses this combination of parameters for {self.name}: {dict(params)}",
+                         field="params")
+
+    def lookback(self, params: Mapping[str, int | float]) -> int:
+        return _lookback(self.name, tuple(params.items()))
+
+    def batch(self, data: Mapping[str, np.ndarray], params: Mapping[str, int | float]) -> tuple[np.ndarray, ...]:
+        columns = [data[c] for c in self.inputs]
+        out = self._function(*columns, **params)
+        outputs = tuple(out) if isinstance(out, (list, tuple)) else (out,)
+        if all(o.dtype.kind == "f" for o in outputs):
+            return outputs
+        # Integer outputs (trend modes, flags) come back with 0 where there is no value yet; make that NaN
+        # like every other output, so "NaN before the lookback" holds for all of them.
+        valid = ~np.isnan(np.vstack(columns)).any(axis=0)
+        start = (int(valid.argmax()) if valid.any() else len(valid)) + self.lookback(params)
+        fixed = []
+        for o in outputs:
+            if o.dtype.kind != "f":
+                o = o.astype(np.float64)
+                o[:start] = np.nan
+            fixed.append(o)
+        return tuple(fixed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lookback(name: str, params: tuple[tuple[str, int | float], ...]) -> int:
+    function = abstract.Function(name)
+    function.parameters = dict(params)
+    return int(function.lookback)
+
+
+def talib_indicators() -> list[Indicator]:
+    """One `TalibIndicator` per function of `GROUPS`, as TA-Lib lists them."""
+    groups = talib.get_function_groups()
+    return [TalibIndicator(name) for group in GROUPS for name in groups.get(group, ())]

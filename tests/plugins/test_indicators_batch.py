@@ -1,0 +1,196 @@
+"""Batch indicators: the registry mirrors TA-Lib's metadata, results equal TA-Lib's, bad input is named."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import talib
+
+from ml_processing.bus import mdp
+from ml_processing.core.errors import BadRequest, TooLarge
+from ml_processing.core.kernel import Kernel
+from ml_processing.plugins.indicators.compute import MAX_BARS, compute, parse_indicators
+from ml_processing.plugins.indicators.talib_indicators import GROUPS, talib_indicators
+from tests.conftest import make_config
+
+REGISTRY = {i.name: i for i in talib_indicators()}
+
+
+def ohlcv(n: int = 600, seed: int = 7) -> dict[str, np.ndarray]:
+    """A real-looking series: geometric random walk, consistent high/low, positive volume."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate([[close[0]], close[:-1]]) * (1 + rng.normal(0, 0.002, n))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
+    volume = rng.uniform(1e3, 1e5, n)
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": volume,
+            "periods": rng.integers(2, 30, n).astype(np.float64)}
+
+
+def test_registry_is_every_function_of_the_indicator_groups() -> None:
+    groups = talib.get_function_groups()
+    expected = {name for group in GROUPS for name in groups[group]}
+    assert set(REGISTRY) == expected
+    assert not {name for name in groups["Pattern Recognition"]} & set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_batch_equals_talib_on_the_same_data(name: str) -> None:
+    data = ohlcv()
+    indicator = REGISTRY[name]
+    defaults = {p.name: p.default for p in indicator.params}
+    direct = getattr(talib, name)(*(data[c] for c in indicator.inputs), **defaults)
+    direct = direct if isinstance(direct, (list, tuple)) else (direct,)
+    result = compute({**{k: v.tolist() for k, v in data.items()}, "indicators": [name]}, REGISTRY)
+    assert list(result["values"]) == [indicator.output_key(defaults, o) for o in indicator.outputs]
+    lookback = indicator.lookback(defaults)
+    for key, expected in zip(result["values"], direct, strict=True):
+        ours, expected = result["values"][key], np.asarray(expected)
+        if expected.dtype.kind == "f":
+            np.testing.assert_array_equal(ours, expected)
+        else:  # integer outputs: TA-Lib's values from the lookback on, NaN (not TA-Lib's 0) before it
+            np.testing.assert_array_equal(ours[lookback:], expected[lookback:].astype(np.float64))
+            assert np.isnan(ours[:lookback]).all()
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_lookback_is_where_values_start(name: str) -> None:
+    data = ohlcv()
+    indicator = REGISTRY[name]
+    defaults = indicator.resolve({})
+    outputs = indicator.batch(data, defaults)
+    lookback = indicator.lookback(defaults)
+    assert 0 <= lookback < len(data["close"])
+    for series in outputs:
+        assert np.all(np.isnan(series[:lookback])), f"{name}: a value before the lookback {lookback}"
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_gaps_flat_bars_and_zero_volume_do_not_crash(name: str) -> None:
+    data = ohlcv(300)
+    data["close"][50:60] = np.nan  # a gap
+    for column in ("open", "high", "low", "close"):
+        data[column][100:140] = 100.0  # flat bars
+    data["volume"][:] = 0.0
+    outputs = REGISTRY[name].batch(data, REGISTRY[name].resolve({}))
+    assert all(len(series) == 300 for series in outputs)
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"timeperiod": 0}, "timeperiod"),
+    ({"timeperiod": -5}, "timeperiod"),
+    ({"timeperiod": "20"}, "timeperiod"),
+    ({"timeperiod": 2.5}, "timeperiod"),
+    ({"window": 20}, "window"),
+])
+def test_bad_parameters_are_rejected_by_name(params: dict[str, Any], field: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_indicators([{"name": "SMA", "params": params}], REGISTRY)
+    assert caught.value.field is not None and caught.value.field.endswith(field)
+    assert field in caught.value.message
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    ({"close": [1.0, 2.0], "indicators": ["NOPE"]}, "indicators[0].name"),
+    ({"close": [1.0, 2.0], "indicators": []}, "indicators"),
+    ({"close": [1.0, 2.0], "indicators": [42]}, "indicators[0]"),
+    ({"close": [1.0, "x"], "indicators": ["SMA"]}, "close"),
+    ({"close": "1,2,3", "indicators": ["SMA"]}, "close"),
+    ({"close": [1.0, 2.0], "indicators": ["ATR"]}, "high"),
+    ({"high": [1.0, 2.0, 3.0], "low": [1.0, 2.0], "close": [1.0, 2.0, 3.0], "indicators": ["ATR"]}, "high"),
+])
+def test_bad_requests_name_the_problem(args: dict[str, Any], field: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        compute(args, REGISTRY)
+    assert caught.value.field == field
+
+
+def test_more_than_a_million_bars_is_too_large() -> None:
+    with pytest.raises(TooLarge):
+        compute({"close": [1.0] * (MAX_BARS + 1), "indicators": ["SMA"]}, REGISTRY)
+
+
+def test_null_in_input_is_nan() -> None:
+    close: list[float | None] = [float(i) for i in range(1, 31)]
+    close[10] = None
+    result = compute({"close": close, "indicators": [{"name": "SMA", "params": {"timeperiod": 3}}]}, REGISTRY)
+    values = result["values"]["SMA_3"]
+    assert np.isnan(values[:2]).all() and values[2:10].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    assert np.isnan(values[10])  # TA-Lib's running sums carry a NaN forward; it never crashes
+
+
+CUSTOM = textwrap.dedent('''
+    import numpy as np
+    from ml_processing.core.hookspecs import hookimpl
+    from ml_processing.core.indicator import Indicator, Param
+
+    class Spread(Indicator):
+        """high - low, smoothed over `window` bars."""
+        name = "SPREAD"
+        inputs = ("high", "low")
+        params = (Param("window", int, 3, minimum=1),)
+
+        def lookback(self, params):
+            return params["window"] - 1
+
+        def batch(self, data, params):
+            raw = data["high"] - data["low"]
+            out = np.full(len(raw), np.nan)
+            w = params["window"]
+            if len(raw) >= w:
+                out[w - 1:] = np.convolve(raw, np.ones(w) / w, mode="valid")
+            return (out,)
+
+    @hookimpl
+    def register_indicators():
+        return [Spread()]
+''')
+
+
+async def test_a_third_party_indicator_works_like_a_builtin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "acme_spread.py").write_text(CUSTOM)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kernel = Kernel(make_config(tmp_path, modules=("acme_spread",)))
+    await kernel.start()
+    try:
+        client = mdp.AsyncClient(kernel.endpoints["broker"][0], timeout=5.0)
+        try:
+            listed = {item["name"]: item for item in await client.request("indicators", "list")}
+            assert listed["SPREAD"]["inputs"] == ["high", "low"] and "SMA" in listed
+            data = ohlcv(50)
+            reply = await client.request("indicators", "compute", {
+                "high": data["high"], "low": data["low"], "close": data["close"],
+                "indicators": [{"name": "SPREAD", "params": {"window": 4}}, "SMA"]})
+        finally:
+            client.close()
+        expected = np.convolve(data["high"] - data["low"], np.ones(4) / 4, mode="valid")
+        np.testing.assert_allclose(reply["values"]["SPREAD_4"][3:], expected, rtol=1e-12)
+        np.testing.assert_array_equal(reply["values"]["SMA_30"], talib.SMA(data["close"], timeperiod=30))
+        async with aiohttp.ClientSession() as http, http.post(f"{kernel.edge_url}/api/v1/indicators", json={
+                "high": data["high"].tolist(), "low": data["low"].tolist(),
+                "indicators": [{"name": "spread", "params": {"window": 2}}]}) as resp:
+            body = await resp.json()
+        assert resp.status == 200
+        assert body["values"]["SPREAD_2"][0] is None  # NaN travels as null
+        assert body["values"]["SPREAD_2"][1] == pytest.approx(float(np.mean((data["high"] - data["low"])[:2])))
+    finally:
+        await kernel.stop()
+
+
+async def test_rest_errors_and_health_count(kernel: Kernel) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{kernel.edge_url}/api/v1/indicators",
+                             json={"close": [1, 2, 3], "indicators": [{"name": "SMA", "params": {"timeperiod": 0}}]}) as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["field"] == "indicators[0].params.timeperiod"
+        async with http.post(f"{kernel.edge_url}/api/v1/indicators",
+                             json={"close": list(range(40)), "indicators": ["SMA", "EMA"]}) as r:
+            assert r.status == 200
+        async with http.get(f"{kernel.edge_url}/health") as r:
+            assert (await r.json())["technical_analysis"]["indicators_calculated"] == 2
