@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Batch indicators: the service's compute against calling TA-Lib directly, in the same run.
+
+1. In the actor: `compute()` (what the ``indicators`` service runs: parsing, parameter checks, lookback,
+   output naming) for 10 indicators over 100,000 bars given as float64 arrays, against the same 10 TA-Lib
+   calls made directly. Target: within 1.2x.
+2. Over MDP: the same request to ``ml-processing serve`` with arrays as the ndarray ext type.
+3. REST end to end: ``POST /api/v1/indicators`` with 10 indicators on 10,000 bars as JSON columns (one
+   client, keep-alive), beside the TA-Lib time of the same work. Target: p50 under 8 ms.
+
+    python bench/bench_indicators.py [--repeat 3] [--iterations 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import talib
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+
+from ml_processing.bus import mdp
+from ml_processing.plugins.indicators.compute import compute
+from ml_processing.plugins.indicators.talib_indicators import talib_indicators
+
+INDICATORS: list[Any] = ["SMA", "EMA", "RSI", {"name": "BBANDS", "params": {"timeperiod": 20}}, "MACD", "ATR",
+                         "ADX", "STOCH", "OBV", "CCI"]
+
+
+def series(n: int, seed: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": rng.uniform(1e3, 1e5, n)}
+
+
+def direct(data: dict[str, np.ndarray]) -> None:
+    talib.SMA(data["close"], timeperiod=30)
+    talib.EMA(data["close"], timeperiod=30)
+    talib.RSI(data["close"], timeperiod=14)
+    talib.BBANDS(data["close"], timeperiod=20)
+    talib.MACD(data["close"])
+    talib.ATR(data["high"], data["low"], data["close"])
+    talib.ADX(data["high"], data["low"], data["close"])
+    talib.STOCH(data["high"], data["low"], data["close"])
+    talib.OBV(data["close"], data["volume"])
+    talib.CCI(data["high"], data["low"], data["close"])
+
+
+def timed(fn: Any, iterations: int) -> dict[str, float]:
+    for _ in range(3):
+        fn()
+    samples = []
+    deadline = time.monotonic() + 60
+    for _ in range(iterations):
+        t = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t)
+        if time.monotonic() > deadline:
+            break
+    return C.summarize_ns(samples)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=50)
+    args = parser.parse_args()
+    registry = {i.name: i for i in talib_indicators()}
+    big, small = series(100_000), series(10_000)
+    runs = []
+    with C.Service() as svc:
+        client = mdp.Client(svc.broker, timeout=10.0)
+        body = json.dumps({**{k: v.tolist() for k, v in small.items()}, "indicators": INDICATORS}).encode()
+        url = svc.edge_url + "/api/v1/indicators"
+
+        def rest() -> None:
+            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request) as resp:
+                resp.read()
+
+        for repeat in range(1, args.repeat + 1):
+            run = {
+                "talib_100k": timed(lambda: direct(big), args.iterations),
+                "actor_100k": timed(lambda: compute({**big, "indicators": INDICATORS}, registry), args.iterations),
+                "mdp_100k": timed(lambda: client.request("indicators", "compute", {**big, "indicators": INDICATORS}),
+                                  args.iterations),
+                "talib_10k": timed(lambda: direct(small), args.iterations),
+                "rest_10k": timed(rest, args.iterations),
+            }
+            runs.append(run)
+            print(f"repeat {repeat}: TA-Lib 100k {run['talib_100k']['p50_us']:.0f} us, actor "
+                  f"{run['actor_100k']['p50_us']:.0f} us, MDP {run['mdp_100k']['p50_us']:.0f} us; "
+                  f"REST 10k {run['rest_10k']['p50_us']:.0f} us (TA-Lib {run['talib_10k']['p50_us']:.0f} us)")
+        client.close()
+    med = {k: C.median(r[k]["p50_us"] for r in runs) for k in runs[0]}
+    rows = [
+        ("10 indicators x 100k bars, compute() in the actor", med["talib_100k"], med["actor_100k"]),
+        ("10 indicators x 100k bars, over MDP (ndarray ext)", med["talib_100k"], med["mdp_100k"]),
+        ("10 indicators x 10k bars, POST /api/v1/indicators", med["talib_10k"], med["rest_10k"]),
+    ]
+    print(f"\nmedians of {len(runs)} repeats, p50 of {args.iterations} iterations each (us)")
+    C.print_table(["test", "TA-Lib direct", "ours", "ratio"],
+                  [(name, C.fmt(ref), C.fmt(ours), C.fmt(ours / ref, 2)) for name, ref, ours in rows])
+    ratio = med["actor_100k"] / med["talib_100k"]
+    print(f"\n[{'PASS' if ratio <= 1.2 else 'FAIL'}] batch compute in the actor within 1.2x of TA-Lib: {ratio:.2f}x")
+    print(f"[{'PASS' if med['rest_10k'] < 8000 else 'FAIL'}] POST /api/v1/indicators, 10 x 10k bars, p50 < 8 ms: "
+          f"{med['rest_10k'] / 1000:.2f} ms")
+    C.write_results("bench_indicators", {"params": vars(args), "runs": runs, "medians_p50_us": med})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
