@@ -7,7 +7,10 @@ importing another. This module is the contract they share.
 
 An indicator declares its ``name``, ``group``, the OHLCV ``inputs`` it reads, its ``params`` (with
 defaults and checks), its ``outputs`` and its ``lookback`` (bars before the first value), and computes
-in ``batch`` over whole arrays. Streaming (one bar at a time) arrives with the live market state.
+in ``batch`` over whole arrays and, one bar at a time, through the `IndicatorStream` that ``stream``
+returns: ``update(bar)`` commits a bar and returns the outputs at it, ``peek(bar)`` previews a still-forming
+bar without committing. The contract every indicator meets (and the test suite checks for every one
+registered): feeding a series bar by bar through ``update`` gives the values ``batch`` gives on the series.
 
 >>> p = Param("timeperiod", int, 14, minimum=1)
 >>> p.check(20), p.check(None)
@@ -106,6 +109,11 @@ class Indicator(ABC):
     def batch(self, data: Mapping[str, np.ndarray], params: Mapping[str, int | float]) -> tuple[np.ndarray, ...]:
         """Every output over whole float64 arrays (one per name in `inputs`); NaN before the lookback."""
 
+    def stream(self, params: Mapping[str, int | float]) -> IndicatorStream:
+        """A fresh streaming state. The default recomputes `batch` over the bars seen so far, which is
+        correct for any indicator but O(n) per bar: override it with an O(1) update where you can."""
+        return RecomputeStream(self, params)
+
     def output_key(self, params: Mapping[str, int | float], output: str) -> str:
         """The stable name of one output: ``NAME_p1_p2[.output]`` with the parameters in declared order.
 
@@ -129,3 +137,37 @@ class Indicator(ABC):
 
 def _format(value: int | float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+class IndicatorStream(ABC):
+    """One indicator's state over a stream of bars (maps of column -> float)."""
+
+    @abstractmethod
+    def update(self, bar: Mapping[str, float]) -> tuple[float, ...]:
+        """Commit `bar`; the outputs at it (NaN while the lookback is not filled)."""
+
+    @abstractmethod
+    def peek(self, bar: Mapping[str, float]) -> tuple[float, ...]:
+        """The outputs if `bar` were committed next, leaving the state unchanged."""
+
+
+class RecomputeStream(IndicatorStream):
+    """The fallback stream: keeps every bar and reruns `batch` (exact, but O(n) per bar)."""
+
+    def __init__(self, indicator: Indicator, params: Mapping[str, int | float]) -> None:
+        self.indicator = indicator
+        self.params = dict(params)
+        self.history: dict[str, list[float]] = {c: [] for c in indicator.inputs}
+
+    def _last(self, extra: Mapping[str, float] | None) -> tuple[float, ...]:
+        data = {c: np.array(v + ([float(extra[c])] if extra is not None else []), dtype=np.float64)
+                for c, v in self.history.items()}
+        return tuple(float(series[-1]) for series in self.indicator.batch(data, self.params))
+
+    def update(self, bar: Mapping[str, float]) -> tuple[float, ...]:
+        for c, values in self.history.items():
+            values.append(float(bar[c]))
+        return self._last(None)
+
+    def peek(self, bar: Mapping[str, float]) -> tuple[float, ...]:
+        return self._last(bar)

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 import talib
+import talib.stream
 from talib import abstract
+from talib._ta_lib import InsufficientHistory  # raised by the stream API; not re-exported
 
 from ml_processing.core.errors import BadRequest
-from ml_processing.core.indicator import Indicator, Param
+from ml_processing.core.indicator import Indicator, IndicatorStream, Param
 
 #: The TA-Lib groups that are indicators (candlestick patterns and math operators are not).
 GROUPS: tuple[str, ...] = ("Overlap Studies", "Momentum Indicators", "Volume Indicators", "Volatility Indicators",
@@ -91,6 +93,66 @@ class TalibIndicator(Indicator):
                 o[:start] = np.nan
             fixed.append(o)
         return tuple(fixed)
+
+
+    def stream(self, params: Mapping[str, int | float]) -> IndicatorStream:
+        return TalibStream(self, params)
+
+
+class TalibStream(IndicatorStream):
+    """TA-Lib's own stateful stream handle: O(1) per bar once open.
+
+    TA-Lib opens a handle from history, so the first ``lookback + 1`` bars are buffered (outputs NaN);
+    then the handle is opened on them and every further bar is one ``update``. Because TA-Lib's
+    indicators are causal, the values equal `batch` on the same series. A bar with a NaN input is a gap:
+    its outputs are NaN and the state skips it (batch would carry the NaN forward instead).
+    """
+
+    def __init__(self, indicator: TalibIndicator, params: Mapping[str, int | float]) -> None:
+        self.indicator = indicator
+        self.params = dict(params)
+        self._open = getattr(talib.stream, indicator.name)
+        self._need = indicator.lookback(params) + 1
+        self._history: list[tuple[float, ...]] = []
+        self._handle: Any = None
+        self._nan = (float("nan"),) * len(indicator.outputs)
+
+    def _values(self, bar: Mapping[str, float]) -> tuple[float, ...]:
+        return tuple(float(bar[c]) for c in self.indicator.inputs)
+
+    def _opened(self, rows: list[tuple[float, ...]]) -> Any:
+        columns = np.array(rows, dtype=np.float64).T
+        return self._open(*columns, **self.params)
+
+    def update(self, bar: Mapping[str, float]) -> tuple[float, ...]:
+        values = self._values(bar)
+        if any(v != v for v in values):  # NaN: TA-Lib's update refuses it, and a leading one is not history
+            return self._nan  # the bar is a gap: no value at it, the state skips it
+        if self._handle is not None:
+            return _floats(self._handle.update(*values))
+        self._history.append(values)
+        if len(self._history) < self._need:
+            return self._nan
+        try:
+            self._handle = self._opened(self._history)
+        except InsufficientHistory:  # NaN inside the history: keep buffering, as batch would
+            return self._nan
+        self._history = []
+        return _floats(self._handle.value)
+
+    def peek(self, bar: Mapping[str, float]) -> tuple[float, ...]:
+        values = self._values(bar)
+        if any(v != v for v in values):
+            return self._nan
+        if self._handle is not None:
+            return _floats(self._handle.peek(*values))
+        if len(self._history) + 1 < self._need:
+            return self._nan
+        return _floats(self._opened([*self._history, values]).value)
+
+
+def _floats(value: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else (float(value),)
 
 
 @functools.lru_cache(maxsize=4096)
