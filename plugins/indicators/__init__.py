@@ -2,18 +2,25 @@
 
 Registered exactly as a third-party plugin would be: ``register_indicators`` fills the shared registry
 (the contract is `ml_processing.core.indicator.Indicator`), ``register_actors`` runs the service.
-Streaming, the live market state and multi-timeframe analysis build on this.
+Live: bars on ``bar.SYMBOL.TIMEFRAME`` (or ``POST /api/v1/market/bars``) update each series' indicators
+through their streams and publish ``indicator.SYMBOL.TIMEFRAME``; the state is saved at shutdown.
 """
 
 from __future__ import annotations
 
+from ml_processing.bus.edge.routes import Route
 from ml_processing.core.actor import Actor
 from ml_processing.core.config import Config
 from ml_processing.core.hookspecs import hookimpl
 from ml_processing.core.indicator import Indicator
 
-from .actor import Indicators
+from .actor import Indicators, IndicatorsConfig
 from .talib_indicators import talib_indicators
+
+
+@hookimpl
+def register_config_schemas() -> dict[str, type]:
+    return {"indicators": IndicatorsConfig}
 
 
 @hookimpl
@@ -24,3 +31,17 @@ def register_indicators() -> list[Indicator]:
 @hookimpl
 def register_actors(settings: Config) -> list[type[Actor]]:
     return [Indicators]
+
+
+@hookimpl
+def register_routes() -> list[Route]:
+    return [
+        Route("POST", "/api/v1/market/bars", "indicators", "ingest",
+              "Ingest bars of one symbol/timeframe into the live market state", "indicators",
+              request_schema={"type": "object", "required": ["symbol", "timeframe", "bars"]}),
+        Route("GET", "/api/v1/market/state", "indicators", "state",
+              "Latest indicator values and warm flags of a symbol/timeframe", "indicators",
+              query=(("symbol", "string", "symbol"), ("timeframe", "string", "timeframe"))),
+        Route("GET", "/api/v1/market/series", "indicators", "series", "Tracked symbols and timeframes",
+              "indicators"),
+    ]

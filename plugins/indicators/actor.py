@@ -1,30 +1,78 @@
-"""The ``indicators`` service: indicator metadata and batch computation over posted OHLCV columns."""
+"""The ``indicators`` service: indicator metadata, batch computation, and the live market state.
+
+Bars arrive on ``bar.SYMBOL.TIMEFRAME`` from any publisher (or ``POST /api/v1/market/bars``); each committed
+bar advances the stream state of the series' live indicators and publishes ``indicator.SYMBOL.TIMEFRAME``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ml_processing.bus import topics
 from ml_processing.core.actor import Actor
+from ml_processing.core.errors import BadRequest, CodecError, NotFound, TooLarge
+from ml_processing.core.log import get_logger
 
-from .compute import compute
+from . import persist
+from .compute import MAX_BARS, compute
+from .market import Live, Series, check_bar
+
+log = get_logger(__name__)
 
 #: Above this many (bars x indicators) a request is computed on the thread pool, off the event loop.
 INLINE_WORK = 200_000
 
 
+@dataclass(frozen=True)
+class IndicatorsConfig:
+    """``[plugins.indicators]``."""
+
+    buffer: int = 5000  # bars kept per (symbol, timeframe)
+    live: tuple[str, ...] = ("SMA(timeperiod=20)", "EMA(timeperiod=20)", "RSI(timeperiod=14)",
+                             "ATR(timeperiod=14)", "MACD", "BBANDS(timeperiod=20)")
+    persist: bool = True  # save the market state at shutdown, load it at start
+    state_file: str = "market/state.msgpack"  # under [service] data_dir
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.buffer <= 1_000_000:
+            raise ValueError("buffer: must be between 10 and 1,000,000 bars")
+
+
 class Indicators(Actor):
-    """Ops: ``list`` (metadata of every registered indicator), ``compute`` (many indicators, one request)."""
+    """Ops: ``list``, ``compute``, ``ingest``, ``state``, ``series``, ``subscribe``, ``unsubscribe``."""
 
     name = "indicators"
 
     async def on_start(self) -> None:
         self.computed = 0
+        self.rejected = 0
+        self.series: dict[tuple[str, str], Series] = {}
+        self.defaults = [Live.parse(spec, self.registry) for spec in self.config.live]
+        self.state_path = self.ctx.data_dir / self.config.state_file
+        if self.config.persist:
+            try:
+                for series in persist.load(self.state_path, self.registry, self.config.buffer):
+                    self.series[(series.symbol, series.timeframe)] = series
+            except (CodecError, KeyError, TypeError, ValueError) as exc:
+                log.error("market_state_unreadable", path=str(self.state_path), error=str(exc))
+            if self.series:
+                log.info("market_state_loaded", path=str(self.state_path), series=len(self.series))
+        self.subscribe(topics.BAR + ".", self.on_bar)
+
+    async def on_stop(self) -> None:
+        if self.config.persist and self.series:
+            count = persist.save(self.state_path, self.series.values())
+            log.info("market_state_saved", path=str(self.state_path), series=count)
 
     @property
     def registry(self) -> Any:
         return self.registries.get("indicators", {})
+
+    # -- batch ------------------------------------------------------------------------------------------
 
     def handle_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         group = args.get("group")
@@ -44,5 +92,108 @@ class Indicators(Actor):
         self.computed += len(result["values"])
         return result
 
+    # -- live -------------------------------------------------------------------------------------------
+
+    def _series(self, symbol: str, timeframe: str, *, create: bool) -> Series:
+        key = (symbol, timeframe)
+        series = self.series.get(key)
+        if series is None:
+            if not create:
+                raise NotFound(f"no bars for {symbol} {timeframe} yet", field="symbol")
+            topics.bar(symbol, timeframe)  # validates both names
+            series = self.series[key] = Series(symbol, timeframe, self.config.buffer)
+            for live in self.defaults:
+                series.add(live)
+        return series
+
+    def _apply(self, symbol: str, timeframe: str, bar: Any) -> bool:
+        update = self._series(symbol, timeframe, create=True).on_bar(check_bar(bar))
+        if update is not None:
+            self.publish(topics.indicator(symbol, timeframe), update)
+            self.computed += len(update["values"])
+        return update is not None
+
+    def on_bar(self, topic: str, body: Any) -> None:
+        parsed = topics.parse(topic)
+        if parsed.symbol is None or parsed.timeframe is None:
+            raise BadRequest(f"bar topic {topic!r} needs a symbol and a timeframe", field="topic")
+        try:
+            self._apply(parsed.symbol, parsed.timeframe, body)
+        except BadRequest:
+            self.rejected += 1
+            raise
+
+    def handle_ingest(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``{symbol, timeframe, bars: [{ts, open, high, low, close, volume, final?}, ...]}``."""
+        symbol, timeframe, bars = _text(args, "symbol"), _text(args, "timeframe"), args.get("bars")
+        if not isinstance(bars, list):
+            raise BadRequest("'bars' must be a list of {ts, open, high, low, close, volume} maps", field="bars")
+        if len(bars) > MAX_BARS:
+            raise TooLarge(f"{len(bars):,} bars; at most {MAX_BARS:,} per request", field="bars")
+        checked = []
+        for i, bar in enumerate(bars):
+            try:
+                checked.append(check_bar(bar))
+            except BadRequest as exc:
+                raise BadRequest(f"bars[{i}]: {exc.message}", field=f"bars[{i}].{exc.field}") from None
+        series = self._series(symbol, timeframe, create=True)
+        before = dict(series.counts)
+        for bar in checked:
+            update = series.on_bar(bar)
+            if update is not None:
+                self.publish(topics.indicator(symbol, timeframe), update)
+                self.computed += len(update["values"])
+        return {key: series.counts[key] - before[key] for key in series.counts} | {"last_ts": series.last_ts}
+
+    def handle_state(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Latest values and warm flags; with ``peek`` (a bar) or a forming bar, its preview too."""
+        series = self._series(_text(args, "symbol"), _text(args, "timeframe"), create=False)
+        out = series.snapshot() | {"bars": series.ring.count, "counts": dict(series.counts)}
+        peek = args.get("peek")
+        bar = check_bar(peek) if peek is not None else series.forming
+        if bar is not None:
+            out["peek"] = {"ts": bar["ts"], "values": {k: (None if v != v else v) for k, v in series.peek(bar).items()}}
+        return out
+
+    def handle_series(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"symbol": s.symbol, "timeframe": s.timeframe, "bars": s.ring.count, "last_ts": s.last_ts,
+                 "indicators": sorted(s.live)} for s in self.series.values()]
+
+    def handle_subscribe(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Add live indicators to one series, or (without ``symbol``) to every series and new ones."""
+        specs = args.get("indicators")
+        if not isinstance(specs, list) or not specs:
+            raise BadRequest("'indicators' must be a non-empty list", field="indicators")
+        lives = [Live.parse(spec, self.registry) for spec in specs]
+        targets = self._targets(args)
+        for series in targets:
+            for live in lives:
+                series.add(live)
+        if "symbol" not in args:
+            known = {live.key for live in self.defaults}
+            self.defaults.extend(live for live in lives if live.key not in known)
+        return {"series": len(targets), "indicators": [live.key for live in lives]}
+
+    def handle_unsubscribe(self, args: dict[str, Any]) -> dict[str, Any]:
+        keys = args.get("indicators")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise BadRequest("'indicators' must be a list of indicator keys such as 'SMA_20'", field="indicators")
+        removed = sum(series.remove(key) for series in self._targets(args) for key in keys)
+        if "symbol" not in args:
+            self.defaults = [live for live in self.defaults if live.key not in keys]
+        return {"removed": removed}
+
+    def _targets(self, args: Mapping[str, Any]) -> list[Series]:
+        if "symbol" not in args:
+            return list(self.series.values())
+        return [self._series(_text(args, "symbol"), _text(args, "timeframe"), create=True)]
+
     def health(self) -> dict[str, Any]:
         return {"technical_analysis": {"indicators_calculated": self.computed}}
+
+
+def _text(args: Mapping[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"'{name}' must be a non-empty string", field=name)
+    return value

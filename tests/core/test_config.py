@@ -15,6 +15,7 @@ from ml_processing.core.config import (
     EdgeConfig,
     KernelConfig,
     ServiceConfig,
+    build_section,
     load_config,
 )
 from ml_processing.core.errors import ConfigError
@@ -61,7 +62,16 @@ def test_mlp_config_names_the_file(tmp_path: Path) -> None:
 def test_repository_plugins_toml_documents_the_embedded_defaults(section: str) -> None:
     """Every value written in the shipped plugins.toml is the embedded default (it documents them)."""
     shipped = load_config(ROOT / "plugins.toml", environ={})
-    assert getattr(shipped, section) == getattr(Config(), section)
+    if section != "plugins":
+        assert getattr(shipped, section) == getattr(Config(), section)
+        return
+    assert (shipped.plugins.autoload, shipped.plugins.modules) == (True, ())
+    from ml_processing.plugins.indicators.actor import IndicatorsConfig
+
+    plugin_defaults = {"indicators": IndicatorsConfig}
+    assert set(shipped.plugins.sections) <= set(plugin_defaults)
+    for name, options in shipped.plugins.sections.items():
+        assert build_section(plugin_defaults[name], options.options, "plugins.toml", name) == plugin_defaults[name]()
 
 
 def test_repository_plugins_toml_lists_every_key_of_every_section() -> None:

@@ -1,0 +1,208 @@
+"""Live market state: per (symbol, timeframe) a bounded ring of bars and the stream state of its indicators.
+
+Pure synchronous logic; the actor wires it to pub/sub, REST and persistence.
+
+Bar rule (the order bars arrive in is not trusted):
+
+* A bar is ``{ts, open, high, low, close, volume}`` with ``ts`` the bar's open time (an integer, e.g.
+  epoch milliseconds) and an optional ``final`` flag (default true).
+* ``final`` and ``ts`` newer than the last committed bar: **committed**; every indicator stream advances
+  by one bar and the update is published.
+* ``final: false`` and ``ts`` newer than the last committed bar: the **forming** bar; it replaces any
+  earlier snapshot of the forming bar, and ``peek`` previews the indicators on it without committing.
+  The final bar of the same ``ts`` commits it.
+* ``ts`` equal to or older than the last committed bar: **stale** (a duplicate or late bar); dropped and
+  counted, never applied, so state is never corrupted by replays or reordering.
+
+>>> from ml_processing.plugins.indicators.talib_indicators import TalibIndicator
+>>> series = Series("AAPL", "1m", capacity=100)
+>>> series.add(Live.parse("SMA(timeperiod=2)", {"SMA": TalibIndicator("SMA")}))
+>>> [series.on_bar(check_bar({"ts": t, "open": 1, "high": 1, "low": 1, "close": c, "volume": 1})) is not None
+...  for t, c in [(1, 10.0), (2, 20.0), (2, 99.0)]]
+[True, True, False]
+>>> series.latest(), series.counts["stale"]
+({'SMA_2': 15.0}, 1)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ml_processing.core.errors import BadRequest
+from ml_processing.core.indicator import Indicator, IndicatorStream
+
+FIELDS = ("open", "high", "low", "close", "volume")
+_SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
+
+
+@dataclass
+class Live:
+    """One indicator configured on a series: the indicator, its checked parameters, its output keys."""
+
+    indicator: Indicator
+    params: dict[str, int | float]
+    keys: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """The indicator's own key (its outputs without the ``.output`` suffix)."""
+        return self.keys[0].split(".")[0]
+
+    @classmethod
+    def parse(cls, spec: Any, registry: Mapping[str, Indicator]) -> Live:
+        """``"RSI"``, ``"BBANDS(timeperiod=20, nbdevup=2)"`` or ``{"name": ..., "params": {...}}``."""
+        if isinstance(spec, str):
+            match = _SPEC.match(spec)
+            if match is None:
+                raise BadRequest(f"indicator spec {spec!r} is not NAME or NAME(param=value, ...)", field="indicators")
+            name, params = match.group(1), _params(match.group(2) or "", spec)
+        elif isinstance(spec, Mapping):
+            name, params = spec.get("name"), spec.get("params") or {}
+        else:
+            raise BadRequest(f"indicator spec must be a string or a map, got {type(spec).__name__}", field="indicators")
+        if not isinstance(name, str) or name.upper() not in registry:
+            raise BadRequest(f"unknown indicator {name!r}", field="indicators")
+        indicator = registry[name.upper()]
+        resolved = indicator.resolve(params)
+        return cls(indicator, resolved, tuple(indicator.output_key(resolved, o) for o in indicator.outputs))
+
+
+def _params(text: str, spec: str) -> dict[str, float]:
+    params: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            number = float(value)
+        except ValueError:
+            raise BadRequest(f"indicator spec {spec!r}: {part!r} is not param=number", field="indicators") from None
+        params[key.strip()] = int(number) if number.is_integer() and "." not in value else number
+    return params
+
+
+def check_bar(bar: Any) -> dict[str, Any]:
+    """A bar with an integer ``ts`` and finite or NaN numeric fields; `BadRequest` naming the field."""
+    if not isinstance(bar, Mapping):
+        raise BadRequest(f"a bar must be a map of ts, open, high, low, close, volume, got {type(bar).__name__}",
+                         field="bar")
+    ts = bar.get("ts")
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or (isinstance(ts, float) and not ts.is_integer()):
+        raise BadRequest(f"bar field 'ts' must be an integer timestamp, got {ts!r:.40}", field="ts")
+    out: dict[str, Any] = {"ts": int(ts), "final": bool(bar.get("final", True))}
+    for name in FIELDS:
+        value = bar.get(name)
+        if value is None:
+            value = math.nan
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isinf(value):
+            raise BadRequest(f"bar field {name!r} must be a number, got {value!r:.40}", field=name)
+        out[name] = float(value)
+    return out
+
+
+@dataclass
+class _Ring:
+    """Bars in fixed numpy arrays; the oldest is overwritten when full."""
+
+    capacity: int
+    data: np.ndarray = field(init=False)
+    count: int = 0
+    head: int = 0  # index of the next write
+
+    def __post_init__(self) -> None:
+        self.data = np.empty((self.capacity, 1 + len(FIELDS)), dtype=np.float64)
+
+    def append(self, bar: Mapping[str, Any]) -> None:
+        row = self.data[self.head]
+        row[0] = bar["ts"]
+        for i, name in enumerate(FIELDS, 1):
+            row[i] = bar[name]
+        self.head = (self.head + 1) % self.capacity
+        self.count = min(self.count + 1, self.capacity)
+
+    def rows(self) -> np.ndarray:
+        """The bars oldest first, as a (count, 6) array: ts, open, high, low, close, volume."""
+        if self.count < self.capacity:
+            return self.data[: self.count].copy()
+        return np.concatenate([self.data[self.head:], self.data[: self.head]])
+
+
+class Series:
+    """One (symbol, timeframe): the ring of committed bars, the forming bar, the live indicators."""
+
+    def __init__(self, symbol: str, timeframe: str, capacity: int) -> None:
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.ring = _Ring(capacity)
+        self.last_ts: int | None = None
+        self.forming: dict[str, Any] | None = None
+        self.live: dict[str, tuple[Live, IndicatorStream]] = {}
+        self.values: dict[str, float] = {}
+        self.committed = 0
+        self.counts = {"committed": 0, "forming": 0, "stale": 0}
+
+    def add(self, live: Live) -> None:
+        """Configure an indicator; its stream replays the bars already held, so it is warm at once."""
+        if live.key in self.live:
+            return
+        stream = live.indicator.stream(live.params)
+        outputs: tuple[float, ...] = (math.nan,) * len(live.keys)
+        for row in self.ring.rows():
+            outputs = stream.update(dict(zip(FIELDS, row[1:].tolist(), strict=True)))
+        self.live[live.key] = (live, stream)
+        self.values.update(zip(live.keys, outputs, strict=True))
+
+    def remove(self, key: str) -> bool:
+        entry = self.live.pop(key, None)
+        if entry is None:
+            return False
+        for k in entry[0].keys:
+            self.values.pop(k, None)
+        return True
+
+    def on_bar(self, bar: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Apply a checked bar (see the module's rule); the update to publish when one was committed."""
+        ts = bar["ts"]
+        if self.last_ts is not None and ts <= self.last_ts:
+            self.counts["stale"] += 1
+            return None
+        if not bar.get("final", True):
+            self.forming = dict(bar)
+            self.counts["forming"] += 1
+            return None
+        self.forming = None
+        self.ring.append(bar)
+        self.last_ts = ts
+        self.committed += 1
+        self.counts["committed"] += 1
+        for live, stream in self.live.values():
+            self.values.update(zip(live.keys, stream.update(bar), strict=True))
+        return self.snapshot()
+
+    def peek(self, bar: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Indicator values on `bar` (default: the forming bar) without committing anything."""
+        bar = bar if bar is not None else self.forming
+        if bar is None:
+            return {}
+        out: dict[str, float] = {}
+        for live, stream in self.live.values():
+            out.update(zip(live.keys, stream.peek(bar), strict=True))
+        return out
+
+    def latest(self) -> dict[str, float]:
+        return dict(self.values)
+
+    def warm(self) -> dict[str, bool]:
+        """Per indicator: has its lookback been filled (its outputs are numbers)?"""
+        return {key: self.committed > live.indicator.lookback(live.params) for key, (live, _) in self.live.items()}
+
+    def snapshot(self) -> dict[str, Any]:
+        """The published body of ``indicator.SYMBOL.TIMEFRAME``: NaN travels as null."""
+        return {"symbol": self.symbol, "timeframe": self.timeframe, "ts": self.last_ts,
+                "values": {k: (None if v != v else v) for k, v in self.values.items()}, "warm": self.warm()}

@@ -1,0 +1,55 @@
+"""Saving and loading the live market state: the bars of every series and its configured indicators.
+
+One file, written atomically (`ml_processing.core.storage.atomic_write`): a msgpack map with, per series,
+its symbol, timeframe, live indicator specs and its bars as a (n, 6) float64 array (ts, OHLCV). On load the
+series are rebuilt and every indicator stream replays the bars, so the values after a restart equal the
+values without one (for indicators with unbounded memory, such as EMA, exactly so while the bars seen fit
+in the buffer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml_processing.bus import codec
+from ml_processing.core.errors import CodecError
+from ml_processing.core.indicator import Indicator
+from ml_processing.core.storage import atomic_write
+
+from .market import FIELDS, Live, Series
+
+VERSION = 1
+
+
+def save(path: Path, series: Iterable[Series]) -> int:
+    entries = [{"symbol": s.symbol, "timeframe": s.timeframe, "last_ts": s.last_ts, "committed": s.committed,
+                "live": [{"name": live.indicator.name, "params": live.params} for live, _ in s.live.values()],
+                "bars": s.ring.rows()} for s in series]
+    atomic_write(path, codec.packb({"version": VERSION, "series": entries}))
+    return len(entries)
+
+
+def load(path: Path, registry: Mapping[str, Indicator], capacity: int) -> list[Series]:
+    """The saved series, rebuilt; an unreadable file raises `CodecError` (the caller logs and starts empty)."""
+    if not path.exists():
+        return []
+    body: Any = codec.unpackb(path.read_bytes())
+    if not isinstance(body, dict) or body.get("version") != VERSION:
+        raise CodecError(f"{path}: not a market state file of version {VERSION}")
+    out = []
+    for entry in body["series"]:
+        series = Series(entry["symbol"], entry["timeframe"], capacity)
+        bars = np.asarray(entry["bars"], dtype=np.float64).reshape(-1, 1 + len(FIELDS))[-capacity:]
+        for row in bars:
+            series.ring.append({"ts": int(row[0]), **dict(zip(FIELDS, row[1:].tolist(), strict=True))})
+        series.last_ts = entry["last_ts"]
+        series.committed = len(bars)
+        for spec in entry["live"]:
+            if spec["name"] in registry:  # an indicator whose plugin is gone is dropped, not fatal
+                series.add(Live.parse(spec, registry))
+        out.append(series)
+    return out

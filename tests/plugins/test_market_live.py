@@ -1,0 +1,190 @@
+"""Live market state: bars in over pub/sub and REST, indicator updates out, the bar rule, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+import numpy as np
+import pytest
+import talib
+import zmq
+import zmq.asyncio
+
+from ml_processing.bus import mdp
+from ml_processing.core.config import PluginSection
+from ml_processing.core.kernel import Kernel
+from tests.conftest import make_config
+from tests.plugins.test_indicators_batch import ohlcv
+from tests.support.waiting import wait_until
+
+LIVE = {"live": ["SMA(timeperiod=5)", "RSI(timeperiod=14)", "BBANDS(timeperiod=10)"], "buffer": 500}
+
+
+def bars(n: int, seed: int = 11) -> list[dict[str, Any]]:
+    data = ohlcv(n, seed)
+    return [{"ts": 60_000 * (i + 1), **{c: float(data[c][i]) for c in ("open", "high", "low", "close", "volume")}}
+            for i in range(n)]
+
+
+def closes(items: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([b["close"] for b in items])
+
+
+def config(tmp_path: Path, **options: Any) -> Any:
+    return make_config(tmp_path, modules=(), sections={"indicators": PluginSection(True, {**LIVE, **options})})
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Kernel]:
+    kernel = Kernel(config(tmp_path))
+    await kernel.start()
+    try:
+        yield kernel
+    finally:
+        await kernel.stop()
+
+
+async def ask(kernel: Kernel, op: str, args: dict[str, Any]) -> Any:
+    return await kernel.request("indicators", op, args)
+
+
+async def test_bars_published_in_become_indicator_updates_out(live: Kernel) -> None:
+    ctx = zmq.asyncio.Context()
+    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+    try:
+        pub.connect(live.endpoints["pub_in"][0])
+        sub.connect(live.endpoints["pub_out"][0])
+        sub.setsockopt(zmq.SUBSCRIBE, b"indicator.AAPL.1m")
+        series = bars(40)
+        # slow joiner: publish a stale probe until the first update round-trips, bounded
+        probe = msgpack.packb({**series[0]})
+        for _ in range(100):
+            await pub.send_multipart([b"bar.AAPL.1m", probe])
+            if await sub.poll(50):
+                break
+        else:
+            pytest.fail("no indicator update came back within 5 s")
+        updates = [msgpack.unpackb((await sub.recv_multipart())[1])]
+        for bar in series[1:]:
+            await pub.send_multipart([b"bar.AAPL.1m", msgpack.packb(bar)])
+        while len(updates) < len(series):
+            assert await sub.poll(3000), f"only {len(updates)} updates arrived"
+            updates.append(msgpack.unpackb((await sub.recv_multipart())[1]))
+    finally:
+        pub.close(0)
+        sub.close(0)
+        ctx.term()
+    assert [u["ts"] for u in updates] == [b["ts"] for b in series]
+    sma = talib.SMA(closes(series), timeperiod=5)
+    upper = talib.BBANDS(closes(series), timeperiod=10)[0]
+    for i, update in enumerate(updates):
+        got = update["values"]["SMA_5"]
+        assert (got is None) == bool(np.isnan(sma[i])) and (got is None or got == pytest.approx(sma[i], rel=1e-12))
+        assert update["warm"]["SMA_5"] == (i >= 4) and update["warm"]["RSI_14"] == (i >= 14)
+    assert updates[-1]["values"]["BBANDS_10_2_2_0.upperband"] == pytest.approx(upper[-1], rel=1e-12)
+
+
+async def test_the_bar_rule_forming_stale_duplicate(live: Kernel) -> None:
+    series = bars(30)
+    counts = await ask(live, "ingest", {"symbol": "MSFT", "timeframe": "5m", "bars": series})
+    assert counts["committed"] == 30 and counts["stale"] == 0
+    before = await ask(live, "state", {"symbol": "MSFT", "timeframe": "5m"})
+    late = [series[-1], {**series[10], "close": 1e6}, {**series[-1], "close": 1e6}]  # duplicate, late, replayed
+    counts = await ask(live, "ingest", {"symbol": "MSFT", "timeframe": "5m", "bars": late})
+    assert counts["stale"] == 3 and counts["committed"] == 0
+    after = await ask(live, "state", {"symbol": "MSFT", "timeframe": "5m"})
+    assert after["values"] == before["values"] and after["bars"] == 30
+    forming = {**bars(31)[-1], "final": False}
+    await ask(live, "ingest", {"symbol": "MSFT", "timeframe": "5m", "bars": [forming]})
+    state = await ask(live, "state", {"symbol": "MSFT", "timeframe": "5m"})
+    expected = talib.SMA(np.append(closes(series), forming["close"]), timeperiod=5)[-1]
+    assert state["bars"] == 30 and state["values"] == before["values"]  # previewed, not committed
+    assert state["peek"]["values"]["SMA_5"] == pytest.approx(expected, rel=1e-12)
+    await ask(live, "ingest", {"symbol": "MSFT", "timeframe": "5m", "bars": [{**forming, "final": True}]})
+    state = await ask(live, "state", {"symbol": "MSFT", "timeframe": "5m"})
+    assert state["bars"] == 31 and state["values"]["SMA_5"] == pytest.approx(expected, rel=1e-12)
+    assert "peek" not in state
+
+
+async def test_state_survives_a_restart(tmp_path: Path) -> None:
+    series = bars(120)
+    first = Kernel(config(tmp_path))
+    await first.start()
+    try:
+        await ask(first, "ingest", {"symbol": "ES", "timeframe": "1m", "bars": series[:100]})
+        await ask(first, "subscribe", {"symbol": "ES", "timeframe": "1m", "indicators": ["EMA(timeperiod=7)"]})
+    finally:
+        await first.stop()
+    assert (tmp_path / "var" / "market" / "state.msgpack").exists()
+    second = Kernel(config(tmp_path))
+    await second.start()
+    try:
+        await ask(second, "ingest", {"symbol": "ES", "timeframe": "1m", "bars": series[100:]})
+        state = await ask(second, "state", {"symbol": "ES", "timeframe": "1m"})
+    finally:
+        await second.stop()
+    c = closes(series)
+    assert state["bars"] == 120
+    assert state["values"]["SMA_5"] == pytest.approx(talib.SMA(c, timeperiod=5)[-1], rel=1e-12)
+    assert state["values"]["RSI_14"] == pytest.approx(talib.RSI(c, timeperiod=14)[-1], rel=1e-9)
+    assert state["values"]["EMA_7"] == pytest.approx(talib.EMA(c, timeperiod=7)[-1], rel=1e-9)
+
+
+async def test_indicators_added_at_run_time_are_warm_at_once(live: Kernel) -> None:
+    series = bars(60)
+    await ask(live, "ingest", {"symbol": "EURUSD", "timeframe": "1h", "bars": series})
+    reply = await ask(live, "subscribe", {"symbol": "EURUSD", "timeframe": "1h", "indicators": ["CCI", "ATR"]})
+    assert reply["indicators"] == ["CCI_14", "ATR_14"]
+    state = await ask(live, "state", {"symbol": "EURUSD", "timeframe": "1h"})
+    high, low, close = (np.array([b[k] for b in series]) for k in ("high", "low", "close"))
+    assert state["warm"]["CCI_14"] and state["values"]["CCI_14"] == pytest.approx(talib.CCI(high, low, close)[-1], rel=1e-9)
+    assert (await ask(live, "unsubscribe", {"symbol": "EURUSD", "timeframe": "1h", "indicators": ["CCI_14"]}))["removed"] == 1
+    assert "CCI_14" not in (await ask(live, "state", {"symbol": "EURUSD", "timeframe": "1h"}))["values"]
+
+
+async def test_rest_ingest_state_and_errors(live: Kernel) -> None:
+    async with aiohttp.ClientSession() as http:
+        url = live.edge_url
+        async with http.post(f"{url}/api/v1/market/bars", json={"symbol": "BTC-USD", "timeframe": "1m",
+                                                                  "bars": bars(20)}) as r:
+            assert r.status == 200 and (await r.json())["committed"] == 20
+        async with http.get(f"{url}/api/v1/market/state", params={"symbol": "BTC-USD", "timeframe": "1m"}) as r:
+            body = await r.json()
+            assert r.status == 200 and body["warm"]["SMA_5"] is True and body["warm"]["RSI_14"] is True
+        async with http.get(f"{url}/api/v1/market/state", params={"symbol": "NOPE", "timeframe": "1m"}) as r:
+            assert r.status == 404 and "NOPE" in (await r.json())["error"]["message"]
+        bad = [{"ts": 1, "open": 1, "high": 1, "low": 1, "close": "x", "volume": 1}]
+        async with http.post(f"{url}/api/v1/market/bars", json={"symbol": "BTC-USD", "timeframe": "1m",
+                                                                  "bars": bad}) as r:
+            assert r.status == 400 and (await r.json())["error"]["field"] == "bars[0].close"
+        async with http.post(f"{url}/api/v1/market/bars", json={"symbol": "BTC.USD", "timeframe": "1m",
+                                                                  "bars": bars(1)}) as r:
+            assert r.status == 400 and (await r.json())["error"]["field"] == "symbol"
+
+
+async def test_malformed_bars_on_pubsub_are_dropped_and_counted(live: Kernel) -> None:
+    client = mdp.AsyncClient(live.endpoints["broker"][0], timeout=3.0)
+    ctx = zmq.asyncio.Context()
+    pub = ctx.socket(zmq.PUB)
+    try:
+        pub.connect(live.endpoints["pub_in"][0])
+        actor = live.cells["indicators"].instance
+
+        async def rejected() -> bool:
+            await pub.send_multipart([b"bar.BAD.1m", msgpack.packb({"ts": "soon", "close": 1.0})])
+            await asyncio.sleep(0.02)
+            return actor is not None and actor.rejected > 0  # type: ignore[attr-defined]
+
+        await wait_until(rejected, timeout=5.0, what="a malformed bar to be rejected")
+        assert live.cells["indicators"].state == "running"
+        assert (await client.request("indicators", "ingest", {"symbol": "OK", "timeframe": "1m",
+                                                              "bars": bars(3)}))["committed"] == 3
+    finally:
+        client.close()
+        pub.close(0)
+        ctx.term()
