@@ -194,3 +194,11 @@ async def test_rest_errors_and_health_count(kernel: Kernel) -> None:
             assert r.status == 200
         async with http.get(f"{kernel.edge_url}/health") as r:
             assert (await r.json())["technical_analysis"]["indicators_calculated"] == 2
+
+
+def test_docs_indicators_md_is_generated_from_the_registry() -> None:
+    from ml_processing.plugins.indicators.docs import render
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "INDICATORS.md"
+    assert path.read_text(encoding="utf-8") == render(REGISTRY.values()), (
+        "docs/INDICATORS.md is stale: python -m ml_processing.plugins.indicators.docs > docs/INDICATORS.md")

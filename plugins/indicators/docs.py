@@ -1,0 +1,56 @@
+"""docs/INDICATORS.md, generated from the registry (the test suite checks the file is up to date).
+
+    python -m ml_processing.plugins.indicators.docs > docs/INDICATORS.md
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+from ml_processing.core.indicator import Indicator, Param
+
+from .talib_indicators import talib_indicators
+
+HEADER = """# Indicators
+
+Every indicator the built-in `indicators` plugin registers, generated from the registry by
+`python -m ml_processing.plugins.indicators.docs` (a test fails when this file is out of date). Each is
+computed by TA-Lib, from TA-Lib's own metadata, in batch (`POST /api/v1/indicators`, op `compute`) and bar
+by bar through TA-Lib's stream handles (the live market state). Plugins add more through the
+`register_indicators` hook; op `list` of service `indicators` reports whatever is registered.
+
+Output keys are `NAME_p1_p2...` with the parameter values in the order below, plus `.output` for indicators
+with several outputs: `BBANDS_20_2_2_0.upperband`. The lookback is the number of bars before the first
+value, at the default parameters.
+"""
+
+
+def _param(p: Param) -> str:
+    bounds = ""
+    if p.minimum is not None or p.maximum is not None:
+        lo = "" if p.minimum is None else f"{p.minimum:g}"
+        hi = "" if p.maximum is None else f"{p.maximum:g}"
+        bounds = f" [{lo}..{hi}]"
+    return f"`{p.name}`={p.default}{bounds}"
+
+
+def render(indicators: Iterable[Indicator]) -> str:
+    by_group: dict[str, list[Indicator]] = {}
+    for indicator in indicators:
+        by_group.setdefault(indicator.group, []).append(indicator)
+    lines = [HEADER]
+    for group in sorted(by_group):
+        lines += [f"## {group}", "", "| name | description | inputs | parameters | outputs | lookback |",
+                  "| --- | --- | --- | --- | --- | ---: |"]
+        for ind in sorted(by_group[group], key=lambda i: i.name):
+            defaults = {p.name: p.default for p in ind.params}
+            lines.append(f"| `{ind.name}` | {ind.doc} | {', '.join(ind.inputs)} | "
+                         f"{', '.join(_param(p) for p in ind.params) or '-'} | {', '.join(ind.outputs)} | "
+                         f"{ind.lookback(defaults)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render(talib_indicators()))
