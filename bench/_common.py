@@ -218,7 +218,8 @@ class Service:
     """
 
     def __init__(self, *, log_level: str = "warning", uvloop: bool = True, config: bool = True,
-                 env: dict[str, str] | None = None, start_timeout: float = 30.0) -> None:
+                 env: dict[str, str] | None = None, start_timeout: float = 30.0, extra_toml: str = "") -> None:
+        self.extra_toml = extra_toml
         self.log_level = log_level
         self.uvloop = uvloop
         self.use_config = config
@@ -243,7 +244,7 @@ class Service:
         path.write_text(PLUGINS_TOML.format(
             log_level=self.log_level, data_dir=self.dir / "var", host=HOST, broker=self.broker_port,
             pub_in=self.pub_in_port, pub_out=self.pub_out_port, edge=self.edge_port,
-            uvloop="true" if self.uvloop else "false"))
+            uvloop="true" if self.uvloop else "false") + self.extra_toml)
         return path
 
     def port_env(self) -> dict[str, str]:

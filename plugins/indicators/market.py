@@ -48,6 +48,7 @@ class Live:
     indicator: Indicator
     params: dict[str, int | float]
     keys: tuple[str, ...]
+    lookback: int = 0
 
     @property
     def key(self) -> str:
@@ -70,7 +71,8 @@ class Live:
             raise BadRequest(f"unknown indicator {name!r}", field="indicators")
         indicator = registry[name.upper()]
         resolved = indicator.resolve(params)
-        return cls(indicator, resolved, tuple(indicator.output_key(resolved, o) for o in indicator.outputs))
+        return cls(indicator, resolved, tuple(indicator.output_key(resolved, o) for o in indicator.outputs),
+                   indicator.lookback(resolved))
 
 
 def _params(text: str, spec: str) -> dict[str, float]:
@@ -200,7 +202,7 @@ class Series:
 
     def warm(self) -> dict[str, bool]:
         """Per indicator: has its lookback been filled (its outputs are numbers)?"""
-        return {key: self.committed > live.indicator.lookback(live.params) for key, (live, _) in self.live.items()}
+        return {key: self.committed > live.lookback for key, (live, _) in self.live.items()}
 
     def snapshot(self) -> dict[str, Any]:
         """The published body of ``indicator.SYMBOL.TIMEFRAME``: NaN travels as null."""

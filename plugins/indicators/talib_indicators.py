@@ -9,7 +9,8 @@ offending parameter.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -116,9 +117,9 @@ class TalibStream(IndicatorStream):
         self._history: list[tuple[float, ...]] = []
         self._handle: Any = None
         self._nan = (float("nan"),) * len(indicator.outputs)
-
-    def _values(self, bar: Mapping[str, float]) -> tuple[float, ...]:
-        return tuple(float(bar[c]) for c in self.indicator.inputs)
+        getter = operator.itemgetter(*indicator.inputs)
+        self._values: Callable[[Mapping[str, float]], tuple[float, ...]] = (
+            getter if len(indicator.inputs) > 1 else lambda bar: (getter(bar),))
 
     def _opened(self, rows: list[tuple[float, ...]]) -> Any:
         columns = np.array(rows, dtype=np.float64).T
@@ -126,7 +127,8 @@ class TalibStream(IndicatorStream):
 
     def update(self, bar: Mapping[str, float]) -> tuple[float, ...]:
         values = self._values(bar)
-        if any(v != v for v in values):  # NaN: TA-Lib's update refuses it, and a leading one is not history
+        total = sum(values)
+        if total != total:  # a NaN input: TA-Lib's update refuses it, and a leading one is not history
             return self._nan  # the bar is a gap: no value at it, the state skips it
         if self._handle is not None:
             return _floats(self._handle.update(*values))
@@ -142,7 +144,8 @@ class TalibStream(IndicatorStream):
 
     def peek(self, bar: Mapping[str, float]) -> tuple[float, ...]:
         values = self._values(bar)
-        if any(v != v for v in values):
+        total = sum(values)
+        if total != total:
             return self._nan
         if self._handle is not None:
             return _floats(self._handle.peek(*values))
@@ -152,7 +155,8 @@ class TalibStream(IndicatorStream):
 
 
 def _floats(value: Any) -> tuple[float, ...]:
-    return tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else (float(value),)
+    """TA-Lib's stream result as a tuple: one number, or a tuple of them (ints where TA-Lib gives ints)."""
+    return value if type(value) is tuple else (value,)
 
 
 @functools.lru_cache(maxsize=4096)
