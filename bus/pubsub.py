@@ -1,14 +1,20 @@
-"""Pub/sub: an XSUB/XPUB proxy, a publisher and a topic-dispatching subscriber.
+"""Pub/sub: the proxy (XSUB in, XPUB out) that also serves its own process, a publisher and a subscriber.
 
 Feeds publish ``[topic, msgpack body]`` to the proxy's XSUB side (``tcp://127.0.0.1:5556`` by default);
-subscribers connect to its XPUB side (``tcp://127.0.0.1:5557``). The proxy runs ``zmq.proxy_steerable``
-in its own thread, so forwarding never touches the event loop. High-water marks bound every queue: a slow
-subscriber loses messages (counted by ZeroMQ, never blocking anyone) instead of stalling the kernel.
+subscribers connect to its XPUB side (``tcp://127.0.0.1:5557``). The proxy runs on the event loop, like the
+MDP broker: every inbound message is forwarded to the XPUB side and handed, decoded once, to the local
+handlers whose prefix matches; a local `Proxy.publish` goes out of the XPUB side and to local handlers. So an
+actor in the service's own process is reached without a socket or thread hop (a proxy thread costs two
+thread wake-ups per message each way). High-water marks bound every queue: a slow subscriber loses messages
+(dropped by ZeroMQ, never blocking anyone) instead of stalling the kernel.
+
+`Publisher` and `Subscriber` are the same verbs for a process that talks to a proxy elsewhere
+(``ml-processing worker``, or a client).
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,104 +24,11 @@ import zmq
 
 from . import codec
 from .errors import CodecError, MlpError
-from .mdp import SocketReader
+from .mdp import SocketReader, send_frames
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[str, Any], None]
-
-
-class Proxy:
-    """The XSUB/XPUB forwarder, in a thread of its own."""
-
-    def __init__(self, context: zmq.Context[Any], inputs: list[str], outputs: list[str], *,
-                 hwm: int = 10_000) -> None:
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
-        self.inputs = list(inputs)
-        self.outputs = list(outputs)
-        self.hwm = hwm
-        self.bound_inputs: list[str] = []
-        self.bound_outputs: list[str] = []
-        self._control = f"inproc://mlp-proxy-control-{id(self):x}"
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mlp-pubsub-proxy", daemon=True)
-        self._thread.start()
-        self._ready.wait(10)
-        if self._error is not None:
-            raise self._error
-        log.info("pubsub_proxy_started", inputs=self.bound_inputs, outputs=self.bound_outputs)
-
-    def _run(self) -> None:
-        ctx = self._context
-        xsub = ctx.socket(zmq.XSUB)
-        xpub = ctx.socket(zmq.XPUB)
-        control = ctx.socket(zmq.PAIR)
-        try:
-            for sock in (xsub, xpub):
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.SNDHWM, self.hwm)
-                sock.setsockopt(zmq.RCVHWM, self.hwm)
-            for endpoint in self.inputs:
-                xsub.bind(endpoint)
-                self.bound_inputs.append(xsub.getsockopt_string(zmq.LAST_ENDPOINT))
-            for endpoint in self.outputs:
-                xpub.bind(endpoint)
-                self.bound_outputs.append(xpub.getsockopt_string(zmq.LAST_ENDPOINT))
-            control.bind(self._control)
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            for sock in (xsub, xpub, control):
-                sock.close(linger=0)
-            return
-        self._ready.set()
-        try:
-            zmq.proxy_steerable(xsub, xpub, None, control)
-        except zmq.ContextTerminated:
-            pass
-        finally:
-            for sock in (xsub, xpub, control):
-                sock.close(linger=0)
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        ctl = self._context.socket(zmq.PAIR)
-        ctl.setsockopt(zmq.LINGER, 0)
-        ctl.connect(self._control)
-        ctl.send(b"TERMINATE")
-        self._thread.join(5)
-        ctl.close(linger=0)
-        self._thread = None
-        log.info("pubsub_proxy_stopped")
-
-
-class Publisher:
-    """Publishes ``[topic, body]``; never blocks (messages past the high-water mark are dropped)."""
-
-    def __init__(self, context: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000) -> None:
-        self._sock: zmq.Socket[bytes] = zmq.Context.shadow(context.underlying).socket(zmq.PUB)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SNDHWM, hwm)
-        self._sock.connect(endpoint)
-        self.published = 0
-
-    def publish(self, topic: str, body: Any) -> None:
-        self.publish_raw(topic.encode(), codec.packb(body))
-
-    def publish_raw(self, topic: bytes, payload: bytes) -> None:
-        try:
-            self._sock.send_multipart([topic, payload], zmq.NOBLOCK)
-            self.published += 1
-        except zmq.Again:
-            log.warning("publish_dropped", topic=topic.decode(errors="replace"))
-
-    def close(self) -> None:
-        self._sock.close(linger=0)
 
 
 @dataclass
@@ -125,26 +38,23 @@ class SubscriberStats:
     handler_errors: int = 0
 
 
-class Subscriber:
-    """One SUB socket; each message is decoded once and handed to every handler whose prefix matches."""
+class _Dispatch:
+    """Prefix subscriptions and the delivery of decoded messages to handlers."""
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000) -> None:
-        self._sock: zmq.Socket[bytes] = zmq.Context.shadow(context.underlying).socket(zmq.SUB)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.RCVHWM, hwm)
-        self._sock.connect(endpoint)
+    def __init__(self) -> None:
         self._handlers: dict[str, list[Handler]] = {}
-        self._reader: SocketReader | None = None
         self.stats = SubscriberStats()
 
-    def start(self) -> None:
-        """Start delivering (needs the running event loop)."""
-        self._reader = SocketReader(self._sock, self._on_message)
+    def _first(self, prefix: str) -> None:
+        """The first handler for `prefix` arrived (a SUB socket subscribes here)."""
+
+    def _last(self, prefix: str) -> None:
+        """The last handler for `prefix` left."""
 
     def subscribe(self, prefix: str, handler: Handler) -> None:
         handlers = self._handlers.setdefault(prefix, [])
         if not handlers:
-            self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+            self._first(prefix)
         handlers.append(handler)
 
     def unsubscribe(self, prefix: str, handler: Handler) -> None:
@@ -155,23 +65,27 @@ class Subscriber:
         del handlers[index]
         if not handlers:
             del self._handlers[prefix]
-            self._sock.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())
+            self._last(prefix)
 
     @property
     def prefixes(self) -> list[str]:
         return list(self._handlers)
 
-    def _on_message(self, frames: list[bytes]) -> None:
-        self.stats.received += 1
+    def _wanted(self, topic: str) -> bool:
+        return any(topic.startswith(prefix) for prefix in self._handlers)
+
+    def _decode(self, frames: list[bytes]) -> tuple[str, Any] | None:
+        """``(topic, body)`` of a ``[topic, body]`` message; None (counted) when malformed."""
         try:
             if len(frames) != 2:
                 raise CodecError(f"pub/sub message must be [topic, body], got {len(frames)} frames")
-            topic = frames[0].decode()
-            body = codec.unpackb(frames[1])
+            return frames[0].decode(), codec.unpackb(frames[1])
         except (CodecError, UnicodeDecodeError) as exc:
             self.stats.malformed += 1
             log.warning("malformed_frame_dropped", error=str(exc), frames=len(frames))
-            return
+            return None
+
+    def _deliver(self, topic: str, body: Any) -> None:
         for prefix, handlers in list(self._handlers.items()):
             if topic.startswith(prefix):
                 for handler in list(handlers):
@@ -184,7 +98,143 @@ class Subscriber:
                         self.stats.handler_errors += 1
                         log.error("topic_handler_failed", topic=topic, exc_info=exc)
 
+
+class Proxy(_Dispatch):
+    """The XSUB/XPUB forwarder, on the event loop, serving local handlers and publishers directly."""
+
+    def __init__(self, context: zmq.Context[Any], inputs: list[str], outputs: list[str], *,
+                 hwm: int = 10_000) -> None:
+        super().__init__()
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+        self.hwm = hwm
+        self.bound_inputs: list[str] = []
+        self.bound_outputs: list[str] = []
+        self.published = 0
+        self.forwarded = 0
+        self._xsub: zmq.Socket[bytes] | None = None
+        self._xpub: zmq.Socket[bytes] | None = None
+        self._readers: list[SocketReader] = []
+
+    def start(self) -> None:
+        """Bind both sides and start forwarding (needs the running event loop)."""
+        xsub = self._context.socket(zmq.XSUB)
+        xpub = self._context.socket(zmq.XPUB)
+        try:
+            for sock in (xsub, xpub):
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.setsockopt(zmq.SNDHWM, self.hwm)
+                sock.setsockopt(zmq.RCVHWM, self.hwm)
+            for endpoint in self.inputs:
+                xsub.bind(endpoint)
+                self.bound_inputs.append(xsub.getsockopt_string(zmq.LAST_ENDPOINT))
+            for endpoint in self.outputs:
+                xpub.bind(endpoint)
+                self.bound_outputs.append(xpub.getsockopt_string(zmq.LAST_ENDPOINT))
+        except BaseException:
+            xsub.close(linger=0)
+            xpub.close(linger=0)
+            raise
+        xsub.send(b"\x01")  # subscribe upstream to everything: local handlers and the XPUB side filter
+        self._xsub, self._xpub = xsub, xpub
+        self._readers = [SocketReader(xsub, self._on_inbound), SocketReader(xpub, self._on_subscription)]
+        log.info("pubsub_proxy_started", inputs=self.bound_inputs, outputs=self.bound_outputs)
+
+    def _on_inbound(self, frames: list[bytes]) -> None:
+        if self._xpub is not None:
+            send_frames(self._xpub, frames)
+            self.forwarded += 1
+        self.stats.received += 1
+        if len(frames) == 2 and self._handlers:
+            try:
+                if not self._wanted(frames[0].decode()):
+                    return  # nobody here wants it: forwarded, never decoded
+            except UnicodeDecodeError:
+                pass  # _decode counts it
+        elif len(frames) == 2:
+            return
+        decoded = self._decode(frames)
+        if decoded is not None:
+            self._deliver(*decoded)
+
+    def _on_subscription(self, frames: list[bytes]) -> None:
+        """Subscriptions of external subscribers; the XPUB socket filters by them itself."""
+
+    def publish(self, topic: str, body: Any) -> None:
+        """Publish from this process: out of the XPUB side, and to local handlers on the next loop turn."""
+        payload = codec.packb(body)
+        if self._xpub is not None:
+            send_frames(self._xpub, [topic.encode(), payload])
+        self.published += 1
+        if self._wanted(topic):  # a decoded copy: handlers never share the publisher's object
+            asyncio.get_running_loop().call_soon(self._deliver, topic, codec.unpackb(payload))
+
+    def stop(self) -> None:
+        for reader in self._readers:
+            reader.close()
+        self._readers = []
+        for sock in (self._xsub, self._xpub):
+            if sock is not None:
+                sock.close(linger=0)
+        if self._xsub is not None:
+            log.info("pubsub_proxy_stopped")
+        self._xsub = self._xpub = None
+
+    def close(self) -> None:
+        self.stop()
+
+
+class Publisher:
+    """Publishes ``[topic, body]`` to a proxy's input; never blocks (past the high-water mark, drops)."""
+
+    def __init__(self, context: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000) -> None:
+        self._sock: zmq.Socket[bytes] = zmq.Context.shadow(context.underlying).socket(zmq.PUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDHWM, hwm)
+        self._sock.connect(endpoint)
+        self.published = 0
+
+    def publish(self, topic: str, body: Any) -> None:
+        self.publish_raw(topic.encode(), codec.packb(body))
+
+    def publish_raw(self, topic: bytes, payload: bytes) -> None:
+        send_frames(self._sock, [topic, payload])
+        self.published += 1
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+
+class Subscriber(_Dispatch):
+    """One SUB socket on a proxy's output; each message is decoded once and handed to matching handlers."""
+
+    def __init__(self, context: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000) -> None:
+        super().__init__()
+        self._sock: zmq.Socket[bytes] = zmq.Context.shadow(context.underlying).socket(zmq.SUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.RCVHWM, hwm)
+        self._sock.connect(endpoint)
+        self._reader: SocketReader | None = None
+
+    def start(self) -> None:
+        """Start delivering (needs the running event loop)."""
+        self._reader = SocketReader(self._sock, self._on_message)
+
+    def _first(self, prefix: str) -> None:
+        self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+
+    def _last(self, prefix: str) -> None:
+        self._sock.setsockopt(zmq.UNSUBSCRIBE, prefix.encode())
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        self.stats.received += 1
+        decoded = self._decode(frames)
+        if decoded is not None:
+            self._deliver(*decoded)
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
+            self._reader = None
         self._sock.close(linger=0)

@@ -94,8 +94,8 @@ class Kernel:
         self.context = zmq.asyncio.Context()
         self.broker: mdp.Broker | None = None
         self.proxy: Proxy | None = None
-        self.publisher: Publisher | None = None
-        self.subscriber: Subscriber | None = None
+        self.publisher: Publisher | Proxy | None = None
+        self.subscriber: Subscriber | Proxy | None = None
         self.client: mdp.AsyncClient | None = None
         self.workers: list[mdp.Worker] = []
         self._worker_tasks: list[asyncio.Task[None]] = []
@@ -124,20 +124,19 @@ class Kernel:
         if self.mode == "serve":
             self.proxy = Proxy(self.context, [bus.pub_in, INPROC_PUB_IN], [bus.pub_out, INPROC_PUB_OUT],
                                hwm=bus.hwm)
-            self.proxy.start()
-            pub_in, pub_out = INPROC_PUB_IN, INPROC_PUB_OUT
+            self.proxy.start()  # on this loop: it also delivers to and publishes for the actors here
+            self.publisher = self.subscriber = self.proxy
             self.broker = mdp.Broker(self.context, [*bus.broker_bind, INPROC_BROKER],
                                      heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
                                      request_timeout=bus.request_timeout_ms / 1000, max_queue=bus.max_queue,
                                      hwm=bus.hwm, max_message_bytes=int(bus.max_message_mb * 1024 * 1024))
             await self.broker.start()
         else:
-            pub_in, pub_out = bus.pub_in, bus.pub_out
             self.client = mdp.AsyncClient(self.broker_address, timeout=bus.request_timeout_ms / 1000,
                                           context=self.context)
-        self.publisher = Publisher(self.context, pub_in, hwm=bus.hwm)
-        self.subscriber = Subscriber(self.context, pub_out, hwm=bus.hwm)
-        self.subscriber.start()
+            self.publisher = Publisher(self.context, bus.pub_in, hwm=bus.hwm)
+            self.subscriber = Subscriber(self.context, bus.pub_out, hwm=bus.hwm)
+            self.subscriber.start()
 
         for plugin, cls in actor_classes:
             self.cells[cls.name] = ActorCell(cls, plugin, self._context_for, self.config.kernel, self.subscriber)
@@ -152,7 +151,8 @@ class Kernel:
         self.state = "running"
         log.info("kernel_started", mode=self.mode, version=VERSION, actors=list(self.cells),
                  broker=self.broker.bound if self.broker else self.broker_address,
-                 pubsub=(self.proxy.bound_inputs, self.proxy.bound_outputs) if self.proxy else (pub_in, pub_out),
+                 pubsub=(self.proxy.bound_inputs, self.proxy.bound_outputs) if self.proxy else
+                 (bus.pub_in, bus.pub_out),
                  edge=self.edge_url, config=self.config.source)
 
     def discover(self) -> list[tuple[str, type[Actor]]]:
@@ -349,8 +349,6 @@ class Kernel:
             self.subscriber.close()
         if self.publisher is not None:
             self.publisher.close()
-        if self.proxy is not None:
-            await asyncio.to_thread(self.proxy.stop)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.context.destroy(linger=0)
 

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ml_processing.bus import codec
-from ml_processing.bus.pubsub import Handler, Subscriber
+from ml_processing.bus.pubsub import Handler, Proxy, Subscriber
 
 from .actor import Actor, ActorContext
 from .config import KernelConfig
@@ -44,7 +44,7 @@ class ActorCell:
     """Holds one actor's current instance and answers for it on the bus (a broker `LocalService`)."""
 
     def __init__(self, actor_cls: type[Actor], plugin: str, make_context: Callable[[ActorCell], ActorContext],
-                 policy: KernelConfig, subscriber: Subscriber,
+                 policy: KernelConfig, subscriber: Subscriber | Proxy,
                  on_state: Callable[[ActorCell], None] | None = None) -> None:
         self.actor_cls = actor_cls
         self._subscriber = subscriber

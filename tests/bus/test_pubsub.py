@@ -336,3 +336,31 @@ async def test_subscriber_that_never_reads_does_not_block_the_publisher(zctx: zm
     assert published_after_burst >= total
     assert got.messages == [("bar.AAPL.1m", {"i": "after"})]
     assert 0 < queued < total
+
+
+async def test_proxy_serves_its_own_process_without_a_hop(zctx: zmq.asyncio.Context) -> None:
+    """Local handlers get inbound messages from the proxy itself; a local publish reaches external
+    subscribers and local handlers (as a decoded copy, on the next loop turn)."""
+    with running_proxy(zctx, *endpoints("tcp")) as running:
+        proxy = running.proxy
+        local, outside = Collector(), running.subscriber()
+        proxy.subscribe("bar.", local)
+        outside_seen = Collector()
+        pub = running.publisher()
+        await handshake(pub.publish, outside)  # external subscriber connected and subscribed
+        outside.subscribe("indicator.", outside_seen)
+        await handshake(proxy.publish, outside)
+        pub.publish(topics.bar("AAPL", "1m"), {"close": 1.0})
+        await wait_until(lambda: local.bodies("bar.AAPL"), timeout=5.0, what="inbound bar delivered locally")
+        body = {"values": [1, 2]}
+        proxy.publish(topics.indicator("AAPL", "1m"), body)
+        proxy.subscribe("indicator.", local)
+        proxy.publish(topics.indicator("AAPL", "1m"), body)
+        await wait_until(lambda: local.bodies("indicator.") and outside_seen.bodies("indicator."), timeout=5.0,
+                         what="a local publish seen locally and outside")
+        assert local.bodies("indicator.")[0] == body and local.bodies("indicator.")[0] is not body
+        assert proxy.published >= 2 and proxy.forwarded >= 1
+        proxy.unsubscribe("bar.", local)
+        before = len(local.bodies("bar."))
+        await flush(pub, outside)
+        assert len(local.bodies("bar.")) == before
