@@ -15,7 +15,13 @@ from ml_processing.core.hookspecs import hookimpl
 from ml_processing.core.indicator import Indicator
 
 from .actor import Indicators, IndicatorsConfig
+from .custom import custom_indicators
 from .talib_indicators import talib_indicators
+
+
+def builtin_indicators() -> list[Indicator]:
+    """TA-Lib's indicators and the ones TA-Lib lacks (`custom`)."""
+    return [*talib_indicators(), *custom_indicators()]
 
 
 @hookimpl
@@ -25,7 +31,7 @@ def register_config_schemas() -> dict[str, type]:
 
 @hookimpl
 def register_indicators() -> list[Indicator]:
-    return talib_indicators()
+    return builtin_indicators()
 
 
 @hookimpl

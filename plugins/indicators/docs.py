@@ -10,14 +10,13 @@ from collections.abc import Iterable
 
 from ml_processing.core.indicator import Indicator, Param
 
-from .talib_indicators import talib_indicators
-
 HEADER = """# Indicators
 
 Every indicator the built-in `indicators` plugin registers, generated from the registry by
-`python -m ml_processing.plugins.indicators.docs` (a test fails when this file is out of date). Each is
-computed by TA-Lib, from TA-Lib's own metadata, in batch (`POST /api/v1/indicators`, op `compute`) and bar
-by bar through TA-Lib's stream handles (the live market state). Plugins add more through the
+`python -m ml_processing.plugins.indicators.docs` (a test fails when this file is out of date). All but two
+are TA-Lib's, registered from TA-Lib's own metadata and computed by TA-Lib, in batch (`POST
+/api/v1/indicators`, op `compute`) and bar by bar through TA-Lib's stream handles (the live market state);
+`ICHIMOKU` and `VWAP_SESSION` are the plugin's own (`plugins/indicators/custom.py`). Plugins add more through the
 `register_indicators` hook; op `list` of service `indicators` reports whatever is registered.
 
 Output keys are `NAME_p1_p2...` with the parameter values in the order below, plus `.output` for indicators
@@ -53,4 +52,6 @@ def render(indicators: Iterable[Indicator]) -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render(talib_indicators()))
+    from ml_processing.plugins.indicators import builtin_indicators
+
+    sys.stdout.write(render(builtin_indicators()))

@@ -156,7 +156,7 @@ class Series:
         stream = live.indicator.stream(live.params)
         outputs: tuple[float, ...] = (math.nan,) * len(live.keys)
         for row in self.ring.rows():
-            outputs = stream.update(dict(zip(FIELDS, row[1:].tolist(), strict=True)))
+            outputs = stream.update({"ts": int(row[0]), **dict(zip(FIELDS, row[1:].tolist(), strict=True))})
         self.live[live.key] = (live, stream)
         self.values.update(zip(live.keys, outputs, strict=True))
 

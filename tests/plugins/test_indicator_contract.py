@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ml_processing.core.indicator import Indicator, Param
-from ml_processing.plugins.indicators.talib_indicators import talib_indicators
+from ml_processing.plugins.indicators import builtin_indicators
 from tests.plugins.test_indicators_batch import ohlcv
 
 
@@ -34,7 +34,7 @@ class Range(Indicator):
         return (out,)
 
 
-REGISTRY = {i.name: i for i in [*talib_indicators(), Range()]}
+REGISTRY = {i.name: i for i in [*builtin_indicators(), Range()]}
 
 
 def _close(a: float, b: float) -> bool:
