@@ -19,7 +19,8 @@ from ml_processing.core.log import get_logger
 
 from . import persist
 from .compute import MAX_BARS, compute
-from .market import Live, Series, check_bar
+from .market import FIELDS, Live, Series, check_bar
+from .timeframes import Resampler, alignment, analyse, to_ms
 
 log = get_logger(__name__)
 
@@ -36,10 +37,16 @@ class IndicatorsConfig:
                              "ATR(timeperiod=14)", "MACD", "BBANDS(timeperiod=20)")
     persist: bool = True  # save the market state at shutdown, load it at start
     state_file: str = "market/state.msgpack"  # under [service] data_dir
+    timeframes: tuple[str, ...] = ("5m", "15m", "1h", "4h", "1d")  # every base series resamples into these
 
     def __post_init__(self) -> None:
         if not 10 <= self.buffer <= 1_000_000:
             raise ValueError("buffer: must be between 10 and 1,000,000 bars")
+        for timeframe in self.timeframes:
+            try:
+                to_ms(timeframe)
+            except BadRequest as exc:
+                raise ValueError(f"timeframes: {exc.message}") from None
 
 
 class Indicators(Actor):
@@ -51,12 +58,16 @@ class Indicators(Actor):
         self.computed = 0
         self.rejected = 0
         self.series: dict[tuple[str, str], Series] = {}
+        self.resamplers: dict[tuple[str, str], list[Resampler]] = {}  # base series -> its higher timeframes
+        self.derived: set[tuple[str, str]] = set()  # series fed by resampling (never resampled again)
         self.defaults = [Live.parse(spec, self.registry) for spec in self.config.live]
         self.state_path = self.ctx.data_dir / self.config.state_file
         if self.config.persist:
             try:
-                for series in persist.load(self.state_path, self.registry, self.config.buffer):
+                for series, derived in persist.load(self.state_path, self.registry, self.config.buffer):
                     self.series[(series.symbol, series.timeframe)] = series
+                    if derived:
+                        self.derived.add((series.symbol, series.timeframe))
             except (CodecError, KeyError, TypeError, ValueError) as exc:
                 log.error("market_state_unreadable", path=str(self.state_path), error=str(exc))
             if self.series:
@@ -65,7 +76,7 @@ class Indicators(Actor):
 
     async def on_stop(self) -> None:
         if self.config.persist and self.series:
-            count = persist.save(self.state_path, self.series.values())
+            count = persist.save(self.state_path, self.series.values(), self.derived)
             log.info("market_state_saved", path=str(self.state_path), series=count)
 
     @property
@@ -106,12 +117,45 @@ class Indicators(Actor):
                 series.add(live)
         return series
 
+    def _commit(self, series: Series, bar: dict[str, Any]) -> bool:
+        """Apply one checked bar to a series; publish and resample what it commits."""
+        update = series.on_bar(bar)
+        if update is None:
+            return False
+        self.publish(topics.indicator(series.symbol, series.timeframe), update)
+        self.computed += len(update["values"])
+        key = (series.symbol, series.timeframe)
+        if key in self.derived:
+            return True
+        resamplers = self.resamplers.get(key)
+        if resamplers is None:
+            resamplers = self.resamplers[key] = self._resamplers_for(series)
+        for resampler in resamplers:
+            target = self._series(series.symbol, resampler.target, create=True)
+            self.derived.add((series.symbol, resampler.target))
+            for higher in resampler.push(bar):
+                self._commit(target, higher)
+        return True
+
+    def _resamplers_for(self, series: Series) -> list[Resampler]:
+        """The series' resamplers, primed with its held bars after the last committed higher bar (so a
+        higher bar in progress at a restart is rebuilt, not restarted)."""
+        base_ms = to_ms(series.timeframe)
+        held = series.ring.rows()[:-1]  # the bar being committed now is pushed by the caller
+        out = []
+        for tf in self.config.timeframes:
+            if to_ms(tf) <= base_ms or to_ms(tf) % base_ms:
+                continue
+            resampler = Resampler(series.timeframe, tf)
+            target = self.series.get((series.symbol, tf))
+            if target is not None and target.last_ts is not None:
+                for row in held[held[:, 0] >= target.last_ts + resampler.target_ms]:
+                    resampler.push({"ts": int(row[0]), **dict(zip(FIELDS, row[1:].tolist(), strict=True))})
+            out.append(resampler)
+        return out
+
     def _apply(self, symbol: str, timeframe: str, bar: Any) -> bool:
-        update = self._series(symbol, timeframe, create=True).on_bar(check_bar(bar))
-        if update is not None:
-            self.publish(topics.indicator(symbol, timeframe), update)
-            self.computed += len(update["values"])
-        return update is not None
+        return self._commit(self._series(symbol, timeframe, create=True), check_bar(bar))
 
     def on_bar(self, topic: str, body: Any) -> None:
         parsed = topics.parse(topic)
@@ -139,10 +183,7 @@ class Indicators(Actor):
         series = self._series(symbol, timeframe, create=True)
         before = dict(series.counts)
         for bar in checked:
-            update = series.on_bar(bar)
-            if update is not None:
-                self.publish(topics.indicator(symbol, timeframe), update)
-                self.computed += len(update["values"])
+            self._commit(series, bar)
         return {key: series.counts[key] - before[key] for key in series.counts} | {"last_ts": series.last_ts}
 
     def handle_state(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +195,28 @@ class Indicators(Actor):
         if bar is not None:
             out["peek"] = {"ts": bar["ts"], "values": {k: (None if v != v else v) for k, v in series.peek(bar).items()}}
         return out
+
+    def handle_timeframes(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Per timeframe of a symbol: trend, momentum, volatility regime, the values behind them; and how
+        well the timeframes agree. ``timeframes`` is a comma-separated list (default: all tracked)."""
+        symbol = _text(args, "symbol")
+        tracked = {tf: s for (sym, tf), s in self.series.items() if sym == symbol}
+        if not tracked:
+            raise NotFound(f"no market data for symbol {symbol!r}: publish bars on bar.{symbol}.TIMEFRAME or "
+                           "POST /api/v1/market/bars", field="symbol")
+        wanted = args.get("timeframes")
+        if wanted is None:
+            names = sorted(tracked, key=to_ms)
+        elif isinstance(wanted, str):
+            names = [tf.strip() for tf in wanted.split(",") if tf.strip()]
+        else:
+            raise BadRequest("'timeframes' must be a comma-separated string such as '5m,1h'", field="timeframes")
+        missing = [tf for tf in names if tf not in tracked]
+        if missing:
+            raise NotFound(f"no {', '.join(missing)} data for {symbol} (tracked: {', '.join(sorted(tracked, key=to_ms))})",
+                           field="timeframes")
+        per = {tf: analyse(tracked[tf].ring.rows()) for tf in names}
+        return {"symbol": symbol, "timeframes": per, "alignment": alignment(per)}
 
     def handle_series(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"symbol": s.symbol, "timeframe": s.timeframe, "bars": s.ring.count, "last_ts": s.last_ts,

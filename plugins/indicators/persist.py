@@ -9,7 +9,7 @@ in the buffer).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,19 @@ from .market import FIELDS, Live, Series
 VERSION = 1
 
 
-def save(path: Path, series: Iterable[Series]) -> int:
+def save(path: Path, series: Iterable[Series], derived: Set[tuple[str, str]] = frozenset()) -> int:
+    """Save every series; `derived` names those fed by resampling."""
     entries = [{"symbol": s.symbol, "timeframe": s.timeframe, "last_ts": s.last_ts, "committed": s.committed,
+                "derived": (s.symbol, s.timeframe) in derived,
                 "live": [{"name": live.indicator.name, "params": live.params} for live, _ in s.live.values()],
                 "bars": s.ring.rows()} for s in series]
     atomic_write(path, codec.packb({"version": VERSION, "series": entries}))
     return len(entries)
 
 
-def load(path: Path, registry: Mapping[str, Indicator], capacity: int) -> list[Series]:
-    """The saved series, rebuilt; an unreadable file raises `CodecError` (the caller logs and starts empty)."""
+def load(path: Path, registry: Mapping[str, Indicator], capacity: int) -> list[tuple[Series, bool]]:
+    """The saved series (and whether each is fed by resampling), rebuilt; an unreadable file raises
+    `CodecError` (the caller logs and starts empty)."""
     if not path.exists():
         return []
     body: Any = codec.unpackb(path.read_bytes())
@@ -51,5 +54,5 @@ def load(path: Path, registry: Mapping[str, Indicator], capacity: int) -> list[S
         for spec in entry["live"]:
             if spec["name"] in registry:  # an indicator whose plugin is gone is dropped, not fatal
                 series.add(Live.parse(spec, registry))
-        out.append(series)
+        out.append((series, bool(entry.get("derived", False))))
     return out
