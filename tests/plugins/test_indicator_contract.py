@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from ml_processing.core.errors import BadRequest
 from ml_processing.core.indicator import Indicator, Param
 from ml_processing.plugins.indicators import builtin_indicators
 from tests.plugins.test_indicators_batch import ohlcv
@@ -79,3 +80,16 @@ def test_streaming_survives_gaps_flat_bars_and_zero_volume(name: str) -> None:
     for i in range(150):
         out = stream.update({c: float(data[c][i]) for c in indicator.inputs})
         assert len(out) == len(indicator.outputs)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_bad_parameters_are_rejected_with_the_parameter_named(name: str) -> None:
+    indicator = REGISTRY[name]
+    with pytest.raises(BadRequest) as unknown:
+        indicator.resolve({"no_such_parameter": 1})
+    assert unknown.value.field == "no_such_parameter" and name in unknown.value.message
+    for param in indicator.params:
+        for bad in ("7", [1], float("nan") if param.type is float else 2.5):
+            with pytest.raises(BadRequest) as caught:
+                indicator.resolve({param.name: bad})
+            assert caught.value.field == param.name and param.name in caught.value.message
