@@ -431,6 +431,23 @@ def start_py_spy(group: ProcessGroup, pid: int, seconds: int, out: Path) -> subp
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def finish_py_spy(group: ProcessGroup, spy: subprocess.Popen[Any], out: Path, seconds: float,
+                  title: str) -> dict[str, Any] | None:
+    """Wait for a py-spy recording (bounded), then summarise and print it; None if it failed."""
+    try:
+        spy.wait(seconds + 30)
+    except subprocess.TimeoutExpired:
+        group.stop(spy)
+    if spy.returncode != 0 or not out.exists():
+        err = spy.stderr.read().decode(errors="replace") if spy.stderr else ""
+        print(f"py-spy failed ({spy.returncode}): {err[-1000:]}", file=sys.stderr)
+        return None
+    summary = summarize_collapsed(out)
+    summary["collapsed"] = str(out)
+    print_profile(title, summary)
+    return summary
+
+
 def summarize_collapsed(path: Path, top: int = 25, thread: str = "MainThread") -> dict[str, Any]:
     """Self and inclusive sample shares per frame in one thread (the event loop) of a py-spy raw profile.
 

@@ -257,21 +257,8 @@ def profile_mdp(svc: C.Service, args: argparse.Namespace) -> dict[str, Any] | No
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
         time.sleep(max(0.0, start_at - time.time()) + 1.0)
         spy = C.start_py_spy(group, svc.pid, seconds, out)
-        if spy is None:
-            _collect(procs, seconds + 60, group)
-            return None
-        try:
-            spy.wait(seconds + 30)
-        except subprocess.TimeoutExpired:
-            group.stop(spy)
+        summary = C.finish_py_spy(group, spy, out, seconds, "serve process under 4 MDP clients") if spy else None
         _collect(procs, seconds + 60, group)
-        if spy.returncode != 0 or not out.exists():
-            err = spy.stderr.read().decode(errors="replace") if spy.stderr else ""
-            print(f"py-spy failed ({spy.returncode}): {err[-1000:]}", file=sys.stderr)
-            return None
-    summary = C.summarize_collapsed(out)
-    summary["collapsed"] = str(out)
-    C.print_profile("serve process under 4 MDP clients", summary)
     return summary
 
 

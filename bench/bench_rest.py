@@ -165,24 +165,11 @@ def profile_rest(svc: C.Service, args: argparse.Namespace, scripts: dict[str, Pa
                            svc.edge_url + "/api/v1/ping"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)
         spy = C.start_py_spy(group, svc.pid, seconds, out)
-        if spy is not None:
-            try:
-                spy.wait(seconds + 30)
-            except subprocess.TimeoutExpired:
-                group.stop(spy)
+        summary = C.finish_py_spy(group, spy, out, seconds, "serve process under wrk GET /api/v1/ping") if spy else None
         try:
             wrk.wait(seconds + 30)
         except subprocess.TimeoutExpired:
             group.stop(wrk)
-        if spy is None:
-            return None
-        if spy.returncode != 0 or not out.exists():
-            err = spy.stderr.read().decode(errors="replace") if spy.stderr else ""
-            print(f"py-spy failed ({spy.returncode}): {err[-1000:]}", file=sys.stderr)
-            return None
-    summary = C.summarize_collapsed(out)
-    summary["collapsed"] = str(out)
-    C.print_profile("serve process under wrk GET /api/v1/ping", summary)
     return summary
 
 
