@@ -130,7 +130,7 @@ def parse_wrk(output: str) -> dict[str, Any]:
 
 
 def run_wrk(url: str, script: Path, *, seconds: float, threads: int, connections: int) -> dict[str, Any]:
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "--timeout", "2s",
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "2s",
             "-s", str(script), url]
     with C.ProcessGroup() as group:
         proc = group.start(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
