@@ -140,7 +140,35 @@ class TalibStream(IndicatorStream):
         except InsufficientHistory:  # NaN inside the history: keep buffering, as batch would
             return self._nan
         self._history = []
+        self._install_fast_update()
         return _floats(self._handle.value)
+
+    def _install_fast_update(self) -> None:
+        """Once the handle is open, `update` becomes a closure holding all it needs in locals: the per-bar
+        cost is then mostly TA-Lib's own."""
+        step, nan = self._handle.update, self._nan
+        single_output = len(self.indicator.outputs) == 1
+        if len(self.indicator.inputs) == 1:
+            (key,) = self.indicator.inputs
+
+            def update(bar: Mapping[str, float]) -> tuple[float, ...]:
+                value = bar[key]
+                if value != value:
+                    return nan
+                out = step(value)
+                return (out,) if single_output else out
+        else:
+            get = operator.itemgetter(*self.indicator.inputs)
+
+            def update(bar: Mapping[str, float]) -> tuple[float, ...]:
+                values = get(bar)
+                total = sum(values)
+                if total != total:
+                    return nan
+                out = step(*values)
+                return (out,) if single_output else out
+
+        self.update = update  # type: ignore[method-assign]
 
     def peek(self, bar: Mapping[str, float]) -> tuple[float, ...]:
         values = self._values(bar)
