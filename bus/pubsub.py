@@ -196,10 +196,7 @@ class Publisher:
         self.published = 0
 
     def publish(self, topic: str, body: Any) -> None:
-        self.publish_raw(topic.encode(), codec.packb(body))
-
-    def publish_raw(self, topic: bytes, payload: bytes) -> None:
-        send_frames(self._sock, [topic, payload])
+        send_frames(self._sock, [topic.encode(), codec.packb(body)])
         self.published += 1
 
     def close(self) -> None:

@@ -44,8 +44,6 @@ REGISTRY_HOOKS: dict[str, tuple[str, type[Any]]] = {"indicators": ("register_ind
 RESERVED_SERVICES = frozenset({"kernel"})
 
 INPROC_BROKER = "inproc://mlp-broker"
-INPROC_PUB_IN = "inproc://mlp-pub-in"
-INPROC_PUB_OUT = "inproc://mlp-pub-out"
 
 try:
     VERSION = importlib.metadata.version("ml-processing")
@@ -103,7 +101,6 @@ class Kernel:
         self.edge_stats: EdgeStats | None = None
         self.edge_url: str | None = None
         self.executor = ThreadPoolExecutor(config.kernel.threads, thread_name_prefix="mlp-work")
-        self._stop_event: asyncio.Event | None = None
 
     # -- start ----------------------------------------------------------------------------------------
 
@@ -122,8 +119,7 @@ class Kernel:
         actor_classes = self.discover()
         bus = self.config.bus
         if self.mode == "serve":
-            self.proxy = Proxy(self.context, [bus.pub_in, INPROC_PUB_IN], [bus.pub_out, INPROC_PUB_OUT],
-                               hwm=bus.hwm)
+            self.proxy = Proxy(self.context, [bus.pub_in], [bus.pub_out], hwm=bus.hwm)
             self.proxy.start()  # on this loop: it also delivers to and publishes for the actors here
             self.publisher = self.subscriber = self.proxy
             self.broker = mdp.Broker(self.context, [*bus.broker_bind, INPROC_BROKER],
@@ -355,18 +351,14 @@ class Kernel:
     async def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, then stop gracefully; the process exit code."""
         loop = asyncio.get_running_loop()
-        self._stop_event = asyncio.Event()
+        stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, self._stop_event.set)
+                loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
-            await self._stop_event.wait()
+            await stop.wait()
             log.info("kernel_signal_received")
         finally:
             await self.stop()
         return 0
-
-    def request_stop(self) -> None:
-        if self._stop_event is not None:
-            self._stop_event.set()

@@ -111,12 +111,9 @@ class IchimokuStream(IndicatorStream):
         index = self.index = self.index + 1
         h0, h1, h2 = self.highs
         l0, l1, l2 = self.lows
-        tenkan = (h0.push(index, high) + l0.push(index, low)) / 2
-        kijun = (h1.push(index, high) + l1.push(index, low)) / 2
-        senkou_b = (h2.push(index, high) + l2.push(index, low)) / 2
-        if index < self.start:
-            return (NAN, NAN, NAN, NAN)
-        return (tenkan, kijun, (tenkan + kijun) / 2, senkou_b)
+        return self._result([(h0.push(index, high) + l0.push(index, low)) / 2,
+                             (h1.push(index, high) + l1.push(index, low)) / 2,
+                             (h2.push(index, high) + l2.push(index, low)) / 2], index)
 
     def peek(self, bar: Mapping[str, float]) -> tuple[float, ...]:
         high, low = bar["high"], bar["low"]
