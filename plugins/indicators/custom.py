@@ -111,9 +111,12 @@ class IchimokuStream(IndicatorStream):
         index = self.index = self.index + 1
         h0, h1, h2 = self.highs
         l0, l1, l2 = self.lows
-        return self._result([(h0.push(index, high) + l0.push(index, low)) / 2,
-                             (h1.push(index, high) + l1.push(index, low)) / 2,
-                             (h2.push(index, high) + l2.push(index, low)) / 2], index)
+        tenkan = (h0.push(index, high) + l0.push(index, low)) / 2
+        kijun = (h1.push(index, high) + l1.push(index, low)) / 2
+        senkou_b = (h2.push(index, high) + l2.push(index, low)) / 2
+        if index < self.start:  # inlined `_result`: this is the per-bar path
+            return (NAN, NAN, NAN, NAN)
+        return (tenkan, kijun, (tenkan + kijun) / 2, senkou_b)
 
     def peek(self, bar: Mapping[str, float]) -> tuple[float, ...]:
         high, low = bar["high"], bar["low"]
