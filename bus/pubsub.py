@@ -2,9 +2,9 @@
 
 Feeds publish ``[topic, msgpack body]`` to the proxy's XSUB side (``tcp://127.0.0.1:5556`` by default);
 subscribers connect to its XPUB side (``tcp://127.0.0.1:5557``). The proxy runs on the event loop, like the
-MDP broker: every inbound message is forwarded to the XPUB side and handed, decoded once, to the local
-handlers whose prefix matches; a local `Proxy.publish` goes out of the XPUB side and to local handlers. So an
-actor in the service's own process is reached without a socket or thread hop (a proxy thread costs two
+MDP broker: every inbound message is forwarded to the XPUB side (when some external subscriber wants it) and
+handed, decoded once, to the local handlers whose prefix matches; a local `Proxy.publish` goes out of the
+XPUB side and to local handlers. So an actor in the service's own process is reached without a socket or thread hop (a proxy thread costs two
 thread wake-ups per message each way). High-water marks bound every queue: a slow subscriber loses messages
 (dropped by ZeroMQ, never blocking anyone) instead of stalling the kernel.
 
@@ -43,6 +43,7 @@ class _Dispatch:
 
     def __init__(self) -> None:
         self._handlers: dict[str, list[Handler]] = {}
+        self._prefixes: tuple[str, ...] = ()  # the keys of `_handlers`, for one `str.startswith` call
         self.stats = SubscriberStats()
 
     def _first(self, prefix: str) -> None:
@@ -53,6 +54,7 @@ class _Dispatch:
 
     def subscribe(self, prefix: str, handler: Handler) -> None:
         handlers = self._handlers.setdefault(prefix, [])
+        self._prefixes = tuple(self._handlers)
         if not handlers:
             self._first(prefix)
         handlers.append(handler)
@@ -65,6 +67,7 @@ class _Dispatch:
         del handlers[index]
         if not handlers:
             del self._handlers[prefix]
+            self._prefixes = tuple(self._handlers)
             self._last(prefix)
 
     @property
@@ -72,7 +75,7 @@ class _Dispatch:
         return list(self._handlers)
 
     def _wanted(self, topic: str) -> bool:
-        return any(topic.startswith(prefix) for prefix in self._handlers)
+        return topic.startswith(self._prefixes)
 
     def _decode(self, frames: list[bytes]) -> tuple[str, Any] | None:
         """``(topic, body)`` of a ``[topic, body]`` message; None (counted) when malformed."""
@@ -116,6 +119,10 @@ class Proxy(_Dispatch):
         self._xsub: zmq.Socket[bytes] | None = None
         self._xpub: zmq.Socket[bytes] | None = None
         self._readers: list[SocketReader] = []
+        # prefixes external subscribers asked for, as the XPUB side reports them (first subscription and
+        # last unsubscription of each): a message nobody outside wants is not sent at all
+        self._external: dict[bytes, None] = {}
+        self._external_prefixes: tuple[bytes, ...] = ()
 
     def start(self) -> None:
         """Bind both sides and start forwarding (needs the running event loop)."""
@@ -142,7 +149,7 @@ class Proxy(_Dispatch):
         log.info("pubsub_proxy_started", inputs=self.bound_inputs, outputs=self.bound_outputs)
 
     def _on_inbound(self, frames: list[bytes]) -> None:
-        if self._xpub is not None:
+        if self._xpub is not None and frames[0].startswith(self._external_prefixes):
             send_frames(self._xpub, frames)
             self.forwarded += 1
         self.stats.received += 1
@@ -159,13 +166,29 @@ class Proxy(_Dispatch):
             self._deliver(*decoded)
 
     def _on_subscription(self, frames: list[bytes]) -> None:
-        """Subscriptions of external subscribers; the XPUB socket filters by them itself."""
+        """An external subscriber's (first) subscription or (last) unsubscription of a prefix.
+
+        The XPUB socket filters by them itself; keeping them here saves the send of every message that
+        no one outside wants. A subscription is in effect from the loop turn that reads it: like any
+        ZeroMQ subscription, it is not retroactive."""
+        message = frames[0] if len(frames) == 1 else b""
+        if not message or message[0] not in (0, 1):
+            self.stats.malformed += 1
+            log.warning("malformed_subscription_dropped", frames=len(frames))
+            return
+        prefix = bytes(message[1:])
+        if message[0] == 1:
+            self._external[prefix] = None
+        else:
+            self._external.pop(prefix, None)
+        self._external_prefixes = tuple(self._external)
 
     def publish(self, topic: str, body: Any) -> None:
         """Publish from this process: out of the XPUB side, and to local handlers on the next loop turn."""
         payload = codec.packb(body)
-        if self._xpub is not None:
-            send_frames(self._xpub, [topic.encode(), payload])
+        raw_topic = topic.encode()
+        if self._xpub is not None and raw_topic.startswith(self._external_prefixes):
+            send_frames(self._xpub, [raw_topic, payload])
         self.published += 1
         if self._wanted(topic):  # a decoded copy: handlers never share the publisher's object
             asyncio.get_running_loop().call_soon(self._deliver, topic, codec.unpackb(payload))

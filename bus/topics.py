@@ -15,6 +15,7 @@ Topic(kind='indicator', symbol='BTC-USD', timeframe='5m')
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import NamedTuple
 
 from .errors import BadRequest
@@ -52,8 +53,9 @@ def _checked(part: str, what: str) -> str:
     return part
 
 
+@lru_cache(maxsize=65536)
 def build(kind: str, symbol: str | None = None, timeframe: str | None = None) -> str:
-    """Build a topic; raises `BadRequest` naming the bad part."""
+    """Build a topic; raises `BadRequest` naming the bad part. Valid topics are cached."""
     if kind not in KINDS:
         raise BadRequest(f"unknown topic kind {kind!r}", field="kind")
     if symbol is None:
@@ -72,8 +74,15 @@ def prefix(kind: str, symbol: str | None = None) -> str:
 
 
 def parse(topic: str) -> Topic:
+    """The parts of a topic; raises `BadRequest` naming the bad part. Valid topics are cached (a feed
+    repeats a small set of them on every message), invalid ones never are."""
     if not isinstance(topic, str):
         raise BadRequest(f"a topic is a string, got {type(topic).__name__}", field="topic")
+    return _parse(topic)
+
+
+@lru_cache(maxsize=65536)
+def _parse(topic: str) -> Topic:
     parts = topic.split(".")
     if not 1 <= len(parts) <= 3 or parts[0] not in KINDS:
         raise BadRequest(f"malformed topic {topic!r}", field="topic")

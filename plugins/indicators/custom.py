@@ -10,11 +10,11 @@ channels ``KC``, Donchian channels ``DONCHIAN``, SuperTrend, Hull MA ``HMA`` and
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+import talib
 
 from ml_processing.core.indicator import Indicator, IndicatorStream, Param
 
@@ -23,44 +23,8 @@ DAY_MS = 86_400_000
 
 
 def _midpoint(high: np.ndarray, low: np.ndarray, window: int) -> np.ndarray:
-    """(highest high + lowest low) / 2 over the last `window` bars; NaN before."""
-    out = np.full(len(high), np.nan)
-    if len(high) >= window:
-        out[window - 1:] = (sliding_window_view(high, window).max(axis=1)
-                            + sliding_window_view(low, window).min(axis=1)) / 2
-    return out
-
-
-class _Extreme:
-    """Rolling max (or min) of the last `window` values, amortised O(1) with a monotonic deque."""
-
-    def __init__(self, window: int, largest: bool) -> None:
-        self.window = window
-        self.largest = largest
-        self.items: deque[tuple[int, float]] = deque()
-
-    def push(self, index: int, value: float) -> float:
-        items = self.items
-        if self.largest:
-            while items and items[-1][1] <= value:
-                items.pop()
-        else:
-            while items and items[-1][1] >= value:
-                items.pop()
-        items.append((index, value))
-        first = items[0]
-        if first[0] <= index - self.window:
-            items.popleft()
-            first = items[0]
-        return first[1]
-
-    def candidate(self, index: int, value: float) -> float:
-        """What `push` would return, without pushing."""
-        best = value
-        for i, v in self.items:
-            if i > index - self.window and (v > best if self.largest else v < best):
-                best = v
-        return best
+    """(highest high + lowest low) / 2 over the last `window` bars, NaN before: TA-Lib's ``MIDPRICE``."""
+    return np.asarray(talib.MIDPRICE(high, low, timeperiod=window), dtype=np.float64)
 
 
 class Ichimoku(Indicator):
@@ -91,40 +55,45 @@ class Ichimoku(Indicator):
 
 
 class IchimokuStream(IndicatorStream):
-    def __init__(self, indicator: Ichimoku, params: Mapping[str, int | float]) -> None:
-        self.windows = [int(params["tenkan"]), int(params["kijun"]), int(params["senkou"])]
-        self.highs = [_Extreme(w, True) for w in self.windows]
-        self.lows = [_Extreme(w, False) for w in self.windows]
-        self.start = indicator.lookback(params)
-        self.index = -1
+    """Three TA-Lib ``MIDPRICE`` stream handles, opened together on the first ``senkou`` bars (the longest
+    window, which is also the shared warm-up), then O(1) per bar each."""
 
-    def _result(self, mids: list[float], index: int) -> tuple[float, ...]:
-        if index < self.start:
-            return (NAN, NAN, NAN, NAN)
-        tenkan, kijun, senkou_b = mids
-        return (tenkan, kijun, (tenkan + kijun) / 2, senkou_b)
+    def __init__(self, indicator: Ichimoku, params: Mapping[str, int | float]) -> None:
+        self.windows = [int(params[name]) for name in ("tenkan", "kijun", "senkou")]
+        self.need = indicator.lookback(params) + 1
+        self.history: list[tuple[float, float]] = []
+        self.handles: list[Any] = []
 
     def update(self, bar: Mapping[str, float]) -> tuple[float, ...]:
         high, low = bar["high"], bar["low"]
         if high != high or low != low:
             return (NAN, NAN, NAN, NAN)  # a gap: skipped
-        index = self.index = self.index + 1
-        h0, h1, h2 = self.highs
-        l0, l1, l2 = self.lows
-        tenkan = (h0.push(index, high) + l0.push(index, low)) / 2
-        kijun = (h1.push(index, high) + l1.push(index, low)) / 2
-        senkou_b = (h2.push(index, high) + l2.push(index, low)) / 2
-        if index < self.start:  # inlined `_result`: this is the per-bar path
+        handles = self.handles
+        if handles:
+            tenkan = handles[0].update(high, low)
+            kijun = handles[1].update(high, low)
+            return (tenkan, kijun, (tenkan + kijun) / 2, handles[2].update(high, low))
+        self.history.append((high, low))
+        if len(self.history) < self.need:
             return (NAN, NAN, NAN, NAN)
+        highs, lows = np.array(self.history, dtype=np.float64).T
+        self.handles = [talib.stream.MIDPRICE(highs, lows, timeperiod=w) for w in self.windows]
+        self.history = []
+        tenkan, kijun, senkou_b = (float(h.value) for h in self.handles)
         return (tenkan, kijun, (tenkan + kijun) / 2, senkou_b)
 
     def peek(self, bar: Mapping[str, float]) -> tuple[float, ...]:
         high, low = bar["high"], bar["low"]
         if high != high or low != low:
             return (NAN, NAN, NAN, NAN)
-        index = self.index + 1
-        mids = [(h.candidate(index, high) + lo.candidate(index, low)) / 2 for h, lo in zip(self.highs, self.lows, strict=True)]
-        return self._result(mids, index)
+        if self.handles:
+            tenkan, kijun, senkou_b = (float(h.peek(high, low)) for h in self.handles)
+        elif len(self.history) + 1 >= self.need:
+            highs, lows = np.array([*self.history, (high, low)], dtype=np.float64).T
+            tenkan, kijun, senkou_b = (float(talib.MIDPRICE(highs, lows, timeperiod=w)[-1]) for w in self.windows)
+        else:
+            return (NAN, NAN, NAN, NAN)
+        return (tenkan, kijun, (tenkan + kijun) / 2, senkou_b)
 
 
 class SessionVwap(Indicator):

@@ -91,15 +91,19 @@ def _params(text: str, spec: str) -> dict[str, float]:
 
 def check_bar(bar: Any) -> dict[str, Any]:
     """A bar with an integer ``ts`` and finite or NaN numeric fields; `BadRequest` naming the field."""
-    if not isinstance(bar, Mapping):
+    if type(bar) is not dict and not isinstance(bar, Mapping):
         raise BadRequest(f"a bar must be a map of ts, open, high, low, close, volume, got {type(bar).__name__}",
                          field="bar")
     ts = bar.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or (isinstance(ts, float) and not ts.is_integer()):
+    if type(ts) is not int and (isinstance(ts, bool) or not isinstance(ts, (int, float))
+                                or (isinstance(ts, float) and not ts.is_integer())):
         raise BadRequest(f"bar field 'ts' must be an integer timestamp, got {ts!r:.40}", field="ts")
     out: dict[str, Any] = {"ts": int(ts), "final": bool(bar.get("final", True))}
     for name in FIELDS:
         value = bar.get(name)
+        if type(value) is float and (value - value == 0.0 or value != value):  # finite or NaN: the usual case
+            out[name] = value
+            continue
         if value is None:
             value = math.nan
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isinf(value):
@@ -145,7 +149,12 @@ class Series:
         self.last_ts: int | None = None
         self.forming: dict[str, Any] | None = None
         self.live: dict[str, tuple[Live, IndicatorStream]] = {}
-        self.values: dict[str, float] = {}
+        # the per-bar path works on flat lists in `live` order: one stream per entry, its outputs
+        # concatenated under `_keys`; the dicts are built for publishing only
+        self._streams: list[IndicatorStream] = []
+        self._keys: list[str] = []
+        self._outputs: list[float] = []
+        self._warm_all: dict[str, bool] | None = None  # once every lookback is filled the flags are fixed
         self.committed = 0
         self.counts = {"committed": 0, "forming": 0, "stale": 0}
 
@@ -158,15 +167,26 @@ class Series:
         for row in self.ring.rows():
             outputs = stream.update({"ts": int(row[0]), **dict(zip(FIELDS, row[1:].tolist(), strict=True))})
         self.live[live.key] = (live, stream)
-        self.values.update(zip(live.keys, outputs, strict=True))
+        self._streams.append(stream)
+        self._keys.extend(live.keys)
+        self._outputs.extend(outputs)
+        self._warm_all = None
 
     def remove(self, key: str) -> bool:
         entry = self.live.pop(key, None)
         if entry is None:
             return False
-        for k in entry[0].keys:
-            self.values.pop(k, None)
+        values = self.values
+        self._streams = [stream for _, stream in self.live.values()]
+        self._keys = [k for live, _ in self.live.values() for k in live.keys]
+        self._outputs = [values[k] for k in self._keys]
+        self._warm_all = None
         return True
+
+    @property
+    def values(self) -> dict[str, float]:
+        """The latest output of every live indicator, by output key."""
+        return dict(zip(self._keys, self._outputs, strict=True))
 
     def on_bar(self, bar: Mapping[str, Any]) -> dict[str, Any] | None:
         """Apply a checked bar (see the module's rule); the update to publish when one was committed."""
@@ -183,8 +203,10 @@ class Series:
         self.last_ts = ts
         self.committed += 1
         self.counts["committed"] += 1
-        for live, stream in self.live.values():
-            self.values.update(zip(live.keys, stream.update(bar), strict=True))
+        outputs: list[float] = []
+        for stream in self._streams:
+            outputs += stream.update(bar)
+        self._outputs = outputs
         return self.snapshot()
 
     def peek(self, bar: Mapping[str, Any] | None = None) -> dict[str, float]:
@@ -198,13 +220,20 @@ class Series:
         return out
 
     def latest(self) -> dict[str, float]:
-        return dict(self.values)
+        return self.values
 
     def warm(self) -> dict[str, bool]:
-        """Per indicator: has its lookback been filled (its outputs are numbers)?"""
-        return {key: self.committed > live.lookback for key, (live, _) in self.live.items()}
+        """Per indicator: has its lookback been filled (its outputs are numbers)? Read-only: once every
+        indicator is warm the same dict is returned on every bar."""
+        if self._warm_all is not None:
+            return self._warm_all
+        flags = {key: self.committed > live.lookback for key, (live, _) in self.live.items()}
+        if all(flags.values()):
+            self._warm_all = flags
+        return flags
 
     def snapshot(self) -> dict[str, Any]:
         """The published body of ``indicator.SYMBOL.TIMEFRAME``: NaN travels as null."""
         return {"symbol": self.symbol, "timeframe": self.timeframe, "ts": self.last_ts,
-                "values": {k: (None if v != v else v) for k, v in self.values.items()}, "warm": self.warm()}
+                "values": {k: (None if v != v else v) for k, v in zip(self._keys, self._outputs, strict=True)},
+                "warm": self.warm()}
