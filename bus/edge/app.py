@@ -16,7 +16,8 @@ import orjson
 import structlog
 from aiohttp import web
 
-from ..errors import BadRequest, InternalError, MlpError, NotFound, TooLarge
+from .. import codec
+from ..errors import BadRequest, CodecError, InternalError, MlpError, NotFound, TooLarge
 from .openapi import OPENAPI_PATH, build_openapi
 from .routes import CORE_ROUTES, Route
 
@@ -24,6 +25,10 @@ log = structlog.get_logger(__name__)
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+# Binary bodies for clients that move arrays: msgpack with the bus codec's ndarray extension type
+# (docs/PROTOCOL.md section 3), asked for by Content-Type (request) and Accept (reply). Errors stay JSON.
+MSGPACK = "application/msgpack"
+_MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
 
 
 class Requester(Protocol):
@@ -51,6 +56,28 @@ def _json(data: Any, status: int = 200, rid: str | None = None) -> web.Response:
     headers = {"X-Request-Id": rid} if rid else None
     return web.Response(body=orjson.dumps(data, option=_JSON_OPTIONS), status=status,
                         content_type="application/json", headers=headers)
+
+
+def _msgpack(data: Any, rid: str) -> web.Response:
+    return web.Response(body=codec.packb(data), content_type=MSGPACK, headers={"X-Request-Id": rid})
+
+
+def wants_msgpack(request: web.Request) -> bool:
+    """Does the client accept msgpack (``Accept: application/msgpack``, the JSON default otherwise)?"""
+    accept = request.headers.get("Accept", "")
+    return "msgpack" in accept and any(part.split(";")[0].strip() in _MSGPACK_TYPES for part in accept.split(","))
+
+
+def _decode_body(request: web.Request, raw: bytes) -> Any:
+    if request.content_type in _MSGPACK_TYPES:
+        try:
+            return codec.unpackb(raw)
+        except CodecError as exc:
+            raise BadRequest(f"request body is not valid msgpack: {exc.message}", field="body") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from None
 
 
 def error_response(exc: MlpError, rid: str | None = None) -> web.Response:
@@ -124,12 +151,9 @@ def _handler(route: Route) -> Any:
             if has_body and request.body_exists:
                 raw = await request.read()
                 if raw.strip():
-                    try:
-                        body = orjson.loads(raw)
-                    except orjson.JSONDecodeError as exc:
-                        raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from None
+                    body = _decode_body(request, raw)
                     if not isinstance(body, dict):
-                        raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}",
+                        raise BadRequest(f"request body must be an object (a map), got {type(body).__name__}",
                                          field="body")
                     args = body
             if request.match_info:
@@ -141,6 +165,13 @@ def _handler(route: Route) -> Any:
             if text:
                 return web.Response(body=str(result).encode(), headers={"Content-Type": _PROMETHEUS,
                                                                          "X-Request-Id": rid})
+            if wants_msgpack(request):
+                try:
+                    return _msgpack(result, rid)
+                except CodecError as exc:
+                    log.error("result_not_encodable", service=service, op=op, rid=rid, error=exc.message)
+                    raise InternalError(f"op {op!r} of service {service!r} returned a result that cannot be "
+                                        f"encoded: {exc.message}") from None
             try:
                 return _json(result, 200, rid)
             except orjson.JSONEncodeError as exc:

@@ -43,14 +43,16 @@ def _operation(route: Route) -> dict[str, Any]:
         "responses": {
             "200": {"description": "OK", "content": (
                 {"text/plain": {"schema": route.response_schema}} if route.content_type == "text"
-                else {"application/json": {"schema": route.response_schema}})},
+                else {"application/json": {"schema": route.response_schema},
+                      "application/msgpack": {"schema": route.response_schema}})},
             **{status: {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
                for status, text in _ERROR_STATUSES.items()},
         },
     }
     if route.has_body:
-        op["requestBody"] = {"required": False, "content": {"application/json": {
-            "schema": route.request_schema or {"type": "object"}}}}
+        schema = {"schema": route.request_schema or {"type": "object"}}
+        op["requestBody"] = {"required": False, "content": {"application/json": schema,
+                                                            "application/msgpack": schema}}
     return op
 
 

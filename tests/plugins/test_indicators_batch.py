@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import talib
 
-from ml_processing.bus import mdp
+from ml_processing.bus import codec, mdp
 from ml_processing.core.errors import BadRequest, TooLarge
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.indicators import builtin_indicators
@@ -206,3 +206,43 @@ def test_docs_indicators_md_is_generated_from_the_registry() -> None:
     path = Path(__file__).resolve().parents[2] / "docs" / "INDICATORS.md"
     assert path.read_text(encoding="utf-8") == render(builtin_indicators()), (
         "docs/INDICATORS.md is stale: python -m ml_processing.plugins.indicators.docs > docs/INDICATORS.md")
+
+
+@pytest.mark.parametrize("as_arrays", [True, False], ids=["ndarray-ext", "plain-lists"])
+async def test_rest_speaks_msgpack_when_asked(kernel: Kernel, as_arrays: bool) -> None:
+    """``Content-Type``/``Accept: application/msgpack``: arrays in and out without text, same values."""
+    data = ohlcv(300)
+    columns = {k: (data[k] if as_arrays else data[k].tolist()) for k in ("high", "low", "close")}
+    body = codec.packb({**columns, "indicators": ["RSI", {"name": "BBANDS", "params": {"timeperiod": 20}}]})
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{kernel.edge_url}/api/v1/indicators", data=body,
+            headers={"Content-Type": "application/msgpack", "Accept": "application/msgpack"}) as resp:
+        assert resp.status == 200 and resp.content_type == "application/msgpack"
+        reply = codec.unpackb(await resp.read())
+    np.testing.assert_array_equal(reply["values"]["RSI_14"], talib.RSI(data["close"], timeperiod=14))
+    upper, _, _ = talib.BBANDS(data["close"], timeperiod=20)
+    np.testing.assert_array_equal(reply["values"]["BBANDS_20_2_2_0.upperband"], upper)
+
+
+async def test_rest_msgpack_errors_are_named_and_json(kernel: Kernel) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{kernel.edge_url}/api/v1/indicators", data=b"\xc1\xc1 not msgpack",
+                             headers={"Content-Type": "application/msgpack"}) as r:
+            assert r.status == 400 and r.content_type == "application/json"
+            assert (await r.json())["error"]["field"] == "body"
+        async with http.post(f"{kernel.edge_url}/api/v1/indicators", data=codec.packb([1, 2, 3]),
+                             headers={"Content-Type": "application/msgpack"}) as r:
+            assert r.status == 400 and "must be an object" in (await r.json())["error"]["message"]
+        async with http.post(f"{kernel.edge_url}/api/v1/indicators",
+                             data=codec.packb({"close": [1.0, 2.0], "indicators": ["NOPE"]}),
+                             headers={"Content-Type": "application/msgpack", "Accept": "application/msgpack"}) as r:
+            assert r.status == 400 and r.content_type == "application/json"
+            assert (await r.json())["error"]["field"] == "indicators[0].name"
+        async with http.get(f"{kernel.edge_url}/api/v1/ping", headers={"Accept": "application/msgpack"}) as r:
+            assert r.status == 200 and codec.unpackb(await r.read()) == (await _json_ping(http, kernel))
+
+
+async def _json_ping(http: aiohttp.ClientSession, kernel: Kernel) -> Any:
+    async with http.get(f"{kernel.edge_url}/api/v1/ping") as r:
+        assert r.content_type == "application/json"
+        return await r.json()
