@@ -364,3 +364,67 @@ async def test_proxy_serves_its_own_process_without_a_hop(zctx: zmq.asyncio.Cont
         before = len(local.bodies("bar."))
         await flush(pub, outside)
         assert len(local.bodies("bar.")) == before
+
+
+async def test_local_publishes_arrive_complete_and_in_order_across_batches(zctx: zmq.asyncio.Context) -> None:
+    """Outbound messages are sent in batches (`Proxy.FLUSH_AT`, or at the end of the loop turn): a burst
+    larger than a batch, published in one turn, reaches an external subscriber whole and in order."""
+    with running_proxy(zctx, *endpoints("tcp")) as running:
+        proxy, outside, seen = running.proxy, running.subscriber(), Collector()
+        outside.subscribe("indicator.", seen)
+        await handshake(proxy.publish, outside)
+        count = proxy.FLUSH_AT * 3 + 5
+        for i in range(count):
+            proxy.publish(topics.indicator("AAPL", "1m"), {"i": i})
+        await wait_until(lambda: len(seen.messages) == count, timeout=5.0, what="the whole burst")
+        assert [b["i"] for b in seen.bodies()] == list(range(count))
+
+
+async def test_only_what_an_external_subscriber_wants_is_forwarded(zctx: zmq.asyncio.Context) -> None:
+    """The proxy tracks external subscriptions from its XPUB side: an inbound bar nobody outside asked for
+    is handed to local handlers but never sent; once someone subscribes it is, and after they leave it
+    stops again."""
+    with running_proxy(zctx, *endpoints("tcp")) as running:
+        proxy, pub, local = running.proxy, running.publisher(), Collector()
+        proxy.subscribe("bar.", local)
+        probe = running.subscriber()  # subscribes only to handshake topics
+        await handshake(pub.publish, probe)
+        forwarded_before = proxy.forwarded
+        pub.publish(topics.bar("AAPL", "1m"), {"n": 1})
+        await wait_until(lambda: local.bodies("bar."), timeout=5.0, what="the bar, locally")
+        assert proxy.forwarded == forwarded_before  # nobody outside asked for bars
+        outside, seen = running.subscriber(), Collector()
+        outside.subscribe("bar.AAPL.", seen)
+        await handshake(pub.publish, outside, ready=lambda: b"bar.AAPL." in proxy._external)
+        pub.publish(topics.bar("AAPL", "1m"), {"n": 2})
+        await wait_until(lambda: seen.bodies(), timeout=5.0, what="the bar, outside")
+        assert seen.bodies() == [{"n": 2}] and proxy.forwarded > forwarded_before
+        outside.unsubscribe("bar.AAPL.", seen)
+        await handshake(pub.publish, outside, ready=lambda: b"bar.AAPL." not in proxy._external)
+        after = proxy.forwarded
+        pub.publish(topics.bar("AAPL", "1m"), {"n": 3})
+        await wait_until(lambda: len(local.bodies("bar.")) == 3, timeout=5.0, what="the third bar, locally")
+        assert proxy.forwarded == after
+
+
+async def test_malformed_subscription_frames_are_counted(zctx: zmq.asyncio.Context) -> None:
+    with running_proxy(zctx, *endpoints("tcp")) as running:
+        raw = running.raw_socket(zmq.XSUB, running.sub_out())
+        raw.send(b"\x07garbage")  # neither subscribe (1) nor unsubscribe (0)
+        await wait_until(lambda: running.proxy.stats.malformed == 1, timeout=5.0, what="the bad frame counted")
+        assert b"garbage" not in running.proxy._external
+
+
+async def test_flush_sends_what_waits_and_stop_flushes_first(zctx: zmq.asyncio.Context) -> None:
+    with running_proxy(zctx, *endpoints("tcp")) as running:
+        proxy, outside, seen = running.proxy, running.subscriber(), Collector()
+        outside.subscribe("indicator.", seen)
+        await handshake(proxy.publish, outside)
+        proxy.publish(topics.indicator("AAPL", "1m"), {"n": 1})
+        assert len(proxy._outbox) == 1  # waiting for the end of the loop turn
+        proxy.flush()
+        assert not proxy._outbox
+        await wait_until(lambda: seen.bodies("indicator."), timeout=5.0, what="the flushed message")
+        proxy.publish(topics.indicator("AAPL", "1m"), {"n": 2})
+        proxy.stop()
+        assert not proxy._outbox  # handed to ZeroMQ before its socket closed, not dropped by us
