@@ -27,6 +27,7 @@ LABEL = "label"
 NEWS = "news"
 # Outbound: what the service computes.
 INDICATOR = "indicator"
+FEATURE = "feature"
 PATTERN = "pattern"
 SIGNAL = "signal"
 PREDICTION = "prediction"
@@ -35,7 +36,7 @@ MODEL = "model"
 # The kernel's own events (actor lifecycle).
 KERNEL = "kernel"
 
-KINDS = frozenset({BAR, TICK, LABEL, NEWS, INDICATOR, PATTERN, SIGNAL, PREDICTION, SENTIMENT, MODEL, KERNEL})
+KINDS = frozenset({BAR, TICK, LABEL, NEWS, INDICATOR, FEATURE, PATTERN, SIGNAL, PREDICTION, SENTIMENT, MODEL, KERNEL})
 
 _PART = re.compile(r"^[A-Za-z0-9_\-/:+^=$]{1,64}$")
 
@@ -109,6 +110,10 @@ def news(symbol: str) -> str:
 
 def indicator(symbol: str, timeframe: str) -> str:
     return build(INDICATOR, symbol, timeframe)
+
+
+def feature(symbol: str, timeframe: str) -> str:
+    return build(FEATURE, symbol, timeframe)
 
 
 def pattern(symbol: str, timeframe: str) -> str:

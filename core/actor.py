@@ -24,6 +24,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ml_processing.bus.pubsub import Handler
 
+from .cache import Cache
 from .config import Config
 
 T = TypeVar("T")
@@ -45,6 +46,7 @@ class ActorContext:
     data_dir: Path
     kernel: Any = None  # read-only view of the kernel (status, plugins, services) for introspection
     registries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # e.g. ["indicators"][name]
+    make_cache: Callable[[str, int, float], Cache] = Cache  # the kernel's: reported in the metrics
 
 
 class Actor:
@@ -113,6 +115,10 @@ class Actor:
     def registries(self) -> Mapping[str, Mapping[str, Any]]:
         """What plugins registered through hooks, by kind then name (``registries["indicators"]["SMA"]``)."""
         return self.ctx.registries
+
+    def cache(self, name: str, maxsize: int, ttl: float) -> Cache:
+        """A bounded LRU cache with a lifetime, named in ``/metrics`` and ``/metrics/ml`` (hit rate)."""
+        return self.ctx.make_cache(name, maxsize, ttl)
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run GIL-releasing work (numpy, xgboost) on the kernel's thread pool, off the event loop."""

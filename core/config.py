@@ -133,9 +133,11 @@ class CacheConfig:
     model_cache_size: int = 5000  # MODEL_CACHE_SIZE
     feature_cache_ttl: float = 1800.0  # FEATURE_CACHE_TTL, seconds
     prediction_cache_ttl: float = 300.0  # PREDICTION_CACHE_TTL, seconds
+    feature_cache_size: int = 256  # feature matrices kept (each up to a request's size)
 
     def __post_init__(self) -> None:
         _check(self.model_cache_size >= 0, "model_cache_size: must not be negative")
+        _check(self.feature_cache_size >= 0, "feature_cache_size: must not be negative")
         _check(self.feature_cache_ttl >= 0, "feature_cache_ttl: must not be negative")
         _check(self.prediction_cache_ttl >= 0, "prediction_cache_ttl: must not be negative")
 

@@ -5,7 +5,7 @@ A plugin implements any subset with ``@hookimpl`` (from this module) and is foun
 group ``ml_processing``, a module path in ``[plugins] modules``, or the built-in list.
 
 Order of calls at start-up: ``register_config_schemas`` (so the kernel can check ``[plugins.NAME]``),
-then the registries (``register_indicators``), then ``register_routes`` and ``register_actors``.
+then the registries (``register_indicators``, ``register_feature_extractors``), then ``register_routes`` and ``register_actors``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from .actor import Actor
     from .config import Config
+    from .feature import FeatureExtractor
     from .indicator import Indicator
 
 PROJECT = "ml_processing"
@@ -52,6 +53,17 @@ def register_indicators() -> Iterable[Indicator]:
     :return: indicators; each is then available by name to every actor through
         ``ctx.registries["indicators"]`` (batch compute, live state, features), exactly like the built-in
         ones. A name already registered by an earlier plugin is refused and the plugin reported broken.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_feature_extractors() -> Iterable[FeatureExtractor]:
+    """Return feature extractors (instances of `ml_processing.core.feature.FeatureExtractor` subclasses).
+
+    :return: extractors; each is then usable by name as a ``{"feature": NAME}`` step of any feature
+        pipeline, through ``ctx.registries["features"]``. A name already registered is refused and the
+        plugin reported broken.
     """
     raise NotImplementedError
 

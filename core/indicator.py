@@ -74,6 +74,24 @@ class Param:
                 "minimum": self.minimum, "maximum": self.maximum, "doc": self.doc}
 
 
+def resolve_params(owner: str, params: tuple[Param, ...], given: Mapping[str, Any] | None) -> dict[str, int | float]:
+    """`given` checked against `params` (defaults filled in); `BadRequest` naming an unknown or bad one."""
+    given = given or {}
+    if not isinstance(given, Mapping):
+        raise BadRequest(f"params of {owner} must be a map, got {type(given).__name__}", field="params")
+    known = {p.name for p in params}
+    unknown = [k for k in given if k not in known]
+    if unknown:
+        raise BadRequest(f"{owner} has no parameter {unknown[0]!r} (parameters: "
+                         f"{', '.join(sorted(known)) or 'none'})", field=str(unknown[0]))
+    return {p.name: p.check(given.get(p.name)) for p in params}
+
+
+def format_param(value: int | float) -> str:
+    """A parameter as it appears in an output name: ``20``, ``2.5``."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 class Indicator(ABC):
     """Base of every indicator. Subclasses set the class attributes and implement `batch`."""
 
@@ -86,15 +104,7 @@ class Indicator(ABC):
 
     def resolve(self, given: Mapping[str, Any] | None) -> dict[str, int | float]:
         """Check `given` against `params`: unknown names and bad values raise `BadRequest`."""
-        given = given or {}
-        if not isinstance(given, Mapping):
-            raise BadRequest(f"params of {self.name} must be a map, got {type(given).__name__}", field="params")
-        known = {p.name for p in self.params}
-        unknown = [k for k in given if k not in known]
-        if unknown:
-            raise BadRequest(f"{self.name} has no parameter {unknown[0]!r} (parameters: "
-                             f"{', '.join(sorted(known)) or 'none'})", field=str(unknown[0]))
-        resolved = {p.name: p.check(given.get(p.name)) for p in self.params}
+        resolved = resolve_params(self.name, self.params, given)
         self.check_params(resolved)
         return resolved
 
@@ -124,7 +134,7 @@ class Indicator(ABC):
         >>> Sma().output_key({"timeperiod": 20}, "value")
         'SMA_20'
         """
-        key = "_".join([self.name, *(_format(params[p.name]) for p in self.params)])
+        key = "_".join([self.name, *(format_param(params[p.name]) for p in self.params)])
         return key if len(self.outputs) == 1 else f"{key}.{output}"
 
     def describe(self) -> dict[str, Any]:
@@ -133,10 +143,6 @@ class Indicator(ABC):
         return {"name": self.name, "group": self.group, "inputs": list(self.inputs),
                 "params": [p.describe() for p in self.params], "outputs": list(self.outputs),
                 "lookback_default": self.lookback(defaults), "doc": self.doc}
-
-
-def _format(value: int | float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 class IndicatorStream(ABC):

@@ -29,8 +29,10 @@ from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
 from ml_processing.core.plugins import PluginHost  # the plugin host (core), not a plugin
 
 from .actor import Actor, ActorContext
+from .cache import Cache
 from .config import Config
 from .errors import PluginError
+from .feature import FeatureExtractor
 from .indicator import Indicator
 from .log import get_logger
 from .supervisor import FAILED, RUNNING, ActorCell
@@ -38,7 +40,8 @@ from .supervisor import FAILED, RUNNING, ActorCell
 log = get_logger(__name__)
 
 #: Registries that hooks fill: kind -> (hook, the class every entry must be an instance of).
-REGISTRY_HOOKS: dict[str, tuple[str, type[Any]]] = {"indicators": ("register_indicators", Indicator)}
+REGISTRY_HOOKS: dict[str, tuple[str, type[Any]]] = {"indicators": ("register_indicators", Indicator),
+                                                    "features": ("register_feature_extractors", FeatureExtractor)}
 
 #: Service names only the built-in kernel plugin may serve.
 RESERVED_SERVICES = frozenset({"kernel"})
@@ -89,6 +92,7 @@ class Kernel:
         self.cells: dict[str, ActorCell] = {}
         self.routes: list[Route] = list(CORE_ROUTES)
         self.registries: dict[str, Mapping[str, Any]] = {}
+        self.caches: dict[str, Cache] = {}
         self.context = zmq.asyncio.Context()
         self.broker: mdp.Broker | None = None
         self.proxy: Proxy | None = None
@@ -246,6 +250,7 @@ class Kernel:
             data_dir=self.config.data_path,
             kernel=self,
             registries=MappingProxyType(self.registries),
+            make_cache=self.cache,
         )
 
     def _start_workers(self) -> None:
@@ -274,6 +279,13 @@ class Kernel:
         self.edge_url = f"http://{host}:{port}"
 
     # -- what actors call -----------------------------------------------------------------------------
+
+    def cache(self, name: str, maxsize: int, ttl: float) -> Cache:
+        """The named cache (made on first use and kept across actor restarts), reported in the metrics."""
+        cache = self.caches.get(name)
+        if cache is None:
+            cache = self.caches[name] = Cache(name, maxsize, ttl)
+        return cache
 
     async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
                       timeout: float | None = None, rid: str | None = None) -> Any:

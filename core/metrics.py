@@ -61,6 +61,15 @@ class KernelCollector:
             for status, count in sorted(k.edge_stats.by_status.items()):
                 http.add_metric([str(status)], count)
             yield http
+        if k.caches:
+            hits = CounterMetricFamily("mlp_cache_hits", "Cache lookups that hit", labels=["cache"])
+            misses = CounterMetricFamily("mlp_cache_misses", "Cache lookups that missed", labels=["cache"])
+            entries = GaugeMetricFamily("mlp_cache_entries", "Entries held", labels=["cache"])
+            for name, cache in k.caches.items():
+                hits.add_metric([name], cache.hits)
+                misses.add_metric([name], cache.misses)
+                entries.add_metric([name], len(cache))
+            yield from (hits, misses, entries)
         plugins = GaugeMetricFamily("mlp_plugins", "Plugins by status", labels=["status"])
         counts = {"loaded": 0, "broken": 0, "disabled": 0}
         for plugin in k.plugins.infos.values():

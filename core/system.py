@@ -80,7 +80,8 @@ class KernelService(Actor):
         body = self._fragments("metrics")
         body.pop("models", None)
         return {"service": self.kernel.config.service.name, "performance_metrics": body["performance_metrics"],
-                **{k: v for k, v in body.items() if k != "performance_metrics"}}
+                **{k: v for k, v in body.items() if k != "performance_metrics"},
+                "caches": {name: cache.stats() for name, cache in self.kernel.caches.items()}}
 
     def handle_plugins(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         report: list[dict[str, Any]] = self.kernel.plugins.report()

@@ -14,12 +14,13 @@ import numpy as np
 
 from ml_processing.bus import topics
 from ml_processing.core.actor import Actor
+from ml_processing.core.bars import FIELDS, check_bar
 from ml_processing.core.errors import BadRequest, CodecError, NotFound, TooLarge
 from ml_processing.core.log import get_logger
 
 from . import persist
 from .compute import MAX_BARS, compute
-from .market import FIELDS, Live, Series, check_bar
+from .market import Live, Series
 from .timeframes import Resampler, alignment, analyse, to_ms
 
 log = get_logger(__name__)

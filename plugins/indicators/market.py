@@ -14,6 +14,7 @@ Bar rule (the order bars arrive in is not trusted):
 * ``ts`` equal to or older than the last committed bar: **stale** (a duplicate or late bar); dropped and
   counted, never applied, so state is never corrupted by replays or reordering.
 
+>>> from ml_processing.core.bars import check_bar
 >>> from ml_processing.plugins.indicators.talib_indicators import TalibIndicator
 >>> series = Series("AAPL", "1m", capacity=100)
 >>> series.add(Live.parse("SMA(timeperiod=2)", {"SMA": TalibIndicator("SMA")}))
@@ -34,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from ml_processing.core.bars import FIELDS
 from ml_processing.core.errors import BadRequest
 from ml_processing.core.indicator import Indicator, IndicatorStream
 
-FIELDS = ("open", "high", "low", "close", "volume")
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 
 
@@ -87,29 +88,6 @@ def _params(text: str, spec: str) -> dict[str, float]:
             raise BadRequest(f"indicator spec {spec!r}: {part!r} is not param=number", field="indicators") from None
         params[key.strip()] = int(number) if number.is_integer() and "." not in value else number
     return params
-
-
-def check_bar(bar: Any) -> dict[str, Any]:
-    """A bar with an integer ``ts`` and finite or NaN numeric fields; `BadRequest` naming the field."""
-    if type(bar) is not dict and not isinstance(bar, Mapping):
-        raise BadRequest(f"a bar must be a map of ts, open, high, low, close, volume, got {type(bar).__name__}",
-                         field="bar")
-    ts = bar.get("ts")
-    if type(ts) is not int and (isinstance(ts, bool) or not isinstance(ts, (int, float))
-                                or (isinstance(ts, float) and not ts.is_integer())):
-        raise BadRequest(f"bar field 'ts' must be an integer timestamp, got {ts!r:.40}", field="ts")
-    out: dict[str, Any] = {"ts": int(ts), "final": bool(bar.get("final", True))}
-    for name in FIELDS:
-        value = bar.get(name)
-        if type(value) is float and (value - value == 0.0 or value != value):  # finite or NaN: the usual case
-            out[name] = value
-            continue
-        if value is None:
-            value = math.nan
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isinf(value):
-            raise BadRequest(f"bar field {name!r} must be a number, got {value!r:.40}", field=name)
-        out[name] = float(value)
-    return out
 
 
 @dataclass

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from ml_processing.bus import codec
+from ml_processing.core.bars import FIELDS
 from ml_processing.core.errors import CodecError
 from ml_processing.core.indicator import Indicator
 from ml_processing.core.storage import atomic_write
 
-from .market import FIELDS, Live, Series
+from .market import Live, Series
 
 VERSION = 1
 
