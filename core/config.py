@@ -237,6 +237,10 @@ def _coerce(value: Any, hint: Any, *, from_env: bool) -> Any:
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {value!r}")
         return value
+    if origin is dict or hint is dict:
+        if from_env or not isinstance(value, Mapping):
+            raise ValueError(f"expected a table, got {value!r:.60}")
+        return dict(value)
     if origin is tuple:
         if from_env:
             value = [part.strip() for part in value.split(",") if part.strip()]

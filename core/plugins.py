@@ -34,6 +34,7 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("kernel", "ml_processing.core.system"),
     ("indicators", "ml_processing.plugins.indicators"),
+    ("features", "ml_processing.plugins.features"),
 )
 
 

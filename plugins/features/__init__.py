@@ -1,4 +1,57 @@
-"""Features: named, versioned feature pipelines.
+"""Features: named, versioned pipelines from raw bars to model-ready rows (docs/FEATURES.md).
 
-Built by the features issue; the folder exists so the layout and packaging are complete.
+Registered exactly as a third-party plugin would be: ``register_feature_extractors`` fills the shared
+extractor registry (the contract is `ml_processing.core.feature.FeatureExtractor`), ``register_actors`` runs
+the ``features`` service, ``register_routes`` adds the REST routes. Indicators come from the shared
+indicator registry, never from the indicators plugin itself.
 """
+
+from __future__ import annotations
+
+from ml_processing.bus.edge.routes import Route
+from ml_processing.core.actor import Actor
+from ml_processing.core.config import Config
+from ml_processing.core.feature import FeatureExtractor
+from ml_processing.core.hookspecs import hookimpl
+
+from .actor import Features, FeaturesConfig
+from .extractors import builtin_extractors
+
+
+@hookimpl
+def register_config_schemas() -> dict[str, type]:
+    return {"features": FeaturesConfig}
+
+
+@hookimpl
+def register_feature_extractors() -> list[FeatureExtractor]:
+    return builtin_extractors()
+
+
+@hookimpl
+def register_actors(settings: Config) -> list[type[Actor]]:
+    return [Features]
+
+
+@hookimpl
+def register_routes() -> list[Route]:
+    pipeline = ("pipeline", "string", "pipeline name, or NAME@VERSION")
+    return [
+        Route("POST", "/api/v1/features/pipeline", "features", "create",
+              "Create a pipeline version from steps (the latest is returned when the steps are the same)", "features",
+              request_schema={"type": "object", "required": ["name", "steps"]}),
+        Route("POST", "/api/v1/features/fit", "features", "fit",
+              "Fit a pipeline's transforms on OHLCV columns or feature rows: the fitted pipeline is a new version",
+              "features", request_schema={"type": "object", "required": ["pipeline"]}),
+        Route("DELETE", "/api/v1/features/pipeline", "features", "delete",
+              "Delete a pipeline (every version) or one version", "features",
+              query=(pipeline, ("version", "integer", "one version only"))),
+        Route("GET", "/api/v1/features/extractors", "features", "extractors",
+              "Registered feature extractors and transforms", "features"),
+        Route("POST", "/api/v1/features/stream", "features", "stream",
+              "Push bars through a series' live pipeline state: one feature row per committed bar", "features",
+              request_schema={"type": "object", "required": ["pipeline", "symbol", "timeframe", "bars"]}),
+        Route("GET", "/api/v1/features/row", "features", "row",
+              "The latest live feature row of a symbol/timeframe", "features",
+              query=(("symbol", "string", "symbol"), ("timeframe", "string", "timeframe"), pipeline)),
+    ]

@@ -1,0 +1,210 @@
+"""The feature contract: for every registered extractor, and for whole pipelines, the rows streamed one bar
+at a time equal the batch rows (same NaNs, values within 1e-9 relative); references written here."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import talib
+
+from ml_processing.core.errors import BadRequest
+from ml_processing.plugins.features import pipeline as P
+from ml_processing.plugins.features.actor import DEFAULT_SPEC
+from ml_processing.plugins.features.extractors import builtin_extractors
+from ml_processing.plugins.indicators import builtin_indicators
+
+REGISTRIES: dict[str, Any] = {"indicators": {i.name: i for i in builtin_indicators()},
+                              "features": {e.name: e for e in builtin_extractors()}}
+
+#: 20 features over every kind of step: indicators, extractors, chained columns, renames, hidden columns.
+TWENTY: dict[str, Any] = {"steps": [
+    {"feature": "log_return", "params": {"k": 1}},
+    {"feature": "log_return", "params": {"k": 5}},
+    {"feature": "return", "params": {"k": 10}},
+    {"feature": "volatility", "params": {"window": 20}},
+    {"feature": "zscore", "params": {"window": 20}},
+    {"feature": "zscore", "params": {"window": 50}, "inputs": ["volume"]},
+    {"indicator": "RSI", "params": {"timeperiod": 14}},
+    {"feature": "lag", "params": {"k": 1}, "inputs": ["RSI_14"]},
+    {"feature": "change", "params": {"k": 3}, "inputs": ["RSI_14"]},
+    {"indicator": "ATR", "params": {"timeperiod": 14}, "output": False},
+    {"feature": "ratio", "inputs": ["ATR_14", "close"], "as": "atr_pct"},
+    {"indicator": "EMA", "params": {"timeperiod": 12}, "output": False},
+    {"indicator": "EMA", "params": {"timeperiod": 26}, "output": False},
+    {"feature": "diff", "inputs": ["EMA_12", "EMA_26"], "as": "ema_gap"},
+    {"indicator": "ADX", "params": {"timeperiod": 14}},
+    {"indicator": "MFI", "params": {"timeperiod": 14}},
+    {"feature": "candle"},
+    {"feature": "time", "as": ["tod_sin", "tod_cos", "dow_sin", "dow_cos"], "output": False},
+    {"feature": "ratio", "inputs": ["tod_sin", "tod_cos"], "as": "tod_ratio"},
+    {"feature": "diff", "inputs": ["dow_sin", "tod_sin"], "as": "dow_minus_tod"},
+    {"indicator": "SMA", "params": {"timeperiod": 30}, "inputs": ["volume"]},
+    {"transform": "robust", "columns": ["SMA_30(volume)"]},
+    {"transform": "standard"},
+    {"transform": "clip", "params": {"lower": -4, "upper": 4}}]}
+
+
+def ohlcv(n: int = 800, seed: int = 11) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate([[close[0]], close[:-1]]) * (1 + rng.normal(0, 0.002, n))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
+    return {"ts": 1_700_000_000_000 + 900_000 * np.arange(n, dtype=np.float64), "open": open_, "high": high,
+            "low": low, "close": close, "volume": rng.uniform(1e3, 1e5, n)}
+
+
+def rows_of(data: dict[str, np.ndarray]) -> list[dict[str, float]]:
+    n = len(data["close"])
+    return [{k: float(v[i]) for k, v in data.items()} for i in range(n)]
+
+
+def assert_rows_equal(batch: np.ndarray, streamed: np.ndarray, names: list[str]) -> None:
+    assert batch.shape == streamed.shape
+    nan_b, nan_s = np.isnan(batch), np.isnan(streamed)
+    mismatch = np.argwhere(nan_b != nan_s)
+    assert not len(mismatch), f"NaN pattern differs first at row {mismatch[0][0]}, {names[mismatch[0][1]]}"
+    np.testing.assert_allclose(streamed[~nan_s], batch[~nan_b], rtol=1e-9, atol=1e-12)
+
+
+def stream_all(compiled: P.Compiled, fitted: Any, data: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    stream = P.PipelineStream(compiled, fitted)
+    raw, transformed = [], []
+    for bar in rows_of(data):
+        row = stream.update(bar)
+        raw.append(row)
+        transformed.append(stream.transformed(row))
+    return np.array(raw, dtype=np.float64), np.array(transformed, dtype=np.float64)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRIES["features"]))
+def test_every_extractor_streams_what_it_computes_in_batch(name: str) -> None:
+    """Alone on OHLCV, and fed by a column that starts with NaN (an indicator warming up)."""
+    extractor = REGISTRIES["features"][name]
+    data = ohlcv()
+    specs = [{"feature": name}]
+    if extractor.inputs != ("ts",):
+        chained = ["RSI_14"] * len(extractor.inputs)
+        specs.append({"feature": name, "inputs": chained})
+    for spec in specs:
+        compiled = P.compile_spec({"steps": [{"indicator": "RSI"}, spec]}, REGISTRIES)
+        batch = P.extract(compiled, data)
+        raw, _ = stream_all(compiled, None, data)
+        assert_rows_equal(batch, raw, compiled.features)
+        assert not np.isnan(batch[compiled.lookback:]).any(), "values start at the declared lookback"
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRIES["features"]))
+def test_every_extractor_rejects_bad_parameters_and_survives_gaps(name: str) -> None:
+    extractor = REGISTRIES["features"][name]
+    with pytest.raises(BadRequest) as err:
+        P.compile_spec({"steps": [{"feature": name, "params": {"nope": 1}}]}, REGISTRIES)
+    assert err.value.field == "steps[0].params.nope"
+    for p in extractor.params:
+        if p.minimum is not None:
+            with pytest.raises(BadRequest) as err:
+                P.compile_spec({"steps": [{"feature": name, "params": {p.name: p.minimum - 1}}]}, REGISTRIES)
+            assert err.value.field == f"steps[0].params.{p.name}"
+    data = ohlcv(200)
+    for column in ("close", "volume", "high"):
+        data[column][[5, 50, 51]] = np.nan  # gaps
+    data["open"][60:80] = data["high"][60:80] = data["low"][60:80] = data["close"][60:80] = 100.0  # flat
+    data["volume"][90:100] = 0.0
+    compiled = P.compile_spec({"steps": [{"feature": name}]}, REGISTRIES)
+    batch = P.extract(compiled, data)
+    raw, _ = stream_all(compiled, None, data)
+    assert batch.shape == raw.shape and not np.isinf(raw[~np.isnan(raw)]).any()
+
+
+@pytest.mark.parametrize("spec", [DEFAULT_SPEC, TWENTY], ids=["default", "twenty"])
+def test_pipeline_streaming_rows_equal_batch_rows_raw_and_transformed(spec: dict[str, Any]) -> None:
+    compiled = P.compile_spec(spec, REGISTRIES)
+    train, live = ohlcv(1500, seed=3), ohlcv(700, seed=4)
+    fitted = P.fit(compiled, P.extract(compiled, train))
+    batch = P.extract(compiled, live)
+    raw, transformed = stream_all(compiled, fitted, live)
+    assert_rows_equal(batch, raw, compiled.features)
+    assert_rows_equal(P.transform(compiled, fitted, batch), transformed, compiled.features)
+    assert P.first_complete(batch) == compiled.lookback
+
+
+def test_twenty_features_and_their_names() -> None:
+    compiled = P.compile_spec(TWENTY, REGISTRIES)
+    assert len(compiled.features) == 20
+    assert compiled.features[:8] == ["log_return_1", "log_return_5", "return_10", "volatility_20", "zscore_20",
+                                     "zscore_50(volume)", "RSI_14", "lag_1(RSI_14)"]
+    assert {"atr_pct", "ema_gap", "ADX_14", "candle_1.body", "candle_1.range", "dow_minus_tod",
+            "SMA_30(volume)"} <= set(compiled.features)
+    assert "ATR_14" not in compiled.features and "tod_sin" not in compiled.features  # inputs only
+
+
+def test_builtin_extractors_against_formulas_written_here() -> None:
+    data = ohlcv(300)
+    close, volume = data["close"], data["volume"]
+    compiled = P.compile_spec({"steps": [
+        {"feature": "return", "params": {"k": 3}}, {"feature": "log_return", "params": {"k": 2}},
+        {"feature": "volatility", "params": {"window": 10}}, {"feature": "zscore", "params": {"window": 15},
+                                                               "inputs": ["volume"]},
+        {"feature": "candle", "params": {"relative": 0}}, {"feature": "time"}]}, REGISTRIES)
+    m = P.extract(compiled, data)
+    col = {name: m[:, j] for j, name in enumerate(compiled.features)}
+    np.testing.assert_allclose(col["return_3"][3:], close[3:] / close[:-3] - 1, rtol=1e-12)
+    np.testing.assert_allclose(col["log_return_2"][2:], np.log(close[2:] / close[:-2]), rtol=1e-12)
+    lr = np.log(close[1:] / close[:-1])
+    vol = [np.std(lr[i - 9:i + 1]) for i in range(9, len(lr))]
+    np.testing.assert_allclose(col["volatility_10"][10:], vol, rtol=1e-6)
+    z = [(volume[i] - volume[i - 14:i + 1].mean()) / volume[i - 14:i + 1].std() for i in range(14, len(volume))]
+    np.testing.assert_allclose(col["zscore_15(volume)"][14:], z, rtol=1e-6)
+    o, h, lo, c = data["open"], data["high"], data["low"], data["close"]
+    np.testing.assert_allclose(col["candle_0.upper_wick"], h - np.maximum(o, c), rtol=1e-12)
+    np.testing.assert_allclose(col["candle_0.lower_wick"], np.minimum(o, c) - lo, rtol=1e-12)
+    ts = data["ts"][7]
+    hours = (ts / 3_600_000) % 24
+    assert col["time.tod_sin"][7] == pytest.approx(math.sin(2 * math.pi * hours / 24), abs=1e-9)
+    weekday = (int(ts // 86_400_000) + 3) % 7  # 0 = Monday
+    assert col["time.dow_cos"][7] == pytest.approx(math.cos(2 * math.pi * (weekday + hours / 24) / 7), abs=1e-9)
+    rsi = P.extract(P.compile_spec({"steps": [{"indicator": "RSI"}]}, REGISTRIES), data)[:, 0]
+    np.testing.assert_array_equal(rsi, talib.RSI(close, timeperiod=14))
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"steps": []}, "steps"),
+    ({"steps": [{"feature": "nope"}]}, "steps[0].feature"),
+    ({"steps": [{"indicator": "NOPE"}]}, "steps[0].indicator"),
+    ({"steps": [{"feature": "lag", "inputs": ["RSI_14"]}]}, "steps[0].inputs"),
+    ({"steps": [{"feature": "lag", "inputs": ["close", "open"]}]}, "steps[0].inputs"),
+    ({"steps": [{"indicator": "RSI"}, {"indicator": "RSI"}]}, "steps[1].as"),
+    ({"steps": [{"feature": "lag", "indicator": "RSI"}]}, "steps[0]"),
+    ({"steps": [{"feature": "lag", "colour": 1}]}, "steps[0].colour"),
+    ({"steps": [{"feature": "lag"}, {"transform": "nope"}]}, "steps[1]"),
+    ({"steps": [{"feature": "lag"}, {"transform": "clip", "params": {"lower": 2, "upper": 1}}]},
+     "steps[1].params.lower"),
+    ({"steps": [{"feature": "lag"}, {"transform": "standard", "columns": ["x"]}]}, "steps[1].columns"),
+    ({"steps": [{"feature": "lag", "output": False}]}, "steps"),
+    ({"steps": [{"feature": "lag"}], "nan": "ignore"}, "nan"),
+    ({"steps": [{"feature": "lag"}], "fill": "zero"}, "fill"),
+    ({"steps": [{"feature": "lag"}], "colour": 1}, "colour"),
+])
+def test_bad_specs_are_named(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(BadRequest) as err:
+        P.compile_spec(spec, REGISTRIES)
+    assert err.value.field == field
+
+
+def test_nan_policies() -> None:
+    data = ohlcv(100)
+    base = {"steps": [{"feature": "log_return"}, {"feature": "zscore", "params": {"window": 5}}]}
+    for nan, expect_rows in (("drop", 100 - 4), ("fill", 100)):
+        compiled = P.compile_spec({**base, "nan": nan, "fill": -9.0}, REGISTRIES)
+        out, index = P.apply_nan_policy(compiled, P.extract(compiled, data))
+        assert len(out) == expect_rows and not np.isnan(out).any()
+        if nan == "drop":
+            assert index[0] == 4
+        else:
+            assert out[0, 0] == -9.0
+    compiled = P.compile_spec({**base, "nan": "reject"}, REGISTRIES)
+    with pytest.raises(BadRequest, match="row 0 has no value for feature 'log_return_1'"):
+        P.apply_nan_policy(compiled, P.extract(compiled, data))
