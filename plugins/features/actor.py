@@ -116,7 +116,7 @@ class Features(Actor):
         """``{name, steps, nan?, fill?, description?}``: a new version, or the latest if it is the same."""
         spec = {k: v for k, v in args.items() if k != "name"}
         version, new = self.store.create(args.get("name"), spec)
-        return {"pipeline": version.ref, "created": new, **version.describe()}
+        return {**version.describe(), "pipeline": version.ref, "new": new}
 
     async def handle_fit(self, args: dict[str, Any]) -> dict[str, Any]:
         """Fit the transforms of ``pipeline`` (a version) on OHLCV columns (or on feature ``rows``): the
@@ -129,7 +129,7 @@ class Features(Actor):
         fitted = P.fit(base.compiled, matrix)
         rows = int((~np.isnan(matrix).any(axis=1)).sum())
         version = self.store.add_fitted(base, fitted, rows)
-        return {"pipeline": version.ref, "fitted_from": base.ref, "rows": rows, **version.describe()}
+        return {**version.describe(), "pipeline": version.ref, "fitted_from": base.ref, "rows": rows}
 
     def handle_delete(self, args: dict[str, Any]) -> dict[str, Any]:
         """Delete ``pipeline`` (every version) or one ``version``. A pipeline declared in plugins.toml is

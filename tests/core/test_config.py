@@ -66,9 +66,10 @@ def test_repository_plugins_toml_documents_the_embedded_defaults(section: str) -
         assert getattr(shipped, section) == getattr(Config(), section)
         return
     assert (shipped.plugins.autoload, shipped.plugins.modules) == (True, ())
+    from ml_processing.plugins.features.actor import FeaturesConfig
     from ml_processing.plugins.indicators.actor import IndicatorsConfig
 
-    plugin_defaults = {"indicators": IndicatorsConfig}
+    plugin_defaults = {"indicators": IndicatorsConfig, "features": FeaturesConfig}
     assert set(shipped.plugins.sections) <= set(plugin_defaults)
     for name, options in shipped.plugins.sections.items():
         assert build_section(plugin_defaults[name], options.options, "plugins.toml", name) == plugin_defaults[name]()
