@@ -15,6 +15,7 @@ from . import log
 from .config import Config, load_config
 from .errors import ConfigError
 from .kernel import VERSION, Kernel
+from .memory import retain_freed_memory
 
 DESCRIPTION = """\
 ml-processing: low-latency technical analysis and machine learning for trading systems.
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(coro: Coroutine[Any, Any, int], config: Config) -> int:
+    retain_freed_memory(config.kernel.retain_memory_mb)
     if config.kernel.uvloop:
         try:
             import uvloop

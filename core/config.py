@@ -114,6 +114,7 @@ class KernelConfig:
     worker_concurrency: int = 1  # MDP worker connections per actor in `ml-processing worker`
     uvloop: bool = True
     threads: int = 2  # thread pool for GIL-releasing work (numpy, xgboost)
+    retain_memory_mb: int = 256  # freed heap kept for reuse instead of returned to the OS (0: malloc's default)
 
     def __post_init__(self) -> None:
         _check(self.drain_timeout_s >= 0, "drain_timeout_s: must not be negative")
@@ -124,6 +125,7 @@ class KernelConfig:
                f"backoff_initial_s: must not exceed backoff_max_s ({self.backoff_max_s})")
         _check(self.worker_concurrency >= 1, "worker_concurrency: must be at least 1")
         _check(self.threads >= 1, "threads: must be at least 1")
+        _check(self.retain_memory_mb >= 0, "retain_memory_mb: must not be negative")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from ml_processing.core.indicator import Indicator, IndicatorStream, Param
 
 NAN = float("nan")
 DAY_MS = 86_400_000
+TWO_PI = 2 * math.pi
+TWO_PI_7 = 2 * math.pi / 7
 Registries = Mapping[str, Mapping[str, Any]]
 
 
@@ -281,19 +283,22 @@ class Time(FeatureExtractor):
 
     def batch(self, inputs: Sequence[np.ndarray], params: Mapping[str, int | float],
               registries: Registries) -> tuple[np.ndarray, ...]:
-        ts = inputs[0]
-        day = np.mod(ts, DAY_MS) / DAY_MS
-        week = np.mod(np.floor_divide(ts, DAY_MS) + 3, 7) + day  # 1970-01-01 was a Thursday
-        tod, dow = 2 * np.pi * day, 2 * np.pi * week / 7
+        days = inputs[0] / DAY_MS
+        whole = np.floor(days)
+        shifted = whole + 3  # 1970-01-01 was a Thursday: day 0 of the week is Monday
+        week = shifted - 7 * np.floor(shifted / 7) + (days - whole)
+        tod, dow = TWO_PI * (days - whole), TWO_PI_7 * week
         return (np.sin(tod), np.cos(tod), np.sin(dow), np.cos(dow))
 
     def stream(self, params: Mapping[str, int | float], registries: Registries) -> FeatureStream:
         def angles(ts: float) -> tuple[float, ...]:
             if ts != ts:
                 return (NAN, NAN, NAN, NAN)
-            day = (ts % DAY_MS) / DAY_MS
-            week = ((ts // DAY_MS) + 3) % 7 + day
-            tod, dow = 2 * math.pi * day, 2 * math.pi * week / 7
+            days = ts / DAY_MS
+            whole = math.floor(days)
+            shifted = whole + 3.0
+            week = shifted - 7 * math.floor(shifted / 7) + (days - whole)
+            tod, dow = TWO_PI * (days - whole), TWO_PI_7 * week
             return (math.sin(tod), math.cos(tod), math.sin(dow), math.cos(dow))
 
         return MapStream(angles)

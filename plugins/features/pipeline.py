@@ -350,25 +350,15 @@ class PipelineStream:
     def __init__(self, compiled: Compiled, fitted: Sequence[Mapping[str, Any]] | None) -> None:
         self.compiled = compiled
         self.fitted = fitted
-        self.steps: list[tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...] | None]] = []
-        for step in compiled.extracts:
-            stream = step.stream(compiled.registries)
-            names = step.source.inputs if isinstance(step.source, Indicator) else None
-            self.steps.append((stream, step.inputs, step.outputs, names))
+        self.steps = [_row_step(step.stream(compiled.registries), step) for step in compiled.extracts]
+        self.features = list(compiled.features)
 
     def update(self, bar: Mapping[str, float]) -> list[float]:
         """The features of this bar (NaN while warming up), before transforms."""
         table = dict(bar)
-        for stream, inputs, outputs, names in self.steps:
-            if names is not None:  # an indicator reads a map of its own input names
-                values = stream.update({n: table[c] for n, c in zip(names, inputs, strict=True)})
-            else:
-                values = stream.update(*[table[c] for c in inputs])
-            if len(outputs) == 1:
-                table[outputs[0]] = values[0]
-            else:
-                table.update(zip(outputs, values, strict=True))
-        return [table[name] for name in self.compiled.features]
+        for step in self.steps:
+            step(table)
+        return [table[name] for name in self.features]
 
     def transformed(self, row: list[float]) -> list[float] | None:
         """`row` through the fitted transforms; None when the pipeline needs fitting and was not."""
@@ -381,3 +371,37 @@ class PipelineStream:
                                 strict=True):
                 out[j] = value
         return out
+
+
+def _row_step(stream: Any, step: Extract) -> Any:
+    """A function that advances `stream` by one row of `table` (a dict of column values), writing the step's
+    outputs into it. Specialised for the common shapes: the per-row path is most of the live cost."""
+    inputs, outputs = step.inputs, step.outputs
+    if isinstance(step.source, Indicator):
+        names = step.source.inputs
+        if len(names) == 1 and len(outputs) == 1:
+            (name,), (column,), (output,) = names, inputs, outputs
+
+            def one_indicator(table: dict[str, float]) -> None:
+                table[output] = stream.update({name: table[column]})[0]
+
+            return one_indicator
+
+        def indicator(table: dict[str, float]) -> None:
+            values = stream.update({n: table[c] for n, c in zip(names, inputs, strict=True)})
+            table.update(zip(outputs, values, strict=True))
+
+        return indicator
+    if len(inputs) == 1 and len(outputs) == 1:
+        (column,), (output,) = inputs, outputs
+
+        def one(table: dict[str, float]) -> None:
+            table[output] = stream.update(table[column])[0]
+
+        return one
+
+    def general(table: dict[str, float]) -> None:
+        values = stream.update(*[table[c] for c in inputs])
+        table.update(zip(outputs, values, strict=True))
+
+    return general
