@@ -73,6 +73,15 @@ class Param:
         return {"name": self.name, "type": self.type.__name__, "default": self.default,
                 "minimum": self.minimum, "maximum": self.maximum, "doc": self.doc}
 
+    def markdown(self) -> str:
+        """As the generated docs write it, e.g. the name in backquotes, "=14 [1..100000]"."""
+        bounds = ""
+        if self.minimum is not None or self.maximum is not None:
+            lo = "" if self.minimum is None else f"{self.minimum:g}"
+            hi = "" if self.maximum is None else f"{self.maximum:g}"
+            bounds = f" [{lo}..{hi}]"
+        return f"`{self.name}`={self.default}{bounds}"
+
 
 def resolve_params(owner: str, params: tuple[Param, ...], given: Mapping[str, Any] | None) -> dict[str, int | float]:
     """`given` checked against `params` (defaults filled in); `BadRequest` naming an unknown or bad one."""

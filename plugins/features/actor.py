@@ -126,7 +126,8 @@ class Features(Actor):
             raise BadRequest(f"pipeline {base.ref} has no transform to fit (standard, minmax or robust)",
                              field="pipeline")
         matrix = await self._matrix(base, args)
-        fitted = P.fit(base.compiled, matrix)
+        fitted = (P.fit(base.compiled, matrix) if len(matrix) <= INLINE_ROWS
+                  else await self.run_in_thread(P.fit, base.compiled, matrix))
         rows = int((~np.isnan(matrix).any(axis=1)).sum())
         version = self.store.add_fitted(base, fitted, rows)
         return {**version.describe(), "pipeline": version.ref, "fitted_from": base.ref, "rows": rows}

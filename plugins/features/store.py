@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ml_processing.core.errors import BadRequest, NotFound
 from ml_processing.core.log import get_logger
 from ml_processing.core.storage import atomic_write
 
+from . import transforms
 from .pipeline import Compiled, Registries, check_name, compile_spec
 
 log = get_logger(__name__)
@@ -168,9 +170,22 @@ class Store:
         if compiled.features != record["features"]:
             raise ValueError("its steps no longer produce the saved feature names (an extractor changed?)")
         fitted = record["fitted"]
-        if fitted is not None and (not isinstance(fitted, list) or len(fitted) != len(compiled.transforms)):
+        if fitted is not None and (not isinstance(fitted, list) or len(fitted) != len(compiled.transforms)
+                                   or not all(_fits(step, state) for step, state in zip(compiled.transforms, fitted, strict=True))):
             raise ValueError("fitted state does not match the transform steps")
         return Version(name, number, compiled, fitted, str(record["created"]), int(record.get("fitted_rows", 0)))
+
+
+def _fits(step: Any, state: Any) -> bool:
+    """Is `state` a fitted state of the shape `step` needs (finite numbers, non-zero scales)?"""
+    if step.kind not in transforms.SCALERS:
+        return state == {}
+    if not isinstance(state, dict) or set(state) != {"offset", "scale"}:
+        return False
+    values = [*state["offset"], *state["scale"]] if all(isinstance(state[k], list) for k in state) else []
+    return (len(state["offset"]) == len(state["scale"]) == len(step.columns)
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+            and all(v != 0 for v in state["scale"]))
 
 
 def _now() -> str:

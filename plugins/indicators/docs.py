@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 
-from ml_processing.core.indicator import Indicator, Param
+from ml_processing.core.indicator import Indicator
 
 HEADER = """# Indicators
 
@@ -25,15 +25,6 @@ value, at the default parameters.
 """
 
 
-def _param(p: Param) -> str:
-    bounds = ""
-    if p.minimum is not None or p.maximum is not None:
-        lo = "" if p.minimum is None else f"{p.minimum:g}"
-        hi = "" if p.maximum is None else f"{p.maximum:g}"
-        bounds = f" [{lo}..{hi}]"
-    return f"`{p.name}`={p.default}{bounds}"
-
-
 def render(indicators: Iterable[Indicator]) -> str:
     by_group: dict[str, list[Indicator]] = {}
     for indicator in indicators:
@@ -45,7 +36,7 @@ def render(indicators: Iterable[Indicator]) -> str:
         for ind in sorted(by_group[group], key=lambda i: i.name):
             defaults = {p.name: p.default for p in ind.params}
             lines.append(f"| `{ind.name}` | {ind.doc} | {', '.join(ind.inputs)} | "
-                         f"{', '.join(_param(p) for p in ind.params) or '-'} | {', '.join(ind.outputs)} | "
+                         f"{', '.join(p.markdown() for p in ind.params) or '-'} | {', '.join(ind.outputs)} | "
                          f"{ind.lookback(defaults)} |")
         lines.append("")
     return "\n".join(lines)

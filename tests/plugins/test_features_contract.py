@@ -208,3 +208,16 @@ def test_nan_policies() -> None:
     compiled = P.compile_spec({**base, "nan": "reject"}, REGISTRIES)
     with pytest.raises(BadRequest, match="row 0 has no value for feature 'log_return_1'"):
         P.apply_nan_policy(compiled, P.extract(compiled, data))
+
+
+def test_docs_features_md_is_generated_from_the_registry() -> None:
+    from pathlib import Path
+
+    from ml_processing.plugins.features.docs import registries, render
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "FEATURES.md"
+    assert path.read_text(encoding="utf-8") == render(REGISTRIES), (
+        "docs/FEATURES.md is stale: python -m ml_processing.plugins.features.docs > docs/FEATURES.md")
+    found = registries()  # what the service itself finds
+    assert set(found["features"]) == set(REGISTRIES["features"]) and "RSI" in found["indicators"]
+    assert "`default` backs the default models. Its 4 features" in path.read_text(encoding="utf-8")

@@ -317,3 +317,25 @@ async def test_a_third_party_extractor_works_like_a_builtin(tmp_path: Path, monk
         assert rows["rows"][2]["values"][0] == pytest.approx((data["high"][2] - data["low"][2]) / data["close"][2] * 100)
     finally:
         await kernel.stop()
+
+
+def test_a_well_formed_file_with_unusable_fitted_numbers_is_refused(tmp_path: Path) -> None:
+    """A checksum proves the file is what was written; the loader still checks the numbers can be used."""
+    import hashlib
+
+    from ml_processing.plugins.features.store import Store, _canonical
+
+    store = Store(tmp_path, REGISTRIES)
+    base, _ = store.create("mine", SPEC)
+    data = ohlcv(100)
+    fitted = store.add_fitted(base, P.fit(base.compiled, P.extract(base.compiled, data)), 90)
+    path = tmp_path / "mine" / f"{fitted.number}.json"
+    record = json.loads(path.read_text())
+    record.pop("sha256")
+    record["fitted"][0]["scale"][1] = 0.0  # would divide by zero
+    record["sha256"] = hashlib.sha256(_canonical(record)).hexdigest()
+    path.write_bytes(_canonical(record))
+    reloaded = Store(tmp_path, REGISTRIES)
+    assert reloaded.load() == 1
+    assert "fitted state does not match" in reloaded.refused[str(path)]
+    assert reloaded.get("mine").number == 1
