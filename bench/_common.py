@@ -384,6 +384,12 @@ def write_results(name: str, data: dict[str, Any], machine: dict[str, Any] | Non
     return path
 
 
+def verdict(requirement: str, passed: bool | None, detail: str) -> dict[str, Any]:
+    """One line of a benchmark's verdicts (``passed`` None: information only), printed and stored."""
+    print(f"[{ {True: 'PASS', False: 'FAIL', None: 'info'}[passed] }] {requirement}: {detail}")
+    return {"requirement": requirement, "pass": passed, "detail": detail}
+
+
 def fmt(value: Any, digits: int = 1) -> str:
     if isinstance(value, float):
         if value != value:

@@ -156,11 +156,15 @@ def main() -> int:
         ("extract in the actor (pipeline.extract)", f"{C.fmt(med['actor'])} ({med['actor'] / med['talib']:.2f}x)"),
         ("features.extract over MDP (ndarray ext in and out)", C.fmt(med["mdp"])),
         ("one bar -> one transformed row of 20 features", f"{med['stream']:.1f} (p99 {p99:.1f})")])
-    print(f"\n[{'PASS' if med['actor'] < 5000 else 'FAIL'}] extract 20 features from {args.bars:,} bars in the actor "
-          f"under 5 ms: {med['actor'] / 1000:.2f} ms")
-    print(f"[{'PASS' if med['stream'] < 50 else 'FAIL'}] one bar -> one row of 20 features under 50 us: "
-          f"{med['stream']:.1f} us")
-    C.write_results("bench_features", {"params": vars(args), "runs": runs, "medians_p50_us": med})
+    print()
+    verdicts = [
+        C.verdict(f"features: extract 20 features from {args.bars:,} bars in the actor under 5 ms", med["actor"] < 5000,
+                  f"{med['actor'] / 1000:.2f} ms (TA-Lib calls alone {med['talib'] / 1000:.2f} ms)"),
+        C.verdict("features: one bar -> one row of 20 features under 50 us", med["stream"] < 50,
+                  f"p50 {med['stream']:.1f} us"),
+    ]
+    C.write_results("bench_features", {"params": vars(args), "runs": runs, "medians_p50_us": med,
+                                       "verdicts": verdicts})
     return 0
 
 

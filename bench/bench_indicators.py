@@ -124,11 +124,14 @@ def main() -> int:
     C.print_table(["test", "TA-Lib direct", "ours", "ratio"],
                   [(name, C.fmt(ref), C.fmt(ours), C.fmt(ours / ref, 2)) for name, ref, ours in rows])
     ratio = med["actor_100k"] / med["talib_100k"]
-    print(f"\n[{'PASS' if ratio <= 1.2 else 'FAIL'}] batch compute in the actor within 1.2x of TA-Lib: {ratio:.2f}x")
+    print()
+    verdicts = [C.verdict("indicators: batch compute in the actor within 1.2x of TA-Lib (100k bars)", ratio <= 1.2,
+                          f"{ratio:.2f}x")]
     for key, label in (("rest_10k", "JSON"), ("rest_msgpack_10k", "msgpack")):
-        print(f"[{'PASS' if med[key] < 8000 else 'FAIL'}] POST /api/v1/indicators ({label}), 10 x 10k bars, "
-              f"p50 < 8 ms: {med[key] / 1000:.2f} ms")
-    C.write_results("bench_indicators", {"params": vars(args), "runs": runs, "medians_p50_us": med})
+        verdicts.append(C.verdict(f"indicators: POST /api/v1/indicators ({label}), 10 x 10k bars, p50 < 8 ms",
+                                  med[key] < 8000, f"{med[key] / 1000:.2f} ms"))
+    C.write_results("bench_indicators", {"params": vars(args), "runs": runs, "medians_p50_us": med,
+                                         "verdicts": verdicts})
     return 0
 
 

@@ -229,12 +229,16 @@ def main() -> int:
     streams = {name: C.median(r["streams"][name] for r in runs) for name in runs[0]["streams"]}
     print("\nper update, in-process (mean after 1,000 warm-up bars)")
     C.print_table(["stream", "us"], [(name, f"{value:.2f}") for name, value in streams.items()])
-    print(f"\n[{'PASS' if med['latency'] < 300 else 'FAIL'}] live path p50 under 300 us: {med['latency']:.0f} us")
-    print(f"[{'PASS' if med['throughput'] >= 20_000 else 'FAIL'}] at least 20,000 bars/s across {args.symbols} "
-          f"symbols: {med['throughput']:,.0f}")
-    for name in ("ICHIMOKU", "VWAP_SESSION"):
-        print(f"[{'PASS' if streams[name] < 2 else 'FAIL'}] {name} under 2 us per update: {streams[name]:.2f} us")
-    C.write_results("bench_live", {"params": vars(args), "runs": runs})
+    print()
+    verdicts = [
+        C.verdict("live: bar published -> indicator update received, p50 under 300 us", med["latency"] < 300,
+                  f"{med['latency']:.0f} us (raw forwarder {med['raw_latency']:.0f} us)"),
+        C.verdict(f"live: at least 20,000 bars/s across {args.symbols} symbols", med["throughput"] >= 20_000,
+                  f"{med['throughput']:,.0f} bars/s (raw forwarder {med['raw_throughput']:,.0f})"),
+        *(C.verdict(f"live: {name} under 2 us per update", streams[name] < 2, f"{streams[name]:.2f} us")
+          for name in ("ICHIMOKU", "VWAP_SESSION")),
+    ]
+    C.write_results("bench_live", {"params": vars(args), "runs": runs, "verdicts": verdicts})
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every benchmark in order (RSS, ZeroMQ, REST) and print the verdicts.
+# Run every benchmark in order (RSS, ZeroMQ, REST, indicators, live path, features) and print the verdicts.
 #
 #   bench/run_all.sh                    # 3 repeats each, medians quoted
 #   REPEAT=5 bench/run_all.sh --profile # 5 repeats, plus py-spy profiles of the serve process
@@ -27,7 +27,7 @@ for arg in "$@"; do
 done
 
 mkdir -p bench/results
-rm -f bench/results/bench_rss.json bench/results/bench_bus.json bench/results/bench_rest.json
+rm -f bench/results/bench_*.json
 status=0
 run() {
     echo
@@ -40,6 +40,9 @@ run() {
 run bench/bench_rss.py --repeat "$REPEAT"
 run bench/bench_bus.py --repeat "$REPEAT" $PROFILE
 run bench/bench_rest.py --repeat "$REPEAT" $PROFILE
+run bench/bench_indicators.py --repeat "$REPEAT"
+run bench/bench_live.py --repeat "$REPEAT"
+run bench/bench_features.py --repeat "$REPEAT"
 
 echo
 echo "=== summary ==="

@@ -128,15 +128,6 @@ class Lag(_KStep):
         return _Lagged(int(params["k"]), lambda a, b: b)
 
 
-class _TalibStreams(FeatureStream):
-    """Feeds one value per row to indicator streams (their own warm-up and NaN handling)."""
-
-    def __init__(self, streams: list[IndicatorStream]) -> None:
-        self.streams = streams
-
-    def values(self, x: float) -> list[float]:
-        bar = {"close": x}
-        return [stream.update(bar)[0] for stream in self.streams]
 
 
 class Volatility(FeatureExtractor):
@@ -158,16 +149,18 @@ class Volatility(FeatureExtractor):
             {"timeperiod": int(params["window"]), "nbdev": 1.0}))
 
 
-class _VolatilityStream(_TalibStreams):
+class _VolatilityStream(FeatureStream):
+    """The last close and a TA-Lib STDDEV stream of the log returns (its own warm-up and NaN handling)."""
+
     def __init__(self, stddev: IndicatorStream) -> None:
-        super().__init__([stddev])
+        self.stddev = stddev
         self.last = NAN
 
     def update(self, *inputs: float) -> tuple[float, ...]:
         x, last = inputs[0], self.last
         self.last = x
         r = _log_ratio(x, last) if x == x and last == last else NAN
-        return (self.values(r)[0],)
+        return (self.stddev.update({"close": r})[0],)
 
 
 class ZScore(FeatureExtractor):
@@ -192,14 +185,20 @@ class ZScore(FeatureExtractor):
 
     def stream(self, params: Mapping[str, int | float], registries: Registries) -> FeatureStream:
         window = int(params["window"])
-        return _ZScoreStream([_indicator(registries, "SMA").stream({"timeperiod": window}),
-                              _indicator(registries, "STDDEV").stream({"timeperiod": window, "nbdev": 1.0})])
+        return _ZScoreStream(_indicator(registries, "SMA").stream({"timeperiod": window}),
+                             _indicator(registries, "STDDEV").stream({"timeperiod": window, "nbdev": 1.0}))
 
 
-class _ZScoreStream(_TalibStreams):
+class _ZScoreStream(FeatureStream):
+    """TA-Lib SMA and STDDEV streams of the same column."""
+
+    def __init__(self, sma: IndicatorStream, stddev: IndicatorStream) -> None:
+        self.sma, self.stddev = sma, stddev
+
     def update(self, *inputs: float) -> tuple[float, ...]:
         x = inputs[0]
-        mean, std = self.values(x)
+        bar = {"close": x}
+        mean, std = self.sma.update(bar)[0], self.stddev.update(bar)[0]
         if std != std:
             return (NAN,)
         return ((x - mean) / std if std > 0 else 0.0,)

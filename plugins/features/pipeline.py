@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -349,28 +350,39 @@ class PipelineStream:
 
     def __init__(self, compiled: Compiled, fitted: Sequence[Mapping[str, Any]] | None) -> None:
         self.compiled = compiled
-        self.fitted = fitted
+        self.fitted = fitted  # (a property: setting it rebinds the transforms)
         self.steps = [_row_step(step.stream(compiled.registries), step) for step in compiled.extracts]
-        self.features = list(compiled.features)
+        features = compiled.features
+        self._row = (operator.itemgetter(*features) if len(features) > 1
+                     else lambda table: (table[features[0]],))
 
     def update(self, bar: Mapping[str, float]) -> list[float]:
         """The features of this bar (NaN while warming up), before transforms."""
         table = dict(bar)
         for step in self.steps:
             step(table)
-        return [table[name] for name in self.features]
+        return list(self._row(table))
+
+    @property
+    def fitted(self) -> Sequence[Mapping[str, Any]] | None:
+        return self._fitted
+
+    @fitted.setter
+    def fitted(self, fitted: Sequence[Mapping[str, Any]] | None) -> None:
+        """A (newly) fitted version's numbers: the extract state stays, the transforms are rebound."""
+        self._fitted = fitted
+        width = len(self.compiled.features)
+        self._transforms = [] if fitted is None else [
+            transforms.row_function(step.kind, step.params, state, step.columns, width)
+            for step, state in zip(self.compiled.transforms, fitted, strict=True)]
 
     def transformed(self, row: list[float]) -> list[float] | None:
         """`row` through the fitted transforms; None when the pipeline needs fitting and was not."""
-        if self.compiled.transforms and self.fitted is None:
+        if self._fitted is None and self.compiled.transforms:
             return None
-        out = list(row)
-        for step, state in zip(self.compiled.transforms, self.fitted or [], strict=True):
-            cols = step.columns
-            for j, value in zip(cols, transforms.apply_row(step.kind, step.params, state, [out[c] for c in cols]),
-                                strict=True):
-                out[j] = value
-        return out
+        for apply in self._transforms:
+            row = apply(row)
+        return row
 
 
 def _row_step(stream: Any, step: Extract) -> Any:
@@ -387,8 +399,17 @@ def _row_step(stream: Any, step: Extract) -> Any:
 
             return one_indicator
 
+        pairs = tuple(zip(names, inputs, strict=True))
+        if len(outputs) == 1:
+            (output,) = outputs
+
+            def indicator_one_output(table: dict[str, float]) -> None:
+                table[output] = stream.update({n: table[c] for n, c in pairs})[0]
+
+            return indicator_one_output
+
         def indicator(table: dict[str, float]) -> None:
-            values = stream.update({n: table[c] for n, c in zip(names, inputs, strict=True)})
+            values = stream.update({n: table[c] for n, c in pairs})
             table.update(zip(outputs, values, strict=True))
 
         return indicator
@@ -399,6 +420,13 @@ def _row_step(stream: Any, step: Extract) -> Any:
             table[output] = stream.update(table[column])[0]
 
         return one
+    if len(inputs) == 2 and len(outputs) == 1:
+        (a, b), (output,) = inputs, outputs
+
+        def two(table: dict[str, float]) -> None:
+            table[output] = stream.update(table[a], table[b])[0]
+
+        return two
 
     def general(table: dict[str, float]) -> None:
         values = stream.update(*[table[c] for c in inputs])

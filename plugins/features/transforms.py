@@ -8,7 +8,7 @@ needs no fitting. Applying a fitted map costs one subtraction and one division p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,10 +70,24 @@ def apply(kind: str, params: Mapping[str, int | float], state: Mapping[str, Sequ
     return (x - np.asarray(state["offset"])) / np.asarray(state["scale"])
 
 
-def apply_row(kind: str, params: Mapping[str, int | float], state: Mapping[str, Sequence[float]],
-              values: list[float]) -> list[float]:
-    """One row, in plain floats (no array round trip on the live path)."""
+def row_function(kind: str, params: Mapping[str, int | float], state: Mapping[str, Sequence[float]],
+                 columns: Sequence[int], width: int) -> Callable[[list[float]], list[float]]:
+    """One fitted transform as a function of a row (a new list), in plain floats: the live path makes no
+    array round trip, and the arithmetic is the same as `apply`'s."""
+    every = list(columns) == list(range(width))
     if kind == "clip":
         lower, upper = params["lower"], params["upper"]
-        return [v if v != v else min(max(v, lower), upper) for v in values]
-    return [(v - o) / s for v, o, s in zip(values, state["offset"], state["scale"], strict=True)]
+
+        def clip(v: float) -> float:
+            return v if v != v else min(max(v, lower), upper)
+
+        if every:
+            return lambda row: [clip(v) for v in row]
+        chosen = frozenset(columns)
+        return lambda row: [clip(v) if j in chosen else v for j, v in enumerate(row)]
+    offset = dict(zip(columns, state["offset"], strict=True))
+    scale = dict(zip(columns, state["scale"], strict=True))
+    if every:
+        pairs = list(zip(state["offset"], state["scale"], strict=True))
+        return lambda row: [(v - o) / s for v, (o, s) in zip(row, pairs, strict=True)]
+    return lambda row: [(v - offset[j]) / scale[j] if j in offset else v for j, v in enumerate(row)]
