@@ -9,6 +9,7 @@ does (docs/PROTOCOL.md section 4).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +18,8 @@ import numpy as np
 
 from ml_processing.bus import topics
 from ml_processing.core.actor import Actor
-from ml_processing.core.bars import check_bar
-from ml_processing.core.errors import BadRequest, NotFound
+from ml_processing.core.bars import FIELDS, check_bar
+from ml_processing.core.errors import BadRequest, MlpError, NotFound, Unavailable
 from ml_processing.core.log import get_logger
 
 from . import pipeline as P
@@ -49,6 +50,7 @@ class FeaturesConfig:
     live: tuple[str, ...] = ("default",)  # pipelines (NAME or NAME@VERSION) run on every bar series
     max_rows: int = 1_000_000  # rows per extract/transform/fit request
     directory: str = "features"  # under [service] data_dir, beside models/
+    warm_from_market: bool = True  # at start, replay the bars the indicators service holds through live pipelines
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_rows <= 10_000_000:
@@ -86,6 +88,9 @@ class Features(Actor):
         self.live: dict[tuple[str, str], dict[str, _Live]] = {}
         self.live_entries = [entry for entry in self.config.live if self.store.get(entry)]
         self.subscribe(topics.BAR + ".", self.on_bar)
+        self.warmed = 0
+        if self.live_entries and self.config.warm_from_market:
+            self.spawn(self._warm_from_market(), "warm_from_market")
         log.info("pipelines_ready", pipelines=len(self.store.pipelines), versions=sum(1 for _ in self.store),
                  refused=len(self.store.refused))
 
@@ -263,6 +268,41 @@ class Features(Actor):
             if row is not None:
                 self.publish(out, row)
 
+    async def _warm_from_market(self) -> None:
+        """Replay the bars the live market state holds (the ``indicators`` service, over the bus) through
+        every live pipeline, so rows are complete from the first new bar after a restart, as indicators are.
+        Without that service the streams warm up on new bars."""
+        series = None
+        for _ in range(50):  # services join the broker once every actor has started: wait for it, bounded
+            try:
+                series = await self.request("indicators", "series")
+                break
+            except Unavailable as exc:
+                reason = exc.message
+                await asyncio.sleep(0.1)
+            except MlpError as exc:
+                reason = exc.message
+                break
+        if series is None:
+            log.info("features_not_warmed", reason=reason)
+            return
+        for item in series:
+            symbol, timeframe = item["symbol"], item["timeframe"]
+            if (symbol, timeframe) in self.live:
+                continue  # bars already arrived on the topic: those streams are live
+            try:
+                held = await self.request("indicators", "bars", {"symbol": symbol, "timeframe": timeframe})
+            except MlpError as exc:
+                log.warning("features_warm_failed", symbol=symbol, timeframe=timeframe, error=exc.message)
+                continue
+            columns = {name: held[name].tolist() for name in ("ts", *FIELDS)}
+            for i in range(len(columns["ts"])):
+                bar = {name: values[i] for name, values in columns.items()} | {"final": True}
+                for entry in self.live_entries:
+                    self._advance(symbol, timeframe, entry, bar)
+            self.warmed += 1
+        log.info("features_warmed", series=self.warmed)
+
     def handle_stream(self, args: dict[str, Any]) -> dict[str, Any]:
         """``{pipeline, symbol, timeframe, bars: [...]}``: push bars through the live state of that series
         and pipeline version; one row per committed bar."""
@@ -304,6 +344,7 @@ class Features(Actor):
     def metrics(self) -> dict[str, Any]:
         return {"features": {"pipelines": len(self.store.pipelines), "versions": sum(1 for _ in self.store),
                              "rows_extracted": self.extracted, "live_series": len(self.live),
+                             "series_warmed_from_market": self.warmed,
                              "refused_files": len(self.store.refused)}}
 
 

@@ -93,7 +93,10 @@ last) publishes `feature.SYMBOL.TIMEFRAME`: `{"symbol", "timeframe", "ts", "pipe
 "values": [...], "transformed": [...] or null, "complete": bool}`, values in the order of the pipeline's
 features. A live entry without a version follows the latest one: a newly fitted version takes over the
 warm state at the next bar. The rows equal the batch rows of the same bars (the contract test proves it
-for every extractor and for whole pipelines).
+for every extractor and for whole pipelines). At start the service replays the bars the live market state
+holds (op `bars` of the `indicators` service, saved across restarts) through its live pipelines, so rows
+are complete from the first bar after a restart (`warm_from_market`, on by default). Bars posted to
+`POST /api/v1/market/bars` feed the indicators only; push them through a pipeline with op `stream`.
 """
 
 

@@ -51,7 +51,8 @@ class IndicatorsConfig:
 
 
 class Indicators(Actor):
-    """Ops: ``list``, ``compute``, ``ingest``, ``state``, ``series``, ``subscribe``, ``unsubscribe``."""
+    """Ops: ``list``, ``compute``, ``ingest``, ``state``, ``series``, ``bars``, ``timeframes``, ``subscribe``,
+    ``unsubscribe``."""
 
     name = "indicators"
 
@@ -222,6 +223,17 @@ class Indicators(Actor):
     def handle_series(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"symbol": s.symbol, "timeframe": s.timeframe, "bars": s.ring.count, "last_ts": s.last_ts,
                  "indicators": sorted(s.live)} for s in self.series.values()]
+
+    def handle_bars(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The committed bars held for ``symbol``/``timeframe`` (oldest first, at most ``limit``) as columns:
+        what another capability replays to warm its own streams from the live market state."""
+        series = self._series(_text(args, "symbol"), _text(args, "timeframe"), create=False)
+        limit = args.get("limit", series.ring.count)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise BadRequest("'limit' must be a non-negative integer", field="limit")
+        rows = series.ring.rows()[-limit:] if limit else series.ring.rows()[:0]
+        return {"symbol": series.symbol, "timeframe": series.timeframe, "ts": rows[:, 0].astype(np.int64),
+                **{name: rows[:, i] for i, name in enumerate(FIELDS, 1)}}
 
     def handle_subscribe(self, args: dict[str, Any]) -> dict[str, Any]:
         """Add live indicators to one series, or (without ``symbol``) to every series and new ones."""

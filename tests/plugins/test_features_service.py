@@ -3,6 +3,7 @@ its metrics, live rows over real pub/sub, bad input named, a third party's extra
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import zmq
 import zmq.asyncio
 
 from ml_processing.core.config import PluginSection
+from ml_processing.core.errors import NotFound
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.features import pipeline as P
 from tests.conftest import make_config
@@ -339,3 +341,71 @@ def test_a_well_formed_file_with_unusable_fitted_numbers_is_refused(tmp_path: Pa
     assert reloaded.load() == 1
     assert "fitted state does not match" in reloaded.refused[str(path)]
     assert reloaded.get("mine").number == 1
+
+
+async def test_live_rows_are_warm_after_a_restart_from_the_market_state(tmp_path: Path) -> None:
+    """The indicators service keeps the bars across a restart; the features service replays them through its
+    live pipelines at start, so the first row after the restart is complete and equals the batch row."""
+    data = ohlcv(60, seed=8)
+    bars = [{**bar, "ts": int(bar["ts"])} for bar in rows_of(data)]
+    cfg = make_config(tmp_path, modules=(), sections={"indicators": PluginSection(True, {"timeframes": []})})
+    kernel = Kernel(cfg)
+    await kernel.start()
+    try:
+        await publish_bars(kernel, "IBM", "5m", bars[:59])
+        series = await kernel.request("indicators", "series", {})
+        assert series[0]["bars"] == 59
+    finally:
+        await kernel.stop()
+    kernel = Kernel(cfg)
+    await kernel.start()
+    try:
+        for _ in range(250):  # the replay runs as the features actor's task after its start
+            stats = await kernel.request("kernel", "metrics_ml", {})
+            if stats["features"]["series_warmed_from_market"] == 1:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the live pipelines were not warmed from the market state")
+        await publish_bars(kernel, "IBM", "5m", bars[59:], wait_for_row=True)
+        row = await kernel.request("features", "row", {"symbol": "IBM", "timeframe": "5m"})
+        assert row["ts"] == bars[59]["ts"] and row["complete"]
+        batch = P.extract(P.compile_spec(kernel_spec(), REGISTRIES), data)
+        np.testing.assert_allclose(row["values"], batch[59], rtol=1e-9)
+        assert stats["features"]["pipelines"] == 1
+    finally:
+        await kernel.stop()
+
+
+async def publish_bars(kernel: Kernel, symbol: str, timeframe: str, bars: list[dict[str, Any]], *,
+                       wait_for_row: bool = False) -> None:
+    """Publish bars from a real PUB socket; return once the features service has a row for the last one."""
+    ctx = zmq.asyncio.Context()
+    pub = ctx.socket(zmq.PUB)
+    topic = f"bar.{symbol}.{timeframe}".encode()
+    try:
+        pub.connect(kernel.endpoints["pub_in"][0])
+        last = bars[-1]["ts"]
+        first = msgpack.packb(bars[0])
+        for _ in range(200):  # slow joiner, bounded: until the first bar has been seen
+            await pub.send_multipart([topic, first])
+            try:
+                row = await kernel.request("features", "row", {"symbol": symbol, "timeframe": timeframe})
+                if row["ts"] >= bars[0]["ts"]:
+                    break
+            except NotFound:  # no row for the series yet
+                pass
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the feed never reached the service")
+        for bar in bars[1:]:
+            await pub.send_multipart([topic, msgpack.packb(bar)])
+        for _ in range(250):
+            row = await kernel.request("features", "row", {"symbol": symbol, "timeframe": timeframe})
+            if row["ts"] == last:
+                return
+            await asyncio.sleep(0.02)
+        pytest.fail("the last bar never arrived")
+    finally:
+        pub.close(0)
+        ctx.term()
