@@ -139,8 +139,19 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     return response
 
 
+def _raw_response(result: Any, rid: str) -> web.Response:
+    """The reply of a raw route's op, as the op built it."""
+    if not isinstance(result, dict) or not isinstance(result.get("body"), (bytes, str)):
+        raise InternalError("a raw route's op must return {'body': bytes, ...}")
+    body = result["body"]
+    headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+    headers["X-Request-Id"] = rid
+    return web.Response(body=body.encode() if isinstance(body, str) else body, status=int(result.get("status", 200)),
+                        content_type=result.get("content_type", "application/octet-stream"), headers=headers)
+
+
 def _handler(route: Route) -> Any:
-    service, op, text = route.service, route.op, route.content_type == "text"
+    service, op, text, raw_body = route.service, route.op, route.content_type == "text", route.content_type == "raw"
     query = [name for name, _, _ in route.query]
     has_body = route.has_body
 
@@ -148,7 +159,11 @@ def _handler(route: Route) -> Any:
         rid = request.headers.get("X-Request-Id") or new_request_id()
         args: dict[str, Any] = {}
         try:
-            if has_body and request.body_exists:
+            if raw_body:
+                args = {"body": await request.read() if request.body_exists else b"",
+                        "content_type": request.content_type,
+                        "headers": {k.lower(): v for k, v in request.headers.items()}}
+            elif has_body and request.body_exists:
                 raw = await request.read()
                 if raw.strip():
                     body = _decode_body(request, raw)
@@ -162,6 +177,8 @@ def _handler(route: Route) -> Any:
                 if name in request.query:
                     args[name] = request.query[name]
             result = await request.app[REQUESTER].request(service, op, args, rid=rid)
+            if raw_body:
+                return _raw_response(result, rid)
             if text:
                 return web.Response(body=str(result).encode(), headers={"Content-Type": _PROMETHEUS,
                                                                          "X-Request-Id": rid})

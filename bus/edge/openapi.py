@@ -41,19 +41,26 @@ def _operation(route: Route) -> dict[str, Any]:
         ] + [{"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},
               "description": "carried into the bus request and every log line; echoed in the reply"}],
         "responses": {
-            "200": {"description": "OK", "content": (
-                {"text/plain": {"schema": route.response_schema}} if route.content_type == "text"
-                else {"application/json": {"schema": route.response_schema},
-                      "application/msgpack": {"schema": route.response_schema}})},
+            "200": {"description": "OK", "content": _content(route)},
             **{status: {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
                for status, text in _ERROR_STATUSES.items()},
         },
     }
     if route.has_body:
         schema = {"schema": route.request_schema or {"type": "object"}}
-        op["requestBody"] = {"required": False, "content": {"application/json": schema,
-                                                            "application/msgpack": schema}}
+        op["requestBody"] = {"required": False, "content": {
+            "application/json": schema, ("application/octet-stream" if route.content_type == "raw"
+                                         else "application/msgpack"): schema}}
     return op
+
+
+def _content(route: Route) -> dict[str, Any]:
+    schema = {"schema": route.response_schema}
+    if route.content_type == "text":
+        return {"text/plain": schema}
+    if route.content_type == "raw":  # the op's own format: JSON, or JSON followed by binary data
+        return {"application/json": schema, "application/octet-stream": schema}
+    return {"application/json": schema, "application/msgpack": schema}
 
 
 def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any]:

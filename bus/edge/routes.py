@@ -18,7 +18,9 @@ class Route:
 
     ``args`` are built from the JSON body (an object) for POST/PUT/PATCH, then the path parameters, then
     the declared query parameters. ``content_type="text"`` sends a string result as text/plain (for
-    Prometheus).
+    Prometheus). ``content_type="raw"`` is for protocols with their own body format: the op gets the body
+    as bytes (``args["body"]``), the request's ``content_type`` and ``headers`` (lowercase names), and
+    returns ``{"body": bytes, "content_type"?, "status"?, "headers"?}``, sent as it is.
     """
 
     method: str
