@@ -47,6 +47,7 @@ class ActorContext:
     kernel: Any = None  # read-only view of the kernel (status, plugins, services) for introspection
     registries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # e.g. ["indicators"][name]
     make_cache: Callable[[str, int, float], Cache] = Cache  # the kernel's: reported in the metrics
+    make_histogram: Callable[..., Any] | None = None  # the kernel's: Prometheus histograms in /metrics
 
 
 class Actor:
@@ -119,6 +120,12 @@ class Actor:
     def cache(self, name: str, maxsize: int, ttl: float) -> Cache:
         """A bounded LRU cache with a lifetime, named in ``/metrics`` and ``/metrics/ml`` (hit rate)."""
         return self.ctx.make_cache(name, maxsize, ttl)
+
+    def histogram(self, name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Any:
+        """A Prometheus histogram (``prometheus_client.Histogram``) exported in ``/metrics``."""
+        if self.ctx.make_histogram is None:
+            raise RuntimeError("this actor runs without a kernel: no metrics")
+        return self.ctx.make_histogram(name, doc, labels, buckets)
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run GIL-releasing work (numpy, xgboost) on the kernel's thread pool, off the event loop."""

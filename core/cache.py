@@ -14,10 +14,20 @@ A size or lifetime of 0 turns a cache off (every lookup misses, nothing is kept)
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from cachetools import TTLCache
+
+
+class _Counted(TTLCache):  # type: ignore[type-arg]
+    """`TTLCache` that counts what it evicts to make room (expired entries are not evictions)."""
+
+    evictions = 0
+
+    def popitem(self) -> tuple[Any, Any]:
+        self.evictions += 1
+        return super().popitem()  # type: ignore[no-any-return]
 
 
 class Cache:
@@ -26,10 +36,13 @@ class Cache:
         self.maxsize = maxsize
         self.ttl = ttl
         self.enabled = maxsize > 0 and ttl > 0
-        self._data: TTLCache[Hashable, Any] = TTLCache(maxsize=max(1, maxsize), ttl=max(ttl, 1e-9),
-                                                       timer=time.monotonic)
+        self._data = _Counted(maxsize=max(1, maxsize), ttl=max(ttl, 1e-9), timer=time.monotonic)
         self.hits = 0
         self.misses = 0
+
+    @property
+    def evictions(self) -> int:
+        return self._data.evictions
 
     def get(self, key: Hashable) -> Any:
         """The value, or None (a miss)."""
@@ -47,11 +60,19 @@ class Cache:
     def clear(self) -> None:
         self._data.clear()
 
+    def discard(self, keep: Callable[[Hashable], bool]) -> int:
+        """Drop every entry whose key `keep` refuses; how many were dropped."""
+        gone = [key for key in list(self._data.keys()) if not keep(key)]
+        for key in gone:
+            self._data.pop(key, None)
+        return len(gone)
+
     def __len__(self) -> int:
         self._data.expire()
         return len(self._data)
 
     def stats(self) -> dict[str, Any]:
         lookups = self.hits + self.misses
-        return {"hits": self.hits, "misses": self.misses, "entries": len(self), "maxsize": self.maxsize,
+        return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions, "entries": len(self),
+                "maxsize": self.maxsize,
                 "ttl_s": self.ttl, "hit_rate": round(self.hits / lookups, 4) if lookups else 0.0}

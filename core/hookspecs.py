@@ -5,7 +5,7 @@ A plugin implements any subset with ``@hookimpl`` (from this module) and is foun
 group ``ml_processing``, a module path in ``[plugins] modules``, or the built-in list.
 
 Order of calls at start-up: ``register_config_schemas`` (so the kernel can check ``[plugins.NAME]``),
-then the registries (``register_indicators``, ``register_feature_extractors``), then ``register_routes`` and ``register_actors``.
+then the registries (``register_indicators``, ``register_feature_extractors``, ``register_model_kinds``), then ``register_routes`` and ``register_actors``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .feature import FeatureExtractor
     from .indicator import Indicator
+    from .model import ModelKind
 
 PROJECT = "ml_processing"
 
@@ -64,6 +65,17 @@ def register_feature_extractors() -> Iterable[FeatureExtractor]:
     :return: extractors; each is then usable by name as a ``{"feature": NAME}`` step of any feature
         pipeline, through ``ctx.registries["features"]``. A name already registered is refused and the
         plugin reported broken.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_model_kinds() -> Iterable[ModelKind]:
+    """Return model kinds (instances of `ml_processing.core.model.ModelKind` subclasses).
+
+    :return: kinds; the ``models`` service then accepts, stores, loads and serves models of each kind by
+        name (``ctx.registries["model_kinds"]``). A name already registered is refused and the plugin
+        reported broken.
     """
     raise NotImplementedError
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import zmq
 import zmq.asyncio
 from aiohttp import web
+from prometheus_client import Histogram
 
 from ml_processing.bus import codec, mdp
 from ml_processing.bus.edge.app import STATS, EdgeStats, create_app
@@ -35,13 +36,15 @@ from .errors import PluginError
 from .feature import FeatureExtractor
 from .indicator import Indicator
 from .log import get_logger
+from .model import ModelKind
 from .supervisor import FAILED, RUNNING, ActorCell
 
 log = get_logger(__name__)
 
 #: Registries that hooks fill: kind -> (hook, the class every entry must be an instance of).
 REGISTRY_HOOKS: dict[str, tuple[str, type[Any]]] = {"indicators": ("register_indicators", Indicator),
-                                                    "features": ("register_feature_extractors", FeatureExtractor)}
+                                                    "features": ("register_feature_extractors", FeatureExtractor),
+                                                    "model_kinds": ("register_model_kinds", ModelKind)}
 
 #: Service names only the built-in kernel plugin may serve.
 RESERVED_SERVICES = frozenset({"kernel"})
@@ -93,6 +96,7 @@ class Kernel:
         self.routes: list[Route] = list(CORE_ROUTES)
         self.registries: dict[str, Mapping[str, Any]] = {}
         self.caches: dict[str, Cache] = {}
+        self.histograms: dict[str, Histogram] = {}
         self.context = zmq.asyncio.Context()
         self.broker: mdp.Broker | None = None
         self.proxy: Proxy | None = None
@@ -140,11 +144,8 @@ class Kernel:
 
         for plugin, cls in actor_classes:
             self.cells[cls.name] = ActorCell(cls, plugin, self._context_for, self.config.kernel, self.subscriber)
-        await asyncio.gather(*(cell.start() for cell in self.cells.values()))
-        if self.broker is not None:
-            for cell in self.cells.values():
-                self.broker.attach(cell.name, cell)
-        else:
+        await asyncio.gather(*(self._start_cell(cell) for cell in self.cells.values()))
+        if self.broker is None:
             self._start_workers()
         if self.mode == "serve" and self.config.edge.enabled:
             await self._start_edge()
@@ -235,6 +236,13 @@ class Kernel:
             self.routes.extend(added)
             self.plugins.infos[plugin].routes.extend(f"{r.method} {r.path}" for r in added)
 
+    async def _start_cell(self, cell: ActorCell) -> None:
+        """Start one actor and, in serve mode, serve it at once: an actor that needs another service while
+        it starts (defaults built from another's output) waits for that one, not for every actor."""
+        await cell.start()
+        if self.broker is not None:
+            self.broker.attach(cell.name, cell)
+
     def _context_for(self, cell: ActorCell) -> ActorContext:
         assert self.publisher is not None
         return ActorContext(
@@ -251,6 +259,7 @@ class Kernel:
             kernel=self,
             registries=MappingProxyType(self.registries),
             make_cache=self.cache,
+            make_histogram=self.histogram,
         )
 
     def _start_workers(self) -> None:
@@ -279,6 +288,13 @@ class Kernel:
         self.edge_url = f"http://{host}:{port}"
 
     # -- what actors call -----------------------------------------------------------------------------
+
+    def histogram(self, name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
+        """The named Prometheus histogram (made on first use, kept across actor restarts), in ``/metrics``."""
+        histogram = self.histograms.get(name)
+        if histogram is None:
+            histogram = self.histograms[name] = Histogram(name, doc, labels, buckets=buckets, registry=None)
+        return histogram
 
     def cache(self, name: str, maxsize: int, ttl: float) -> Cache:
         """The named cache (made on first use and kept across actor restarts), reported in the metrics."""

@@ -65,11 +65,15 @@ class KernelCollector:
             hits = CounterMetricFamily("mlp_cache_hits", "Cache lookups that hit", labels=["cache"])
             misses = CounterMetricFamily("mlp_cache_misses", "Cache lookups that missed", labels=["cache"])
             entries = GaugeMetricFamily("mlp_cache_entries", "Entries held", labels=["cache"])
+            evictions = CounterMetricFamily("mlp_cache_evictions", "Entries evicted to make room", labels=["cache"])
             for name, cache in k.caches.items():
                 hits.add_metric([name], cache.hits)
                 misses.add_metric([name], cache.misses)
                 entries.add_metric([name], len(cache))
-            yield from (hits, misses, entries)
+                evictions.add_metric([name], cache.evictions)
+            yield from (hits, misses, entries, evictions)
+        for histogram in k.histograms.values():
+            yield from histogram.collect()
         plugins = GaugeMetricFamily("mlp_plugins", "Plugins by status", labels=["status"])
         counts = {"loaded": 0, "broken": 0, "disabled": 0}
         for plugin in k.plugins.infos.values():

@@ -35,6 +35,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("kernel", "ml_processing.core.system"),
     ("indicators", "ml_processing.plugins.indicators"),
     ("features", "ml_processing.plugins.features"),
+    ("models", "ml_processing.plugins.models"),
 )
 
 

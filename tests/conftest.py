@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def make_config(tmp_path: Path, *, modules: tuple[str, ...] = ("ml_processing.plugins._template",),
                 sections: dict[str, PluginSection] | None = None, autoload: bool = False,
                 **kernel: Any) -> Config:
-    """A config on free local ports (``*`` and port 0), fast heartbeats, data under `tmp_path`."""
+    """A config on free local ports (``*`` and port 0), fast heartbeats, data under `tmp_path`. The default
+    models are not trained (seconds per start) unless `sections` configures ``models`` itself."""
+    sections = {"models": PluginSection(True, {"defaults": False}), **(sections or {})}
     return Config(
         service=ServiceConfig(data_dir=str(tmp_path / "var"), log_level="warning"),
         bus=BusConfig(broker_bind=("tcp://127.0.0.1:*",), pub_in="tcp://127.0.0.1:*", pub_out="tcp://127.0.0.1:*",
@@ -35,7 +37,7 @@ def make_config(tmp_path: Path, *, modules: tuple[str, ...] = ("ml_processing.pl
         edge=EdgeConfig(port=0, max_body_mb=1.0),
         kernel=dataclasses.replace(KernelConfig(backoff_initial_s=0.01, backoff_max_s=0.05, drain_timeout_s=3.0,
                                                 uvloop=False), **kernel),
-        plugins=PluginsConfig(autoload=autoload, modules=modules, sections=sections or {}),
+        plugins=PluginsConfig(autoload=autoload, modules=modules, sections=sections),
         source="<test>",
     )
 

@@ -1,4 +1,50 @@
-"""Models: registry, versioning, inference, caches, ensembles, online learning, training.
+"""Models: a versioned registry of xgboost, scikit-learn, river and ensemble models, and microsecond inference.
 
-Built by the models issues; the folder exists so the layout and packaging are complete.
+Registered exactly as a third-party plugin would be: ``register_model_kinds`` fills the shared registry of
+model kinds (the contract is `ml_processing.core.model.ModelKind`), ``register_actors`` runs the ``models``
+service, ``register_routes`` adds the registry routes beside the seed's predict routes. Feature pipelines
+are reached over the bus (service ``features``), never imported.
 """
+
+from __future__ import annotations
+
+from ml_processing.bus.edge.routes import Route
+from ml_processing.core.actor import Actor
+from ml_processing.core.config import Config
+from ml_processing.core.hookspecs import hookimpl
+from ml_processing.core.model import ModelKind
+
+from .actor import Models, ModelsConfig
+from .kinds import builtin_kinds
+
+
+@hookimpl
+def register_config_schemas() -> dict[str, type]:
+    return {"models": ModelsConfig}
+
+
+@hookimpl
+def register_model_kinds() -> list[ModelKind]:
+    return builtin_kinds()
+
+
+@hookimpl
+def register_actors(settings: Config) -> list[type[Actor]]:
+    return [Models]
+
+
+@hookimpl
+def register_routes() -> list[Route]:
+    model = "/api/v1/models/{model_id}"
+    return [
+        Route("POST", model + "/versions", "models", "register",
+              "Register a version from an artifact (xgboost JSON/UBJ, skops; base64 in JSON, bytes in msgpack)",
+              "models", request_schema={"type": "object", "required": ["kind", "artifact"]}),
+        Route("POST", model + "/promote", "models", "promote", "Make a version the current one", "models",
+              request_schema={"type": "object", "required": ["version"]}),
+        Route("POST", model + "/rollback", "models", "rollback", "Back to the previous current version", "models"),
+        Route("DELETE", model + "/versions/{version}", "models", "delete",
+              "Delete a version (the current one only with force=true)", "models",
+              query=(("force", "boolean", "also the current version"),)),
+        Route("GET", "/api/v1/model-kinds", "models", "kinds", "Registered model kinds and their formats", "models"),
+    ]

@@ -68,8 +68,9 @@ def test_repository_plugins_toml_documents_the_embedded_defaults(section: str) -
     assert (shipped.plugins.autoload, shipped.plugins.modules) == (True, ())
     from ml_processing.plugins.features.actor import FeaturesConfig
     from ml_processing.plugins.indicators.actor import IndicatorsConfig
+    from ml_processing.plugins.models.actor import ModelsConfig
 
-    plugin_defaults = {"indicators": IndicatorsConfig, "features": FeaturesConfig}
+    plugin_defaults = {"indicators": IndicatorsConfig, "features": FeaturesConfig, "models": ModelsConfig}
     assert set(shipped.plugins.sections) <= set(plugin_defaults)
     for name, options in shipped.plugins.sections.items():
         assert build_section(plugin_defaults[name], options.options, "plugins.toml", name) == plugin_defaults[name]()

@@ -61,7 +61,7 @@ async def test_health_has_the_seed_shape(kernel: Kernel, http: aiohttp.ClientSes
     assert all(isinstance(ta[k], int) for k in ("indicators_calculated", "patterns_detected", "signals_generated"))
 
     actors = body["actors"]
-    assert set(actors) == {"kernel", "indicators", "features", "echo", "flaky"}
+    assert set(actors) == {"kernel", "indicators", "features", "models", "echo", "flaky"}
     for status in actors.values():
         assert status["state"] == "running" and status["healthy"] is True
     assert actors["echo"]["plugin"] == "_template"
