@@ -219,6 +219,7 @@ class Models(Actor):
         loaded = self.current.get(name)
         pointer = self.store.pointer(name)
         out: dict[str, Any] = {"model": name, "current": pointer["version"], "versions": self.store.versions(name),
+                               "version": loaded.version if loaded else None,
                                "serving": loaded.version if loaded else None,
                                "status": self._status(name)}
         if loaded is not None:

@@ -47,8 +47,12 @@ class _TreePredictor(Predictor):
         self.runner = runner
         self.max_rows = max_rows if runner is not None else -1
 
+    #: Does the ONNX graph treat NaN as the native library does? (skl2onnx's trees do not follow the
+    #: missing-value directions scikit-learn learns, so rows with NaN take the native path there.)
+    onnx_takes_nan = True
+
     def predict(self, x: np.ndarray) -> Prediction:
-        if len(x) <= self.max_rows:
+        if len(x) <= self.max_rows and (self.onnx_takes_nan or not np.isnan(x).any()):
             assert self.runner is not None
             values, proba = self.runner.run(x)
             if self.task == CLASSIFICATION and proba is not None:
@@ -202,6 +206,7 @@ def _plain(value: Any) -> Any:
 
 class SklearnPredictor(_TreePredictor):
     _index_labels = False  # skl2onnx graphs output the class labels themselves
+    onnx_takes_nan = False
 
     def __init__(self, estimator: Any, described: Described, runner: OnnxRunner | None, max_rows: int) -> None:
         super().__init__(runner, max_rows)

@@ -156,6 +156,8 @@ def encode_infer_response(model_name: str, model_version: str | None, outputs: S
     UTF-8 but was asked for as JSON. Outputs sent as binary data follow the JSON in order, the extra
     headers then carry ``Inference-Header-Content-Length`` and the content type is
     ``application/octet-stream``; otherwise the body is JSON, ``application/json``, no extra header.
+    In JSON form NaN and infinities are ``null``. BYTES elements: bytes as they are, str as UTF-8,
+    anything else as its ``str()``.
     """
     entries: list[dict[str, Any]] = []
     chunks: list[bytes] = []
@@ -389,7 +391,7 @@ def _binary_tensor(buffer: memoryview, datatype: str, shape: tuple[int, ...], co
         raise BadRequest(f"input {name!r} has {len(buffer)} bytes of binary data but shape {list(shape)} "
                          f"of {datatype} needs {count * dtype.itemsize}", field=f"inputs[{index}].shape")
     if datatype == "BOOL":
-        return np.frombuffer(buffer, dtype=np.uint8) != 0
+        return np.not_equal(np.frombuffer(buffer, dtype=np.uint8), 0)
     return np.frombuffer(buffer, dtype=dtype)
 
 
