@@ -47,4 +47,18 @@ def register_routes() -> list[Route]:
               "Delete a version (the current one only with force=true)", "models",
               query=(("force", "boolean", "also the current version"),)),
         Route("GET", "/api/v1/model-kinds", "models", "kinds", "Registered model kinds and their formats", "models"),
+        # the Open Inference Protocol (KServe V2), with Triton's binary tensor data extension
+        Route("GET", "/v2", "models", "v2_server", "V2 server metadata", "inference-v2"),
+        Route("GET", "/v2/health/live", "models", "v2_live", "V2 liveness", "inference-v2"),
+        Route("GET", "/v2/health/ready", "models", "v2_ready", "V2 readiness: a model is loaded", "inference-v2"),
+        Route("GET", "/v2/models/{name}", "models", "v2_model", "V2 model metadata", "inference-v2"),
+        Route("GET", "/v2/models/{name}/versions/{version}", "models", "v2_version", "V2 model metadata of a version",
+              "inference-v2"),
+        Route("GET", "/v2/models/{name}/ready", "models", "v2_model_ready", "V2 model readiness", "inference-v2"),
+        Route("GET", "/v2/models/{name}/versions/{version}/ready", "models", "v2_version_ready",
+              "V2 readiness of a version", "inference-v2"),
+        Route("POST", "/v2/models/{name}/infer", "models", "v2_infer", "V2 inference (JSON or binary tensors)",
+              "inference-v2", content_type="raw"),
+        Route("POST", "/v2/models/{name}/versions/{version}/infer", "models", "v2_version_infer",
+              "V2 inference on a version", "inference-v2", content_type="raw"),
     ]

@@ -17,12 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from ml_processing.core.actor import Actor
 from ml_processing.core.errors import BadRequest, MlpError, NotFound, TooLarge, Unavailable
+from ml_processing.core.kernel import VERSION
 from ml_processing.core.log import get_logger
 from ml_processing.core.model import Described, ModelKind, Prediction, Predictor
 
+from . import v2
 from .registry import ModelStore, Refused, check_name
 
 log = get_logger(__name__)
@@ -538,6 +541,70 @@ class Models(Actor):
             position = f"{field}[{where[-1]}]" if field == "features" else f"{field}[{where[0]}][{where[1]}]"
             raise BadRequest(f"{position} is {what}: model {loaded.name}@{loaded.version} takes finite values"
                              + ("" if loaded.predictor.allows_nan else " only"), field=position)
+
+    # -- Open Inference Protocol (KServe V2) -------------------------------------------------------------
+
+    def handle_v2_server(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"name": self.settings.service.name, "version": VERSION, "extensions": ["binary_tensor_data"]}
+
+    def handle_v2_live(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"live": True}
+
+    def handle_v2_ready(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.current:
+            raise Unavailable("no model is loaded yet", field="models")
+        return {"ready": True}
+
+    def handle_v2_model(self, args: dict[str, Any]) -> dict[str, Any]:
+        loaded = self._get(args.get("name"), args.get("version"))
+        n = loaded.predictor.n_features
+        outputs = [("predict", "FP64" if loaded.predictor.task != "classification" else "INT64", [-1])]
+        if loaded.predictor.task == "classification":
+            outputs.append(("predict_proba", "FP64", [-1, len(loaded.predictor.classes or [])]))
+        return v2.model_metadata(loaded.name, [str(v) for v in self.store.versions(loaded.name)],
+                                 f"ml-processing_{loaded.manifest['kind']}", [("input-0", "FP64", [-1, n])], outputs)
+
+    def handle_v2_model_ready(self, args: dict[str, Any]) -> dict[str, Any]:
+        loaded = self._get(args.get("name"), args.get("version"))
+        return {"name": loaded.name, "version": str(loaded.version), "ready": True}
+
+    def handle_v2_infer(self, args: dict[str, Any]) -> dict[str, Any]:
+        """An inference request in the protocol's JSON tensors (or Triton's binary extension): one input of
+        shape [rows, features] (or [features]); outputs ``predict`` and, for classifiers, ``predict_proba``."""
+        start = time.perf_counter_ns()
+        try:
+            loaded = self._get(args.get("name"), args.get("version"))
+            request = v2.decode_infer_request(args.get("body") or b"", args.get("headers") or {})
+            if len(request.inputs) != 1:
+                raise BadRequest(f"send one input tensor of shape [rows, {loaded.predictor.n_features}], got "
+                                 f"{len(request.inputs)}", field="inputs")
+            data = request.inputs[0].data
+            if data.dtype.kind not in "biuf":
+                raise BadRequest(f"input {request.inputs[0].name!r} must be numeric, not {request.inputs[0].datatype}",
+                                 field="inputs[0].datatype")
+            x = np.ascontiguousarray(data, dtype=np.float64)
+            x = x.reshape(1, -1) if x.ndim == 1 else x
+            if x.ndim != 2 or x.shape[1] != loaded.predictor.n_features:
+                raise BadRequest(f"input shape {list(data.shape)}: model {loaded.name}@{loaded.version} takes "
+                                 f"[rows, {loaded.predictor.n_features}]", field="inputs[0].shape")
+            if len(x) > self.config.max_batch:
+                raise TooLarge(f"{len(x):,} rows; at most {self.config.max_batch:,}", field="inputs[0].shape")
+            self._check_values(loaded, x, "rows")
+            prediction = loaded.predictor.predict(x)
+            outputs: list[tuple[str, np.ndarray]] = [("predict", np.asarray(prediction.values))]
+            if prediction.proba is not None:
+                outputs.append(("predict_proba", prediction.proba))
+            body, headers, content_type = v2.encode_infer_response(loaded.name, str(loaded.version), outputs, request)
+        except MlpError as exc:
+            return {"status": exc.http_status, "body": orjson.dumps({"error": exc.message}),
+                    "content_type": "application/json"}
+        self._count(loaded.name, len(x), time.perf_counter_ns() - start)
+        return {"body": body, "headers": headers, "content_type": content_type}
+
+    # the same answers for a route that names the version
+    handle_v2_version = handle_v2_model
+    handle_v2_version_ready = handle_v2_model_ready
+    handle_v2_version_infer = handle_v2_infer
 
     # -- health -----------------------------------------------------------------------------------------
 

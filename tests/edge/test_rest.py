@@ -157,6 +157,9 @@ async def test_every_documented_operation_answers(kernel: Kernel, http: aiohttp.
                 assert resp.status in (200, 400, 404, 503), (method, path, resp.status, await resp.text())
                 if resp.status != 200:
                     error = (await resp.json())["error"]
+                    if ops[method].get("requestBody", {}).get("content", {}).get("application/octet-stream"):
+                        assert isinstance(error, str) and error, (method, path, error)  # the protocol's own form
+                        continue
                     expected = {400: "bad_request", 404: "not_found", 503: "unavailable"}[resp.status]
                     assert error["code"] == expected, (method, path, error)
                     if resp.status == 404:  # the op's own answer (no such model, pipeline...), not a bare route 404
