@@ -69,6 +69,9 @@ class ModelKind(ABC):
     doc: ClassVar[str] = ""
     formats: ClassVar[tuple[str, ...]] = ()  # artifact formats accepted for upload, e.g. ("json", "ubj")
 
+    def prepare(self) -> None:  # noqa: B027 (optional)
+        """Import what loading needs (once per process, before the first load is timed)."""
+
     def artifact_name(self, fmt: str) -> str:
         """The artifact's file name in a version directory."""
         return f"model.{fmt}"

@@ -147,6 +147,12 @@ class Models(Actor):
 
     def _load_all(self) -> None:
         names = self.store.names()
+        start = time.perf_counter()
+        for kind in {self._kind_on_disk(n) for n in names}:
+            if kind in self.kinds:
+                self.kinds[kind].prepare()
+        if names:
+            log.info("model_libraries_ready", ms=round((time.perf_counter() - start) * 1000, 1))
         ensembles = [n for n in names if self._kind_on_disk(n) == "ensemble"]
         for name in [n for n in names if n not in ensembles] + ensembles:  # members before their ensembles
             self._load_serving(name)

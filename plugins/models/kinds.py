@@ -98,6 +98,10 @@ class XGBoostKind(ModelKind):
     doc = "xgboost Booster, XGBClassifier or XGBRegressor saved as xgboost JSON or UBJ"
     formats = ("json", "ubj")
 
+    def prepare(self) -> None:
+        import onnxruntime  # noqa: F401
+        import xgboost  # noqa: F401
+
     def _booster(self, data: bytes) -> Any:
         import xgboost as xgb
 
@@ -157,6 +161,10 @@ class SklearnKind(ModelKind):
            "ONNX fast path")
     formats = ("skops",)
 
+    def prepare(self) -> None:
+        import onnxruntime  # noqa: F401
+        import skops.io  # noqa: F401
+
     def _estimator(self, data: bytes) -> Any:
         import skops.io as sio
 
@@ -177,7 +185,9 @@ class SklearnKind(ModelKind):
         return estimator
 
     def check(self, data: bytes, fmt: str) -> Described:
-        estimator = self._estimator(data)
+        return self._describe(self._estimator(data))
+
+    def _describe(self, estimator: Any) -> Described:
         n_features = getattr(estimator, "n_features_in_", None)
         if n_features is None:
             raise BadRequest("the estimator is not fitted (no n_features_in_)", field="artifact")
@@ -195,7 +205,7 @@ class SklearnKind(ModelKind):
         estimator = self._estimator((directory / manifest["artifact"]).read_bytes())
         if hasattr(estimator, "n_jobs"):
             estimator.n_jobs = 1
-        described = self.check((directory / manifest["artifact"]).read_bytes(), "skops")
+        described = self._describe(estimator)
         return SklearnPredictor(estimator, described, _onnx(directory, manifest, options),
                                 int(options.get("onnx_max_rows", 64)))
 
