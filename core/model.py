@@ -33,6 +33,7 @@ class Prediction:
     values: np.ndarray  # (rows,): class labels or regression values
     proba: np.ndarray | None = None  # (rows, classes), in the order of `Predictor.classes`
     path: str = "native"  # what computed it: "native", "onnx", ...
+    parts: dict[str, np.ndarray] = field(default_factory=dict)  # an ensemble's members' probabilities
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class Predictor(ABC):
     def paths(self) -> list[str]:
         """The prediction paths this predictor has (``native`` always)."""
         return ["native"]
+
+    online: bool = False  # does `learn` update the model (river), or is it fixed until retrained?
+
+    def learn(self, row: np.ndarray, label: Any) -> None:  # noqa: B027 (optional)
+        """Learn one labelled row (online models only; the others ignore it)."""
 
 
 class ModelKind(ABC):

@@ -8,6 +8,7 @@ holds the old predictor finishes on it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
@@ -26,6 +27,9 @@ from ml_processing.core.log import get_logger
 from ml_processing.core.model import Described, ModelKind, Prediction, Predictor
 
 from . import v2
+from .kinds import river_artifact
+from .live import Live
+from .online import LiveSpec, Scores
 from .registry import ModelStore, Refused, check_name
 
 log = get_logger(__name__)
@@ -46,6 +50,12 @@ class ModelsConfig:
     onnx_max_rows: int = 64  # requests up to this many rows take the ONNX path
     max_batch: int = 100_000  # rows per predict_batch request (more: 413)
     max_artifact_mb: float = 200.0  # uploaded artifact size limit
+    live: tuple[dict[str, Any], ...] = ({"model": "ensemble"},)  # [[plugins.models.live]]: docs/MODELS.md
+    checkpoint_s: float = 300.0  # online models that learned are saved as a new version this often (and at stop)
+    keep_checkpoints: int = 5  # checkpoint versions kept per model (older ones, if not current, are deleted)
+    hedge_eta: float = 0.5  # ensemble weights: learning rate of the Hedge update (per unit of log loss)
+    hedge_floor: float = 0.02  # ensemble weights: no member below floor / members
+    window: int = 500  # labels in the rolling accuracy
 
     def __post_init__(self) -> None:
         if not 1 <= self.native_threads <= 64:
@@ -54,6 +64,15 @@ class ModelsConfig:
             raise ValueError("onnx_max_rows: must be between 0 and 1,000,000")
         if not 1 <= self.max_batch <= 10_000_000:
             raise ValueError("max_batch: must be between 1 and 10,000,000")
+        if self.checkpoint_s <= 0 or self.keep_checkpoints < 1 or self.window < 1:
+            raise ValueError("checkpoint_s, keep_checkpoints and window must be positive")
+        if not 0 < self.hedge_eta <= 100 or not 0 <= self.hedge_floor < 1:
+            raise ValueError("hedge_eta: (0, 100]; hedge_floor: [0, 1)")
+        for i, spec in enumerate(self.live):
+            try:
+                LiveSpec.parse(spec, i)
+            except BadRequest as exc:
+                raise ValueError(exc.message) from None
 
 
 @dataclass
@@ -125,6 +144,41 @@ class Models(Actor):
             from .defaults import register_defaults
 
             await register_defaults(self)
+        self.live = Live(self)
+        self.live.start()
+        self.spawn(self._checkpoints(), "checkpoints")
+
+    async def on_stop(self) -> None:
+        saved = await self.live.checkpoint()
+        if saved:
+            log.info("models_checkpointed", models=saved)
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.checkpoint_s)
+            await self.live.checkpoint()
+
+    async def checkpoint(self, loaded: Loaded) -> None:
+        """Save an online model's current state as a new, current version; keep the newest checkpoints."""
+        kind = self.kinds[loaded.manifest["kind"]]
+        data = await self.run_in_thread(river_artifact, loaded.predictor.model)  # type: ignore[attr-defined]
+        kept = ("kind", "format", "artifact", "task", "classes", "n_features", "features", "pipeline", "details")
+        manifest = {k: loaded.manifest[k] for k in kept if k in loaded.manifest}
+        manifest["metrics"] = {**loaded.manifest.get("metrics", {}),
+                               **self.live.scores.get(loaded.name, _NO_SCORES).report()}
+        manifest["checkpoint_of"] = loaded.manifest.get("checkpoint_of", loaded.version)
+        await self._store_version(loaded.name, kind, manifest, data, True)
+        checkpoints = [v for v in self.store.versions(loaded.name)
+                       if self._is_checkpoint(loaded.name, v) and v != self.current[loaded.name].version]
+        for version in checkpoints[:-(self.config.keep_checkpoints - 1) or None]:
+            self.store.delete(loaded.name, version)
+            self.others.pop((loaded.name, version), None)
+
+    def _is_checkpoint(self, name: str, version: int) -> bool:
+        try:
+            return "checkpoint_of" in self.store.manifest(name, version)
+        except Refused:
+            return False
 
     # -- loading ----------------------------------------------------------------------------------------
 
@@ -291,6 +345,11 @@ class Models(Actor):
                     args.get("pipeline"), "metrics": metrics, "details": described.details, **(extra or {})}
         if not manifest["pipeline"]:
             manifest.pop("pipeline")
+        return await self._store_version(name, kind, manifest, data, args.get("promote"))
+
+    async def _store_version(self, name: str, kind: ModelKind, manifest: dict[str, Any], data: bytes,
+                             promote: bool | None) -> dict[str, Any]:
+        """Write a checked version (compiling the fast path off the event loop), load it, maybe promote it."""
         written = await self.run_in_thread(self.store.write, name, manifest, {manifest["artifact"]: data},
                                            kind.compile)
         version = written["version"]
@@ -298,7 +357,6 @@ class Models(Actor):
             loaded = self._load(name, version)
         except Refused as exc:
             raise BadRequest(f"the new version does not load: {exc.reason}", field="artifact") from None
-        promote = args.get("promote")
         if promote is None:
             promote = name not in self.current
         if promote:
@@ -359,6 +417,8 @@ class Models(Actor):
         if previous is not None and previous.version != loaded.version:
             self.others[(name, previous.version)] = previous
         self.refused.get(name, {}).pop(loaded.version, None)
+        if loaded.manifest["kind"] == "ensemble" and hasattr(self, "live"):
+            self.live.hedge(name, loaded)
         dropped = self.cache_.discard(lambda key: key[0] != name)
         log.info("model_promoted", model=name, version=loaded.version,
                  previous=previous.version if previous else None, cache_dropped=dropped)
@@ -607,6 +667,36 @@ class Models(Actor):
         self._count(loaded.name, len(x), time.perf_counter_ns() - start)
         return {"body": body, "headers": headers, "content_type": content_type}
 
+    # -- online ---------------------------------------------------------------------------------------------
+
+    def handle_learn(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A label for one row (``features``) or for a live prediction (``symbol``, ``timeframe``, ``ts``)."""
+        return self.live.learn(args)
+
+    def _ensemble(self, args: Mapping[str, Any]) -> tuple[Loaded, Any]:
+        name = check_name(args.get("model_id") or args.get("model"), "model_id")
+        loaded = self._get(name)
+        if loaded.manifest["kind"] != "ensemble":
+            raise BadRequest(f"model {name!r} is not an ensemble", field="model_id")
+        return loaded, self.live.hedge(name, loaded)
+
+    def handle_weights(self, args: dict[str, Any]) -> dict[str, Any]:
+        """An ensemble's adaptive weights (Hedge: learning rate, floor, updates so far)."""
+        loaded, hedge = self._ensemble(args)
+        return {"model": loaded.name, **hedge.state()}
+
+    def handle_reset_weights(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Put an ensemble's weights back to equal."""
+        loaded, hedge = self._ensemble(args)
+        hedge.reset()
+        loaded.predictor.weights = hedge.weights  # type: ignore[attr-defined]
+        self.live.dirty.add(loaded.name)
+        return {"model": loaded.name, **hedge.state()}
+
+    def handle_live(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Live predictions, signals, labels, prequential scores, ensemble weights, drift."""
+        return self.live.report()
+
     # the same answers for a route that names the version
     handle_v2_version = handle_v2_model
     handle_v2_version_ready = handle_v2_model_ready
@@ -623,13 +713,24 @@ class Models(Actor):
     def health(self) -> dict[str, Any]:
         models = [self._summary(name) for name in sorted(set(self.store.names()) | set(self.current))]
         healthy = sum(1 for m in models if m["status"] == "ok")
+        scores = self.live.scores if hasattr(self, "live") else {}
+        for entry in models:
+            if entry["model"] in scores:
+                entry["live"] = scores[entry["model"]].report()
         return {"ml_status": {"models_loaded": len(self.current), "models_healthy": healthy},
-                "performance_metrics": self._performance(), "models": models}
+                "performance_metrics": {**self._performance(),
+                                        "model_accuracy": {m: round(s.rolling.get(), 4) for m, s in scores.items()}},
+                "models": models,
+                "technical_analysis": {"signals_generated": self.live.counts["signals"] if hasattr(self, "live")
+                                       else 0}}
 
     def metrics(self) -> dict[str, Any]:
         return {"performance_metrics": self._performance(),
                 "model_stats": {name: {"version": loaded.version, "load_ms": round(loaded.load_ms, 3),
                                        "paths": loaded.predictor.paths()} for name, loaded in self.current.items()}}
+
+
+_NO_SCORES = Scores()
 
 
 def _one(prediction: Prediction) -> dict[str, Any]:

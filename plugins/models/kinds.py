@@ -256,6 +256,8 @@ class RiverKind(ModelKind):
 
 
 class RiverPredictor(Predictor):
+    online = True
+
     def __init__(self, model: Any, manifest: Mapping[str, Any]) -> None:
         self.model = model
         self.task = manifest["task"]
@@ -273,6 +275,9 @@ class RiverPredictor(Predictor):
         totals = proba.sum(axis=1, keepdims=True)
         proba = np.where(totals > 0, proba / np.where(totals > 0, totals, 1.0), 1.0 / len(self.classes))
         return Prediction(_proba_labels(proba, self.classes), proba)
+
+    def learn(self, row: np.ndarray, label: Any) -> None:
+        self.model.learn_one(dict(zip(self.names, row.tolist(), strict=True)), label)
 
 
 def river_artifact(model: Any) -> bytes:
@@ -313,7 +318,8 @@ def parse_members(data: bytes) -> list[str]:
 
 
 class EnsemblePredictor(Predictor):
-    """Averages its members' probabilities (classification) or values (regression). A member named without a
+    """A weighted average of its members' probabilities (classification) or values (regression); equal
+    weights until `weights` (kept by the service, adapted online) says otherwise. A member named without a
     version follows that model's current version at every request."""
 
     def __init__(self, members: list[str], resolve: Callable[[str], Predictor], manifest: Mapping[str, Any]) -> None:
@@ -322,15 +328,19 @@ class EnsemblePredictor(Predictor):
         self.task = manifest["task"]
         self.n_features = int(manifest["n_features"])
         self.classes = manifest.get("classes")
+        self.weights: list[float] = [1.0 / len(members)] * len(members)
 
     def predict(self, x: np.ndarray) -> Prediction:
         outputs = [self.resolve(m).predict(x) for m in self.members]
-        paths = sorted({o.path for o in outputs})
+        paths = "+".join(sorted({o.path for o in outputs}))
+        weights = np.asarray(self.weights)
         if self.task == REGRESSION:
-            return Prediction(np.mean([o.values for o in outputs], axis=0), None, "+".join(paths))
-        proba = np.mean([o.proba for o in outputs], axis=0)
+            return Prediction(np.tensordot(weights, [o.values for o in outputs], axes=1), None, paths)
+        stacked = [o.proba for o in outputs]
+        proba = np.tensordot(weights, stacked, axes=1)
         assert self.classes is not None
-        return Prediction(_proba_labels(proba, self.classes), proba, "+".join(paths))
+        return Prediction(_proba_labels(proba, self.classes), proba, paths,
+                          dict(zip(self.members, stacked, strict=True)))
 
 
 def builtin_kinds() -> list[ModelKind]:

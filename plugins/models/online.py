@@ -1,0 +1,157 @@
+"""What makes models keep learning: prequential scores with drift detection, adaptive ensemble weights, and
+the live attachment of a model to bar series (rows in, predictions and signals out, labels joined back).
+
+* `Scores`: every model is scored on each label of a prediction it made, *before* anything learns from
+  that label (prequential, "test then train"): accuracy overall and over a rolling window, log loss, and
+  an ADWIN detector (river) on the stream of errors.
+* `Hedge`: an ensemble's member weights, multiplied by ``exp(-eta * loss)`` for each member's log loss on
+  each label, renormalised, and mixed with equal weights in the proportion ``floor``, so none falls below
+  ``floor / members`` and a member that recovers can come back.
+* `LiveSpec`: ``[[plugins.models.live]]`` entries: which model predicts on which bar series, how it labels
+  itself (direction of the close ``horizon`` bars later), and the probability thresholds of its signals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from river import drift, metrics, utils
+
+from ml_processing.core.errors import BadRequest
+
+EPS = 1e-12
+
+
+@dataclass
+class Scores:
+    """Prequential figures of one model."""
+
+    window: int = 500
+    labels: int = 0
+    drifts: int = 0
+    accuracy: Any = field(default_factory=metrics.Accuracy)
+    log_loss: Any = field(default_factory=metrics.LogLoss)
+    rolling: Any = None
+    detector: Any = field(default_factory=drift.ADWIN)
+    history: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=2_000))
+
+    def __post_init__(self) -> None:
+        self.rolling = utils.Rolling(metrics.Accuracy, window_size=self.window)
+
+    def update(self, label: Any, predicted: Any, proba: Mapping[Any, float] | None) -> bool:
+        """Score one labelled prediction; True when the error stream drifted."""
+        self.labels += 1
+        self.accuracy.update(label, predicted)
+        self.rolling.update(label, predicted)
+        if proba is not None:
+            self.log_loss.update(label, dict(proba))
+        self.detector.update(0.0 if label == predicted else 1.0)
+        if self.labels % 50 == 0:
+            self.history.append((self.labels, round(self.rolling.get(), 4)))
+        if self.detector.drift_detected:
+            self.drifts += 1
+            return True
+        return False
+
+    def report(self) -> dict[str, Any]:
+        return {"labels": self.labels, "accuracy": round(self.accuracy.get(), 4),
+                "rolling_accuracy": round(self.rolling.get(), 4), "window": self.window,
+                "log_loss": round(self.log_loss.get(), 4) if self.labels else None, "drifts": self.drifts}
+
+
+def log_loss(label: Any, proba: Mapping[Any, float]) -> float:
+    return -math.log(max(float(proba.get(label, 0.0)), EPS))
+
+
+@dataclass
+class Hedge:
+    """Exponentially weighted member weights (the Hedge update) with a floor."""
+
+    members: list[str]
+    eta: float = 0.5
+    floor: float = 0.02
+    weights: list[float] = field(default_factory=list)
+    updates: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.weights) != len(self.members):
+            self.reset()
+
+    def reset(self) -> None:
+        self.weights = [1.0 / len(self.members)] * len(self.members)
+        self.updates = 0
+
+    def update(self, losses: Sequence[float]) -> None:
+        """``w_i *= exp(-eta * loss_i)``, normalised, then mixed with the uniform weights in the proportion
+        ``floor``: every weight stays at least ``floor / members``."""
+        raw = [w * math.exp(-self.eta * loss) for w, loss in zip(self.weights, losses, strict=True)]
+        total = sum(raw)
+        if not total > 0:  # every member lost everything at once: start over from equal weights
+            raw, total = [1.0] * len(raw), float(len(raw))
+        share = self.floor / len(self.members)
+        self.weights = [(1 - self.floor) * w / total + share for w in raw]
+        self.updates += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"members": self.members, "weights": [round(w, 6) for w in self.weights], "eta": self.eta,
+                "floor": self.floor, "updates": self.updates}
+
+
+@dataclass(frozen=True)
+class LiveSpec:
+    model: str
+    timeframe: str | None = None  # None: every timeframe the features service publishes
+    horizon: int = 1  # self-labelling: the direction of the close this many bars later (0: labels come from outside)
+    buy_above: float = 0.6
+    sell_below: float = 0.4
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], index: int) -> LiveSpec:
+        where = f"live[{index}]"
+        unknown = set(raw) - {"model", "timeframe", "horizon", "buy_above", "sell_below"}
+        if unknown:
+            raise BadRequest(f"{where}: unknown key {sorted(unknown)[0]!r}", field=where)
+        model = raw.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest(f"{where}: 'model' must name a model", field=f"{where}.model")
+        horizon = raw.get("horizon", 1)
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or not 0 <= horizon <= 10_000:
+            raise BadRequest(f"{where}: 'horizon' must be 0..10000 bars", field=f"{where}.horizon")
+        buy, sell = float(raw.get("buy_above", 0.6)), float(raw.get("sell_below", 0.4))
+        if not 0 <= sell <= buy <= 1:
+            raise BadRequest(f"{where}: need 0 <= sell_below <= buy_above <= 1", field=f"{where}.buy_above")
+        timeframe = raw.get("timeframe")
+        if timeframe is not None and not isinstance(timeframe, str):
+            raise BadRequest(f"{where}: 'timeframe' must be a string", field=f"{where}.timeframe")
+        return cls(model, timeframe, horizon, buy, sell)
+
+
+@dataclass
+class Pending:
+    """A live prediction waiting for its label."""
+
+    version: int
+    row: list[float]
+    predicted: Any
+    proba: dict[Any, float] | None
+    parts: dict[str, dict[Any, float]]  # ensemble members' probabilities at the time
+
+
+@dataclass
+class SeriesState:
+    """One attached model on one (symbol, timeframe): the closes for self-labelling, the predictions waiting
+    for labels (bounded), and the signal zone it is in."""
+
+    closes: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=10_001))
+    pending: dict[int, Pending] = field(default_factory=dict)
+    zone: str = "flat"
+    max_pending: int = 10_000
+
+    def remember(self, ts: int, pending: Pending) -> None:
+        self.pending[ts] = pending
+        while len(self.pending) > self.max_pending:
+            self.pending.pop(next(iter(self.pending)))
