@@ -122,6 +122,10 @@ class Live:
         state.remember(ts, Pending(loaded.version, row, value, proba, parts))
         if proba is not None and loaded.predictor.task == CLASSIFICATION and len(proba) == 2:
             self._signal(spec, loaded, state, symbol, timeframe, ts, proba)
+        if spec.horizon:  # the bars after this one may have arrived before its feature row did
+            outcome = state.outcome(ts, spec.horizon)
+            if outcome is not None:
+                self.label(loaded.name, symbol, timeframe, ts, int(outcome))
 
     def _signal(self, spec: LiveSpec, loaded: Loaded, state: SeriesState, symbol: str, timeframe: str, ts: int,
                 proba: Mapping[Any, float]) -> None:
@@ -158,12 +162,13 @@ class Live:
             state = self.series.get((spec.model, parsed.symbol, parsed.timeframe))
             if state is None:
                 state = self.series[(spec.model, parsed.symbol, parsed.timeframe)] = SeriesState()
-            if state.closes and ts <= state.closes[-1][0]:
+            if not state.add_close(ts, float(close)):
                 continue  # stale: the bar rule of the live market state
-            state.closes.append((ts, float(close)))
-            if len(state.closes) > spec.horizon:
-                then_ts, then_close = state.closes[-1 - spec.horizon]
-                self.label(spec.model, parsed.symbol, parsed.timeframe, then_ts, int(close > then_close))
+            if state.count > spec.horizon:
+                then_ts = state.order[-1 - spec.horizon]
+                if then_ts in state.pending:
+                    outcome = state.outcome(then_ts, spec.horizon)
+                    self.label(spec.model, parsed.symbol, parsed.timeframe, then_ts, int(outcome or 0.0))
 
     def on_label(self, topic: str, body: Any) -> None:
         """``label.SYMBOL``: ``{"ts", "label", "timeframe"?, "model"?}`` labels the predictions of that bar."""

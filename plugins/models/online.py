@@ -143,15 +143,39 @@ class Pending:
 
 @dataclass
 class SeriesState:
-    """One attached model on one (symbol, timeframe): the closes for self-labelling, the predictions waiting
-    for labels (bounded), and the signal zone it is in."""
+    """One attached model on one (symbol, timeframe): the committed closes (for self-labelling), the
+    predictions waiting for labels, and the signal zone it is in; all bounded."""
 
-    closes: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=10_001))
     pending: dict[int, Pending] = field(default_factory=dict)
     zone: str = "flat"
-    max_pending: int = 10_000
+    limit: int = 10_000
+    closes: dict[int, tuple[int, float]] = field(default_factory=dict)  # ts -> (sequence number, close)
+    order: deque[int] = field(default_factory=deque)  # ts of the closes, oldest first
+    count: int = 0  # closes seen
 
     def remember(self, ts: int, pending: Pending) -> None:
         self.pending[ts] = pending
-        while len(self.pending) > self.max_pending:
+        while len(self.pending) > self.limit:
             self.pending.pop(next(iter(self.pending)))
+
+    def add_close(self, ts: int, close: float) -> bool:
+        """Record a committed bar's close; False for a stale one (not newer than the last)."""
+        if self.order and ts <= self.order[-1]:
+            return False
+        self.closes[ts] = (self.count, close)
+        self.order.append(ts)
+        self.count += 1
+        while len(self.order) > self.limit:
+            self.closes.pop(self.order.popleft(), None)
+        return True
+
+    def outcome(self, ts: int, horizon: int) -> float | None:
+        """The direction label (1 up, 0 not) of the bar at `ts` once the bar `horizon` later is known."""
+        known = self.closes.get(ts)
+        if known is None:
+            return None
+        later = known[0] + horizon
+        if later >= self.count:
+            return None
+        then_ts = self.order[len(self.order) - (self.count - later)]
+        return float(self.closes[then_ts][1] > known[1])
