@@ -53,6 +53,12 @@ def register_routes() -> list[Route]:
         Route("GET", model + "/weights", "models", "weights", "An ensemble's adaptive weights", "models"),
         Route("POST", model + "/weights/reset", "models", "reset_weights", "Put an ensemble's weights back to equal",
               "models"),
+        Route("POST", "/api/v1/train", "models", "train",
+              "Start a training job (xgboost, scikit-learn, river) on OHLCV columns or a held series", "models",
+              request_schema={"type": "object", "required": ["model_id", "kind"]}),
+        Route("GET", "/api/v1/train/jobs", "models", "jobs", "Training jobs and their status", "models"),
+        Route("GET", "/api/v1/train/jobs/{job_id}", "models", "job", "One training job", "models"),
+        Route("POST", "/api/v1/train/jobs/{job_id}/cancel", "models", "cancel", "Cancel a training job", "models"),
         Route("GET", "/api/v1/models-live", "models", "live",
               "Live predictions, signals, labels, prequential scores, ensemble weights, drift", "models"),
         # the Open Inference Protocol (KServe V2), with Triton's binary tensor data extension

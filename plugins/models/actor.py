@@ -21,16 +21,19 @@ import numpy as np
 import orjson
 
 from ml_processing.core.actor import Actor
+from ml_processing.core.bars import FIELDS
 from ml_processing.core.errors import BadRequest, MlpError, NotFound, TooLarge, Unavailable
 from ml_processing.core.kernel import VERSION
 from ml_processing.core.log import get_logger
-from ml_processing.core.model import Described, ModelKind, Prediction, Predictor
+from ml_processing.core.model import CLASSIFICATION, Described, ModelKind, Prediction, Predictor
 
 from . import v2
 from .kinds import river_artifact
 from .live import Live
 from .online import LiveSpec, Scores
 from .registry import ModelStore, Refused, check_name
+from .train_request import TrainRequest
+from .training import Job, Jobs, scores
 
 log = get_logger(__name__)
 
@@ -50,12 +53,14 @@ class ModelsConfig:
     onnx_max_rows: int = 64  # requests up to this many rows take the ONNX path
     max_batch: int = 100_000  # rows per predict_batch request (more: 413)
     max_artifact_mb: float = 200.0  # uploaded artifact size limit
-    live: tuple[dict[str, Any], ...] = ({"model": "ensemble"},)  # [[plugins.models.live]]: docs/MODELS.md
+    live: tuple[dict[str, Any], ...] = (  # models attached to bar series (docs/MODELS.md)
+        {"model": "ensemble", "horizon": 1, "buy_above": 0.6, "sell_below": 0.4},)
     checkpoint_s: float = 300.0  # online models that learned are saved as a new version this often (and at stop)
     keep_checkpoints: int = 5  # checkpoint versions kept per model (older ones, if not current, are deleted)
     hedge_eta: float = 0.5  # ensemble weights: learning rate of the Hedge update (per unit of log loss)
     hedge_floor: float = 0.02  # ensemble weights: no member below floor / members
     window: int = 500  # labels in the rolling accuracy
+    training_workers: int = 1  # processes in the training pool (spawned on the first job)
 
     def __post_init__(self) -> None:
         if not 1 <= self.native_threads <= 64:
@@ -146,9 +151,13 @@ class Models(Actor):
             await register_defaults(self)
         self.live = Live(self)
         self.live.start()
+        self.jobs = Jobs(self.config.training_workers)
         self.spawn(self._checkpoints(), "checkpoints")
 
     async def on_stop(self) -> None:
+        for job in list(self.jobs.jobs.values()):
+            self.jobs.cancel(job)
+        self.jobs.close()
         saved = await self.live.checkpoint()
         if saved:
             log.info("models_checkpointed", models=saved)
@@ -667,6 +676,90 @@ class Models(Actor):
         self._count(loaded.name, len(x), time.perf_counter_ns() - start)
         return {"body": body, "headers": headers, "content_type": content_type}
 
+    # -- training ---------------------------------------------------------------------------------------
+
+    def handle_train(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Start a training job; its id comes back at once (op ``job`` follows it). See docs/MODELS.md."""
+        request = TrainRequest.parse(args, self.kinds)
+        job = self.jobs.new(request.model, request.kind)
+        self.spawn(self._train(job, request), job.id)
+        return job.describe()
+
+    async def _train(self, job: Job, request: TrainRequest) -> None:
+        try:
+            job.stage = "preparing rows"
+            columns = request.columns or await self.request(
+                "indicators", "bars", {"symbol": request.symbol, "timeframe": request.timeframe})
+            rows = await self.request("features", "transform", {**{k: columns[k] for k in columns
+                                                                   if k in ("ts", *FIELDS)},
+                                                                "pipeline": request.pipeline})
+            x, y, names = request.labelled(rows, np.asarray(columns["close"], dtype=np.float64))
+            split = int(len(x) * (1 - request.test_fraction))
+            if split < 10 or len(x) - split < 5:
+                raise BadRequest(f"{len(x)} labelled rows: too few to train and hold out", field="close")
+            base = None
+            if request.refresh:
+                current = self._get(request.model)
+                if current.manifest["kind"] != "xgboost":
+                    raise BadRequest("refresh continues an xgboost booster only", field="refresh")
+                base = (self.store.folder(request.model, current.version) / current.manifest["artifact"]).read_bytes()
+            result = await self.jobs.run(job, request.kind, request.task, dict(request.params), x[:split], y[:split],
+                                         x[split:], y[split:], names, base)
+            job.stage = "writing the version"
+            promote = await self._promotion(request, result["metrics"], x[split:], y[split:])
+            kind = self.kinds[request.kind]
+            described = (Described(request.task, x.shape[1], [0, 1] if request.task == CLASSIFICATION else None,
+                                   result["details"]) if request.kind == "river" else None)
+            version = await self.register(request.model, kind, result["format"], result["artifact"],
+                                          {"pipeline": rows["pipeline"], "metrics": result["metrics"],
+                                           "promote": promote},
+                                          {"trained_by": job.id, "label": request.label_spec}, described)
+            job.status, job.stage = "done", "done"
+            job.result = {"version": version["version"], "promoted": version["promoted"],
+                          "metrics": result["metrics"], "train_seconds": result["seconds"],
+                          "rows": {"train": split, "test": len(x) - split}}
+        except asyncio.CancelledError:
+            job.status = "cancelled"
+            raise
+        except MlpError as exc:
+            job.status, job.error = "failed", exc.message
+        except Exception as exc:  # the worker's failure (or a cancelled pool): the registry is as it was
+            if job.status != "cancelled":
+                job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+                log.error("training_job_failed", job=job.id, model=job.model, error=job.error)
+        finally:
+            job.finished = job.finished or time.time()
+
+    async def _promotion(self, request: TrainRequest, metrics: Mapping[str, Any], x: np.ndarray,
+                         y: np.ndarray) -> bool:
+        """The job's rule: always, never, or when the new version beats the current one on the holdout."""
+        if request.promote != "if_better":
+            return bool(request.promote)
+        current = self.current.get(request.model)
+        if current is None:
+            return True
+        prediction = await self.run_in_thread(current.predictor.predict, np.ascontiguousarray(x))
+        baseline = scores(request.task, y, prediction.proba, prediction.values)
+        key = "log_loss" if request.task == CLASSIFICATION else "rmse"
+        return bool(metrics[key] < baseline[key])
+
+    def handle_jobs(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"jobs": [job.describe() for job in self.jobs.jobs.values()], "active": self.jobs.active}
+
+    def handle_job(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._job(args).describe()
+
+    def handle_cancel(self, args: dict[str, Any]) -> dict[str, Any]:
+        job = self._job(args)
+        cancelled = self.jobs.cancel(job)
+        return {**job.describe(), "cancelled": cancelled}
+
+    def _job(self, args: Mapping[str, Any]) -> Job:
+        job = self.jobs.jobs.get(str(args.get("job_id") or args.get("id")))
+        if job is None:
+            raise NotFound(f"no job {args.get('job_id')!r:.40}", field="job_id")
+        return job
+
     # -- online ---------------------------------------------------------------------------------------------
 
     def handle_learn(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -717,7 +810,8 @@ class Models(Actor):
         for entry in models:
             if entry["model"] in scores:
                 entry["live"] = scores[entry["model"]].report()
-        return {"ml_status": {"models_loaded": len(self.current), "models_healthy": healthy},
+        return {"ml_status": {"models_loaded": len(self.current), "models_healthy": healthy,
+                              "training_active": bool(self.jobs.active) if hasattr(self, "jobs") else False},
                 "performance_metrics": {**self._performance(),
                                         "model_accuracy": {m: round(s.rolling.get(), 4) for m, s in scores.items()}},
                 "models": models,

@@ -1,0 +1,194 @@
+"""Training jobs: run in a process pool, never on the event loop; each has an id, a status, a stage and a result.
+
+`fit` is what a worker process runs: given time-ordered training and holdout rows it trains one model
+(xgboost, scikit-learn, river), scores it on the holdout and returns the artifact bytes in the kind's own
+format. It never touches the registry: the service writes the version only when a job succeeds, so a
+crashed or cancelled job leaves the registry as it was.
+
+Workers are started with the ``spawn`` method (a fork of a process running ZeroMQ and an event loop is
+not safe) and import their libraries once, when the pool starts. Each worker trains on one thread
+(``nthread = 1``, ``n_jobs = 1``): on a small machine the event loop keeps its core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ml_processing.core.log import get_logger
+
+log = get_logger(__name__)
+
+XGBOOST_DEFAULTS = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "tree_method": "hist",
+                    "nthread": 1, "seed": 0}
+SKLEARN_ESTIMATORS = ("RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassifier",
+                      "ExtraTreesRegressor", "GradientBoostingClassifier", "GradientBoostingRegressor",
+                      "HistGradientBoostingClassifier", "HistGradientBoostingRegressor", "LogisticRegression",
+                      "Ridge")
+
+
+def warm() -> None:
+    """Pool initializer: import the training libraries once per worker."""
+    import sklearn.ensemble  # noqa: F401
+    import xgboost  # noqa: F401
+
+
+def scores(task: str, y: np.ndarray, proba: np.ndarray | None, values: np.ndarray) -> dict[str, float]:
+    """Holdout metrics: accuracy, log loss and AUC (binary) for classifiers; RMSE for regressors."""
+    from sklearn.metrics import accuracy_score, log_loss, mean_squared_error, roc_auc_score
+
+    if task == "regression":
+        return {"rmse": round(float(np.sqrt(mean_squared_error(y, values))), 6), "test_rows": len(y)}
+    assert proba is not None
+    out = {"accuracy": round(float(accuracy_score(y, values)), 4), "test_rows": len(y)}
+    labels = list(range(proba.shape[1]))
+    out["log_loss"] = round(float(log_loss(y, proba, labels=labels)), 4)
+    if proba.shape[1] == 2 and len(np.unique(y)) == 2:
+        out["auc"] = round(float(roc_auc_score(y, proba[:, 1])), 4)
+    return out
+
+
+def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
+        y_test: np.ndarray, names: list[str], base: bytes | None) -> dict[str, Any]:
+    """Train one model (in a worker process); ``{"format", "artifact", "metrics", "seconds", "details"}``."""
+    start = time.perf_counter()
+    if kind == "xgboost":
+        import xgboost as xgb
+
+        rounds = int(params.pop("n_estimators", params.pop("num_boost_round", 100)))
+        objective = "binary:logistic" if task == "classification" else "reg:squarederror"
+        booster = None
+        if base is not None:  # incremental refresh: continue from the current booster
+            booster = xgb.Booster()
+            booster.load_model(bytearray(base))
+        model = xgb.train({**XGBOOST_DEFAULTS, "objective": objective, **params},
+                          xgb.DMatrix(x, label=y), num_boost_round=rounds, xgb_model=booster)
+        p = model.predict(xgb.DMatrix(x_test))
+        proba = np.column_stack([1 - p, p]) if task == "classification" else None
+        values = (p > 0.5).astype(int) if task == "classification" else p
+        artifact, fmt = bytes(model.save_raw(raw_format="ubj")), "ubj"
+        details = {"trees": int(model.num_boosted_rounds()), "refreshed": base is not None}
+    elif kind == "sklearn":
+        import sklearn.ensemble
+        import sklearn.linear_model
+        import skops.io as sio
+
+        name = params.pop("estimator", "RandomForestClassifier" if task == "classification" else
+                          "RandomForestRegressor")
+        if name not in SKLEARN_ESTIMATORS:
+            raise ValueError(f"estimator {name!r} is not one of {', '.join(SKLEARN_ESTIMATORS)}")
+        module = sklearn.linear_model if name in ("LogisticRegression", "Ridge") else sklearn.ensemble
+        estimator = getattr(module, name)(**params)
+        if hasattr(estimator, "n_jobs"):
+            estimator.n_jobs = 1
+        estimator.fit(x, y)
+        proba = estimator.predict_proba(x_test) if task == "classification" else None
+        values = estimator.predict(x_test)
+        artifact, fmt, details = sio.dumps(estimator), "skops", {"estimator": name}
+    elif kind == "river":
+        import pickle
+
+        from river import linear_model, tree
+
+        name = params.pop("estimator", "LogisticRegression")
+        model = {"LogisticRegression": linear_model.LogisticRegression,
+                 "HoeffdingTreeClassifier": tree.HoeffdingTreeClassifier,
+                 "LinearRegression": linear_model.LinearRegression}[name](**params)
+        for row, label in zip(x.tolist(), y.tolist(), strict=True):
+            model.learn_one(dict(zip(names, row, strict=True)), label)
+        rows = [dict(zip(names, row, strict=True)) for row in x_test.tolist()]
+        if task == "classification":
+            proba = np.array([[model.predict_proba_one(r).get(c, 0.0) for c in (0, 1)] for r in rows])
+            proba = proba / np.where(proba.sum(axis=1, keepdims=True) > 0, proba.sum(axis=1, keepdims=True), 1)
+            values = proba.argmax(axis=1)
+        else:
+            proba, values = None, np.array([model.predict_one(r) or 0.0 for r in rows])
+        artifact, fmt, details = pickle.dumps(model), "river", {"model": f"river.{name}"}
+    else:
+        raise ValueError(f"cannot train model kind {kind!r}")
+    return {"format": fmt, "artifact": artifact, "metrics": scores(task, y_test, proba, values),
+            "seconds": round(time.perf_counter() - start, 4), "details": details}
+
+
+@dataclass
+class Job:
+    id: str
+    model: str
+    kind: str
+    status: str = "queued"  # queued, running, done, failed, cancelled
+    stage: str = "queued"  # preparing rows, training, writing the version
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    future: Future[Any] | None = field(default=None, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "model": self.model, "kind": self.kind, "status": self.status, "stage": self.stage,
+                "created": self.created, "finished": self.finished, "result": self.result, "error": self.error}
+
+
+class Jobs:
+    """The pool and the jobs it ran (bounded history)."""
+
+    def __init__(self, workers: int, keep: int = 200) -> None:
+        self.workers = workers
+        self.keep = keep
+        self.jobs: dict[str, Job] = {}
+        self._ids = itertools.count(1)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=warm)
+        return self._pool
+
+    def new(self, model: str, kind: str) -> Job:
+        job = Job(f"job-{next(self._ids)}", model, kind)
+        self.jobs[job.id] = job
+        while len(self.jobs) > self.keep:
+            oldest = next(iter(self.jobs.values()))
+            if oldest.status in ("queued", "running"):
+                break
+            self.jobs.pop(oldest.id)
+        return job
+
+    @property
+    def active(self) -> int:
+        return sum(1 for j in self.jobs.values() if j.status in ("queued", "running"))
+
+    async def run(self, job: Job, *args: Any) -> dict[str, Any]:
+        job.status, job.stage = "running", "training"
+        job.future = self.pool().submit(fit, *args)
+        try:
+            return await asyncio.wrap_future(job.future)
+        except BrokenProcessPool:
+            self._pool = None  # a worker died (or was stopped): the next job gets a fresh pool
+            raise
+
+    def cancel(self, job: Job) -> bool:
+        """Cancel a job: a queued one is dropped; a running one has its worker stopped (the pool restarts)."""
+        if job.status not in ("queued", "running"):
+            return False
+        if job.future is not None and not job.future.cancel():
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                for process in list(getattr(pool, "_processes", {}).values()):  # no public way to stop one task
+                    process.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+        job.status, job.stage, job.finished = "cancelled", "cancelled", time.time()
+        return True
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,133 @@
+"""Training jobs on a real kernel: a process pool, time-ordered holdout metrics in the manifest, promotion
+rules, incremental xgboost refresh, river and scikit-learn, cancellation and failures that leave the
+registry as it was."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ml_processing.core.config import PluginSection
+from ml_processing.core.kernel import Kernel
+from ml_processing.plugins.models.defaults import synthetic_market
+from tests.conftest import make_config
+
+MARKET = {k: v for k, v in synthetic_market(3_000, seed=5).items()}
+
+
+@pytest.fixture
+async def trainer(tmp_path: Path) -> AsyncIterator[Kernel]:
+    cfg = make_config(tmp_path, modules=(), sections={"models": PluginSection(True, {"defaults": False, "live": []})})
+    kernel = Kernel(cfg)
+    await kernel.start()
+    try:
+        await kernel.request("features", "fit", {"pipeline": "default", **MARKET})
+        yield kernel
+    finally:
+        await kernel.stop()
+
+
+async def finished(kernel: Kernel, job: dict[str, Any], seconds: float = 60.0) -> dict[str, Any]:
+    for _ in range(int(seconds / 0.05)):
+        state = await kernel.request("models", "job", {"job_id": job["id"]})
+        if state["status"] not in ("queued", "running"):
+            return state  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job['id']} still {state['status']} after {seconds} s")
+
+
+async def test_train_refresh_and_promotion_rules(trainer: Kernel) -> None:
+    job = await trainer.request("models", "train", {"model_id": "xg", "kind": "xgboost", **MARKET,
+                                                     "params": {"n_estimators": 50, "max_depth": 3}})
+    assert job["status"] in ("queued", "running") and job["id"].startswith("job-")
+    done = await finished(trainer, job)
+    assert done["status"] == "done", done
+    result = done["result"]
+    assert result["version"] == 1 and result["promoted"]  # the first version is promoted
+    assert result["rows"]["test"] == pytest.approx(0.2 * (result["rows"]["train"] + result["rows"]["test"]), abs=1)
+    details = await trainer.request("models", "get", {"model_id": "xg"})
+    (version,) = details["versions"]
+    assert set(version["metrics"]) >= {"accuracy", "log_loss", "auc"} and version["pipeline"] == "default@2"
+    same = await finished(trainer, await trainer.request("models", "train", {
+        "model_id": "xg", "kind": "xgboost", **MARKET, "params": {"n_estimators": 50, "max_depth": 3}}))
+    assert same["result"]["version"] == 2 and not same["result"]["promoted"]  # if_better: not better, kept
+    never = await finished(trainer, await trainer.request("models", "train", {
+        "model_id": "xg", "kind": "xgboost", **MARKET, "promote": False, "params": {"n_estimators": 5}}))
+    assert not never["result"]["promoted"]
+    refreshed = await finished(trainer, await trainer.request("models", "train", {
+        "model_id": "xg", "kind": "xgboost", **MARKET, "refresh": True, "promote": True, "params": {"n_estimators": 10}}))
+    assert refreshed["status"] == "done" and refreshed["result"]["promoted"]
+    current = await trainer.request("models", "get", {"model_id": "xg"})
+    assert current["current"] == 4 and current["details"]["trees"] == 60  # 50 of version 1, then 10 more
+
+
+@pytest.mark.parametrize(("kind", "params", "label"), [
+    ("sklearn", {"estimator": "RandomForestClassifier", "n_estimators": 20, "max_depth": 5}, "direction"),
+    ("river", {"estimator": "HoeffdingTreeClassifier"}, "direction"),
+    ("xgboost", {"n_estimators": 20}, "return"),
+])
+async def test_every_trainable_kind(trainer: Kernel, kind: str, params: dict[str, Any], label: str) -> None:
+    done = await finished(trainer, await trainer.request("models", "train", {
+        "model_id": "m", "kind": kind, **MARKET, "params": params, "label": {"type": label, "horizon": 2}}))
+    assert done["status"] == "done", done
+    metrics = done["result"]["metrics"]
+    assert ("rmse" in metrics) == (label == "return")
+    out = await trainer.request("models", "predict", {"model": "m", "features": [0.1, 0.2, 0.3, 0.4]})
+    assert out["version"] == 1 and (out["probabilities"] is None) == (label == "return")
+
+
+async def test_a_cancelled_or_failing_job_leaves_the_registry_as_it_was(trainer: Kernel) -> None:
+    slow = await trainer.request("models", "train", {"model_id": "slow", "kind": "xgboost", **MARKET,
+                                                      "params": {"n_estimators": 20_000, "max_depth": 8}})
+    for _ in range(200):  # wait until it trains (bounded), while /health says so
+        if (await trainer.request("models", "job", {"job_id": slow["id"]}))["stage"] == "training":
+            break
+        await asyncio.sleep(0.05)
+    health = await trainer.request("kernel", "health", {})
+    assert health["ml_status"]["training_active"] is True
+    cancelled = await trainer.request("models", "cancel", {"job_id": slow["id"]})
+    assert cancelled["cancelled"] and cancelled["status"] == "cancelled"
+    broken = await finished(trainer, await trainer.request("models", "train", {
+        "model_id": "broken", "kind": "xgboost", **MARKET, "params": {"max_depth": "deep"}}))
+    assert broken["status"] == "failed" and broken["error"]
+    after = await finished(trainer, await trainer.request("models", "train", {
+        "model_id": "after", "kind": "xgboost", **MARKET, "params": {"n_estimators": 5}}))
+    assert after["status"] == "done"  # the pool came back
+    listed = {m["model"] for m in (await trainer.request("models", "list", {}))["models"]}
+    assert listed == {"after"}
+    health = await trainer.request("kernel", "health", {})
+    assert health["ml_status"]["training_active"] is False
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    ({"kind": "xgboost", "close": [1.0]}, "model_id"),
+    ({"model_id": "m", "kind": "torch", "close": [1.0]}, "kind"),
+    ({"model_id": "m", "kind": "xgboost"}, "close"),
+    ({"model_id": "m", "kind": "xgboost", "close": [1.0], "label": {"type": "colour"}}, "label.type"),
+    ({"model_id": "m", "kind": "xgboost", "close": [1.0], "label": {"horizon": 0}}, "label.horizon"),
+    ({"model_id": "m", "kind": "xgboost", "close": [1.0], "test_fraction": 0.9}, "test_fraction"),
+    ({"model_id": "m", "kind": "xgboost", "close": [1.0], "promote": "maybe"}, "promote"),
+    ({"model_id": "m", "kind": "river", "close": [1.0], "refresh": True}, "refresh"),
+    ({"model_id": "m", "kind": "xgboost", "close": [1.0], "params": {"x": [1]}}, "params"),
+])
+async def test_bad_training_requests_are_named(trainer: Kernel, args: dict[str, Any], field: str) -> None:
+    from ml_processing.core.errors import BadRequest
+
+    with pytest.raises(BadRequest) as err:
+        await trainer.request("models", "train", args)
+    assert err.value.field == field
+
+
+def test_labels_are_the_future_close_in_time_order() -> None:
+    from ml_processing.plugins.models.train_request import TrainRequest
+
+    request = TrainRequest("m", "xgboost", horizon=2)
+    close = np.array([1.0, 2.0, 1.5, 3.0, 2.0])
+    rows = {"values": [[0.0], [1.0], [2.0], [3.0]], "index": [1, 2, 3, 4], "features": ["a"]}
+    x, y, names = request.labelled(rows, close)
+    assert x.tolist() == [[0.0], [1.0]] and y.tolist() == [1, 1] and names == ["a"]
