@@ -60,7 +60,8 @@ def register_routes() -> list[Route]:
         Route("GET", "/api/v1/train/jobs/{job_id}", "models", "job", "One training job", "models"),
         Route("POST", "/api/v1/train/jobs/{job_id}/cancel", "models", "cancel", "Cancel a training job", "models"),
         Route("GET", "/api/v1/models-live", "models", "live",
-              "Live predictions, signals, labels, prequential scores, ensemble weights, drift", "models"),
+              "Live predictions, signals, labels, prequential scores, ensemble weights, drift", "models",
+              query=(("timelines", "boolean", "also accuracy and weights over time"),)),
         # the Open Inference Protocol (KServe V2), with Triton's binary tensor data extension
         Route("GET", "/v2", "models", "v2_server", "V2 server metadata", "inference-v2"),
         Route("GET", "/v2/health/live", "models", "v2_live", "V2 liveness", "inference-v2"),

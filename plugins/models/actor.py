@@ -787,8 +787,9 @@ class Models(Actor):
         return {"model": loaded.name, **hedge.state()}
 
     def handle_live(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Live predictions, signals, labels, prequential scores, ensemble weights, drift."""
-        return self.live.report()
+        """Live predictions, signals, labels, prequential scores, ensemble weights, drift; ``timelines: true``
+        adds rolling accuracy and weights over time."""
+        return self.live.report(args.get("timelines") in (True, "true", "1"))
 
     # the same answers for a route that names the version
     handle_v2_version = handle_v2_model

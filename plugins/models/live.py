@@ -271,7 +271,11 @@ class Live:
                     log.error("checkpoint_failed", model=name, error=exc.message)
         return saved
 
-    def report(self) -> dict[str, Any]:
-        return {"counts": dict(self.counts), "scores": {m: s.report() for m, s in self.scores.items()},
-                "weights": {m: h.state() for m, h in self.hedges.items()}, "drift": self.last_drift,
-                "attached": [spec.__dict__ for spec in self.specs]}
+    def report(self, timelines: bool = False) -> dict[str, Any]:
+        out = {"counts": dict(self.counts), "scores": {m: s.report() for m, s in self.scores.items()},
+               "weights": {m: h.state() for m, h in self.hedges.items()}, "drift": self.last_drift,
+               "attached": [spec.__dict__ for spec in self.specs]}
+        if timelines:  # for reports: rolling accuracy per model and ensemble weights, sampled every 50 labels
+            out["timelines"] = {"accuracy": {m: s.timeline() for m, s in self.scores.items()},
+                                "weights": {m: h.timeline() for m, h in self.hedges.items()}}
+        return out

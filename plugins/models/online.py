@@ -57,6 +57,10 @@ class Scores:
             return True
         return False
 
+    def timeline(self) -> list[tuple[int, float]]:
+        """Rolling accuracy every 50 labels (the last 2,000 samples)."""
+        return list(self.history)
+
     def report(self) -> dict[str, Any]:
         return {"labels": self.labels, "accuracy": round(self.accuracy.get(), 4),
                 "rolling_accuracy": round(self.rolling.get(), 4), "window": self.window,
@@ -76,6 +80,7 @@ class Hedge:
     floor: float = 0.02
     weights: list[float] = field(default_factory=list)
     updates: int = 0
+    history: deque[tuple[int, list[float]]] = field(default_factory=lambda: deque(maxlen=2_000))
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(self.members):
@@ -95,10 +100,16 @@ class Hedge:
         share = self.floor / len(self.members)
         self.weights = [(1 - self.floor) * w / total + share for w in raw]
         self.updates += 1
+        if self.updates % 50 == 0:
+            self.history.append((self.updates, [round(w, 4) for w in self.weights]))
 
     def state(self) -> dict[str, Any]:
         return {"members": self.members, "weights": [round(w, 6) for w in self.weights], "eta": self.eta,
                 "floor": self.floor, "updates": self.updates}
+
+    def timeline(self) -> list[tuple[int, list[float]]]:
+        """Weights every 50 updates (the last 2,000 samples)."""
+        return list(self.history)
 
 
 @dataclass(frozen=True)
