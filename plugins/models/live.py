@@ -43,7 +43,8 @@ class Live:
         self.series: dict[tuple[str, str, str], SeriesState] = {}  # (model, symbol, timeframe)
         self.dirty: set[str] = set()  # online models with unsaved learning
         self.counts = {"predictions": 0, "signals": 0, "labels": 0, "unmatched_labels": 0, "skipped_rows": 0,
-                       "drifts": 0}
+                       "drifts": 0, "retrains": 0}
+        self.labelled_from: dict[str, tuple[str, str]] = {}  # model -> (symbol, timeframe) of its last label
         self.last_drift: dict[str, dict[str, Any]] = {}
 
     # -- wiring -----------------------------------------------------------------------------------------
@@ -188,6 +189,7 @@ class Live:
             self.counts["unmatched_labels"] += 1
             return False
         self.counts["labels"] += 1
+        self.labelled_from[model] = (symbol, timeframe)
         self.apply(model, np.asarray(pending.row, dtype=np.float64), label, pending)
         return True
 
@@ -221,6 +223,26 @@ class Live:
             self.last_drift[model] = event
             self.actor.publish(topics.model("drift"), event)
             log.warning("model_drift_detected", **event)
+            self._retrain(model)
+
+    def _retrain(self, model: str) -> None:
+        """Start the configured retraining of a drifted model, on the bars of the series it was labelled on."""
+        source = self.labelled_from.get(model)
+        for spec in self.specs:
+            if spec.model != model or spec.retrain is None or source is None:
+                continue
+            target = spec.retrain["model_id"]
+            if any(job.model == target and job.status in ("queued", "running")
+                   for job in self.actor.jobs.jobs.values()):
+                continue  # one retraining at a time per model
+            try:
+                job = self.actor.handle_train({**spec.retrain, "symbol": source[0], "timeframe": source[1]})
+            except MlpError as exc:
+                log.error("retrain_not_started", model=model, error=exc.message)
+                continue
+            self.counts["retrains"] += 1
+            self.last_drift[model]["retrain_job"] = job["id"]
+            log.info("retrain_started", model=model, target=target, job=job["id"])
 
     def learn(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Op ``learn``: ``{model, label, features}`` (test then train on that row), or ``{model, label,

@@ -119,11 +119,12 @@ class LiveSpec:
     horizon: int = 1  # self-labelling: the direction of the close this many bars later (0: labels come from outside)
     buy_above: float = 0.6
     sell_below: float = 0.4
+    retrain: dict[str, Any] | None = None  # a training request started when this model drifts (docs/MODELS.md)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any], index: int) -> LiveSpec:
         where = f"live[{index}]"
-        unknown = set(raw) - {"model", "timeframe", "horizon", "buy_above", "sell_below"}
+        unknown = set(raw) - {"model", "timeframe", "horizon", "buy_above", "sell_below", "retrain"}
         if unknown:
             raise BadRequest(f"{where}: unknown key {sorted(unknown)[0]!r}", field=where)
         model = raw.get("model")
@@ -138,7 +139,12 @@ class LiveSpec:
         timeframe = raw.get("timeframe")
         if timeframe is not None and not isinstance(timeframe, str):
             raise BadRequest(f"{where}: 'timeframe' must be a string", field=f"{where}.timeframe")
-        return cls(model, timeframe, horizon, buy, sell)
+        retrain = raw.get("retrain")
+        if retrain is not None and (not isinstance(retrain, Mapping) or "kind" not in retrain
+                                    or "model_id" not in retrain):
+            raise BadRequest(f"{where}: 'retrain' must be a training request with 'model_id' and 'kind'",
+                             field=f"{where}.retrain")
+        return cls(model, timeframe, horizon, buy, sell, dict(retrain) if retrain is not None else None)
 
 
 @dataclass

@@ -159,3 +159,56 @@ async def test_live_predictions_signals_self_labels_learning_and_checkpoints(tmp
         assert again["weights"] == pytest.approx(weights, abs=1e-6)
     finally:
         await kernel.stop()
+
+
+async def test_drift_of_a_live_model_starts_its_configured_retraining(tmp_path: Path) -> None:
+    retrain = {"model_id": "m", "kind": "xgboost", "params": {"n_estimators": 10}, "promote": True}
+    options = {"defaults": False, "live": [{"model": "m", "horizon": 0, "retrain": retrain}]}
+    cfg = make_config(tmp_path, modules=(), sections={"models": PluginSection(True, options),
+                                                      "indicators": PluginSection(True, {"timeframes": []})})
+    kernel = Kernel(cfg)
+    await kernel.start()
+    ctx = zmq.asyncio.Context()
+    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+    try:
+        from ml_processing.plugins.models.defaults import synthetic_market
+
+        market = synthetic_market(700, seed=11)
+        fitted = await kernel.request("features", "fit", {"pipeline": "default", **market})
+        rows = await kernel.request("features", "transform", {"pipeline": fitted["pipeline"], **market})
+        labels = (np.diff(market["close"])[rows["index"][:-1]] > 0).astype(int)
+        model = xgb.train({"objective": "binary:logistic", "nthread": 1, "max_depth": 2},
+                          xgb.DMatrix(np.asarray(rows["values"][:-1]), label=labels), num_boost_round=5)
+        await kernel.request("models", "register", {"model_id": "m", "kind": "xgboost", "pipeline": fitted["pipeline"],
+                                                     "artifact": bytes(model.save_raw(raw_format="ubj"))})
+        pub.connect(kernel.endpoints["pub_in"][0])
+        sub.connect(kernel.endpoints["pub_out"][0])
+        sub.setsockopt(zmq.SUBSCRIBE, b"prediction.DRI")
+        await asyncio.sleep(0.3)
+        bars = [{**bar, "ts": int(bar["ts"])} for bar in rows_of(market)]
+        for bar in bars:
+            await pub.send_multipart([b"bar.DRI.1m", msgpack.packb(bar)])
+            await asyncio.sleep(0.001)
+        predictions = []
+        while await sub.poll(1500):
+            predictions.append(msgpack.unpackb((await sub.recv_multipart())[1]))
+        assert len(predictions) == len(bars) - 20
+        for i, p in enumerate(predictions):  # right for a while, then always wrong: the errors drift
+            label = p["prediction"] if i < 300 else 1 - p["prediction"]
+            await kernel.request("models", "learn", {"model": "m", "label": label, "symbol": "DRI",
+                                                     "timeframe": "1m", "ts": p["ts"]})
+        live = await kernel.request("models", "live", {})
+        assert live["counts"]["drifts"] >= 1 and live["counts"]["retrains"] == 1
+        job_id = live["drift"]["m"]["retrain_job"]
+        for _ in range(600):
+            job = await kernel.request("models", "job", {"job_id": job_id})
+            if job["status"] not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.05)
+        assert job["status"] == "done", job
+        assert (await kernel.request("models", "get", {"model_id": "m"}))["current"] == 2
+    finally:
+        pub.close(0)
+        sub.close(0)
+        ctx.term()
+        await kernel.stop()
