@@ -144,6 +144,7 @@ class Models(Actor):
         self.cache_ = self.cache("predictions", cache.model_cache_size, cache.prediction_cache_ttl)
         self.latency = self.histogram("mlp_model_latency_seconds", "Server-side prediction latency per model",
                                       ("model",), LATENCY_BUCKETS)
+        self._latency_of: dict[str, Any] = {}
         self._load_all()
         if not self.current and self.config.defaults:
             from .defaults import register_defaults
@@ -551,7 +552,10 @@ class Models(Actor):
         self.predictions += rows
         self.latency_ns += elapsed_ns
         self.throughput.add(rows)
-        self.latency.labels(name).observe(elapsed_ns / 1e9)
+        child = self._latency_of.get(name)
+        if child is None:  # the labelled child, looked up once per model (labels() costs microseconds)
+            child = self._latency_of[name] = self.latency.labels(name)
+        child.observe(elapsed_ns / 1e9)
 
     def _row(self, loaded: Loaded, features: Any) -> np.ndarray:
         """One request row as a (1, n) float64 array, checked against the model."""

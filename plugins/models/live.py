@@ -12,6 +12,7 @@ every ``checkpoint_s`` and at shutdown, so a restart loses no learning; ensemble
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -169,7 +170,9 @@ class Live:
                 then_ts = state.order[-1 - spec.horizon]
                 if then_ts in state.pending:
                     outcome = state.outcome(then_ts, spec.horizon)
-                    self.label(spec.model, parsed.symbol, parsed.timeframe, then_ts, int(outcome or 0.0))
+                    # after this loop turn: the new bar's feature row (already queued) is predicted first
+                    asyncio.get_running_loop().call_soon(self.label, spec.model, parsed.symbol, parsed.timeframe,
+                                                         then_ts, int(outcome or 0.0))
 
     def on_label(self, topic: str, body: Any) -> None:
         """``label.SYMBOL``: ``{"ts", "label", "timeframe"?, "model"?}`` labels the predictions of that bar."""
