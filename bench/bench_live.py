@@ -44,7 +44,9 @@ LIVE = ["SMA(timeperiod=20)", "SMA(timeperiod=50)", "EMA(timeperiod=12)", "EMA(t
         "DEMA(timeperiod=20)", "TEMA(timeperiod=20)", "KAMA(timeperiod=30)", "RSI(timeperiod=14)", "MACD",
         "BBANDS(timeperiod=20)", "ATR(timeperiod=14)", "NATR(timeperiod=14)", "ADX(timeperiod=14)",
         "CCI(timeperiod=14)", "MFI(timeperiod=14)", "OBV", "STOCH", "WILLR(timeperiod=14)", "ROC(timeperiod=10)"]
-TOML = "\n[plugins.indicators]\nlive = [{}]\npersist = false\ntimeframes = []\n".format(", ".join(f'"{s}"' for s in LIVE))
+TOML = ("\n[plugins.indicators]\nlive = [{}]\npersist = false\ntimeframes = []\n"
+        "[plugins.features]\nlive = []\n[plugins.models]\ndefaults = false\nlive = []\n"  # the indicators alone
+        ).format(", ".join(f'"{s}"' for s in LIVE))
 
 
 def make_bars(n: int, seed: int = 5) -> list[dict[str, float]]:
