@@ -61,6 +61,7 @@ class ModelsConfig:
     hedge_floor: float = 0.02  # ensemble weights: no member below floor / members
     window: int = 500  # labels in the rolling accuracy
     training_workers: int = 1  # processes in the training pool (spawned on the first job)
+    training_threads: int = 1  # threads each training job uses (xgboost nthread, scikit-learn n_jobs)
 
     def __post_init__(self) -> None:
         if not 1 <= self.native_threads <= 64:
@@ -708,7 +709,7 @@ class Models(Actor):
                     raise BadRequest("refresh continues an xgboost booster only", field="refresh")
                 base = (self.store.folder(request.model, current.version) / current.manifest["artifact"]).read_bytes()
             result = await self.jobs.run(job, request.kind, request.task, dict(request.params), x[:split], y[:split],
-                                         x[split:], y[split:], names, base)
+                                         x[split:], y[split:], names, base, self.config.training_threads)
             job.stage = "writing the version"
             promote = await self._promotion(request, result["metrics"], x[split:], y[split:])
             kind = self.kinds[request.kind]

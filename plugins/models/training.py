@@ -6,8 +6,8 @@ format. It never touches the registry: the service writes the version only when 
 crashed or cancelled job leaves the registry as it was.
 
 Workers are started with the ``spawn`` method (a fork of a process running ZeroMQ and an event loop is
-not safe) and import their libraries once, when the pool starts. Each worker trains on one thread
-(``nthread = 1``, ``n_jobs = 1``): on a small machine the event loop keeps its core.
+not safe) and import their libraries once, when the pool starts. Each job trains on ``training_threads``
+threads (1 by default: on a small machine the event loop keeps its core).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def scores(task: str, y: np.ndarray, proba: np.ndarray | None, values: np.ndarra
 
 
 def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
-        y_test: np.ndarray, names: list[str], base: bytes | None) -> dict[str, Any]:
+        y_test: np.ndarray, names: list[str], base: bytes | None, threads: int = 1) -> dict[str, Any]:
     """Train one model (in a worker process); ``{"format", "artifact", "metrics", "seconds", "details"}``."""
     start = time.perf_counter()
     if kind == "xgboost":
@@ -69,7 +69,7 @@ def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarr
         if base is not None:  # incremental refresh: continue from the current booster
             booster = xgb.Booster()
             booster.load_model(bytearray(base))
-        model = xgb.train({**XGBOOST_DEFAULTS, "objective": objective, **params},
+        model = xgb.train({**XGBOOST_DEFAULTS, "objective": objective, "nthread": threads, **params},
                           xgb.DMatrix(x, label=y), num_boost_round=rounds, xgb_model=booster)
         p = model.predict(xgb.DMatrix(x_test))
         proba = np.column_stack([1 - p, p]) if task == "classification" else None
@@ -88,7 +88,7 @@ def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarr
         module = sklearn.linear_model if name in ("LogisticRegression", "Ridge") else sklearn.ensemble
         estimator = getattr(module, name)(**params)
         if hasattr(estimator, "n_jobs"):
-            estimator.n_jobs = 1
+            estimator.n_jobs = threads
         estimator.fit(x, y)
         proba = estimator.predict_proba(x_test) if task == "classification" else None
         values = estimator.predict(x_test)
