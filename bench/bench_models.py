@@ -491,7 +491,8 @@ def ensure_mlserver(venv: Path, timeout: float) -> tuple[Path | None, str]:
                 group.stop(proc, timeout=5)
                 return None, f"install timed out after {timeout:.0f}s (log: {log_path})"
             if code != 0:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                lines = log_path.read_text(errors="replace").strip().splitlines()
+                tail = [line for line in lines if not line.startswith("WARNING")][-2:]
                 return None, f"`{' '.join(argv[:4])} ...` exited {code}: {' | '.join(tail)} (log: {log_path})"
     found = versions()
     if not found:
@@ -686,8 +687,9 @@ def main() -> int:
         ref_endpoint = f"tcp://{C.HOST}:{C.free_port()}"
         ref_url = f"http://{C.HOST}:{C.free_port()}"
         lifetime = 900 + args.repeat * (2 * args.max_seconds + 3 * (args.seconds + 10) + 3 * args.tput_seconds + 120)
+        t_first = time.monotonic()
         with C.ProcessGroup() as group, ModelService(start_timeout=args.start_timeout, extra_toml=EXTRA_TOML) as svc:
-            t_first = time.monotonic()
+            first_start_s = time.monotonic() - t_first
             rep = group.start([C.PYTHON, __file__, "_rep_server", "--endpoint", ref_endpoint, "--model",
                                str(model_path), "--lifetime", str(lifetime)], stdout=subprocess.DEVNULL)
             ref = group.start([C.PYTHON, __file__, "_ref_http", "--port", ref_url.rsplit(":", 1)[1], "--model",
@@ -704,7 +706,8 @@ def main() -> int:
                     print(f"MLServer: not measured ({extra['mlserver']['info']})", flush=True)
 
             extra["service"] = {"pid": svc.pid, "edge": svc.edge_url, "broker": svc.broker,
-                                "uvloop": C.uses_uvloop(svc.pid), "rss_kib_fresh": C.rss_kib(svc.pid)}
+                                "uvloop": C.uses_uvloop(svc.pid), "rss_kib_fresh": C.rss_kib(svc.pid),
+                                "first_start_s": first_start_s}
             from ml_processing.bus import mdp
 
             client = mdp.Client(svc.broker, timeout=30.0)
@@ -727,9 +730,10 @@ def main() -> int:
             finally:
                 client.close()
             print(f"serve pid {svc.pid} at {svc.edge_url} / {svc.broker} (uvloop: {extra['service']['uvloop']}, "
-                  f"ready + registered in {time.monotonic() - t_first:.1f} s); REP reference pid {rep.pid}; aiohttp "
-                  f"reference pid {ref.pid}; MLServer {'pid ' + str(mls.pid) if mls else 'not measured'}; "
-                  f"max |p - xgboost| {extra['max_abs_error']}", flush=True)
+                  f"first start {first_start_s:.1f} s, with the model registered {time.monotonic() - t_first:.1f} s); "
+                  f"REP reference pid {rep.pid}; aiohttp reference pid {ref.pid}; MLServer "
+                  f"{'pid ' + str(mls.pid) if mls else 'not measured'}; max |p - xgboost| {extra['max_abs_error']}",
+                  flush=True)
 
             targets = {"ref": ref_url + "/predict", "ours": svc.edge_url + "/api/v1/predict"}
             if mls_url:
@@ -766,6 +770,7 @@ def main() -> int:
 
             extra["service"]["rss_kib_after_load"] = C.rss_kib(svc.pid)
             extra["service"]["hwm_kib_after_load"] = int(C.read_status(svc.pid)["VmHWM"].split()[0])
+            extra["service"]["caches"] = get_json(svc.edge_url + "/metrics/ml").get("caches")
             extra["reference_rss_kib"] = {"aiohttp": C.rss_kib(ref.pid), "rep": C.rss_kib(rep.pid)}
             if mls is not None:
                 extra["reference_rss_kib"]["mlserver"] = C.rss_kib(mls.pid)
@@ -786,6 +791,9 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], loads: list[dic
     def med(key: str, field: str) -> float:
         return C.median(r[key][field] for r in runs if key in r)
 
+    def times(value: float) -> str:
+        return "-" if value != value else f"{value:.2f}x"
+
     def row(label: str, ref: str, ours: str, scale: float = 1.0) -> list[Any]:
         return [label, med(ref, "p50_us") / scale, med(ref, "p99_us") / scale, med(ours, "p50_us") / scale,
                 med(ours, "p99_us") / scale, med(ours, "p50_us") / med(ref, "p50_us"), med(ref, "rps"),
@@ -804,21 +812,23 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], loads: list[dic
     print(f"\nxgboost {N_TREES} trees x depth {MAX_DEPTH}, {N_FEATURES} features; wrk -t{args.threads} "
           f"-c{args.connections} -d{int(args.seconds)}s; medians of {len(runs)} repeats")
     C.print_table(["test (ours vs reference)", "ref p50", "ref p99", "ours p50", "ours p99", "p50 ratio",
-                   "ref req/s", "ours req/s"], rows)
+                   "ref req/s", "ours req/s"], [[*r[:5], times(r[5]), *r[6:]] for r in rows])
 
     load_ms = C.median(x["ours"]["load_ms"] for x in loads)
     ref_load_ms = C.median(x["ref"]["load_ms"] for x in loads)
     rss_mib = C.median(x["ours"]["rss_kib"] for x in loads) / 1024
-    ref_rss = extra.get("reference_rss_kib", {})
+    ref_rss = {k: v / 1024 for k, v in extra.get("reference_rss_kib", {}).items()}  # MiB
+    nan = float("nan")
+    after_load_mib = extra["service"]["rss_kib_after_load"] / 1024
+    mls_rss = f"{ref_rss['mlserver']:.1f} MiB" if "mlserver" in ref_rss else "not measured"
     print(f"\nmodel load and memory; medians of {len(loads)} restarts")
     C.print_table(["measure", "reference", "ours", "ratio"], [
         ("5. load_ms after a restart vs xgboost.Booster load + 1 prediction", ref_load_ms, load_ms,
-         load_ms / ref_load_ms),
-        ("5. VmRSS MiB after a restart vs the bare aiohttp reference", ref_rss.get("aiohttp", float("nan")) / 1024,
-         rss_mib, rss_mib * 1024 / ref_rss.get("aiohttp", float("nan"))),
-        ("5. VmRSS MiB after the load runs vs MLServer after the same",
-         ref_rss.get("mlserver", float("nan")) / 1024, extra["service"]["rss_kib_after_load"] / 1024,
-         extra["service"]["rss_kib_after_load"] / ref_rss.get("mlserver", float("nan")))])
+         times(load_ms / ref_load_ms)),
+        ("5. VmRSS MiB after a restart vs the bare aiohttp reference", ref_rss.get("aiohttp", nan), rss_mib,
+         times(rss_mib / ref_rss.get("aiohttp", nan))),
+        ("5. VmRSS MiB after the load runs vs MLServer after the same", ref_rss.get("mlserver", nan),
+         after_load_mib, times(after_load_mib / ref_rss.get("mlserver", nan)))])
 
     print()
     zmq_ratio = med("zmq_ours", "p50_us") / med("zmq_ref", "p50_us")
@@ -853,9 +863,8 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], loads: list[dic
         C.verdict("models 5. load_ms after a restart < 500 ms", load_ms < TARGET_LOAD_MS,
                   f"ours {load_ms:.1f} ms (xgboost.Booster load + 1 prediction {ref_load_ms:.1f} ms)"),
         C.verdict("models 5. VmRSS of serve with its models loaded < 512 MiB", rss_mib < TARGET_RSS_MB,
-                  f"{rss_mib:.1f} MiB after a restart, {extra['service']['rss_kib_after_load'] / 1024:.1f} MiB "
-                  f"after the load runs (bare aiohttp + xgboost {ref_rss.get('aiohttp', float('nan')) / 1024:.1f} "
-                  f"MiB, MLServer {ref_rss.get('mlserver', float('nan')) / 1024:.1f} MiB)"),
+                  f"{rss_mib:.1f} MiB after a restart, {after_load_mib:.1f} MiB after the load runs (bare aiohttp "
+                  f"+ xgboost {ref_rss.get('aiohttp', nan):.1f} MiB, MLServer {mls_rss})"),
     ]
     worst = max(extra.get("max_abs_error", {}).values(), default=float("nan"))
     verdicts.append(C.verdict("models: predictions agree with xgboost (|p - p_xgboost| < 1e-4)", worst < 1e-4,
