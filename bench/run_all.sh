@@ -43,6 +43,8 @@ run bench/bench_rest.py --repeat "$REPEAT" $PROFILE
 run bench/bench_indicators.py --repeat "$REPEAT"
 run bench/bench_live.py --repeat "$REPEAT"
 run bench/bench_features.py --repeat "$REPEAT"
+run bench/bench_models.py --repeat "$REPEAT"
+run bench/bench_online.py --repeat "$REPEAT"
 
 echo
 echo "=== summary ==="
