@@ -27,7 +27,7 @@ class _Counted(TTLCache):  # type: ignore[type-arg]
 
     def popitem(self) -> tuple[Any, Any]:
         self.evictions += 1
-        return super().popitem()  # type: ignore[no-any-return]
+        return super().popitem()
 
 
 class Cache:
