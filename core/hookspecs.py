@@ -5,7 +5,8 @@ A plugin implements any subset with ``@hookimpl`` (from this module) and is foun
 group ``ml_processing``, a module path in ``[plugins] modules``, or the built-in list.
 
 Order of calls at start-up: ``register_config_schemas`` (so the kernel can check ``[plugins.NAME]``),
-then the registries (``register_indicators``, ``register_feature_extractors``, ``register_model_kinds``), then ``register_routes`` and ``register_actors``.
+then the registries (``register_indicators``, ``register_feature_extractors``, ``register_model_kinds``,
+``register_patterns``), then ``register_routes`` and ``register_actors``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from .feature import FeatureExtractor
     from .indicator import Indicator
     from .model import ModelKind
+    from .pattern import Pattern
 
 PROJECT = "ml_processing"
 
@@ -76,6 +78,17 @@ def register_model_kinds() -> Iterable[ModelKind]:
     :return: kinds; the ``models`` service then accepts, stores, loads and serves models of each kind by
         name (``ctx.registries["model_kinds"]``). A name already registered is refused and the plugin
         reported broken.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_patterns() -> Iterable[Pattern]:
+    """Return patterns (instances of `ml_processing.core.pattern.Pattern` subclasses): candlestick or chart.
+
+    :return: patterns; each is then detected by name in batch and live by the ``patterns`` service
+        (``ctx.registries["patterns"]``), exactly like the built-in ones. A name already registered is
+        refused and the plugin reported broken.
     """
     raise NotImplementedError
 

@@ -37,6 +37,7 @@ from .feature import FeatureExtractor
 from .indicator import Indicator
 from .log import get_logger
 from .model import ModelKind
+from .pattern import Pattern
 from .supervisor import FAILED, RUNNING, ActorCell
 
 log = get_logger(__name__)
@@ -44,7 +45,8 @@ log = get_logger(__name__)
 #: Registries that hooks fill: kind -> (hook, the class every entry must be an instance of).
 REGISTRY_HOOKS: dict[str, tuple[str, type[Any]]] = {"indicators": ("register_indicators", Indicator),
                                                     "features": ("register_feature_extractors", FeatureExtractor),
-                                                    "model_kinds": ("register_model_kinds", ModelKind)}
+                                                    "model_kinds": ("register_model_kinds", ModelKind),
+                                                    "patterns": ("register_patterns", Pattern)}
 
 #: Service names only the built-in kernel plugin may serve.
 RESERVED_SERVICES = frozenset({"kernel"})

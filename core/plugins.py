@@ -36,6 +36,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("indicators", "ml_processing.plugins.indicators"),
     ("features", "ml_processing.plugins.features"),
     ("models", "ml_processing.plugins.models"),
+    ("patterns", "ml_processing.plugins.patterns"),
 )
 
 

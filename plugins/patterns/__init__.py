@@ -1,4 +1,31 @@
-"""Patterns: candlestick and chart patterns.
+"""Patterns: TA-Lib's 61 candlestick patterns in batch and live, as events (docs/PATTERNS.md).
 
-Built by the patterns issue; the folder exists so the layout and packaging are complete.
+Registered exactly as a third-party plugin would be: ``register_patterns`` fills the shared pattern
+registry (the contract is `ml_processing.core.pattern.Pattern`), ``register_actors`` runs the
+``patterns`` service behind ``POST /api/v1/patterns/detect``.
 """
+
+from __future__ import annotations
+
+from ml_processing.core.actor import Actor
+from ml_processing.core.config import Config
+from ml_processing.core.hookspecs import hookimpl
+from ml_processing.core.pattern import Pattern
+
+from .actor import Patterns, PatternsConfig
+from .candles import candlesticks
+
+
+@hookimpl
+def register_config_schemas() -> dict[str, type]:
+    return {"patterns": PatternsConfig}
+
+
+@hookimpl
+def register_patterns() -> list[Pattern]:
+    return candlesticks()
+
+
+@hookimpl
+def register_actors(settings: Config) -> list[type[Actor]]:
+    return [Patterns]

@@ -1,0 +1,192 @@
+"""The ``patterns`` service: detection over posted bars, and live detection on every bar series.
+
+Live: for each series seen on ``bar.SYMBOL.TIMEFRAME``, every pattern in ``[plugins.patterns] live``
+(default: all registered) keeps its stream state; each committed bar (final, newer than the series' last)
+advances them, and the events it confirms are published on ``pattern.SYMBOL.TIMEFRAME``. With
+``signals = true``, an event of at least ``signal_strength`` also publishes ``signal.SYMBOL``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ml_processing.bus import topics
+from ml_processing.core.actor import Actor
+from ml_processing.core.bars import FIELDS, check_bar
+from ml_processing.core.errors import BadRequest, TooLarge
+from ml_processing.core.log import get_logger
+from ml_processing.core.pattern import BULLISH, Pattern, PatternEvent, PatternStream
+
+from .candles import apply_candle_settings
+
+log = get_logger(__name__)
+
+MAX_BARS = 1_000_000
+INLINE_BARS = 20_000
+
+
+@dataclass(frozen=True)
+class PatternsConfig:
+    """``[plugins.patterns]``."""
+
+    live: tuple[str, ...] = ("*",)  # patterns detected live on every bar series: names, or "*" for all
+    candle_settings: dict[str, Any] = field(default_factory=dict)  # TA-Lib's candle settings (docs/PATTERNS.md)
+    signals: bool = False  # publish signal.SYMBOL for live events of at least signal_strength
+    signal_strength: float = 200.0  # candlesticks: 100 or 200 (confirmed); chart patterns: their confidence
+
+    def __post_init__(self) -> None:
+        if self.signal_strength < 0:
+            raise ValueError("signal_strength: must not be negative")
+
+
+@dataclass
+class _Series:
+    streams: list[PatternStream]
+    last_ts: int | None = None
+
+
+class Patterns(Actor):
+    """Ops: ``list``, ``detect``, ``series``."""
+
+    name = "patterns"
+
+    async def on_start(self) -> None:
+        self.candle_settings = apply_candle_settings(self.config.candle_settings)
+        self.live_patterns = self._named(list(self.config.live), "live")
+        self.series: dict[tuple[str, str], _Series] = {}
+        self.detected = 0
+        self.signals = 0
+        self.subscribe(topics.BAR + ".", self.on_bar)
+
+    @property
+    def registry(self) -> Mapping[str, Pattern]:
+        return self.registries.get("patterns", {})  # type: ignore[return-value]
+
+    def _named(self, names: list[Any], field_name: str) -> list[tuple[Pattern, dict[str, int | float]]]:
+        """Patterns by name (``*`` for all; ``{"name", "params"}`` for parameters), checked."""
+        if names == ["*"]:
+            return [(p, p.resolve({})) for p in self.registry.values()]
+        out = []
+        for i, item in enumerate(names):
+            name, params = (item, {}) if isinstance(item, str) else (
+                (item.get("name"), item.get("params")) if isinstance(item, Mapping) else (None, None))
+            pattern = self.registry.get(name.upper() if isinstance(name, str) and name.upper() in self.registry
+                                        else name)  # type: ignore[arg-type]
+            if pattern is None:
+                raise BadRequest(f"{field_name}[{i}]: unknown pattern {name!r:.40} (op list names them)",
+                                 field=f"{field_name}[{i}]")
+            try:
+                out.append((pattern, pattern.resolve(params)))
+            except BadRequest as exc:
+                raise BadRequest(f"{field_name}[{i}]: {exc.message}", field=f"{field_name}[{i}].params.{exc.field}") \
+                    from None
+        return out
+
+    # -- batch ------------------------------------------------------------------------------------------
+
+    def handle_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = args.get("kind")
+        return [p.describe() for p in self.registry.values() if kind in (None, p.kind)]
+
+    def handle_detect(self, args: dict[str, Any]) -> Any:
+        """OHLCV columns (and optional ``ts``) + ``patterns`` (names; default all) -> events in bar order."""
+        wanted = args.get("patterns", ["*"])
+        if not isinstance(wanted, list) or not wanted:
+            raise BadRequest("'patterns' must be a non-empty list of pattern names (or [\"*\"])", field="patterns")
+        chosen = self._named(wanted, "patterns")
+        kinds = args.get("kind")
+        if kinds is not None:
+            chosen = [(p, params) for p, params in chosen if p.kind == kinds]
+        used = {c for p, _ in chosen for c in p.inputs}
+        needed = [c for c in ("ts", *FIELDS) if c in used] + sorted(used - {"ts", *FIELDS})
+        data, n = _columns(args, needed)
+        ts = _column(args, "ts", n) if args.get("ts") is not None else None
+        if n > INLINE_BARS:
+            return self._detect_in_thread(chosen, data, ts, n)
+        return self._reply(_detect(chosen, data, ts), n, len(chosen))
+
+    async def _detect_in_thread(self, chosen: list[tuple[Pattern, dict[str, int | float]]],
+                                data: dict[str, np.ndarray], ts: np.ndarray | None, n: int) -> dict[str, Any]:
+        return self._reply(await self.run_in_thread(_detect, chosen, data, ts), n, len(chosen))
+
+    def _reply(self, events: list[PatternEvent], bars: int, patterns: int) -> dict[str, Any]:
+        self.detected += len(events)
+        counts: dict[str, int] = {}
+        for e in events:
+            counts[e.pattern] = counts.get(e.pattern, 0) + 1
+        return {"bars": bars, "patterns": patterns, "events": [e.to_wire() for e in events], "counts": counts}
+
+    # -- live -------------------------------------------------------------------------------------------
+
+    def on_bar(self, topic: str, body: Any) -> None:
+        parsed = topics.parse(topic)
+        if parsed.symbol is None or parsed.timeframe is None or not self.live_patterns:
+            return
+        bar = check_bar(body)
+        key = (parsed.symbol, parsed.timeframe)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = _Series([p.stream(params) for p, params in self.live_patterns])
+        if not bar["final"] or (series.last_ts is not None and bar["ts"] <= series.last_ts):
+            return  # forming or stale: the bar rule of the live market state
+        series.last_ts = bar["ts"]
+        events = [e for stream in series.streams for e in stream.update(bar)]
+        if not events:
+            return
+        self.detected += len(events)
+        self.publish(topics.pattern(*key), {"symbol": key[0], "timeframe": key[1], "ts": bar["ts"],
+                                            "events": [e.to_wire() for e in events]})
+        if self.config.signals:
+            for e in events:
+                if e.strength >= self.config.signal_strength:
+                    self.signals += 1
+                    self.publish(topics.signal(key[0]), {
+                        "symbol": key[0], "timeframe": key[1], "ts": bar["ts"],
+                        "side": "buy" if e.direction == BULLISH else "sell",
+                        "strength": round(min(1.0, e.strength / 200 if e.kind == "candlestick" else e.strength), 4),
+                        "reason": f"{e.pattern} ({e.direction}, {e.kind})", "source": "patterns"})
+
+    def handle_series(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"symbol": s, "timeframe": tf, "last_ts": v.last_ts, "patterns": len(v.streams)}
+                for (s, tf), v in self.series.items()]
+
+    def health(self) -> dict[str, Any]:
+        return {"technical_analysis": {"patterns_detected": self.detected, "signals_generated": self.signals}}
+
+
+def _detect(chosen: list[tuple[Pattern, dict[str, int | float]]], data: Mapping[str, np.ndarray],
+            ts: np.ndarray | None) -> list[PatternEvent]:
+    events = [e for pattern, params in chosen for e in pattern.detect(data, params, ts)]
+    events.sort(key=lambda e: (e.index, e.pattern))
+    return events
+
+
+def _column(args: Mapping[str, Any], name: str, length: int | None) -> np.ndarray:
+    value = args.get(name)
+    if value is None:
+        raise BadRequest(f"missing column {name!r}", field=name)
+    try:
+        array = np.asarray([np.nan if v is None else v for v in value] if isinstance(value, list) else value,
+                           dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BadRequest(f"column {name!r} must be a list of numbers", field=name) from None
+    if array.ndim != 1:
+        raise BadRequest(f"column {name!r} must be a flat list of numbers", field=name)
+    if length is not None and len(array) != length:
+        raise BadRequest(f"column {name!r} has {len(array)} values, expected {length}", field=name)
+    if len(array) > MAX_BARS:
+        raise TooLarge(f"{len(array):,} bars; at most {MAX_BARS:,} per request", field=name)
+    return array
+
+
+def _columns(args: Mapping[str, Any], names: list[str]) -> tuple[dict[str, np.ndarray], int]:
+    out: dict[str, np.ndarray] = {}
+    length: int | None = None
+    for name in names:
+        out[name] = _column(args, name, length)
+        length = len(out[name])
+    return out, length or 0

@@ -1,0 +1,198 @@
+"""Candlestick patterns: every registered pattern's live events equal its batch events, the batch equals
+TA-Lib on the same data, candle settings change TA-Lib's answers, and the service detects over REST and
+live over real pub/sub."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+import numpy as np
+import pytest
+import talib
+import zmq
+import zmq.asyncio
+
+from ml_processing.core.config import PluginSection
+from ml_processing.core.errors import BadRequest
+from ml_processing.core.kernel import Kernel
+from ml_processing.plugins.patterns.candles import apply_candle_settings, candlesticks
+from tests.conftest import make_config
+from tests.plugins.test_indicators_batch import ohlcv
+
+PATTERNS = {p.name: p for p in candlesticks()}
+
+
+def series(n: int = 1500, seed: int = 13) -> dict[str, np.ndarray]:
+    data = ohlcv(n, seed)
+    return {k: data[k] for k in ("open", "high", "low", "close")}
+
+
+def test_all_61_candlestick_functions_are_registered_from_talib() -> None:
+    assert sorted(PATTERNS) == sorted(talib.get_function_groups()["Pattern Recognition"]) and len(PATTERNS) == 61
+    assert PATTERNS["CDLMORNINGSTAR"].params[0].name == "penetration"
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNS))
+def test_live_events_equal_batch_events_and_batch_equals_talib(name: str) -> None:
+    pattern, data = PATTERNS[name], series()
+    params = pattern.resolve({})
+    events = pattern.detect(data, params)
+    raw = getattr(talib, name)(data["open"], data["high"], data["low"], data["close"], **params)
+    assert [(e.index, e.strength if e.direction == "bullish" else -e.strength) for e in events] == \
+        [(int(i), float(raw[i])) for i in np.flatnonzero(raw)]
+    stream = pattern.stream(params)
+    live = [e for i in range(len(data["close"])) for e in stream.update({k: float(v[i]) for k, v in data.items()})]
+    assert [e.to_wire() for e in live] == [e.to_wire() for e in events]
+
+
+def test_a_series_with_gaps_and_flat_bars_does_not_crash_any_pattern() -> None:
+    data = series(300)
+    data["close"][[10, 11, 120]] = np.nan
+    for column in data.values():
+        column[200:230] = 50.0
+    for pattern in PATTERNS.values():
+        stream = pattern.stream(pattern.resolve({}))
+        pattern.detect(data, pattern.resolve({}))
+        for i in range(300):
+            stream.update({k: float(v[i]) for k, v in data.items()})
+
+
+def test_candle_settings_change_what_talib_sees() -> None:
+    data = series(2000)
+    doji = PATTERNS["CDLDOJI"]
+    try:
+        default = len(doji.detect(data, {}))
+        apply_candle_settings({"BodyDoji": {"range": "HighLow", "period": 10, "factor": 0.5}})
+        wider = len(doji.detect(data, {}))
+        assert wider > default  # a body up to half the range now counts as a doji
+        with pytest.raises(BadRequest, match="unknown candle setting"):
+            apply_candle_settings({"BodyHuge": {}})
+        with pytest.raises(BadRequest, match="period"):
+            apply_candle_settings({"BodyDoji": {"period": -1}})
+    finally:
+        apply_candle_settings({})
+    assert len(doji.detect(data, {})) == default
+
+
+async def test_detect_over_rest_with_names_params_and_timestamps(tmp_path: Path) -> None:
+    kernel = Kernel(make_config(tmp_path, modules=()))
+    await kernel.start()
+    try:
+        data = series(500)
+        ts = (1_700_000_000_000 + 60_000 * np.arange(500)).tolist()
+        body = {**{k: v.tolist() for k, v in data.items()}, "ts": ts,
+                "patterns": ["CDLENGULFING", {"name": "CDLMORNINGSTAR", "params": {"penetration": 0.5}}]}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(kernel.edge_url + "/api/v1/patterns/detect", json=body) as resp:
+                out = await resp.json()
+            assert resp.status == 200
+            engulfing = talib.CDLENGULFING(*data.values())
+            got = [e for e in out["events"] if e["pattern"] == "CDLENGULFING"]
+            assert [e["index"] for e in got] == np.flatnonzero(engulfing).tolist()
+            assert all(e["ts"] == ts[e["index"]] and e["kind"] == "candlestick" for e in got)
+            assert out["counts"]["CDLENGULFING"] == len(got) and out["bars"] == 500
+            everything = {k: v.tolist() for k, v in data.items()}
+            async with http.post(kernel.edge_url + "/api/v1/patterns/detect", json=everything) as resp:
+                assert resp.status == 200 and (await resp.json())["patterns"] == 61
+            for bad, field in (({"patterns": ["NOPE"], **everything}, "patterns[0]"),
+                               ({"patterns": [{"name": "CDLMORNINGSTAR", "params": {"penetration": "x"}}],
+                                 **everything}, "patterns[0].params.penetration"),
+                               ({**everything, "close": everything["close"][:-1]}, "close"),
+                               ({"open": [1.0]}, "high"), ({**everything, "patterns": "all"}, "patterns")):
+                async with http.post(kernel.edge_url + "/api/v1/patterns/detect", json=bad) as resp:
+                    assert resp.status == 400, await resp.text()
+                    assert (await resp.json())["error"]["field"] == field
+            async with http.get(kernel.edge_url + "/health") as resp:
+                health = await resp.json()
+            assert health["technical_analysis"]["patterns_detected"] >= len(got)
+    finally:
+        await kernel.stop()
+
+
+async def test_live_events_and_signals_over_pubsub(tmp_path: Path) -> None:
+    options = {"live": ["CDLENGULFING", "CDLHARAMI"], "signals": True, "signal_strength": 100.0}
+    kernel = Kernel(make_config(tmp_path, modules=(), sections={"patterns": PluginSection(True, options)}))
+    await kernel.start()
+    ctx = zmq.asyncio.Context()
+    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+    try:
+        data = series(400)
+        bars = [{"ts": 60_000 * (i + 1), **{k: float(v[i]) for k, v in data.items()}, "volume": 1.0}
+                for i in range(400)]
+        pub.connect(kernel.endpoints["pub_in"][0])
+        sub.connect(kernel.endpoints["pub_out"][0])
+        for prefix in (b"pattern.EUR", b"signal.EUR"):
+            sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        await asyncio.sleep(0.3)
+        for bar in bars:
+            await pub.send_multipart([b"bar.EUR.1m", msgpack.packb(bar)])
+        await pub.send_multipart([b"bar.EUR.1m", msgpack.packb(bars[5])])  # stale: nothing
+        received: list[tuple[bytes, Any]] = []
+        while await sub.poll(1000):
+            topic, body = await sub.recv_multipart()
+            received.append((topic, msgpack.unpackb(body)))
+        events = [e for t, b in received if t == b"pattern.EUR.1m" for e in b["events"]]
+        expected = sorted([(int(i), "CDLENGULFING") for i in np.flatnonzero(talib.CDLENGULFING(*data.values()))] +
+                          [(int(i), "CDLHARAMI") for i in np.flatnonzero(talib.CDLHARAMI(*data.values()))])
+        assert sorted((e["index"], e["pattern"]) for e in events) == expected
+        signals = [b for t, b in received if t == b"signal.EUR"]
+        assert len(signals) == len(events) and {s["side"] for s in signals} <= {"buy", "sell"}
+        health = await kernel.request("kernel", "health", {})
+        assert health["technical_analysis"]["signals_generated"] == len(signals)
+    finally:
+        pub.close(0)
+        sub.close(0)
+        ctx.term()
+        await kernel.stop()
+
+
+THIRD_PARTY = textwrap.dedent('''
+    from ml_processing.core.hookspecs import hookimpl
+    from ml_processing.core.pattern import BULLISH, Pattern, PatternEvent, PatternStream
+
+    class Gap(Pattern):
+        name = "GAP_UP"
+        kind = "chart"
+        inputs = ("open", "close")
+
+        def detect(self, data, params, ts=None):
+            o, c = data["open"], data["close"]
+            return [PatternEvent(self.name, self.kind, i, BULLISH, 1.0) for i in range(1, len(o)) if o[i] > c[i - 1] * 1.01]
+
+        def stream(self, params):
+            return GapStream()
+
+    class GapStream(PatternStream):
+        def __init__(self):
+            self.index, self.last = -1, None
+
+        def update(self, bar):
+            self.index += 1
+            hit = self.last is not None and bar["open"] > self.last * 1.01
+            self.last = bar["close"]
+            return [PatternEvent("GAP_UP", "chart", self.index, BULLISH, 1.0)] if hit else []
+
+    @hookimpl
+    def register_patterns():
+        return [Gap()]
+''')
+
+
+async def test_a_third_party_pattern_is_detected_like_a_builtin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "acme_patterns.py").write_text(THIRD_PARTY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kernel = Kernel(make_config(tmp_path, modules=("acme_patterns",)))
+    await kernel.start()
+    try:
+        listed = {p["name"]: p for p in await kernel.request("patterns", "list", {})}
+        assert listed["GAP_UP"]["kind"] == "chart" and len(listed) == 62
+        out = await kernel.request("patterns", "detect", {"open": [1.0, 1.05, 1.0], "close": [1.0, 1.04, 1.0],
+                                                          "patterns": ["GAP_UP"]})
+        assert [(e["index"], e["pattern"]) for e in out["events"]] == [(1, "GAP_UP")]
+    finally:
+        await kernel.stop()
