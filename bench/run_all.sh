@@ -45,6 +45,7 @@ run bench/bench_live.py --repeat "$REPEAT"
 run bench/bench_features.py --repeat "$REPEAT"
 run bench/bench_models.py --repeat "$REPEAT"
 run bench/bench_online.py --repeat "$REPEAT"
+run bench/bench_patterns.py --repeat "$REPEAT"
 
 echo
 echo "=== summary ==="

@@ -64,7 +64,7 @@ class TalibIndicator(Indicator):
             opt[meta["name"]] = meta.get("help", "")
         self.params = tuple(_param(p, d, opt.get(p, "")) for p, d in info["parameters"].items())  # type: ignore[misc]
         self.outputs = tuple(info["output_names"])  # type: ignore[misc]
-        self._function = getattr(talib, name)
+        self.function = getattr(talib, name)  # TA-Lib's own function, for callers that want its raw output
 
     def check_params(self, params: Mapping[str, int | float]) -> None:
         if self.lookback(params) >= 0:
@@ -82,7 +82,7 @@ class TalibIndicator(Indicator):
 
     def batch(self, data: Mapping[str, np.ndarray], params: Mapping[str, int | float]) -> tuple[np.ndarray, ...]:
         columns = [data[c] for c in self.inputs]
-        out = self._function(*columns, **params)
+        out = self.function(*columns, **params)
         outputs = tuple(out) if isinstance(out, (list, tuple)) else (out,)
         if all(o.dtype.kind == "f" for o in outputs):
             return outputs

@@ -19,9 +19,9 @@ from ml_processing.core.actor import Actor
 from ml_processing.core.bars import FIELDS, check_bar
 from ml_processing.core.errors import BadRequest, TooLarge
 from ml_processing.core.log import get_logger
-from ml_processing.core.pattern import BULLISH, Pattern, PatternEvent, PatternStream
+from ml_processing.core.pattern import BULLISH, Pattern, PatternStream
 
-from .candles import apply_candle_settings
+from .candles import Candlestick, apply_candle_settings
 
 log = get_logger(__name__)
 
@@ -93,7 +93,8 @@ class Patterns(Actor):
         return [p.describe() for p in self.registry.values() if kind in (None, p.kind)]
 
     def handle_detect(self, args: dict[str, Any]) -> Any:
-        """OHLCV columns (and optional ``ts``) + ``patterns`` (names; default all) -> events in bar order."""
+        """OHLCV columns (and optional ``ts``) + ``patterns`` (names; default all) -> per pattern that fired,
+        its events as columns (`detect_grouped`), with counts."""
         wanted = args.get("patterns", ["*"])
         if not isinstance(wanted, list) or not wanted:
             raise BadRequest("'patterns' must be a non-empty list of pattern names (or [\"*\"])", field="patterns")
@@ -107,18 +108,17 @@ class Patterns(Actor):
         ts = _column(args, "ts", n) if args.get("ts") is not None else None
         if n > INLINE_BARS:
             return self._detect_in_thread(chosen, data, ts, n)
-        return self._reply(_detect(chosen, data, ts), n, len(chosen))
+        return self._count(detect_grouped(chosen, data, ts), n, len(chosen))
 
     async def _detect_in_thread(self, chosen: list[tuple[Pattern, dict[str, int | float]]],
                                 data: dict[str, np.ndarray], ts: np.ndarray | None, n: int) -> dict[str, Any]:
-        return self._reply(await self.run_in_thread(_detect, chosen, data, ts), n, len(chosen))
+        return self._count(await self.run_in_thread(detect_grouped, chosen, data, ts), n, len(chosen))
 
-    def _reply(self, events: list[PatternEvent], bars: int, patterns: int) -> dict[str, Any]:
-        self.detected += len(events)
-        counts: dict[str, int] = {}
-        for e in events:
-            counts[e.pattern] = counts.get(e.pattern, 0) + 1
-        return {"bars": bars, "patterns": patterns, "events": [e.to_wire() for e in events], "counts": counts}
+    def _count(self, events: dict[str, dict[str, Any]], bars: int, patterns: int) -> dict[str, Any]:
+        counts = {name: len(group["index"]) for name, group in events.items()}
+        total = sum(counts.values())
+        self.detected += total
+        return {"bars": bars, "patterns": patterns, "total": total, "counts": counts, "events": events}
 
     # -- live -------------------------------------------------------------------------------------------
 
@@ -158,11 +158,27 @@ class Patterns(Actor):
         return {"technical_analysis": {"patterns_detected": self.detected, "signals_generated": self.signals}}
 
 
-def _detect(chosen: list[tuple[Pattern, dict[str, int | float]]], data: Mapping[str, np.ndarray],
-            ts: np.ndarray | None) -> list[PatternEvent]:
-    events = [e for pattern, params in chosen for e in pattern.detect(data, params, ts)]
-    events.sort(key=lambda e: (e.index, e.pattern))
-    return events
+def detect_grouped(chosen: list[tuple[Pattern, dict[str, int | float]]], data: Mapping[str, np.ndarray],
+                   ts: np.ndarray | None) -> dict[str, dict[str, Any]]:
+    """The events of each chosen pattern that fired, as columns in bar order: ``index``, ``ts``,
+    ``direction`` (+1 bullish, -1 bearish), ``strength``, and ``points`` for chart patterns (their key
+    points). Candlesticks come straight from TA-Lib's arrays, with no object per event."""
+    out: dict[str, dict[str, Any]] = {}
+    for pattern, params in chosen:
+        if isinstance(pattern, Candlestick):
+            index, signed = pattern.hits(data, params)
+            group: dict[str, Any] = {"kind": pattern.kind, "index": index}
+        else:
+            found = pattern.detect(data, params, ts)
+            index = np.array([e.index for e in found], dtype=np.int64)
+            signed = np.array([e.strength if e.direction == BULLISH else -e.strength for e in found])
+            group = {"kind": pattern.kind, "index": index, "points": [[list(p) for p in e.points] for e in found]}
+        if not len(index):
+            continue
+        group.update(ts=None if ts is None else ts[index].astype(np.int64), direction=np.sign(signed).astype(np.int8),
+                     strength=np.abs(signed))
+        out[pattern.name] = group
+    return out
 
 
 def _column(args: Mapping[str, Any], name: str, length: int | None) -> np.ndarray:

@@ -59,9 +59,12 @@ class Candlestick(Pattern):
         (values,) = self.function.batch(data, params)
         return _events(self.name, values, ts)
 
-    def values(self, data: Mapping[str, np.ndarray], params: Mapping[str, int | float]) -> np.ndarray:
-        """TA-Lib's raw answers (0, +-100, +-200; NaN before the lookback)."""
-        return self.function.batch(data, params)[0]
+    def hits(self, data: Mapping[str, np.ndarray], params: Mapping[str, int | float]) -> tuple[np.ndarray, np.ndarray]:
+        """(bar indexes, TA-Lib's signed answers there): the events as columns, straight from TA-Lib (0 before
+        its lookback, so nothing is reported there, exactly as `detect`)."""
+        raw = self.function.function(*(data[c] for c in self.inputs), **params)
+        where = np.flatnonzero(raw)
+        return where, raw[where].astype(np.float64)
 
     def stream(self, params: Mapping[str, int | float]) -> PatternStream:
         return CandleStream(self.name, self.function.stream(params))
