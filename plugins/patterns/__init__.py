@@ -1,4 +1,5 @@
-"""Patterns: TA-Lib's 61 candlestick patterns in batch and live, as events (docs/PATTERNS.md).
+"""Patterns: TA-Lib's 61 candlestick patterns and our chart patterns, in batch and live, as events
+(docs/PATTERNS.md).
 
 Registered exactly as a third-party plugin would be: ``register_patterns`` fills the shared pattern
 registry (the contract is `ml_processing.core.pattern.Pattern`), ``register_actors`` runs the
@@ -14,6 +15,7 @@ from ml_processing.core.pattern import Pattern
 
 from .actor import Patterns, PatternsConfig
 from .candles import candlesticks
+from .chart import chart_patterns
 
 
 @hookimpl
@@ -23,7 +25,7 @@ def register_config_schemas() -> dict[str, type]:
 
 @hookimpl
 def register_patterns() -> list[Pattern]:
-    return candlesticks()
+    return [*candlesticks(), *chart_patterns()]
 
 
 @hookimpl

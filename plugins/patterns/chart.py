@@ -1,0 +1,299 @@
+"""Chart patterns: swing points, support/resistance breakouts, double tops and bottoms, head and shoulders.
+
+Every detector runs one state machine over the bars, in order, and reports a pattern only at the bar that
+confirms it; nothing is ever withdrawn. Batch detection is that same machine run over the series, so live
+and batch report the same events by construction, and no event repaints.
+
+**Swing points** (zigzag). The threshold is ``swing_atr`` x ATR(``atr_period``) (TA-Lib's ATR, streamed).
+While the market rises, the highest high since the last trough is the candidate peak; once a low falls
+``threshold`` below it, the peak is confirmed (at that bar) and the machine looks for a trough the same way.
+
+**Double top** (bottom mirrored). Peaks P1 and P2 around a trough T: P2 within ``tolerance_atr`` x ATR of
+P1, T at least ``depth_atr`` x ATR below the lower peak, confirmed when a close falls below T. Confidence:
+the mean of the peaks' similarity (1 - |P1 - P2| / tolerance), the trough's depth (depth / (3 x ATR),
+capped at 1) and the time symmetry (shorter leg / longer leg).
+
+**Head and shoulders** (inverse mirrored). Peaks S1, H, S2 with troughs N1, N2 between them: H above both
+shoulders by at least ``depth_atr`` x ATR, the shoulders within ``tolerance_atr`` x ATR of each other;
+confirmed when a close falls below the neckline (the line through N1 and N2) at that bar. Confidence: the
+mean of the shoulders' similarity, the head's prominence (capped at 1 for 3 x ATR) and the neckline's
+flatness (1 - |slope| x span / ATR, floored at 0).
+
+**Breakouts of support and resistance.** Confirmed swing points within ``tolerance_atr`` x ATR of each
+other form a level (its price the mean, its touches the count); a level touched at least ``min_touches``
+times is broken when a close ends beyond it by ``breakout_atr`` x ATR: above a level the market came from
+below (resistance): bullish; below one it came from above (support): bearish. A broken level is retired.
+Confidence: touches / (touches + 1) x the breakout's strength (excess / (2 x ATR), capped at 1).
+
+Every event carries its key points (bar index, price) and a confidence in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ml_processing.core.indicator import IndicatorStream, Param
+from ml_processing.core.pattern import BEARISH, BULLISH, Pattern, PatternEvent, PatternStream
+from ml_processing.core.talib_functions import TalibIndicator
+
+PARAMS = (Param("atr_period", int, 14, minimum=2, maximum=1000, doc="ATR window"),
+          Param("swing_atr", float, 2.0, minimum=0.1, maximum=50, doc="zigzag threshold, in ATRs"),
+          Param("tolerance_atr", float, 0.75, minimum=0.01, maximum=20, doc="equal prices, in ATRs"),
+          Param("depth_atr", float, 1.0, minimum=0.0, maximum=50, doc="minimum depth or prominence, in ATRs"))
+LEVEL_PARAMS = (*PARAMS, Param("min_touches", int, 2, minimum=2, maximum=100, doc="touches that make a level"),
+                Param("breakout_atr", float, 0.25, minimum=0.0, maximum=20, doc="close beyond the level, in ATRs"))
+
+
+@dataclass(frozen=True)
+class Swing:
+    index: int
+    price: float
+    high: bool  # a peak (True) or a trough (False)
+    atr: float  # the ATR when it was confirmed
+
+
+@dataclass
+class Zigzag:
+    """Swing points of one series, confirmed bar by bar."""
+
+    swing_atr: float
+    atr: IndicatorStream
+    swings: list[Swing] = field(default_factory=list)
+    direction: int = 0  # +1 looking for a peak, -1 for a trough, 0 not started
+    extreme: float = float("nan")
+    extreme_index: int = -1
+    last_atr: float = float("nan")
+    low0: float = float("nan")  # before the first swing: the lowest low so far (the highest high is `extreme`)
+    low0_index: int = -1
+
+    def update(self, index: int, bar: Mapping[str, float]) -> Swing | None:
+        """Advance one bar; the swing point this bar confirms, if any."""
+        high, low = bar["high"], bar["low"]
+        (atr,) = self.atr.update(bar)
+        if atr == atr:
+            self.last_atr = atr
+        if high != high or low != low or self.last_atr != self.last_atr:
+            return None
+        threshold = self.swing_atr * self.last_atr
+        if self.direction == 0:  # the first move of at least the threshold decides the direction
+            if self.extreme != self.extreme:
+                self.extreme, self.extreme_index, self.low0, self.low0_index = high, index, low, index
+                return None
+            if high > self.extreme:
+                self.extreme, self.extreme_index = high, index
+            if low < self.low0:
+                self.low0, self.low0_index = low, index
+            if self.extreme - low >= threshold and self.extreme_index < index:
+                self.direction = 1
+            elif high - self.low0 >= threshold and self.low0_index < index:
+                self.direction, self.extreme, self.extreme_index = -1, self.low0, self.low0_index
+            else:
+                return None
+        if self.direction > 0:
+            if high > self.extreme:
+                self.extreme, self.extreme_index = high, index
+                return None
+            if self.extreme - low >= threshold:
+                swing = Swing(self.extreme_index, self.extreme, True, self.last_atr)
+                self.direction, self.extreme, self.extreme_index = -1, low, index
+                self.swings.append(swing)
+                return swing
+        else:
+            if low < self.extreme:
+                self.extreme, self.extreme_index = low, index
+                return None
+            if high - self.extreme >= threshold:
+                swing = Swing(self.extreme_index, self.extreme, False, self.last_atr)
+                self.direction, self.extreme, self.extreme_index = 1, high, index
+                self.swings.append(swing)
+                return swing
+        return None
+
+
+Detector = Callable[["ChartState", int, Mapping[str, float], "Swing | None"], list[PatternEvent]]
+
+
+@dataclass
+class ChartState:
+    """A zigzag plus what a detector remembers between bars."""
+
+    name: str
+    params: Mapping[str, int | float]
+    zigzag: Zigzag
+    pending: list[dict[str, Any]] = field(default_factory=list)  # formed patterns awaiting confirmation
+    levels: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ChartStream(PatternStream):
+    def __init__(self, name: str, params: Mapping[str, int | float], detector: Detector) -> None:
+        atr = TalibIndicator("ATR").stream({"timeperiod": int(params["atr_period"])})
+        self.state = ChartState(name, params, Zigzag(float(params["swing_atr"]), atr))
+        self.detector = detector
+        self.index = -1
+
+    def update(self, bar: Mapping[str, float]) -> list[PatternEvent]:
+        self.index += 1
+        swing = self.state.zigzag.update(self.index, bar)
+        events = self.detector(self.state, self.index, bar, swing)
+        ts = bar.get("ts")
+        if ts is not None and events:
+            events = [PatternEvent(e.pattern, e.kind, e.index, e.direction, e.strength, int(ts), e.points, e.details)
+                      for e in events]
+        return events
+
+
+class ChartPattern(Pattern):
+    """A chart pattern: its detector run over the bars (batch is the stream run over the series)."""
+
+    kind = "chart"
+    inputs = ("high", "low", "close")
+
+    def __init__(self, name: str, doc: str, detector: Detector, params: tuple[Param, ...] = PARAMS) -> None:
+        self.name = name  # type: ignore[misc]
+        self.doc = doc  # type: ignore[misc]
+        self.detector = detector
+        self.params = params  # type: ignore[misc]
+
+    def stream(self, params: Mapping[str, int | float]) -> PatternStream:
+        return ChartStream(self.name, params, self.detector)
+
+    def detect(self, data: Mapping[str, np.ndarray], params: Mapping[str, int | float],
+               ts: np.ndarray | None = None) -> list[PatternEvent]:
+        stream = self.stream(params)
+        columns = {c: data[c].tolist() for c in self.inputs}
+        stamps = ts.tolist() if ts is not None else None
+        events = []
+        for i in range(len(columns["close"])):
+            bar = {c: values[i] for c, values in columns.items()}
+            if stamps is not None:
+                bar["ts"] = stamps[i]
+            events += stream.update(bar)
+        return events
+
+
+def _event(state: ChartState, index: int, direction: str, confidence: float, points: list[tuple[int, float]],
+           **details: Any) -> PatternEvent:
+    return PatternEvent(state.name, "chart", index, direction, round(max(0.0, min(1.0, confidence)), 4),
+                        None, tuple((int(i), float(p)) for i, p in points), details)
+
+
+def swings(state: ChartState, index: int, bar: Mapping[str, float], swing: Swing | None) -> list[PatternEvent]:
+    """Every confirmed swing point, as an event at the bar that confirms it (its point is the extreme)."""
+    if swing is None:
+        return []
+    return [_event(state, index, BEARISH if swing.high else BULLISH, 1.0, [(swing.index, swing.price)],
+                   swing="peak" if swing.high else "trough")]
+
+
+def double(top: bool) -> Detector:
+    def detect(state: ChartState, index: int, bar: Mapping[str, float], swing: Swing | None) -> list[PatternEvent]:
+        p = state.params
+        s = state.zigzag.swings
+        if swing is not None and len(s) >= 3 and s[-1].high == top and s[-3].high == top:
+            first, middle, second = s[-3], s[-2], s[-1]
+            atr = second.atr
+            gap = abs(first.price - second.price)
+            depth = (min(first.price, second.price) - middle.price) if top else (middle.price - max(first.price,
+                                                                                                     second.price))
+            if gap <= p["tolerance_atr"] * atr and depth >= p["depth_atr"] * atr:
+                legs = sorted([middle.index - first.index, second.index - middle.index])
+                confidence = np.mean([1 - gap / (p["tolerance_atr"] * atr), min(1.0, depth / (3 * atr)),
+                                      legs[0] / max(1, legs[1])])
+                state.pending = [{"points": [first, middle, second], "neck": middle.price,
+                                  "confidence": float(confidence)}]
+        events = []
+        close = bar["close"]
+        for formed in list(state.pending):
+            if (close < formed["neck"]) if top else (close > formed["neck"]):
+                state.pending.remove(formed)
+                events.append(_event(state, index, BEARISH if top else BULLISH, formed["confidence"],
+                                     [(w.index, w.price) for w in formed["points"]] + [(index, close)],
+                                     neckline=formed["neck"]))
+            elif (bar["high"] > max(w.price for w in formed["points"])) if top else \
+                    (bar["low"] < min(w.price for w in formed["points"])):
+                state.pending.remove(formed)  # a new extreme beyond both: not this pattern
+        return events
+    return detect
+
+
+def head_shoulders(inverse: bool) -> Detector:
+    def detect(state: ChartState, index: int, bar: Mapping[str, float], swing: Swing | None) -> list[PatternEvent]:
+        p = state.params
+        s = state.zigzag.swings
+        peak = not inverse
+        if swing is not None and len(s) >= 5 and s[-1].high == peak:
+            s1, n1, head, n2, s2 = s[-5:]
+            atr = s2.atr
+            prominence = (head.price - max(s1.price, s2.price)) if peak else (min(s1.price, s2.price) - head.price)
+            shoulders = abs(s1.price - s2.price)
+            if prominence >= p["depth_atr"] * atr and shoulders <= p["tolerance_atr"] * atr:
+                slope = (n2.price - n1.price) / max(1, n2.index - n1.index)
+                confidence = np.mean([1 - shoulders / (p["tolerance_atr"] * atr), min(1.0, prominence / (3 * atr)),
+                                      max(0.0, 1 - abs(slope) * (n2.index - n1.index) / atr)])
+                state.pending = [{"points": [s1, n1, head, n2, s2], "slope": slope, "n2": n2,
+                                  "confidence": float(confidence)}]
+        events = []
+        close = bar["close"]
+        for formed in list(state.pending):
+            n2 = formed["n2"]
+            neck = n2.price + formed["slope"] * (index - n2.index)
+            if (close < neck) if peak else (close > neck):
+                state.pending.remove(formed)
+                events.append(_event(state, index, BEARISH if peak else BULLISH, formed["confidence"],
+                                     [(w.index, w.price) for w in formed["points"]] + [(index, close)],
+                                     neckline_at_break=round(neck, 6)))
+            elif (bar["high"] > formed["points"][2].price) if peak else (bar["low"] < formed["points"][2].price):
+                state.pending.remove(formed)  # beyond the head: not this pattern
+        return events
+    return detect
+
+
+def breakouts(state: ChartState, index: int, bar: Mapping[str, float], swing: Swing | None) -> list[PatternEvent]:
+    p = state.params
+    if swing is not None:
+        tolerance = p["tolerance_atr"] * swing.atr
+        near = [level for level in state.levels if abs(level["price"] - swing.price) <= tolerance]
+        if near:
+            level = min(near, key=lambda lv: abs(lv["price"] - swing.price))
+            level["points"].append(swing)
+            level["price"] = float(np.mean([w.price for w in level["points"]]))
+        else:
+            state.levels.append({"price": swing.price, "points": [swing]})
+    atr = state.zigzag.last_atr
+    close = bar["close"]
+    events = []
+    if atr != atr or close != close:
+        return events
+    for level in list(state.levels):
+        touches = len(level["points"])
+        if touches < p["min_touches"]:
+            continue
+        last = level["points"][-1]
+        excess = (close - level["price"]) if last.high else (level["price"] - close)
+        if index > last.index and excess >= p["breakout_atr"] * atr:
+            state.levels.remove(level)
+            confidence = touches / (touches + 1) * min(1.0, excess / (2 * atr))
+            events.append(_event(state, index, BULLISH if last.high else BEARISH, confidence,
+                                 [(w.index, w.price) for w in level["points"]] + [(index, close)],
+                                 level=round(level["price"], 6), touches=touches,
+                                 broke="resistance" if last.high else "support"))
+    return events
+
+
+def chart_patterns() -> list[Pattern]:
+    return [
+        ChartPattern("SWING_POINTS", "Swing points (zigzag with an ATR-scaled threshold)", swings),
+        ChartPattern("DOUBLE_TOP", "Double top, confirmed by a close below the trough between the peaks", double(True)),
+        ChartPattern("DOUBLE_BOTTOM", "Double bottom, confirmed by a close above the peak between the troughs",
+                     double(False)),
+        ChartPattern("HEAD_SHOULDERS", "Head and shoulders, confirmed by a close below the neckline",
+                     head_shoulders(False)),
+        ChartPattern("INV_HEAD_SHOULDERS", "Inverse head and shoulders, confirmed by a close above the neckline",
+                     head_shoulders(True)),
+        ChartPattern("LEVEL_BREAKOUT", "Breakout of a support or resistance level (clustered swing points)",
+                     breakouts, LEVEL_PARAMS),
+    ]

@@ -1,0 +1,127 @@
+"""Chart patterns on series built to hold them (and near misses that must not match): detection, key points,
+confirmation bars, confidence; live == batch for every registered pattern; gaps and flat bars survive."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ml_processing.plugins.patterns.candles import candlesticks
+from ml_processing.plugins.patterns.chart import chart_patterns
+from tests.plugins.test_indicators_batch import ohlcv
+
+CHART = {p.name: p for p in chart_patterns()}
+
+
+def path(points: list[tuple[int, float]], wick: float = 0.3) -> dict[str, np.ndarray]:
+    """Bars along straight lines through (bar, close) waypoints: open = previous close, high/low +- wick."""
+    closes: list[float] = []
+    for (a_i, a), (b_i, b) in itertools.pairwise(points):
+        closes += list(np.linspace(a, b, b_i - a_i + 1))[:-1]
+    closes.append(points[-1][1])
+    close = np.array(closes)
+    open_ = np.r_[close[0], close[:-1]]
+    return {"open": open_, "high": np.maximum(open_, close) + wick, "low": np.minimum(open_, close) - wick,
+            "close": close}
+
+
+def found(name: str, data: dict[str, np.ndarray], **params: Any) -> list[Any]:
+    pattern = CHART[name]
+    return pattern.detect(data, pattern.resolve(params))
+
+
+def first_close_beyond(data: dict[str, np.ndarray], start: int, level: float, below: bool) -> int:
+    close = data["close"]
+    return next(i for i in range(start, len(close)) if (close[i] < level if below else close[i] > level))
+
+
+DOUBLE_TOP = [(0, 100), (30, 100.5), (50, 120), (62, 110), (74, 120.2), (100, 104)]
+
+
+def test_double_top_is_found_at_the_close_below_its_trough_with_its_key_points() -> None:
+    data = path(DOUBLE_TOP)
+    (event,) = found("DOUBLE_TOP", data)
+    (p1, p1_price), (t, t_price), (p2, p2_price), (at, _) = event.points
+    assert (p1, t, p2) == (50, 62, 74) and p1_price == pytest.approx(120.3) and p2_price == pytest.approx(120.5)
+    assert event.index == at == first_close_beyond(data, p2, t_price, below=True)
+    assert event.direction == "bearish" and 0.8 < event.strength <= 1.0
+    assert found("DOUBLE_BOTTOM", data) == []
+
+
+def test_double_top_near_misses() -> None:
+    uneven = [(0, 100), (30, 100.5), (50, 120), (62, 110), (74, 123), (100, 104)]  # second peak 3 higher
+    assert found("DOUBLE_TOP", path(uneven)) == []
+    shallow = [(0, 100), (30, 100.5), (50, 120), (56, 119.3), (62, 120.1), (90, 104)]  # no real trough between
+    assert found("DOUBLE_TOP", path(shallow)) == []
+    never_confirmed = [(0, 100), (30, 100.5), (50, 120), (62, 110), (74, 120.2), (86, 112)]  # stays above 110
+    assert found("DOUBLE_TOP", path(never_confirmed)) == []
+
+
+def test_double_bottom_mirrors_the_top() -> None:
+    mirrored = [(i, 200 - p) for i, p in DOUBLE_TOP]
+    data = path(mirrored)
+    (event,) = found("DOUBLE_BOTTOM", data)
+    assert event.direction == "bullish" and [p[0] for p in event.points[:3]] == [50, 62, 74]
+    assert event.index == first_close_beyond(data, 74, event.points[1][1], below=False)
+
+
+HS = [(0, 100), (20, 100.2), (35, 112), (45, 105), (60, 118), (70, 105.5), (82, 112.3), (105, 96)]
+
+
+def test_head_and_shoulders_and_its_inverse() -> None:
+    data = path(HS)
+    (event,) = found("HEAD_SHOULDERS", data)
+    assert [p[0] for p in event.points[:5]] == [35, 45, 60, 70, 82] and event.direction == "bearish"
+    (n1, n1p), (n2, n2p) = event.points[1], event.points[3]
+    neck = n2p + (n2p - n1p) / (n2 - n1) * (event.index - n2)
+    assert data["close"][event.index] < neck <= data["close"][event.index - 1] + 1e-9  # the first close below
+    inverse = path([(i, 200 - p) for i, p in HS])
+    (event,) = found("INV_HEAD_SHOULDERS", inverse)
+    assert event.direction == "bullish" and [p[0] for p in event.points[:5]] == [35, 45, 60, 70, 82]
+    lopsided = [(0, 100), (20, 100.2), (35, 112), (45, 105), (60, 118), (70, 105.5), (82, 116), (105, 96)]
+    assert found("HEAD_SHOULDERS", path(lopsided)) == []  # shoulders 4 apart: not a head and shoulders
+    no_head = [(0, 100), (20, 100.2), (35, 112), (45, 105), (60, 112.4), (70, 105.5), (82, 112.3), (105, 96)]
+    assert found("HEAD_SHOULDERS", path(no_head)) == []
+
+
+def test_a_level_touched_twice_breaks_out_once() -> None:
+    data = path([(0, 100), (20, 110), (32, 102), (44, 110.2), (56, 102.5), (70, 116), (80, 116)])
+    (event,) = found("LEVEL_BREAKOUT", data)
+    assert event.direction == "bullish" and event.details["broke"] == "resistance" and event.details["touches"] == 2
+    assert event.details["level"] == pytest.approx((110.3 + 110.5) / 2)
+    assert data["close"][event.index] >= event.details["level"] + 0.25 * 1.0 - 1e-9
+    assert found("LEVEL_BREAKOUT", data, min_touches=3) == []
+
+
+def test_swing_points_alternate_and_are_confirmed_after_their_extreme() -> None:
+    events = found("SWING_POINTS", path(HS))
+    kinds = [e.details["swing"] for e in events]
+    assert all(a != b for a, b in itertools.pairwise(kinds))
+    assert all(e.points[0][0] < e.index for e in events)
+
+
+@pytest.mark.parametrize("name", sorted({*CHART, "CDLENGULFING"}))
+def test_live_events_equal_batch_events_on_real_looking_data(name: str) -> None:
+    pattern = CHART.get(name) or {p.name: p for p in candlesticks()}[name]
+    data = {k: v for k, v in ohlcv(3000, seed=21).items() if k in ("open", "high", "low", "close")}
+    ts = 1_700_000_000_000 + 60_000 * np.arange(3000)
+    params = pattern.resolve({})
+    batch = pattern.detect(data, params, ts)
+    stream = pattern.stream(params)
+    live = [e for i in range(3000) for e in stream.update({**{k: float(v[i]) for k, v in data.items()},
+                                                           "ts": int(ts[i])})]
+    assert [e.to_wire() for e in live] == [e.to_wire() for e in batch]
+    if name in ("SWING_POINTS", "LEVEL_BREAKOUT"):
+        assert batch, "real-looking data has swings and breakouts"
+
+
+def test_gaps_and_flat_bars_do_not_crash_chart_patterns() -> None:
+    data = {k: v for k, v in ohlcv(400, seed=3).items() if k in ("open", "high", "low", "close")}
+    data["high"][[5, 6, 200]] = np.nan
+    data["close"][100:140] = data["open"][100:140] = data["high"][100:140] = data["low"][100:140] = 50.0
+    for pattern in CHART.values():
+        for event in pattern.detect(data, pattern.resolve({})):
+            assert 0 <= event.strength <= 1 and event.points
