@@ -218,7 +218,9 @@ class Live:
                 self.dirty.add(target.name)
 
     def _score(self, model: str, label: Any, predicted: Any, proba: Mapping[Any, float] | None) -> None:
-        scores = self.scores.setdefault(model, Scores(self.actor.config.window))
+        scores = self.scores.get(model)
+        if scores is None:
+            scores = self.scores[model] = Scores(self.actor.config.window)
         if scores.update(label, predicted, proba):
             self.counts["drifts"] += 1
             event = {"model": model, "labels": scores.labels, "rolling_accuracy": round(scores.rolling.get(), 4),

@@ -22,6 +22,7 @@ from ml_processing.core.log import get_logger
 from ml_processing.core.pattern import BULLISH, Pattern, PatternStream
 
 from .candles import Candlestick, apply_candle_settings
+from .chart import ChartPattern, Zigzags
 
 log = get_logger(__name__)
 
@@ -164,12 +165,14 @@ def detect_grouped(chosen: list[tuple[Pattern, dict[str, int | float]]], data: M
     ``direction`` (+1 bullish, -1 bearish), ``strength``, and ``points`` for chart patterns (their key
     points). Candlesticks come straight from TA-Lib's arrays, with no object per event."""
     out: dict[str, dict[str, Any]] = {}
+    zigzags = Zigzags(data) if any(isinstance(p, ChartPattern) for p, _ in chosen) else None
     for pattern, params in chosen:
         if isinstance(pattern, Candlestick):
             index, signed = pattern.hits(data, params)
             group: dict[str, Any] = {"kind": pattern.kind, "index": index}
         else:
-            found = pattern.detect(data, params, ts)
+            found = (pattern.detect_with(zigzags, params, ts) if isinstance(pattern, ChartPattern) and zigzags
+                     else pattern.detect(data, params, ts))
             index = np.array([e.index for e in found], dtype=np.int64)
             signed = np.array([e.strength if e.direction == BULLISH else -e.strength for e in found])
             group = {"kind": pattern.kind, "index": index, "points": [[list(p) for p in e.points] for e in found]}

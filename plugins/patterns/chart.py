@@ -45,7 +45,8 @@ PARAMS = (Param("atr_period", int, 14, minimum=2, maximum=1000, doc="ATR window"
           Param("tolerance_atr", float, 0.75, minimum=0.01, maximum=20, doc="equal prices, in ATRs"),
           Param("depth_atr", float, 1.0, minimum=0.0, maximum=50, doc="minimum depth or prominence, in ATRs"))
 LEVEL_PARAMS = (*PARAMS, Param("min_touches", int, 2, minimum=2, maximum=100, doc="touches that make a level"),
-                Param("breakout_atr", float, 0.25, minimum=0.0, maximum=20, doc="close beyond the level, in ATRs"))
+                Param("breakout_atr", float, 0.25, minimum=0.0, maximum=20, doc="close beyond the level, in ATRs"),
+                Param("max_levels", int, 50, minimum=1, maximum=10_000, doc="levels kept (the most recent)"))
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,78 @@ class Zigzag:
         return None
 
 
+def batch_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
+    """ATR as the stream sees it: bars with a NaN input are skipped (NaN there), the rest computed by TA-Lib
+    as one series, so batch and live share every value."""
+    valid = ~(np.isnan(high) | np.isnan(low) | np.isnan(close))
+    out = np.full(len(close), np.nan)
+    if valid.any():
+        (atr,) = TalibIndicator("ATR").batch({"high": high[valid], "low": low[valid], "close": close[valid]},
+                                             {"timeperiod": period})
+        out[valid] = atr
+    return out
+
+
+def batch_swings(high: np.ndarray, low: np.ndarray, atr: np.ndarray,
+                 swing_atr: float) -> tuple[list[tuple[int, Swing]], np.ndarray]:
+    """Every (confirming bar, swing) of the zigzag over whole arrays, and the ATR each bar saw (the last
+    known one): `Zigzag.update` bar by bar, in one tight loop."""
+    highs, lows, atrs = high.tolist(), low.tolist(), atr.tolist()
+    seen = np.empty(len(highs))
+    out: list[tuple[int, Swing]] = []
+    direction, extreme, extreme_index, low0, low0_index, last = 0, float("nan"), -1, float("nan"), -1, float("nan")
+    for i, (h, lo, a) in enumerate(zip(highs, lows, atrs, strict=True)):
+        if a == a:
+            last = a
+        seen[i] = last
+        if h != h or lo != lo or last != last:
+            continue
+        threshold = swing_atr * last
+        if direction == 0:
+            if extreme != extreme:
+                extreme, extreme_index, low0, low0_index = h, i, lo, i
+                continue
+            if h > extreme:
+                extreme, extreme_index = h, i
+            if lo < low0:
+                low0, low0_index = lo, i
+            if extreme - lo >= threshold and extreme_index < i:
+                direction = 1
+            elif h - low0 >= threshold and low0_index < i:
+                direction, extreme, extreme_index = -1, low0, low0_index
+            else:
+                continue
+        if direction > 0:
+            if h > extreme:
+                extreme, extreme_index = h, i
+            elif extreme - lo >= threshold:
+                out.append((i, Swing(extreme_index, extreme, True, last)))
+                direction, extreme, extreme_index = -1, lo, i
+        elif lo < extreme:
+            extreme, extreme_index = lo, i
+        elif h - extreme >= threshold:
+            out.append((i, Swing(extreme_index, extreme, False, last)))
+            direction, extreme, extreme_index = 1, h, i
+    return out, seen
+
+
+class Zigzags:
+    """The swing points of one series, computed once per (ATR period, threshold) and shared by detectors."""
+
+    def __init__(self, data: Mapping[str, np.ndarray]) -> None:
+        self.high, self.low, self.close = (np.asarray(data[c], dtype=np.float64) for c in ("high", "low", "close"))
+        self._atr: dict[int, np.ndarray] = {}
+        self._swings: dict[tuple[int, float], tuple[list[tuple[int, Swing]], np.ndarray]] = {}
+
+    def get(self, atr_period: int, swing_atr: float) -> tuple[list[tuple[int, Swing]], np.ndarray]:
+        key = (atr_period, swing_atr)
+        if key not in self._swings:
+            if atr_period not in self._atr:
+                self._atr[atr_period] = batch_atr(self.high, self.low, self.close, atr_period)
+            self._swings[key] = batch_swings(self.high, self.low, self._atr[atr_period], swing_atr)
+        return self._swings[key]
+
+
 Detector = Callable[["ChartState", int, Mapping[str, float], "Swing | None"], list[PatternEvent]]
 
 
@@ -152,10 +225,12 @@ class ChartPattern(Pattern):
     kind = "chart"
     inputs = ("high", "low", "close")
 
-    def __init__(self, name: str, doc: str, detector: Detector, params: tuple[Param, ...] = PARAMS) -> None:
+    def __init__(self, name: str, doc: str, detector: Detector, batch: BatchDetector,
+                 params: tuple[Param, ...] = PARAMS) -> None:
         self.name = name  # type: ignore[misc]
         self.doc = doc  # type: ignore[misc]
         self.detector = detector
+        self.batch = batch
         self.params = params  # type: ignore[misc]
 
     def stream(self, params: Mapping[str, int | float]) -> PatternStream:
@@ -163,21 +238,43 @@ class ChartPattern(Pattern):
 
     def detect(self, data: Mapping[str, np.ndarray], params: Mapping[str, int | float],
                ts: np.ndarray | None = None) -> list[PatternEvent]:
-        stream = self.stream(params)
-        columns = {c: data[c].tolist() for c in self.inputs}
-        stamps = ts.tolist() if ts is not None else None
-        events = []
-        for i in range(len(columns["close"])):
-            bar = {c: values[i] for c, values in columns.items()}
-            if stamps is not None:
-                bar["ts"] = stamps[i]
-            events += stream.update(bar)
-        return events
+        """The stream's events over the series, computed over whole arrays: one zigzag pass, then each
+        formed pattern's confirmation searched with numpy (the contract test proves them equal)."""
+        return self.detect_with(Zigzags(data), params, ts)
+
+    def detect_with(self, zigzags: Zigzags, params: Mapping[str, int | float],
+                    ts: np.ndarray | None = None) -> list[PatternEvent]:
+        """`detect`, reusing the swings other chart patterns of the same request already found."""
+        swings, seen = zigzags.get(int(params["atr_period"]), float(params["swing_atr"]))
+        events = self.batch(self.name, params, zigzags.high, zigzags.low, zigzags.close, swings, seen)
+        if ts is None:
+            return events
+        return [PatternEvent(e.pattern, e.kind, e.index, e.direction, e.strength, int(ts[e.index]), e.points,
+                             e.details) for e in events]
 
 
-def _event(state: ChartState, index: int, direction: str, confidence: float, points: list[tuple[int, float]],
+BatchDetector = Callable[[str, Mapping[str, int | float], np.ndarray, np.ndarray, np.ndarray, list[tuple[int, Swing]],
+                          np.ndarray], list[PatternEvent]]
+
+
+def _first(mask: np.ndarray) -> int | None:
+    return int(mask.argmax()) if mask.any() else None
+
+
+def _confirmed(start: int, end: int, confirm: np.ndarray, invalid: np.ndarray) -> int | None:
+    """The bar in [start, end) where a formed pattern is confirmed: the first confirming bar, unless an
+    invalidating bar comes strictly before it (on the same bar, confirmation wins, as in the stream)."""
+    hit = _first(confirm)
+    if hit is None:
+        return None
+    miss = _first(invalid)
+    return start + hit if miss is None or hit <= miss else None
+
+
+def _event(state: ChartState | str, index: int, direction: str, confidence: float, points: list[tuple[int, float]],
            **details: Any) -> PatternEvent:
-    return PatternEvent(state.name, "chart", index, direction, round(max(0.0, min(1.0, confidence)), 4),
+    name = state if isinstance(state, str) else state.name
+    return PatternEvent(name, "chart", index, direction, round(max(0.0, min(1.0, float(confidence))), 4),
                         None, tuple((int(i), float(p)) for i, p in points), details)
 
 
@@ -263,6 +360,7 @@ def breakouts(state: ChartState, index: int, bar: Mapping[str, float], swing: Sw
             level["price"] = float(np.mean([w.price for w in level["points"]]))
         else:
             state.levels.append({"price": swing.price, "points": [swing]})
+            del state.levels[:-int(p["max_levels"])]  # the oldest levels go first
     atr = state.zigzag.last_atr
     close = bar["close"]
     events = []
@@ -284,16 +382,152 @@ def breakouts(state: ChartState, index: int, bar: Mapping[str, float], swing: Sw
     return events
 
 
+# -- the same detectors over whole arrays ----------------------------------------------------------------
+
+
+def swings_batch(name: str, params: Mapping[str, int | float], high: np.ndarray, low: np.ndarray, close: np.ndarray,
+                 swings: list[tuple[int, Swing]], seen: np.ndarray) -> list[PatternEvent]:
+    return [_event(name, i, BEARISH if w.high else BULLISH, 1.0, [(w.index, w.price)],
+                   swing="peak" if w.high else "trough") for i, w in swings]
+
+
+def _formations(swings: list[tuple[int, Swing]], size: int, form: Callable[[list[Swing]], dict[str, Any] | None]
+                ) -> list[tuple[int, dict[str, Any]]]:
+    """(bar, formation) for every swing confirmation that forms the pattern on the last `size` swings."""
+    out = []
+    for k in range(size - 1, len(swings)):
+        formed = form([w for _, w in swings[k - size + 1:k + 1]])
+        if formed is not None:
+            out.append((swings[k][0], formed))
+    return out
+
+
+def _windows(formations: list[tuple[int, dict[str, Any]]], n: int) -> list[tuple[int, int, dict[str, Any]]]:
+    """A formation waits for its confirmation until the next one replaces it."""
+    ends = [bar for bar, _ in formations[1:]] + [n]
+    return [(bar, end, formed) for (bar, formed), end in zip(formations, ends, strict=False)]
+
+
+def double_batch(top: bool) -> BatchDetector:
+    def detect(name: str, p: Mapping[str, int | float], high: np.ndarray, low: np.ndarray, close: np.ndarray,
+               swings: list[tuple[int, Swing]], seen: np.ndarray) -> list[PatternEvent]:
+        def form(last: list[Swing]) -> dict[str, Any] | None:
+            first, middle, second = last
+            if first.high != top or second.high != top:
+                return None
+            atr = second.atr
+            gap = abs(first.price - second.price)
+            depth = (min(first.price, second.price) - middle.price) if top else (middle.price - max(first.price,
+                                                                                                     second.price))
+            if gap > p["tolerance_atr"] * atr or depth < p["depth_atr"] * atr:
+                return None
+            legs = sorted([middle.index - first.index, second.index - middle.index])
+            confidence = np.mean([1 - gap / (p["tolerance_atr"] * atr), min(1.0, depth / (3 * atr)),
+                                  legs[0] / max(1, legs[1])])
+            return {"points": last, "neck": middle.price, "confidence": float(confidence)}
+
+        events = []
+        for start, end, formed in _windows(_formations(swings, 3, form), len(close)):
+            window = slice(start, end)
+            if top:
+                confirm, invalid = close[window] < formed["neck"], high[window] > max(w.price for w in formed["points"])
+            else:
+                confirm, invalid = close[window] > formed["neck"], low[window] < min(w.price for w in formed["points"])
+            at = _confirmed(start, end, confirm, invalid)
+            if at is not None:
+                events.append(_event(name, at, BEARISH if top else BULLISH, formed["confidence"],
+                                     [(w.index, w.price) for w in formed["points"]] + [(at, close[at])],
+                                     neckline=formed["neck"]))
+        return events
+    return detect
+
+
+def head_shoulders_batch(inverse: bool) -> BatchDetector:
+    peak = not inverse
+
+    def detect(name: str, p: Mapping[str, int | float], high: np.ndarray, low: np.ndarray, close: np.ndarray,
+               swings: list[tuple[int, Swing]], seen: np.ndarray) -> list[PatternEvent]:
+        def form(last: list[Swing]) -> dict[str, Any] | None:
+            s1, n1, head, n2, s2 = last
+            if s2.high != peak:
+                return None
+            atr = s2.atr
+            prominence = (head.price - max(s1.price, s2.price)) if peak else (min(s1.price, s2.price) - head.price)
+            shoulders = abs(s1.price - s2.price)
+            if prominence < p["depth_atr"] * atr or shoulders > p["tolerance_atr"] * atr:
+                return None
+            slope = (n2.price - n1.price) / max(1, n2.index - n1.index)
+            confidence = np.mean([1 - shoulders / (p["tolerance_atr"] * atr), min(1.0, prominence / (3 * atr)),
+                                  max(0.0, 1 - abs(slope) * (n2.index - n1.index) / atr)])
+            return {"points": last, "slope": slope, "n2": n2, "confidence": float(confidence)}
+
+        events = []
+        for start, end, formed in _windows(_formations(swings, 5, form), len(close)):
+            bars = np.arange(start, end)
+            n2 = formed["n2"]
+            neck = n2.price + formed["slope"] * (bars - n2.index)
+            head = formed["points"][2].price
+            if peak:
+                confirm, invalid = close[start:end] < neck, high[start:end] > head
+            else:
+                confirm, invalid = close[start:end] > neck, low[start:end] < head
+            at = _confirmed(start, end, confirm, invalid)
+            if at is not None:
+                events.append(_event(name, at, BEARISH if peak else BULLISH, formed["confidence"],
+                                     [(w.index, w.price) for w in formed["points"]] + [(at, close[at])],
+                                     neckline_at_break=round(float(neck[at - start]), 6)))
+        return events
+    return detect
+
+
+def breakouts_batch(name: str, p: Mapping[str, int | float], high: np.ndarray, low: np.ndarray, close: np.ndarray,
+                    swings: list[tuple[int, Swing]], seen: np.ndarray) -> list[PatternEvent]:
+    levels: list[dict[str, Any]] = []
+    found: list[tuple[int, int, PatternEvent]] = []
+    ends = [bar for bar, _ in swings[1:]] + [len(close)]
+    for number, ((start, swing), end) in enumerate(zip(swings, ends, strict=False)):  # ends: one longer when empty
+        tolerance = p["tolerance_atr"] * swing.atr
+        near = [level for level in levels if abs(level["price"] - swing.price) <= tolerance]
+        if near:
+            level = min(near, key=lambda lv: abs(lv["price"] - swing.price))
+            level["points"].append(swing)
+            level["price"] = float(np.mean([w.price for w in level["points"]]))
+        else:
+            levels.append({"price": swing.price, "points": [swing], "order": number})
+            del levels[:-int(p["max_levels"])]
+        for level in list(levels):
+            touches = len(level["points"])
+            if touches < p["min_touches"]:
+                continue
+            last = level["points"][-1]
+            window = slice(start, end)
+            excess = (close[window] - level["price"]) if last.high else (level["price"] - close[window])
+            beyond = (np.arange(start, end) > last.index) & (excess >= p["breakout_atr"] * seen[window])
+            hit = _first(beyond)
+            if hit is None:
+                continue
+            at = start + hit
+            levels.remove(level)
+            confidence = touches / (touches + 1) * min(1.0, excess[hit] / (2 * seen[at]))
+            found.append((at, level["order"], _event(name, at, BULLISH if last.high else BEARISH, confidence,
+                                                     [(w.index, w.price) for w in level["points"]] + [(at, close[at])],
+                                                     level=round(level["price"], 6), touches=touches,
+                                                     broke="resistance" if last.high else "support")))
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [event for _, _, event in found]
+
+
 def chart_patterns() -> list[Pattern]:
     return [
-        ChartPattern("SWING_POINTS", "Swing points (zigzag with an ATR-scaled threshold)", swings),
-        ChartPattern("DOUBLE_TOP", "Double top, confirmed by a close below the trough between the peaks", double(True)),
+        ChartPattern("SWING_POINTS", "Swing points (zigzag with an ATR-scaled threshold)", swings, swings_batch),
+        ChartPattern("DOUBLE_TOP", "Double top, confirmed by a close below the trough between the peaks",
+                     double(True), double_batch(True)),
         ChartPattern("DOUBLE_BOTTOM", "Double bottom, confirmed by a close above the peak between the troughs",
-                     double(False)),
+                     double(False), double_batch(False)),
         ChartPattern("HEAD_SHOULDERS", "Head and shoulders, confirmed by a close below the neckline",
-                     head_shoulders(False)),
+                     head_shoulders(False), head_shoulders_batch(False)),
         ChartPattern("INV_HEAD_SHOULDERS", "Inverse head and shoulders, confirmed by a close above the neckline",
-                     head_shoulders(True)),
+                     head_shoulders(True), head_shoulders_batch(True)),
         ChartPattern("LEVEL_BREAKOUT", "Breakout of a support or resistance level (clustered swing points)",
-                     breakouts, LEVEL_PARAMS),
+                     breakouts, breakouts_batch, LEVEL_PARAMS),
     ]
