@@ -23,7 +23,7 @@ BULLISH = "bullish"
 BEARISH = "bearish"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PatternEvent:
     pattern: str
     kind: str  # "candlestick" or "chart"

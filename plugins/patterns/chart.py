@@ -30,6 +30,7 @@ Every event carries its key points (bar index, price) and a confidence in [0, 1]
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -357,7 +358,7 @@ def breakouts(state: ChartState, index: int, bar: Mapping[str, float], swing: Sw
         if near:
             level = min(near, key=lambda lv: abs(lv["price"] - swing.price))
             level["points"].append(swing)
-            level["price"] = float(np.mean([w.price for w in level["points"]]))
+            level["price"] = math.fsum(w.price for w in level["points"]) / len(level["points"])
         else:
             state.levels.append({"price": swing.price, "points": [swing]})
             del state.levels[:-int(p["max_levels"])]  # the oldest levels go first
@@ -482,6 +483,8 @@ def head_shoulders_batch(inverse: bool) -> BatchDetector:
 
 def breakouts_batch(name: str, p: Mapping[str, int | float], high: np.ndarray, low: np.ndarray, close: np.ndarray,
                     swings: list[tuple[int, Swing]], seen: np.ndarray) -> list[PatternEvent]:
+    """`breakouts` over whole arrays: the level set changes only when a swing is confirmed, so each stretch
+    between two confirmations is searched for every eligible level at once (levels x bars)."""
     levels: list[dict[str, Any]] = []
     found: list[tuple[int, int, PatternEvent]] = []
     ends = [bar for bar, _ in swings[1:]] + [len(close)]
@@ -491,24 +494,26 @@ def breakouts_batch(name: str, p: Mapping[str, int | float], high: np.ndarray, l
         if near:
             level = min(near, key=lambda lv: abs(lv["price"] - swing.price))
             level["points"].append(swing)
-            level["price"] = float(np.mean([w.price for w in level["points"]]))
+            level["price"] = math.fsum(w.price for w in level["points"]) / len(level["points"])
         else:
             levels.append({"price": swing.price, "points": [swing], "order": number})
             del levels[:-int(p["max_levels"])]
-        for level in list(levels):
-            touches = len(level["points"])
-            if touches < p["min_touches"]:
-                continue
-            last = level["points"][-1]
-            window = slice(start, end)
-            excess = (close[window] - level["price"]) if last.high else (level["price"] - close[window])
-            beyond = (np.arange(start, end) > last.index) & (excess >= p["breakout_atr"] * seen[window])
-            hit = _first(beyond)
-            if hit is None:
-                continue
+        eligible = [level for level in levels if len(level["points"]) >= p["min_touches"]]
+        if not eligible:
+            continue
+        price = np.array([level["price"] for level in eligible])[:, None]
+        above = np.array([level["points"][-1].high for level in eligible])[:, None]
+        after = np.array([level["points"][-1].index for level in eligible])[:, None]
+        window = close[start:end][None, :]
+        excess = np.where(above, window - price, price - window)
+        beyond = (np.arange(start, end)[None, :] > after) & (excess >= p["breakout_atr"] * seen[start:end][None, :])
+        for row in np.flatnonzero(beyond.any(axis=1)):
+            level = eligible[row]
+            hit = int(beyond[row].argmax())
             at = start + hit
             levels.remove(level)
-            confidence = touches / (touches + 1) * min(1.0, excess[hit] / (2 * seen[at]))
+            touches, last = len(level["points"]), level["points"][-1]
+            confidence = touches / (touches + 1) * min(1.0, excess[row, hit] / (2 * seen[at]))
             found.append((at, level["order"], _event(name, at, BULLISH if last.high else BEARISH, confidence,
                                                      [(w.index, w.price) for w in level["points"]] + [(at, close[at])],
                                                      level=round(level["price"], 6), touches=touches,
