@@ -522,6 +522,112 @@ def breakouts_batch(name: str, p: Mapping[str, int | float], high: np.ndarray, l
     return [event for _, _, event in found]
 
 
+# -- triangles and channels: two lines through the last two peaks and the last two troughs ---------------
+
+SHAPES = ("TRIANGLE_ASCENDING", "TRIANGLE_DESCENDING", "TRIANGLE_SYMMETRIC", "CHANNEL")
+
+
+def shape_of(last: list[Swing], p: Mapping[str, int | float]) -> dict[str, Any] | None:
+    """The shape the last four swings draw (two peaks, two troughs), or None: the upper line through the
+    peaks, the lower through the troughs; a line is flat when it moves less than ``tolerance_atr`` x ATR
+    over the pattern, two lines parallel when their gap changes by less than that."""
+    peaks = [w for w in last if w.high]
+    troughs = [w for w in last if not w.high]
+    if len(peaks) != 2 or len(troughs) != 2:
+        return None
+    atr = last[-1].atr
+    span = last[-1].index - last[0].index
+    if span <= 0 or atr != atr:
+        return None
+
+    def line(a: Swing, b: Swing) -> tuple[float, float]:  # (slope per bar, value at bar 0)
+        slope = (b.price - a.price) / max(1, b.index - a.index)
+        return slope, a.price - slope * a.index
+
+    upper, lower = line(*peaks), line(*troughs)
+    tolerance = p["tolerance_atr"] * atr
+    up_move, low_move = upper[0] * span, lower[0] * span
+    flat_up, flat_low = abs(up_move) <= tolerance, abs(low_move) <= tolerance
+    parallel = abs(up_move - low_move) <= tolerance
+    end = last[-1].index
+    if upper[0] * end + upper[1] <= lower[0] * end + lower[1]:
+        return None  # the lines have crossed already
+    if flat_up and not flat_low and low_move > 0:
+        name = "TRIANGLE_ASCENDING"
+    elif flat_low and not flat_up and up_move < 0:
+        name = "TRIANGLE_DESCENDING"
+    elif up_move < -tolerance and low_move > tolerance:
+        name = "TRIANGLE_SYMMETRIC"
+    elif parallel:
+        name = "CHANNEL"
+    else:
+        return None
+    quality = 1 - abs(up_move - low_move) / (4 * tolerance) if name == "CHANNEL" else \
+        min(1.0, abs(up_move - low_move) / (4 * tolerance))
+    return {"shape": name, "upper": upper, "lower": lower, "points": last, "quality": max(0.0, quality),
+            "atr": atr}
+
+
+def _break(formed: dict[str, Any], index: int, close: float, atr: float) -> tuple[str, float] | None:
+    top = formed["upper"][0] * index + formed["upper"][1]
+    bottom = formed["lower"][0] * index + formed["lower"][1]
+    if close > top:
+        return BULLISH, (close - top) / atr
+    if close < bottom:
+        return BEARISH, (bottom - close) / atr
+    return None
+
+
+def _shape_event(name: str, formed: dict[str, Any], index: int, close: float, direction: str,
+                 strength: float) -> PatternEvent:
+    confidence = np.mean([formed["quality"], min(1.0, strength / 2)])
+    return _event(name, index, direction, confidence,
+                  [(w.index, w.price) for w in formed["points"]] + [(index, close)],
+                  upper=[round(v, 6) for v in formed["upper"]], lower=[round(v, 6) for v in formed["lower"]])
+
+
+def shapes(name: str) -> Detector:
+    """Forms when the last four swings draw the shape; confirmed by a close beyond either line (a breakout)."""
+    def detect(state: ChartState, index: int, bar: Mapping[str, float], swing: Swing | None) -> list[PatternEvent]:
+        s = state.zigzag.swings
+        if swing is not None and len(s) >= 4:
+            formed = shape_of(s[-4:], state.params)
+            state.pending = [formed] if formed is not None and formed["shape"] == name else []
+        close = bar["close"]
+        if not state.pending or close != close:
+            return []
+        formed = state.pending[0]
+        broke = _break(formed, index, close, formed["atr"])
+        if broke is None:
+            return []
+        state.pending = []
+        return [_shape_event(name, formed, index, close, *broke)]
+    return detect
+
+
+def shapes_batch(name: str, p: Mapping[str, int | float], high: np.ndarray, low: np.ndarray, close: np.ndarray,
+                 swings: list[tuple[int, Swing]], seen: np.ndarray) -> list[PatternEvent]:
+    events = []
+    bars = [bar for bar, _ in swings] + [len(close)]
+    for k in range(3, len(swings)):
+        formed = shape_of([w for _, w in swings[k - 3:k + 1]], p)
+        if formed is None or formed["shape"] != name:
+            continue
+        start, end = bars[k], bars[k + 1]
+        index = np.arange(start, end)
+        top = formed["upper"][0] * index + formed["upper"][1]
+        bottom = formed["lower"][0] * index + formed["lower"][1]
+        window = close[start:end]
+        hit = _first((window > top) | (window < bottom))
+        if hit is None:
+            continue
+        at = start + hit
+        broke = _break(formed, at, float(close[at]), formed["atr"])
+        assert broke is not None
+        events.append(_shape_event(name, formed, at, float(close[at]), *broke))
+    return events
+
+
 def chart_patterns() -> list[Pattern]:
     return [
         ChartPattern("SWING_POINTS", "Swing points (zigzag with an ATR-scaled threshold)", swings, swings_batch),
@@ -535,4 +641,7 @@ def chart_patterns() -> list[Pattern]:
                      head_shoulders(True), head_shoulders_batch(True)),
         ChartPattern("LEVEL_BREAKOUT", "Breakout of a support or resistance level (clustered swing points)",
                      breakouts, breakouts_batch, LEVEL_PARAMS),
+        *(ChartPattern(shape, f"{shape.replace('_', ' ').lower().capitalize()}: formed by the last two peaks and "
+                       "troughs, confirmed by a close beyond either line", shapes(shape), shapes_batch)
+          for shape in SHAPES),
     ]

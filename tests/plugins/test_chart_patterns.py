@@ -96,6 +96,29 @@ def test_a_level_touched_twice_breaks_out_once() -> None:
     assert found("LEVEL_BREAKOUT", data, min_touches=3) == []
 
 
+@pytest.mark.parametrize(("waypoints", "shape", "direction"), [
+    ([(0, 100), (15, 110), (27, 100), (39, 110.1), (51, 104), (63, 110.2), (75, 120)], "TRIANGLE_ASCENDING",
+     "bullish"),
+    ([(0, 120), (15, 110), (27, 120), (39, 110.1), (51, 116), (63, 109.9), (75, 100)], "TRIANGLE_DESCENDING",
+     "bearish"),
+    ([(0, 100), (15, 120), (30, 100), (45, 116), (60, 104), (70, 112), (90, 90)], "TRIANGLE_SYMMETRIC", "bearish"),
+    ([(0, 100), (15, 110), (27, 104), (42, 114), (54, 108), (69, 118), (90, 95)], "CHANNEL", "bearish"),
+])
+def test_triangles_and_channels_break_out(waypoints: list[tuple[int, float]], shape: str, direction: str) -> None:
+    data = path(waypoints)
+    events = found(shape, data)
+    assert events and events[-1].direction == direction, [(e.pattern, e.index) for e in events]
+    event = events[-1]
+    slope, at0 = event.details["upper"] if direction == "bullish" else event.details["lower"]
+    line = slope * event.index + at0
+    assert (data["close"][event.index] > line) if direction == "bullish" else (data["close"][event.index] < line)
+    others = set(SHAPES_ALL) - {shape}
+    assert all(not [e for e in found(other, data) if e.index == event.index] for other in others)
+
+
+SHAPES_ALL = ("TRIANGLE_ASCENDING", "TRIANGLE_DESCENDING", "TRIANGLE_SYMMETRIC", "CHANNEL")
+
+
 def test_swing_points_alternate_and_are_confirmed_after_their_extreme() -> None:
     events = found("SWING_POINTS", path(HS))
     kinds = [e.details["swing"] for e in events]
@@ -103,18 +126,26 @@ def test_swing_points_alternate_and_are_confirmed_after_their_extreme() -> None:
     assert all(e.points[0][0] < e.index for e in events)
 
 
+@pytest.mark.parametrize("gaps", [False, True], ids=["clean", "gaps-and-flat-bars"])
 @pytest.mark.parametrize("name", sorted({*CHART, "CDLENGULFING"}))
-def test_live_events_equal_batch_events_on_real_looking_data(name: str) -> None:
+def test_live_events_equal_batch_events_on_real_looking_data(name: str, gaps: bool) -> None:
+    """Batch runs over whole arrays, live bar by bar: the same events, even across gaps and flat bars."""
     pattern = CHART.get(name) or {p.name: p for p in candlesticks()}[name]
     data = {k: v for k, v in ohlcv(3000, seed=21).items() if k in ("open", "high", "low", "close")}
+    if gaps:
+        data["high"][[5, 6, 2000]] = np.nan
+        data["close"][[300, 301]] = np.nan
+        for column in data.values():
+            column[1000:1040] = 100.0
     ts = 1_700_000_000_000 + 60_000 * np.arange(3000)
-    params = pattern.resolve({})
+    params = pattern.resolve({} if not gaps else {k: v for k, v in {"swing_atr": 1.0, "tolerance_atr": 1.5}.items()
+                                                  if k in {p.name for p in pattern.params}})
     batch = pattern.detect(data, params, ts)
     stream = pattern.stream(params)
     live = [e for i in range(3000) for e in stream.update({**{k: float(v[i]) for k, v in data.items()},
                                                            "ts": int(ts[i])})]
     assert [e.to_wire() for e in live] == [e.to_wire() for e in batch]
-    if name in ("SWING_POINTS", "LEVEL_BREAKOUT"):
+    if name in ("SWING_POINTS", "LEVEL_BREAKOUT") and not gaps:
         assert batch, "real-looking data has swings and breakouts"
 
 

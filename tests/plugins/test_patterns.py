@@ -101,7 +101,7 @@ async def test_detect_over_rest_with_names_params_and_timestamps(tmp_path: Path)
             assert out["counts"]["CDLENGULFING"] == len(got) and out["bars"] == 500
             everything = {k: v.tolist() for k, v in data.items()}
             async with http.post(kernel.edge_url + "/api/v1/patterns/detect", json=everything) as resp:
-                assert resp.status == 200 and (await resp.json())["patterns"] == 61 + 6
+                assert resp.status == 200 and (await resp.json())["patterns"] == 61 + 10
             for bad, field in (({"patterns": ["NOPE"], **everything}, "patterns[0]"),
                                ({"patterns": [{"name": "CDLMORNINGSTAR", "params": {"penetration": "x"}}],
                                  **everything}, "patterns[0].params.penetration"),
@@ -193,7 +193,7 @@ async def test_a_third_party_pattern_is_detected_like_a_builtin(tmp_path: Path, 
     await kernel.start()
     try:
         listed = {p["name"]: p for p in await kernel.request("patterns", "list", {})}
-        assert listed["GAP_UP"]["kind"] == "chart" and len(listed) == 61 + 6 + 1
+        assert listed["GAP_UP"]["kind"] == "chart" and len(listed) == 61 + 10 + 1
         out = await kernel.request("patterns", "detect", {"open": [1.0, 1.05, 1.0], "close": [1.0, 1.04, 1.0],
                                                           "patterns": ["GAP_UP"]})
         assert out["events"]["GAP_UP"]["index"].tolist() == [1] and out["counts"] == {"GAP_UP": 1}
