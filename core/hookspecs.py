@@ -6,7 +6,7 @@ group ``ml_processing``, a module path in ``[plugins] modules``, or the built-in
 
 Order of calls at start-up: ``register_config_schemas`` (so the kernel can check ``[plugins.NAME]``),
 then the registries (``register_indicators``, ``register_feature_extractors``, ``register_model_kinds``,
-``register_patterns``), then ``register_routes`` and ``register_actors``.
+``register_patterns``, ``register_sentiment_analyzers``), then ``register_routes`` and ``register_actors``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .indicator import Indicator
     from .model import ModelKind
     from .pattern import Pattern
+    from .sentiment import SentimentAnalyzer
 
 PROJECT = "ml_processing"
 
@@ -89,6 +90,17 @@ def register_patterns() -> Iterable[Pattern]:
     :return: patterns; each is then detected by name in batch and live by the ``patterns`` service
         (``ctx.registries["patterns"]``), exactly like the built-in ones. A name already registered is
         refused and the plugin reported broken.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def register_sentiment_analyzers() -> Iterable[SentimentAnalyzer]:
+    """Return sentiment analysers (`ml_processing.core.sentiment.TextAnalyzer` or `MarketAnalyzer`).
+
+    :return: analysers; each is then usable by name in ``POST /api/v1/sentiment/analyze`` and live by the
+        ``sentiment`` service (``ctx.registries["sentiment"]``). A name already registered is refused and
+        the plugin reported broken.
     """
     raise NotImplementedError
 

@@ -38,6 +38,7 @@ from .indicator import Indicator
 from .log import get_logger
 from .model import ModelKind
 from .pattern import Pattern
+from .sentiment import SentimentAnalyzer
 from .supervisor import FAILED, RUNNING, ActorCell
 
 log = get_logger(__name__)
@@ -46,7 +47,8 @@ log = get_logger(__name__)
 REGISTRY_HOOKS: dict[str, tuple[str, type[Any]]] = {"indicators": ("register_indicators", Indicator),
                                                     "features": ("register_feature_extractors", FeatureExtractor),
                                                     "model_kinds": ("register_model_kinds", ModelKind),
-                                                    "patterns": ("register_patterns", Pattern)}
+                                                    "patterns": ("register_patterns", Pattern),
+                                                    "sentiment": ("register_sentiment_analyzers", SentimentAnalyzer)}
 
 #: Service names only the built-in kernel plugin may serve.
 RESERVED_SERVICES = frozenset({"kernel"})

@@ -37,6 +37,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("features", "ml_processing.plugins.features"),
     ("models", "ml_processing.plugins.models"),
     ("patterns", "ml_processing.plugins.patterns"),
+    ("sentiment", "ml_processing.plugins.sentiment"),
 )
 
 

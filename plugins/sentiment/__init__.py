@@ -1,4 +1,41 @@
-"""Sentiment: market (price-derived) and text sentiment.
+"""Sentiment: finance-aware text sentiment and market sentiment from price and volume (docs/SENTIMENT.md).
 
-Built by the sentiment issue; the folder exists so the layout and packaging are complete.
+Registered exactly as a third-party plugin would be: ``register_sentiment_analyzers`` fills the shared
+registry (contracts in `ml_processing.core.sentiment`), ``register_actors`` runs the ``sentiment`` service
+behind ``POST /api/v1/sentiment/analyze``. Market state comes over the bus (service ``indicators``).
 """
+
+from __future__ import annotations
+
+from ml_processing.bus.edge.routes import Route
+from ml_processing.core.actor import Actor
+from ml_processing.core.config import Config
+from ml_processing.core.hookspecs import hookimpl
+from ml_processing.core.sentiment import SentimentAnalyzer
+
+from .actor import Sentiment, SentimentConfig
+from .market import PriceVolume
+from .text import text_analyzers
+
+
+@hookimpl
+def register_config_schemas() -> dict[str, type]:
+    return {"sentiment": SentimentConfig}
+
+
+@hookimpl
+def register_sentiment_analyzers() -> list[SentimentAnalyzer]:
+    return [*text_analyzers(), PriceVolume()]
+
+
+@hookimpl
+def register_actors(settings: Config) -> list[type[Actor]]:
+    return [Sentiment]
+
+
+@hookimpl
+def register_routes() -> list[Route]:
+    return [Route("GET", "/api/v1/sentiment/symbol", "sentiment", "symbol", "A symbol's aggregated news sentiment",
+                  "sentiment", query=(("symbol", "string", "symbol"),)),
+            Route("GET", "/api/v1/sentiment/analyzers", "sentiment", "analyzers", "Registered sentiment analysers",
+                  "sentiment")]

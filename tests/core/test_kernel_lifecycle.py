@@ -36,7 +36,7 @@ async def test_start_serve_stop_and_stop_again(tmp_path: Path) -> None:
     try:
         assert kernel.state == "running"
         assert kernel.status == "healthy"
-        assert set(kernel.cells) == {"kernel", "indicators", "features", "models", "patterns", "echo"}
+        assert set(kernel.cells) == {"kernel", "indicators", "features", "models", "patterns", "sentiment", "echo"}
         assert all(cell.state == "running" for cell in kernel.cells.values())
         broker = kernel.endpoints["broker"][0]
         assert broker.startswith("tcp://127.0.0.1:")

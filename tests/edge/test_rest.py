@@ -61,7 +61,7 @@ async def test_health_has_the_seed_shape(kernel: Kernel, http: aiohttp.ClientSes
     assert all(isinstance(ta[k], int) for k in ("indicators_calculated", "patterns_detected", "signals_generated"))
 
     actors = body["actors"]
-    assert set(actors) == {"kernel", "indicators", "features", "models", "patterns", "echo", "flaky"}
+    assert set(actors) == {"kernel", "indicators", "features", "models", "patterns", "sentiment", "echo", "flaky"}
     for status in actors.values():
         assert status["state"] == "running" and status["healthy"] is True
     assert actors["echo"]["plugin"] == "_template"
@@ -185,7 +185,7 @@ BAD_INPUT: list[Any] = [
     pytest.param("POST", "/api/v1/predict", b'{"features": [1.2, 0.8], "model": "nope"}', 404, "not_found",
                  "no model 'nope'", id="unknown-model"),
     pytest.param("GET", "/api/v1/models/m1", None, 404, "not_found", "no model 'm1'", id="unknown-model-details"),
-    pytest.param("POST", "/api/v1/sentiment/analyze", b"{}", 503, "unavailable", "sentiment", id="no-worker-sentiment"),
+    pytest.param("POST", "/api/v1/sentiment/analyze", b"{}", 400, "bad_request", "texts", id="sentiment-nothing"),
     pytest.param("POST", "/api/v1/patterns/detect", b"{}", 400, "bad_request", "missing column", id="patterns-no-bars"),
     pytest.param("POST", ECHO, b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}", 400, "bad_request", None,
                  id="deeply-nested"),
@@ -255,7 +255,7 @@ async def test_request_id_is_echoed(kernel: Kernel, http: aiohttp.ClientSession)
         assert resp.headers["X-Request-Id"] == "desk-42"
     async with http.post(f"{kernel.edge_url}/api/v1/sentiment/analyze", json={},
                          headers={"X-Request-Id": "desk-43"}) as resp:
-        assert resp.status == 503
+        assert resp.status == 400
         assert resp.headers["X-Request-Id"] == "desk-43"
 
 
@@ -270,7 +270,7 @@ async def test_request_id_is_generated_when_absent(kernel: Kernel, http: aiohttp
 
 async def test_error_responses_carry_a_generated_request_id(kernel: Kernel, http: aiohttp.ClientSession) -> None:
     async with http.post(f"{kernel.edge_url}/api/v1/sentiment/analyze", json={}) as resp:
-        assert resp.status == 503
+        assert resp.status == 400
         assert resp.headers.get("X-Request-Id")
     async with http.post(f"{kernel.edge_url}{ECHO}", data=b"{not json") as resp:
         assert resp.status == 400

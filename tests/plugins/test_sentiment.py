@@ -1,0 +1,148 @@
+"""Sentiment: text analysers against a labelled sample (the default is the more accurate), negation, market
+sentiment components, news over real pub/sub aggregated with decay, REST, bad input, a third party's
+analyser."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+import numpy as np
+import pytest
+import zmq
+import zmq.asyncio
+
+from ml_processing.core.errors import BadRequest
+from ml_processing.core.kernel import Kernel
+from ml_processing.plugins.sentiment.actor import SentimentConfig, _Aggregate
+from ml_processing.plugins.sentiment.market import PriceVolume
+from ml_processing.plugins.sentiment.text import LoughranMcDonald, VaderFinance, label, text_analyzers
+from tests.conftest import make_config
+from tests.plugins.test_indicators_batch import ohlcv
+
+SAMPLE = [(row["label"], row["text"]) for row in
+          csv.DictReader((Path(__file__).resolve().parents[1] / "data" / "headlines.csv").open(encoding="utf-8"))]
+
+
+def accuracy(analyzer: Any) -> float:
+    scores = analyzer.score([text for _, text in SAMPLE])
+    return sum(label(s) == truth for s, (truth, _) in zip(scores, SAMPLE, strict=True)) / len(SAMPLE)
+
+
+def test_the_default_text_analyzer_is_the_more_accurate_on_the_labelled_sample() -> None:
+    measured = {a.name: accuracy(a) for a in text_analyzers()}
+    assert len(SAMPLE) == 60 and {t for t, _ in SAMPLE} == {"positive", "negative", "neutral"}
+    assert max(measured, key=measured.get) == SentimentConfig().text  # type: ignore[arg-type]
+    assert measured["vader_finance"] >= 0.85 and measured["loughran_mcdonald"] >= 0.6  # docs/SENTIMENT.md
+
+
+def test_finance_words_and_negation() -> None:
+    vader, lm = VaderFinance(), LoughranMcDonald()
+    (plunge,) = vader.score(["Shares plunge after profit warning"])
+    assert plunge < -0.3  # plain VADER reads this as positive ("profit")
+    good, negated = lm.score(["The results were strong and profitable", "The results were not strong"])
+    assert good > 0 > negated
+    assert lm.score(["The company held a meeting"]) == [0.0]
+
+
+def test_decayed_aggregate_weighs_recent_news_more() -> None:
+    aggregate = _Aggregate()
+    aggregate.add(-1.0, 0.0, 3600.0)
+    aggregate.add(1.0, 3600.0, 3600.0)  # an hour later: the first text counts half
+    assert aggregate.value(3600.0, 3600.0)["score"] == pytest.approx((1.0 - 0.5) / 1.5, abs=1e-4)
+
+
+def test_market_components_follow_the_market() -> None:
+    up = ohlcv(300, seed=3)
+    trend = np.linspace(0, 1.5, 300)  # +-50% over the last 100 bars: far beyond the noise
+    rising = {k: (v * np.exp(trend) if k in ("open", "high", "low", "close") else v) for k, v in up.items()}
+    falling = {k: (v * np.exp(-trend) if k in ("open", "high", "low", "close") else v) for k, v in up.items()}
+    analyzer = PriceVolume()
+    bull, bear = analyzer.score(rising), analyzer.score(falling)
+    assert bull["score"] > 0 > bear["score"]
+    assert bull["components"]["trend"] > 0 > bear["components"]["trend"]
+    assert sum(bull["weights"].values()) == pytest.approx(1.0) and "breadth" not in bull["weights"]
+    assert all(-1 <= v <= 1 for v in bull["components"].values())
+    with pytest.raises(BadRequest, match="at least 60"):
+        analyzer.score({k: v[:30] for k, v in up.items()})
+
+
+async def test_news_over_pubsub_rest_analysis_and_market_state(tmp_path: Path) -> None:
+    kernel = Kernel(make_config(tmp_path, modules=()))
+    await kernel.start()
+    ctx = zmq.asyncio.Context()
+    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
+    try:
+        pub.connect(kernel.endpoints["pub_in"][0])
+        sub.connect(kernel.endpoints["pub_out"][0])
+        sub.setsockopt(zmq.SUBSCRIBE, b"sentiment.ACME")
+        await asyncio.sleep(0.3)
+        for text in ("Acme shares plunge after profit warning", "Acme beats estimates and raises guidance"):
+            await pub.send_multipart([b"news.ACME", msgpack.packb({"text": text, "ts": 1_700_000_000_000})])
+        received = []
+        while len(received) < 2 and await sub.poll(3000):
+            received.append(msgpack.unpackb((await sub.recv_multipart())[1]))
+        assert [r["label"] for r in received] == ["negative", "positive"] and received[1]["texts"] == 2
+        assert received[1]["score"] == pytest.approx((received[0]["text_score"] + received[1]["text_score"]) / 2,
+                                                     abs=1e-4)  # same timestamp: no decay between them
+        for symbol, seed in (("ACME", 1), ("INIT", 2), ("XYZ", 3)):
+            data = ohlcv(120, seed)
+            bars = [{"ts": 60_000 * (i + 1), **{c: float(data[c][i]) for c in ("open", "high", "low", "close",
+                                                                                "volume")}} for i in range(120)]
+            await kernel.request("indicators", "ingest", {"symbol": symbol, "timeframe": "1m", "bars": bars})
+        async with aiohttp.ClientSession() as http:
+            body = {"texts": ["Bank reports record profit", "Bank fined over fraud"], "symbol": "ACME",
+                    "timeframe": "1m"}
+            async with http.post(kernel.edge_url + "/api/v1/sentiment/analyze", json=body) as resp:
+                out = await resp.json()
+            assert resp.status == 200, out
+            assert out["texts"]["labels"] == ["positive", "negative"] and out["texts"]["analyzer"] == "vader_finance"
+            market = out["market"]
+            assert set(market["components"]) == {"trend", "momentum", "volatility", "volume", "breadth"}
+            assert -1 <= market["score"] <= 1 and market["news"]["texts"] == 2
+            for bad, field in (({"texts": "hello"}, "texts"), ({"texts": ["x"], "analyzer": "nope"}, "analyzer"),
+                               ({"bars": {"close": [1.0]}}, "bars.high"), ({}, "texts")):
+                async with http.post(kernel.edge_url + "/api/v1/sentiment/analyze", json=bad) as resp:
+                    assert resp.status == 400 and (await resp.json())["error"]["field"] == field
+            async with http.get(kernel.edge_url + "/api/v1/sentiment/symbol", params={"symbol": "ACME"}) as resp:
+                assert (await resp.json())["texts"] == 2
+    finally:
+        pub.close(0)
+        sub.close(0)
+        ctx.term()
+        await kernel.stop()
+
+
+THIRD_PARTY = textwrap.dedent('''
+    from ml_processing.core.hookspecs import hookimpl
+    from ml_processing.core.sentiment import TextAnalyzer
+
+    class Shouting(TextAnalyzer):
+        name = "shouting"
+
+        def score(self, texts):
+            return [1.0 if t.isupper() else -1.0 for t in texts]
+
+    @hookimpl
+    def register_sentiment_analyzers():
+        return [Shouting()]
+''')
+
+
+async def test_a_third_party_analyzer_is_usable_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "acme_sentiment.py").write_text(THIRD_PARTY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kernel = Kernel(make_config(tmp_path, modules=("acme_sentiment",)))
+    await kernel.start()
+    try:
+        out = await kernel.request("sentiment", "analyze", {"texts": ["BUY NOW", "meh"], "analyzer": "shouting"})
+        assert out["texts"]["scores"] == [1.0, -1.0]
+        names = {a["name"] for a in (await kernel.request("sentiment", "analyzers", {}))["analyzers"]}
+        assert names == {"vader_finance", "loughran_mcdonald", "price_volume", "shouting"}
+    finally:
+        await kernel.stop()
