@@ -23,7 +23,7 @@ from ml_processing.core.errors import BadRequest, MlpError, TooLarge
 from ml_processing.core.log import get_logger
 from ml_processing.core.sentiment import MarketAnalyzer, TextAnalyzer
 
-from .market import above_average, combine
+from .market import MIN_BARS, above_average, combine
 from .text import label
 
 log = get_logger(__name__)
@@ -39,6 +39,8 @@ class SentimentConfig:
     text: str = "vader_finance"  # the text analyser (docs/SENTIMENT.md: chosen by accuracy)
     market: str = "price_volume"  # the market analyser
     half_life_s: float = 21_600.0  # per-symbol text sentiment: a text's weight halves every 6 hours
+    live_market: bool = True  # publish market sentiment on sentiment.SYMBOL after each committed bar
+    breadth_refresh_s: float = 5.0  # breadth across tracked series is recomputed at most this often
 
     def __post_init__(self) -> None:
         if self.half_life_s <= 0:
@@ -77,7 +79,11 @@ class Sentiment(Actor):
         self.market = self._analyzer(self.config.market, MarketAnalyzer)
         self.aggregates: dict[str, _Aggregate] = {}
         self.scored = 0
+        self.breadth: dict[str, tuple[float, float | None]] = {}  # timeframe -> (computed at, value)
+        self.busy: set[tuple[str, str]] = set()  # series whose market sentiment is being computed
         self.subscribe(topics.NEWS + ".", self.on_news)
+        if self.config.live_market:
+            self.subscribe(topics.INDICATOR + ".", self.on_indicator)
 
     def _analyzer(self, name: str, kind: type) -> Any:
         analyzer = self.registries.get("sentiment", {}).get(name)
@@ -130,6 +136,36 @@ class Sentiment(Actor):
         return {**result, "source": f"{symbol} {timeframe}",
                 "news": text.value(time.time(), self.config.half_life_s) if text else None}
 
+    def on_indicator(self, topic: str, body: Any) -> None:
+        """After each committed bar (the indicators' update): the series' market sentiment, published."""
+        parsed = topics.parse(topic)
+        key = (parsed.symbol or "", parsed.timeframe or "")
+        if parsed.symbol is None or parsed.timeframe is None or key in self.busy:
+            return  # one computation per series at a time: a burst skips bars, never queues them
+        self.busy.add(key)
+        self.spawn(self._publish_market(*key, body.get("ts") if isinstance(body, Mapping) else None), "market")
+
+    async def _publish_market(self, symbol: str, timeframe: str, ts: Any) -> None:
+        try:
+            held = await self.request("indicators", "bars", {"symbol": symbol, "timeframe": timeframe,
+                                                              "limit": 200})
+            if len(held["close"]) < MIN_BARS:
+                return
+            components = self.market.components(held) if hasattr(self.market, "components") else {}
+            now = time.monotonic()
+            last = self.breadth.get(timeframe)
+            if last is None or now - last[0] > self.config.breadth_refresh_s:
+                self.breadth[timeframe] = last = (now, await self._breadth(timeframe))
+            if last[1] is not None:
+                components["breadth"] = last[1]
+            result = combine(components) if components else self.market.score(held)
+            self.publish(topics.sentiment(symbol), {"symbol": symbol, "timeframe": timeframe, "ts": ts,
+                                                    "kind": "market", **result})
+        except MlpError as exc:
+            log.warning("market_sentiment_failed", symbol=symbol, timeframe=timeframe, error=exc.message)
+        finally:
+            self.busy.discard((symbol, timeframe))
+
     async def _breadth(self, timeframe: str) -> float | None:
         """2 x (share of tracked series of `timeframe` above their SMA(50)) - 1; None below two series."""
         try:
@@ -158,7 +194,8 @@ class Sentiment(Actor):
         aggregate = self.aggregates.setdefault(parsed.symbol, _Aggregate())
         aggregate.add(score, now, self.config.half_life_s)
         self.publish(topics.sentiment(parsed.symbol), {
-            "symbol": parsed.symbol, "ts": int(now * 1000), "text_score": round(score, 4), "label": label(score),
+            "symbol": parsed.symbol, "ts": int(now * 1000), "kind": "news", "text_score": round(score, 4),
+            "label": label(score),
             "analyzer": self.text.name, **aggregate.value(now, self.config.half_life_s)})
 
     def handle_symbol(self, args: dict[str, Any]) -> dict[str, Any]:

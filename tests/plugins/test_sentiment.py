@@ -86,7 +86,9 @@ async def test_news_over_pubsub_rest_analysis_and_market_state(tmp_path: Path) -
             await pub.send_multipart([b"news.ACME", msgpack.packb({"text": text, "ts": 1_700_000_000_000})])
         received = []
         while len(received) < 2 and await sub.poll(3000):
-            received.append(msgpack.unpackb((await sub.recv_multipart())[1]))
+            message = msgpack.unpackb((await sub.recv_multipart())[1])
+            if message["kind"] == "news":
+                received.append(message)
         assert [r["label"] for r in received] == ["negative", "positive"] and received[1]["texts"] == 2
         assert received[1]["score"] == pytest.approx((received[0]["text_score"] + received[1]["text_score"]) / 2,
                                                      abs=1e-4)  # same timestamp: no decay between them
@@ -111,6 +113,13 @@ async def test_news_over_pubsub_rest_analysis_and_market_state(tmp_path: Path) -
                     assert resp.status == 400 and (await resp.json())["error"]["field"] == field
             async with http.get(kernel.edge_url + "/api/v1/sentiment/symbol", params={"symbol": "ACME"}) as resp:
                 assert (await resp.json())["texts"] == 2
+        bar = {"ts": 60_000 * 500, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10.0}
+        await pub.send_multipart([b"bar.ACME.1m", msgpack.packb(bar)])  # committed -> live market sentiment
+        live = None
+        while live is None and await sub.poll(3000):  # earlier bars' scores (from the ingest) come first
+            message = msgpack.unpackb((await sub.recv_multipart())[1])
+            live = message if message["kind"] == "market" and message["ts"] == bar["ts"] else None
+        assert live is not None and "breadth" in live["components"] and -1 <= live["score"] <= 1
     finally:
         pub.close(0)
         sub.close(0)
