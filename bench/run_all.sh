@@ -46,6 +46,7 @@ run bench/bench_features.py --repeat "$REPEAT"
 run bench/bench_models.py --repeat "$REPEAT"
 run bench/bench_online.py --repeat "$REPEAT"
 run bench/bench_patterns.py --repeat "$REPEAT"
+run bench/bench_sentiment.py --repeat "$REPEAT"
 
 echo
 echo "=== summary ==="
