@@ -498,7 +498,14 @@ def breakouts_batch(name: str, p: Mapping[str, int | float], high: np.ndarray, l
         else:
             levels.append({"price": swing.price, "points": [swing], "order": number})
             del levels[:-int(p["max_levels"])]
-        eligible = [level for level in levels if len(level["points"]) >= p["min_touches"]]
+        if start >= end:
+            continue
+        window_close = close[start:end]
+        # a cheap bound first: only a level the stretch's extreme close gets far enough past can break
+        reach_up, reach_down = np.nanmax(window_close, initial=-np.inf), np.nanmin(window_close, initial=np.inf)
+        need = p["breakout_atr"] * np.nanmin(seen[start:end], initial=np.inf)
+        eligible = [level for level in levels if len(level["points"]) >= p["min_touches"] and (
+            reach_up - level["price"] >= need if level["points"][-1].high else level["price"] - reach_down >= need)]
         if not eligible:
             continue
         price = np.array([level["price"] for level in eligible])[:, None]
@@ -605,12 +612,29 @@ def shapes(name: str) -> Detector:
     return detect
 
 
+_SHAPES_SEEN: dict[int, tuple[Any, list[dict[str, Any] | None]]] = {}
+
+
+def _shapes(swings: list[tuple[int, Swing]], p: Mapping[str, int | float]) -> list[dict[str, Any] | None]:
+    """The shape at every swing (from the fourth on), computed once for the four shape patterns of a request
+    (keyed by the swing list itself and the tolerance)."""
+    key = id(swings)
+    cached = _SHAPES_SEEN.get(key)
+    if cached is not None and cached[0] == (swings, p["tolerance_atr"]):
+        return cached[1]
+    shapes = [None] * 3 + [shape_of([w for _, w in swings[k - 3:k + 1]], p) for k in range(3, len(swings))]
+    _SHAPES_SEEN.clear()  # one request's worth: the next swing list replaces it
+    _SHAPES_SEEN[key] = ((swings, p["tolerance_atr"]), shapes)
+    return shapes
+
+
 def shapes_batch(name: str, p: Mapping[str, int | float], high: np.ndarray, low: np.ndarray, close: np.ndarray,
                  swings: list[tuple[int, Swing]], seen: np.ndarray) -> list[PatternEvent]:
     events = []
     bars = [bar for bar, _ in swings] + [len(close)]
+    shapes = _shapes(swings, p)
     for k in range(3, len(swings)):
-        formed = shape_of([w for _, w in swings[k - 3:k + 1]], p)
+        formed = shapes[k]
         if formed is None or formed["shape"] != name:
             continue
         start, end = bars[k], bars[k + 1]
