@@ -30,6 +30,7 @@ from ml_processing.bus import mdp
 from ml_processing.core.config import KernelConfig
 from ml_processing.core.memory import retain_freed_memory
 from ml_processing.plugins.features import pipeline as P
+from ml_processing.plugins.features.examples import TWENTY_FEATURES
 from ml_processing.plugins.features.extractors import builtin_extractors
 from ml_processing.plugins.indicators import builtin_indicators
 
@@ -37,29 +38,7 @@ REGISTRIES: dict[str, Any] = {"indicators": {i.name: i for i in builtin_indicato
                               "features": {e.name: e for e in builtin_extractors()}}
 
 #: 20 features: indicators, returns, volatility, z-scores, lags, differences, ratios, candle shape, time.
-TWENTY: dict[str, Any] = {"steps": [
-    {"feature": "log_return", "params": {"k": 1}},
-    {"feature": "log_return", "params": {"k": 5}},
-    {"feature": "return", "params": {"k": 10}},
-    {"feature": "volatility", "params": {"window": 20}},
-    {"feature": "zscore", "params": {"window": 20}},
-    {"feature": "zscore", "params": {"window": 50}, "inputs": ["volume"]},
-    {"indicator": "RSI", "params": {"timeperiod": 14}},
-    {"feature": "lag", "params": {"k": 1}, "inputs": ["RSI_14"]},
-    {"feature": "change", "params": {"k": 3}, "inputs": ["RSI_14"]},
-    {"indicator": "ATR", "params": {"timeperiod": 14}, "output": False},
-    {"feature": "ratio", "inputs": ["ATR_14", "close"], "as": "atr_pct"},
-    {"indicator": "EMA", "params": {"timeperiod": 12}, "output": False},
-    {"indicator": "EMA", "params": {"timeperiod": 26}, "output": False},
-    {"feature": "diff", "inputs": ["EMA_12", "EMA_26"], "as": "ema_gap"},
-    {"indicator": "ADX", "params": {"timeperiod": 14}},
-    {"indicator": "MFI", "params": {"timeperiod": 14}},
-    {"feature": "candle"},
-    {"feature": "time", "as": ["tod_sin", "tod_cos", "dow_sin", "dow_cos"], "output": False},
-    {"feature": "ratio", "inputs": ["tod_sin", "tod_cos"], "as": "tod_ratio"},
-    {"feature": "diff", "inputs": ["dow_sin", "tod_sin"], "as": "dow_minus_tod"},
-    {"indicator": "SMA", "params": {"timeperiod": 30}, "inputs": ["volume"]},
-    {"transform": "standard"}]}
+TWENTY: dict[str, Any] = TWENTY_FEATURES
 
 
 def series(n: int, seed: int = 3) -> dict[str, np.ndarray]:

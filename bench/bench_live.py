@@ -45,7 +45,8 @@ LIVE = ["SMA(timeperiod=20)", "SMA(timeperiod=50)", "EMA(timeperiod=12)", "EMA(t
         "BBANDS(timeperiod=20)", "ATR(timeperiod=14)", "NATR(timeperiod=14)", "ADX(timeperiod=14)",
         "CCI(timeperiod=14)", "MFI(timeperiod=14)", "OBV", "STOCH", "WILLR(timeperiod=14)", "ROC(timeperiod=10)"]
 TOML = ("\n[plugins.indicators]\nlive = [{}]\npersist = false\ntimeframes = []\n"
-        "[plugins.features]\nlive = []\n[plugins.models]\ndefaults = false\nlive = []\n"  # the indicators alone
+        "[plugins.features]\nlive = []\n[plugins.models]\ndefaults = false\nlive = []\n"  # the indicators alone:
+        "[plugins.patterns]\nlive = []\n[plugins.sentiment]\nlive_market = false\n"  # nothing else on each bar
         ).format(", ".join(f'"{s}"' for s in LIVE))
 
 

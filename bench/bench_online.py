@@ -51,6 +51,12 @@ warm_from_market = false
 [plugins.features.pipelines.bench20]
 steps = {steps}
 
+[plugins.sentiment]
+live_market = false
+
+[plugins.patterns]
+live = []
+
 [plugins.models]
 defaults = false
 live = [{{model = "m20", horizon = 1}}]

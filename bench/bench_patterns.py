@@ -44,6 +44,9 @@ timeframes = []
 [plugins.features]
 live = []
 
+[plugins.sentiment]
+live_market = false
+
 [plugins.models]
 defaults = false
 live = []

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import BadRequest
+from .errors import BadRequest, TooLarge
 
 #: The numeric fields of a bar besides ``ts``, in their canonical order.
 FIELDS = ("open", "high", "low", "close", "volume")
@@ -45,3 +45,19 @@ def check_bar(bar: Any) -> dict[str, Any]:
             raise BadRequest(f"bar field {name!r} must be a number, got {value!r:.40}", field=name)
         out[name] = float(value)
     return out
+
+
+def check_bars(bars: Any, limit: int | None = None) -> list[dict[str, Any]]:
+    """A list of bars, each checked; `BadRequest` naming the bar and field (``bars[3].close``), `TooLarge`
+    past `limit` bars."""
+    if not isinstance(bars, list):
+        raise BadRequest("'bars' must be a list of {ts, open, high, low, close, volume} maps", field="bars")
+    if limit is not None and len(bars) > limit:
+        raise TooLarge(f"{len(bars):,} bars; at most {limit:,} per request", field="bars")
+    checked = []
+    for i, bar in enumerate(bars):
+        try:
+            checked.append(check_bar(bar))
+        except BadRequest as exc:
+            raise BadRequest(f"bars[{i}]: {exc.message}", field=f"bars[{i}].{exc.field}") from None
+    return checked

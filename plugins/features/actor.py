@@ -18,7 +18,7 @@ import numpy as np
 
 from ml_processing.bus import topics
 from ml_processing.core.actor import Actor
-from ml_processing.core.bars import FIELDS, check_bar
+from ml_processing.core.bars import FIELDS, check_bar, check_bars
 from ml_processing.core.errors import BadRequest, MlpError, NotFound, Unavailable
 from ml_processing.core.log import get_logger
 
@@ -311,15 +311,7 @@ class Features(Actor):
             raise BadRequest("streaming needs a saved pipeline, not inline steps", field="pipeline")
         symbol, timeframe = _text(args, "symbol"), _text(args, "timeframe")
         topics.bar(symbol, timeframe)  # validates both
-        bars = args.get("bars")
-        if not isinstance(bars, list):
-            raise BadRequest("'bars' must be a list of {ts, open, high, low, close, volume} maps", field="bars")
-        checked = []
-        for i, bar in enumerate(bars):
-            try:
-                checked.append(check_bar(bar))
-            except BadRequest as exc:
-                raise BadRequest(f"bars[{i}]: {exc.message}", field=f"bars[{i}].{exc.field}") from None
+        checked = check_bars(args.get("bars"), self.config.max_rows)
         rows = [row for bar in checked if (row := self._advance(symbol, timeframe, version.ref, bar)) is not None]
         return {"pipeline": version.ref, "features": version.compiled.features, "rows": rows}
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from ml_processing.bus import topics
 from ml_processing.core.actor import Actor
-from ml_processing.core.bars import FIELDS, check_bar
-from ml_processing.core.errors import BadRequest, CodecError, NotFound, TooLarge
+from ml_processing.core.bars import FIELDS, check_bar, check_bars
+from ml_processing.core.errors import BadRequest, CodecError, NotFound
 from ml_processing.core.log import get_logger
 
 from . import persist
@@ -171,17 +171,8 @@ class Indicators(Actor):
 
     def handle_ingest(self, args: dict[str, Any]) -> dict[str, Any]:
         """``{symbol, timeframe, bars: [{ts, open, high, low, close, volume, final?}, ...]}``."""
-        symbol, timeframe, bars = _text(args, "symbol"), _text(args, "timeframe"), args.get("bars")
-        if not isinstance(bars, list):
-            raise BadRequest("'bars' must be a list of {ts, open, high, low, close, volume} maps", field="bars")
-        if len(bars) > MAX_BARS:
-            raise TooLarge(f"{len(bars):,} bars; at most {MAX_BARS:,} per request", field="bars")
-        checked = []
-        for i, bar in enumerate(bars):
-            try:
-                checked.append(check_bar(bar))
-            except BadRequest as exc:
-                raise BadRequest(f"bars[{i}]: {exc.message}", field=f"bars[{i}].{exc.field}") from None
+        symbol, timeframe = _text(args, "symbol"), _text(args, "timeframe")
+        checked = check_bars(args.get("bars"), MAX_BARS)
         series = self._series(symbol, timeframe, create=True)
         before = dict(series.counts)
         for bar in checked:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from ml_processing.core.actor import Actor
 from ml_processing.core.config import Config
+from ml_processing.core.feature import FeatureExtractor
 from ml_processing.core.hookspecs import hookimpl
 from ml_processing.core.pattern import Pattern
 
 from .actor import Patterns, PatternsConfig
-from .candles import candlesticks
+from .candles import candle_flags, candlesticks
 from .chart import chart_patterns
 
 
@@ -26,6 +27,12 @@ def register_config_schemas() -> dict[str, type]:
 @hookimpl
 def register_patterns() -> list[Pattern]:
     return [*candlesticks(), *chart_patterns()]
+
+
+@hookimpl
+def register_feature_extractors() -> list[FeatureExtractor]:
+    """Candlestick patterns as feature columns (``{"feature": "pattern_cdlengulfing"}``), for pipelines."""
+    return candle_flags()
 
 
 @hookimpl

@@ -12,13 +12,14 @@ TA-Lib's candle settings (what counts as a long body, a doji, a near price, ...)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import talib
 
 from ml_processing.core.errors import BadRequest
+from ml_processing.core.feature import FeatureExtractor, FeatureStream
 from ml_processing.core.indicator import IndicatorStream, Param
 from ml_processing.core.pattern import BEARISH, BULLISH, Pattern, PatternEvent, PatternStream
 from ml_processing.core.talib_functions import TalibIndicator, internals
@@ -111,3 +112,42 @@ def apply_candle_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
                                           float(factor))
         applied[name] = {"range": spec.get("range", "HighLow"), "period": period, "factor": float(factor)}
     return applied
+
+
+class CandleFlag(FeatureExtractor):
+    """A candlestick pattern as a feature column: TA-Lib's answer / 100 (0, +-1, +-2; bullish positive)."""
+
+    inputs = ("open", "high", "low", "close")
+
+    def __init__(self, pattern: Candlestick) -> None:
+        self.pattern = pattern
+        self.name = f"pattern_{pattern.name.lower()}"  # type: ignore[misc]
+        self.doc = f"{pattern.doc} (TA-Lib {pattern.name}) / 100"  # type: ignore[misc]
+        self.params = pattern.params  # type: ignore[misc]
+
+    def lookback(self, params: Mapping[str, int | float]) -> int:
+        return self.pattern.lookback(params)
+
+    def batch(self, inputs: Sequence[np.ndarray], params: Mapping[str, int | float],
+              registries: Mapping[str, Mapping[str, Any]]) -> tuple[np.ndarray, ...]:
+        data = dict(zip(self.inputs, inputs, strict=True))
+        return (self.pattern.function.batch(data, params)[0] / 100.0,)
+
+    def stream(self, params: Mapping[str, int | float],
+               registries: Mapping[str, Mapping[str, Any]]) -> FeatureStream:
+        return _FlagStream(self.pattern.function.stream(params))
+
+
+class _FlagStream(FeatureStream):
+    def __init__(self, stream: IndicatorStream) -> None:
+        self.stream = stream
+
+    def update(self, *inputs: float) -> tuple[float, ...]:
+        o, h, lo, c = inputs
+        (value,) = self.stream.update({"open": o, "high": h, "low": lo, "close": c})
+        return (value / 100.0,)
+
+
+def candle_flags() -> list[FeatureExtractor]:
+    """Every candlestick pattern as a feature extractor, for feature pipelines."""
+    return [CandleFlag(pattern) for pattern in candlesticks() if isinstance(pattern, Candlestick)]

@@ -13,39 +13,12 @@ import talib
 from ml_processing.core.errors import BadRequest
 from ml_processing.plugins.features import pipeline as P
 from ml_processing.plugins.features.actor import DEFAULT_SPEC
-from ml_processing.plugins.features.extractors import builtin_extractors
-from ml_processing.plugins.indicators import builtin_indicators
+from ml_processing.plugins.features.docs import registries
+from ml_processing.plugins.features.examples import TWENTY_FEATURES as TWENTY
 
-REGISTRIES: dict[str, Any] = {"indicators": {i.name: i for i in builtin_indicators()},
-                              "features": {e.name: e for e in builtin_extractors()}}
-
-#: 20 features over every kind of step: indicators, extractors, chained columns, renames, hidden columns.
-TWENTY: dict[str, Any] = {"steps": [
-    {"feature": "log_return", "params": {"k": 1}},
-    {"feature": "log_return", "params": {"k": 5}},
-    {"feature": "return", "params": {"k": 10}},
-    {"feature": "volatility", "params": {"window": 20}},
-    {"feature": "zscore", "params": {"window": 20}},
-    {"feature": "zscore", "params": {"window": 50}, "inputs": ["volume"]},
-    {"indicator": "RSI", "params": {"timeperiod": 14}},
-    {"feature": "lag", "params": {"k": 1}, "inputs": ["RSI_14"]},
-    {"feature": "change", "params": {"k": 3}, "inputs": ["RSI_14"]},
-    {"indicator": "ATR", "params": {"timeperiod": 14}, "output": False},
-    {"feature": "ratio", "inputs": ["ATR_14", "close"], "as": "atr_pct"},
-    {"indicator": "EMA", "params": {"timeperiod": 12}, "output": False},
-    {"indicator": "EMA", "params": {"timeperiod": 26}, "output": False},
-    {"feature": "diff", "inputs": ["EMA_12", "EMA_26"], "as": "ema_gap"},
-    {"indicator": "ADX", "params": {"timeperiod": 14}},
-    {"indicator": "MFI", "params": {"timeperiod": 14}},
-    {"feature": "candle"},
-    {"feature": "time", "as": ["tod_sin", "tod_cos", "dow_sin", "dow_cos"], "output": False},
-    {"feature": "ratio", "inputs": ["tod_sin", "tod_cos"], "as": "tod_ratio"},
-    {"feature": "diff", "inputs": ["dow_sin", "tod_sin"], "as": "dow_minus_tod"},
-    {"indicator": "SMA", "params": {"timeperiod": 30}, "inputs": ["volume"]},
-    {"transform": "robust", "columns": ["SMA_30(volume)"]},
-    {"transform": "standard"},
-    {"transform": "clip", "params": {"lower": -4, "upper": 4}}]}
-
+#: What the service registers, every plugin included (the patterns plugin adds its candlestick flags):
+#: the contract below runs over all of it.
+REGISTRIES: dict[str, Any] = {kind: dict(table) for kind, table in registries().items()}
 
 def ohlcv(n: int = 800, seed: int = 11) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -213,11 +186,11 @@ def test_nan_policies() -> None:
 def test_docs_features_md_is_generated_from_the_registry() -> None:
     from pathlib import Path
 
-    from ml_processing.plugins.features.docs import registries, render
+    from ml_processing.plugins.features.docs import render
 
     path = Path(__file__).resolve().parents[2] / "docs" / "FEATURES.md"
     assert path.read_text(encoding="utf-8") == render(REGISTRIES), (
         "docs/FEATURES.md is stale: python -m ml_processing.plugins.features.docs > docs/FEATURES.md")
-    found = registries()  # what the service itself finds
-    assert set(found["features"]) == set(REGISTRIES["features"]) and "RSI" in found["indicators"]
+    assert {"log_return", "zscore", "pattern_cdlengulfing"} <= set(REGISTRIES["features"])
+    assert "RSI" in REGISTRIES["indicators"]
     assert "`default` backs the default models. Its 4 features" in path.read_text(encoding="utf-8")

@@ -23,6 +23,7 @@ from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.features import pipeline as P
 from tests.conftest import make_config
 from tests.plugins.test_features_contract import REGISTRIES, ohlcv, rows_of
+from tests.support.rest import call
 
 SPEC = {"steps": [{"feature": "log_return"}, {"indicator": "RSI", "params": {"timeperiod": 5}},
                   {"feature": "zscore", "params": {"window": 10}, "inputs": ["volume"]},
@@ -45,14 +46,6 @@ async def service(tmp_path: Path) -> AsyncIterator[Kernel]:
         yield kernel
     finally:
         await kernel.stop()
-
-
-async def call(http: aiohttp.ClientSession, kernel: Kernel, method: str, path: str, body: Any = None,
-               status: int = 200, **params: Any) -> Any:
-    async with http.request(method, kernel.edge_url + path, json=body, params=params or None) as resp:
-        payload = await resp.json()
-        assert resp.status == status, payload
-        return payload
 
 
 async def test_extract_with_the_default_pipeline_and_inline_steps(service: Kernel) -> None:

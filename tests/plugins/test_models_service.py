@@ -28,6 +28,7 @@ from ml_processing.core.errors import BadRequest
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.models.kinds import SklearnKind, XGBoostKind
 from tests.conftest import make_config
+from tests.support.rest import call
 
 RNG = np.random.default_rng(42)
 X = RNG.normal(size=(600, 6))
@@ -58,14 +59,6 @@ async def service(tmp_path: Path) -> AsyncIterator[Kernel]:
         yield kernel
     finally:
         await kernel.stop()
-
-
-async def call(http: aiohttp.ClientSession, kernel: Kernel, method: str, path: str, body: Any = None,
-               status: int = 200, **params: Any) -> Any:
-    async with http.request(method, kernel.edge_url + path, json=body, params=params or None) as resp:
-        payload = await resp.json()
-        assert resp.status == status, payload
-        return payload
 
 
 def upload(kind: str, artifact: bytes, fmt: str, **extra: Any) -> dict[str, Any]:
