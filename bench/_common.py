@@ -27,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +382,75 @@ def write_results(name: str, data: dict[str, Any], machine: dict[str, Any] | Non
     payload = _no_nan({"benchmark": name, "machine": machine, **data})
     path.write_text(json.dumps(payload, indent=2, default=float, allow_nan=False) + "\n")
     return path
+
+
+def timed(fn: Callable[[], Any], iterations: int, *, warmup: int = 3, seconds: float = 60) -> dict[str, float]:
+    """p50/p99 of `fn` over `iterations` calls after `warmup` (bounded to `seconds`)."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    deadline = time.monotonic() + seconds
+    for _ in range(iterations):
+        t = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t)
+        if time.monotonic() > deadline:
+            break
+    return summarize_ns(samples)
+
+
+def wait_until(start_at: float) -> bool:
+    """Sleep until the shared (wall-clock) start time of client processes; False if it had already passed."""
+    delay = start_at - time.time()
+    if delay > 0:
+        time.sleep(delay)
+        return True
+    return False
+
+
+def collect(procs: list[subprocess.Popen[str]], timeout: float, group: ProcessGroup) -> list[dict[str, Any]]:
+    """Each client process's last stdout line as JSON (bounded; every client stopped if one overruns)."""
+    results = []
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                group.stop(p, timeout=2)
+            raise RuntimeError(f"client pid {proc.pid} did not finish within {timeout}s") from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"client pid {proc.pid} exited {proc.returncode}: {err.strip()[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
+
+
+def serve_rep(endpoint: str, lifetime: float, answer: Callable[[bytes], bytes]) -> int:
+    """A bare pyzmq REP server (a reference): `answer` each request until `lifetime` seconds have passed
+    (the parent normally stops it first), serving back to back without polling while busy."""
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REP)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    deadline = time.monotonic() + lifetime
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    try:
+        while time.monotonic() < deadline:
+            if not poller.poll(200):
+                continue
+            while True:
+                try:
+                    msg = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                sock.send(answer(msg))
+    finally:
+        sock.close(0)
+        ctx.term()
+    return 0
 
 
 def verdict(requirement: str, passed: bool | None, detail: str) -> dict[str, Any]:

@@ -48,38 +48,7 @@ def _payload() -> bytes:
 
 def role_rep_server(endpoint: str, lifetime: float) -> int:
     """The reference: REP echo until `lifetime` seconds have passed (the parent normally stops it first)."""
-    import zmq
-
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.REP)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(endpoint)
-    deadline = time.monotonic() + lifetime
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
-    try:
-        while time.monotonic() < deadline:
-            if not poller.poll(200):
-                continue
-            while True:  # serve back to back without polling while busy
-                try:
-                    msg = sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                sock.send(msg)
-    finally:
-        sock.close(0)
-        ctx.term()
-    return 0
-
-
-def _wait_until(start_at: float) -> bool:
-    """Sleep until the shared start time; False if it had already passed."""
-    delay = start_at - time.time()
-    if delay > 0:
-        time.sleep(delay)
-        return True
-    return False
+    return C.serve_rep(endpoint, lifetime, lambda msg: msg)
 
 
 def role_client(kind: str, endpoint: str, n: int, duration: float, warmup: int, start_at: float,
@@ -121,7 +90,7 @@ def role_client(kind: str, endpoint: str, n: int, duration: float, warmup: int, 
     try:
         for _ in range(warmup):
             call()
-        on_time = _wait_until(start_at)
+        on_time = C.wait_until(start_at)
         samples = []
         append = samples.append
         t0 = time.time()
@@ -202,22 +171,6 @@ def _client_argv(kind: str, endpoint: str, args: argparse.Namespace, *, n: int, 
             "--service", args.service, "--op", args.op]
 
 
-def _collect(procs: list[subprocess.Popen[str]], timeout: float, group: C.ProcessGroup) -> list[dict[str, Any]]:
-    results = []
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                group.stop(p, timeout=2)
-            raise RuntimeError(f"client pid {proc.pid} did not finish within {timeout}s") from None
-        if proc.returncode != 0:
-            raise RuntimeError(f"client pid {proc.pid} exited {proc.returncode}: {err.strip()[-2000:]}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
-
-
 def run_clients(kind: str, endpoint: str, args: argparse.Namespace, *, clients: int, n: int,
                 duration: float) -> dict[str, Any]:
     """Start `clients` client processes on one barrier; aggregate their samples and throughput."""
@@ -233,7 +186,7 @@ def run_clients(kind: str, endpoint: str, args: argparse.Namespace, *, clients: 
             procs = [group.start(_client_argv(kind, endpoint, args, n=n, duration=duration, start_at=start_at),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                      for _ in range(clients)]
-        results = _collect(procs, timeout, group)
+        results = C.collect(procs, timeout, group)
     samples = [s for r in results for s in r["samples_ns"]]
     total = sum(r["count"] for r in results)
     window = max(r["t1"] for r in results) - min(r["t0"] for r in results)
@@ -258,7 +211,7 @@ def profile_mdp(svc: C.Service, args: argparse.Namespace) -> dict[str, Any] | No
         time.sleep(max(0.0, start_at - time.time()) + 1.0)
         spy = C.start_py_spy(group, svc.pid, seconds, out)
         summary = C.finish_py_spy(group, spy, out, seconds, "serve process under 4 MDP clients") if spy else None
-        _collect(procs, seconds + 60, group)
+        C.collect(procs, seconds + 60, group)
     return summary
 
 

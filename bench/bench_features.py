@@ -68,20 +68,6 @@ def talib_alone(d: dict[str, np.ndarray]) -> None:
     talib.SMA(d["volume"], timeperiod=30)
 
 
-def timed(fn: Any, iterations: int) -> dict[str, float]:
-    for _ in range(3):
-        fn()
-    samples = []
-    deadline = time.monotonic() + 60
-    for _ in range(iterations):
-        t = time.perf_counter_ns()
-        fn()
-        samples.append(time.perf_counter_ns() - t)
-        if time.monotonic() > deadline:
-            break
-    return C.summarize_ns(samples)
-
-
 def streaming(compiled: P.Compiled, fitted: Any, data: dict[str, np.ndarray], warmup: int = 1000) -> dict[str, float]:
     stream = P.PipelineStream(compiled, fitted)
     bars = [{k: float(v[i]) for k, v in data.items()} for i in range(len(data["close"]))]
@@ -118,9 +104,9 @@ def main() -> int:
                 wire["close"][-1] *= 1.0000001  # a new input each time: no cache hit
                 client.request("features", "extract", {"pipeline": ref, **wire})
 
-            run = {"talib": timed(lambda: talib_alone(data), args.iterations),
-                   "actor": timed(lambda: P.extract(compiled, data), args.iterations),
-                   "mdp": timed(over_mdp, args.iterations),
+            run = {"talib": C.timed(lambda: talib_alone(data), args.iterations),
+                   "actor": C.timed(lambda: P.extract(compiled, data), args.iterations),
+                   "mdp": C.timed(over_mdp, args.iterations),
                    "stream": streaming(compiled, fitted, series(6_000, seed=repeat))}
             runs.append(run)
             print(f"repeat {repeat}: TA-Lib alone {run['talib']['p50_us']:.0f} us, extract in the actor "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -58,20 +57,6 @@ def direct(data: dict[str, np.ndarray]) -> None:
     talib.CCI(data["high"], data["low"], data["close"])
 
 
-def timed(fn: Any, iterations: int) -> dict[str, float]:
-    for _ in range(3):
-        fn()
-    samples = []
-    deadline = time.monotonic() + 60
-    for _ in range(iterations):
-        t = time.perf_counter_ns()
-        fn()
-        samples.append(time.perf_counter_ns() - t)
-        if time.monotonic() > deadline:
-            break
-    return C.summarize_ns(samples)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
@@ -100,13 +85,13 @@ def main() -> int:
 
         for repeat in range(1, args.repeat + 1):
             run = {
-                "talib_100k": timed(lambda: direct(big), args.iterations),
-                "actor_100k": timed(lambda: compute({**big, "indicators": INDICATORS}, registry), args.iterations),
-                "mdp_100k": timed(lambda: client.request("indicators", "compute", {**big, "indicators": INDICATORS}),
+                "talib_100k": C.timed(lambda: direct(big), args.iterations),
+                "actor_100k": C.timed(lambda: compute({**big, "indicators": INDICATORS}, registry), args.iterations),
+                "mdp_100k": C.timed(lambda: client.request("indicators", "compute", {**big, "indicators": INDICATORS}),
                                   args.iterations),
-                "talib_10k": timed(lambda: direct(small), args.iterations),
-                "rest_10k": timed(rest, args.iterations),
-                "rest_msgpack_10k": timed(rest_msgpack, args.iterations),
+                "talib_10k": C.timed(lambda: direct(small), args.iterations),
+                "rest_10k": C.timed(rest, args.iterations),
+                "rest_msgpack_10k": C.timed(rest_msgpack, args.iterations),
             }
             runs.append(run)
             print(f"repeat {repeat}: TA-Lib 100k {run['talib_100k']['p50_us']:.0f} us, actor "

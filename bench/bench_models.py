@@ -176,32 +176,10 @@ def _predict_rows(booster: Any, rows: list[list[float]]) -> dict[str, Any]:
 def role_rep_server(endpoint: str, model_path: str, lifetime: float) -> int:
     """Reference for 1 and 4: REP, msgpack in, ``inplace_predict`` on one row, msgpack out."""
     import msgpack
-    import zmq
 
     booster = _booster(model_path)
     packb, unpackb = msgpack.packb, msgpack.unpackb
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.REP)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(endpoint)
-    deadline = time.monotonic() + lifetime
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
-    try:
-        while time.monotonic() < deadline:
-            if not poller.poll(200):
-                continue
-            while True:  # serve back to back without polling while busy
-                try:
-                    msg = sock.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                req = unpackb(msg)
-                sock.send(packb(_predict_row(booster, req["features"])))
-    finally:
-        sock.close(0)
-        ctx.term()
-    return 0
+    return C.serve_rep(endpoint, lifetime, lambda msg: packb(_predict_row(booster, unpackb(msg)["features"])))
 
 
 def role_ref_http(port: int, model_path: str, lifetime: float) -> int:
@@ -259,15 +237,6 @@ def role_load_ref(model_path: str) -> int:
     return 0
 
 
-def _wait_until(start_at: float) -> bool:
-    """Sleep until the shared start time; False if it had already passed."""
-    delay = start_at - time.time()
-    if delay > 0:
-        time.sleep(delay)
-        return True
-    return False
-
-
 def role_client(kind: str, endpoint: str, rows_file: str, n: int, duration: float, warmup: int,
                 start_at: float) -> int:
     """One blocking client: warm-up, wait for the barrier, then up to `n` predictions or `duration` s."""
@@ -311,7 +280,7 @@ def role_client(kind: str, endpoint: str, rows_file: str, n: int, duration: floa
             raise RuntimeError(f"the reply has no probabilities: {first!r}")
         for i in range(warmup):
             call(rows[i % nrows])
-        on_time = _wait_until(start_at)
+        on_time = C.wait_until(start_at)
         samples = []
         append = samples.append
         t0 = time.time()
@@ -376,22 +345,6 @@ def role_http_client(url: str, body_file: str, n: int, duration: float, warmup: 
 # -- the orchestrating side ---------------------------------------------------------------------------
 
 
-def _collect(procs: list[subprocess.Popen[str]], timeout: float, group: C.ProcessGroup) -> list[dict[str, Any]]:
-    results = []
-    deadline = time.monotonic() + timeout
-    for proc in procs:
-        try:
-            out, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                group.stop(p, timeout=2)
-            raise RuntimeError(f"client pid {proc.pid} did not finish within {timeout}s") from None
-        if proc.returncode != 0:
-            raise RuntimeError(f"client pid {proc.pid} exited {proc.returncode}: {err.strip()[-2000:]}")
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
-
-
 def run_clients(kind: str, endpoint: str, rows_file: Path, args: argparse.Namespace, *, clients: int, n: int,
                 duration: float) -> dict[str, Any]:
     """Start `clients` ZeroMQ client processes on one barrier; aggregate their samples and throughput."""
@@ -401,7 +354,7 @@ def run_clients(kind: str, endpoint: str, rows_file: Path, args: argparse.Namesp
             "--n", str(n), "--duration", str(duration), "--warmup", str(args.warmup), "--start-at", repr(start_at)]
     with C.ProcessGroup() as group:
         procs = [group.start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(clients)]
-        results = _collect(procs, timeout, group)
+        results = C.collect(procs, timeout, group)
     samples = [s for r in results for s in r["samples_ns"]]
     total = sum(r["count"] for r in results)
     window = max(r["t1"] for r in results) - min(r["t0"] for r in results)

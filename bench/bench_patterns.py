@@ -115,9 +115,9 @@ def main() -> int:
                     for i in range(args.bars)]
             events = detect_grouped(chosen, {k: live_data[k] for k in ("open", "high", "low", "close")}, None)
             expect = {int(i) for group in events.values() for i in group["index"]}
-            run = {"talib": I.timed(lambda: [f(*ohlc) for f in funcs], args.iterations),
-                   "actor": I.timed(lambda: detect_grouped(chosen, data, None), args.iterations),
-                   "rest": I.timed(rest, args.iterations),
+            run = {"talib": C.timed(lambda: [f(*ohlc) for f in funcs], args.iterations),
+                   "actor": C.timed(lambda: detect_grouped(chosen, data, None), args.iterations),
+                   "rest": C.timed(rest, args.iterations),
                    "raw_live": L.latency(*raw, bars),
                    "live": live_latency(pub, sub, bars, expect)}
             runs.append(run)
