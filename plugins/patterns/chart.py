@@ -488,6 +488,12 @@ def breakouts_batch(name: str, p: Mapping[str, int | float], high: np.ndarray, l
     levels: list[dict[str, Any]] = []
     found: list[tuple[int, int, PatternEvent]] = []
     ends = [bar for bar, _ in swings[1:]] + [len(close)]
+    # each stretch's highest and lowest close and smallest ATR, for all stretches at once: the bound below
+    starts = np.array([bar for bar, _ in swings], dtype=np.intp)
+    if len(starts):
+        reach_ups = np.fmax.reduceat(np.where(np.isnan(close), -np.inf, close), starts).tolist()
+        reach_downs = np.fmin.reduceat(np.where(np.isnan(close), np.inf, close), starts).tolist()
+        least_atr = np.fmin.reduceat(np.where(np.isnan(seen), np.inf, seen), starts).tolist()
     for number, ((start, swing), end) in enumerate(zip(swings, ends, strict=False)):  # ends: one longer when empty
         tolerance = p["tolerance_atr"] * swing.atr
         near = [level for level in levels if abs(level["price"] - swing.price) <= tolerance]
@@ -500,10 +506,9 @@ def breakouts_batch(name: str, p: Mapping[str, int | float], high: np.ndarray, l
             del levels[:-int(p["max_levels"])]
         if start >= end:
             continue
-        window_close = close[start:end]
         # a cheap bound first: only a level the stretch's extreme close gets far enough past can break
-        reach_up, reach_down = np.nanmax(window_close, initial=-np.inf), np.nanmin(window_close, initial=np.inf)
-        need = p["breakout_atr"] * np.nanmin(seen[start:end], initial=np.inf)
+        reach_up, reach_down = reach_ups[number], reach_downs[number]
+        need = p["breakout_atr"] * least_atr[number]
         eligible = [level for level in levels if len(level["points"]) >= p["min_touches"] and (
             reach_up - level["price"] >= need if level["points"][-1].high else level["price"] - reach_down >= need)]
         if not eligible:
