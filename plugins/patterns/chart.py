@@ -396,8 +396,9 @@ def _formations(swings: list[tuple[int, Swing]], size: int, form: Callable[[list
                 ) -> list[tuple[int, dict[str, Any]]]:
     """(bar, formation) for every swing confirmation that forms the pattern on the last `size` swings."""
     out = []
+    points = [w for _, w in swings]
     for k in range(size - 1, len(swings)):
-        formed = form([w for _, w in swings[k - size + 1:k + 1]])
+        formed = form(points[k - size + 1:k + 1])
         if formed is not None:
             out.append((swings[k][0], formed))
     return out
@@ -484,11 +485,14 @@ def head_shoulders_batch(inverse: bool) -> BatchDetector:
 def breakouts_batch(name: str, p: Mapping[str, int | float], high: np.ndarray, low: np.ndarray, close: np.ndarray,
                     swings: list[tuple[int, Swing]], seen: np.ndarray) -> list[PatternEvent]:
     """`breakouts` over whole arrays: the level set changes only when a swing is confirmed, so each stretch
-    between two confirmations is searched for every eligible level at once (levels x bars)."""
-    levels: list[dict[str, Any]] = []
+    between two confirmations is first bounded (its highest and lowest close, for all stretches at once),
+    then searched for the few levels it can break (levels x bars). Levels live in parallel lists."""
+    prices: list[float] = []
+    points: list[list[Swing]] = []
+    orders: list[int] = []
+    min_touches, keep = int(p["min_touches"]), int(p["max_levels"])
     found: list[tuple[int, int, PatternEvent]] = []
     ends = [bar for bar, _ in swings[1:]] + [len(close)]
-    # each stretch's highest and lowest close and smallest ATR, for all stretches at once: the bound below
     starts = np.array([bar for bar, _ in swings], dtype=np.intp)
     if len(starts):
         reach_ups = np.fmax.reduceat(np.where(np.isnan(close), -np.inf, close), starts).tolist()
@@ -496,40 +500,49 @@ def breakouts_batch(name: str, p: Mapping[str, int | float], high: np.ndarray, l
         least_atr = np.fmin.reduceat(np.where(np.isnan(seen), np.inf, seen), starts).tolist()
     for number, ((start, swing), end) in enumerate(zip(swings, ends, strict=False)):  # ends: one longer when empty
         tolerance = p["tolerance_atr"] * swing.atr
-        near = [level for level in levels if abs(level["price"] - swing.price) <= tolerance]
-        if near:
-            level = min(near, key=lambda lv: abs(lv["price"] - swing.price))
-            level["points"].append(swing)
-            level["price"] = math.fsum(w.price for w in level["points"]) / len(level["points"])
+        best, nearest = -1, tolerance
+        for j, price in enumerate(prices):  # the nearest level within the tolerance (first of equals)
+            gap = abs(price - swing.price)
+            if gap <= nearest and (best < 0 or gap < nearest):
+                best, nearest = j, gap
+        if best >= 0:
+            points[best].append(swing)
+            prices[best] = math.fsum(w.price for w in points[best]) / len(points[best])
         else:
-            levels.append({"price": swing.price, "points": [swing], "order": number})
-            del levels[:-int(p["max_levels"])]
+            prices.append(swing.price)
+            points.append([swing])
+            orders.append(number)
+            if len(prices) > keep:  # the oldest levels go first
+                del prices[:-keep], points[:-keep], orders[:-keep]
         if start >= end:
             continue
-        # a cheap bound first: only a level the stretch's extreme close gets far enough past can break
         reach_up, reach_down = reach_ups[number], reach_downs[number]
         need = p["breakout_atr"] * least_atr[number]
-        eligible = [level for level in levels if len(level["points"]) >= p["min_touches"] and (
-            reach_up - level["price"] >= need if level["points"][-1].high else level["price"] - reach_down >= need)]
+        eligible = [j for j, (price, touched) in enumerate(zip(prices, points, strict=True))
+                    if len(touched) >= min_touches
+                    and (reach_up - price >= need if touched[-1].high else price - reach_down >= need)]
         if not eligible:
             continue
-        price = np.array([level["price"] for level in eligible])[:, None]
-        above = np.array([level["points"][-1].high for level in eligible])[:, None]
-        after = np.array([level["points"][-1].index for level in eligible])[:, None]
+        price = np.array([prices[j] for j in eligible])[:, None]
+        above = np.array([points[j][-1].high for j in eligible])[:, None]
+        after = np.array([points[j][-1].index for j in eligible])[:, None]
         window = close[start:end][None, :]
         excess = np.where(above, window - price, price - window)
         beyond = (np.arange(start, end)[None, :] > after) & (excess >= p["breakout_atr"] * seen[start:end][None, :])
-        for row in np.flatnonzero(beyond.any(axis=1)):
-            level = eligible[row]
+        broken = []
+        for row in np.flatnonzero(beyond.any(axis=1)).tolist():
+            j = eligible[row]
             hit = int(beyond[row].argmax())
             at = start + hit
-            levels.remove(level)
-            touches, last = len(level["points"]), level["points"][-1]
+            touches, last = len(points[j]), points[j][-1]
             confidence = touches / (touches + 1) * min(1.0, excess[row, hit] / (2 * seen[at]))
-            found.append((at, level["order"], _event(name, at, BULLISH if last.high else BEARISH, confidence,
-                                                     [(w.index, w.price) for w in level["points"]] + [(at, close[at])],
-                                                     level=round(level["price"], 6), touches=touches,
-                                                     broke="resistance" if last.high else "support")))
+            found.append((at, orders[j], _event(name, at, BULLISH if last.high else BEARISH, confidence,
+                                                [(w.index, w.price) for w in points[j]] + [(at, close[at])],
+                                                level=round(prices[j], 6), touches=touches,
+                                                broke="resistance" if last.high else "support")))
+            broken.append(j)
+        for j in sorted(broken, reverse=True):
+            del prices[j], points[j], orders[j]
     found.sort(key=lambda item: (item[0], item[1]))
     return [event for _, _, event in found]
 
@@ -627,7 +640,8 @@ def _shapes(swings: list[tuple[int, Swing]], p: Mapping[str, int | float]) -> li
     cached = _SHAPES_SEEN.get(key)
     if cached is not None and cached[0] == (swings, p["tolerance_atr"]):
         return cached[1]
-    shapes = [None] * 3 + [shape_of([w for _, w in swings[k - 3:k + 1]], p) for k in range(3, len(swings))]
+    points = [w for _, w in swings]
+    shapes = [None] * 3 + [shape_of(points[k - 3:k + 1], p) for k in range(3, len(swings))]
     _SHAPES_SEEN.clear()  # one request's worth: the next swing list replaces it
     _SHAPES_SEEN[key] = ((swings, p["tolerance_atr"]), shapes)
     return shapes
