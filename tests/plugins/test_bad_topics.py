@@ -3,15 +3,13 @@ and every actor keeps running with no restart; the next good bar is processed no
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import msgpack
-import zmq
-import zmq.asyncio
 
 from ml_processing.core.kernel import Kernel
 from tests.conftest import make_config
+from tests.support.feed import pubsub
 
 GARBAGE = [
     (b"bar.AAPL.1m", msgpack.packb({"ts": "yesterday", "close": 1.0})),
@@ -30,22 +28,17 @@ GARBAGE = [
 async def test_garbage_on_every_topic_is_rejected_and_nothing_crashes(tmp_path: Path) -> None:
     kernel = Kernel(make_config(tmp_path, modules=()))
     await kernel.start()
-    ctx = zmq.asyncio.Context()
-    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
     try:
-        pub.connect(kernel.endpoints["pub_in"][0])
-        sub.connect(kernel.endpoints["pub_out"][0])
-        sub.setsockopt(zmq.SUBSCRIBE, b"indicator.AAPL.1m")
-        await asyncio.sleep(0.3)
-        for topic, body in GARBAGE * 3:
-            await pub.send_multipart([topic, body])
-        good = {"ts": 60_000, "open": 1.0, "high": 1.1, "low": 0.9, "close": 1.05, "volume": 10.0}
-        await pub.send_multipart([b"bar.AAPL.1m", msgpack.packb(good)])
-        update = None
-        while update is None:  # the garbage published on indicator.AAPL.1m itself comes through first
-            assert await sub.poll(3000), "the good bar after the garbage was not processed"
-            message = msgpack.unpackb((await sub.recv_multipart())[1])
-            update = message if isinstance(message, dict) and message.get("ts") == 60_000 else None
+        async with pubsub(kernel, b"indicator.AAPL.1m") as (pub, sub):
+            for topic, body in GARBAGE * 3:
+                await pub.send_multipart([topic, body])
+            good = {"ts": 60_000, "open": 1.0, "high": 1.1, "low": 0.9, "close": 1.05, "volume": 10.0}
+            await pub.send_multipart([b"bar.AAPL.1m", msgpack.packb(good)])
+            update = None
+            while update is None:  # the garbage published on indicator.AAPL.1m itself comes through first
+                assert await sub.poll(3000), "the good bar after the garbage was not processed"
+                message = msgpack.unpackb((await sub.recv_multipart())[1])
+                update = message if isinstance(message, dict) and message.get("ts") == 60_000 else None
         assert "values" in update
         health = await kernel.request("kernel", "health", {})
         for name, actor in health["actors"].items():
@@ -53,7 +46,4 @@ async def test_garbage_on_every_topic_is_rejected_and_nothing_crashes(tmp_path: 
         assert health["bus"]["malformed_frames"] >= 3  # the frames that were not msgpack
         assert kernel.proxy is not None and kernel.proxy.stats.handler_errors == 0  # rejected by the actors
     finally:
-        pub.close(0)
-        sub.close(0)
-        ctx.term()
         await kernel.stop()

@@ -4,7 +4,6 @@ live over real pub/sub."""
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,6 @@ import msgpack
 import numpy as np
 import pytest
 import talib
-import zmq
-import zmq.asyncio
 
 from ml_processing.core.config import PluginSection
 from ml_processing.core.errors import BadRequest
@@ -23,6 +20,7 @@ from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.patterns.candles import apply_candle_settings, candlesticks
 from tests.conftest import make_config
 from tests.plugins.test_indicators_batch import ohlcv
+from tests.support.feed import pubsub
 
 PATTERNS = {p.name: p for p in candlesticks()}
 
@@ -121,24 +119,18 @@ async def test_live_events_and_signals_over_pubsub(tmp_path: Path) -> None:
     options = {"live": ["CDLENGULFING", "CDLHARAMI"], "signals": True, "signal_strength": 100.0}
     kernel = Kernel(make_config(tmp_path, modules=(), sections={"patterns": PluginSection(True, options)}))
     await kernel.start()
-    ctx = zmq.asyncio.Context()
-    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
     try:
         data = series(400)
         bars = [{"ts": 60_000 * (i + 1), **{k: float(v[i]) for k, v in data.items()}, "volume": 1.0}
                 for i in range(400)]
-        pub.connect(kernel.endpoints["pub_in"][0])
-        sub.connect(kernel.endpoints["pub_out"][0])
-        for prefix in (b"pattern.EUR", b"signal.EUR"):
-            sub.setsockopt(zmq.SUBSCRIBE, prefix)
-        await asyncio.sleep(0.3)
-        for bar in bars:
-            await pub.send_multipart([b"bar.EUR.1m", msgpack.packb(bar)])
-        await pub.send_multipart([b"bar.EUR.1m", msgpack.packb(bars[5])])  # stale: nothing
         received: list[tuple[bytes, Any]] = []
-        while await sub.poll(1000):
-            topic, body = await sub.recv_multipart()
-            received.append((topic, msgpack.unpackb(body)))
+        async with pubsub(kernel, b"pattern.EUR", b"signal.EUR") as (pub, sub):
+            for bar in bars:
+                await pub.send_multipart([b"bar.EUR.1m", msgpack.packb(bar)])
+            await pub.send_multipart([b"bar.EUR.1m", msgpack.packb(bars[5])])  # stale: nothing
+            while await sub.poll(1000):
+                topic, body = await sub.recv_multipart()
+                received.append((topic, msgpack.unpackb(body)))
         events = [e for t, b in received if t == b"pattern.EUR.1m" for e in b["events"]]
         expected = sorted([(int(i), "CDLENGULFING") for i in np.flatnonzero(talib.CDLENGULFING(*data.values()))] +
                           [(int(i), "CDLHARAMI") for i in np.flatnonzero(talib.CDLHARAMI(*data.values()))])
@@ -148,9 +140,6 @@ async def test_live_events_and_signals_over_pubsub(tmp_path: Path) -> None:
         health = await kernel.request("kernel", "health", {})
         assert health["technical_analysis"]["signals_generated"] == len(signals)
     finally:
-        pub.close(0)
-        sub.close(0)
-        ctx.term()
         await kernel.stop()
 
 

@@ -4,7 +4,6 @@ analyser."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import textwrap
 from pathlib import Path
@@ -24,6 +23,7 @@ from ml_processing.plugins.sentiment.market import PriceVolume
 from ml_processing.plugins.sentiment.text import LoughranMcDonald, VaderFinance, label, text_analyzers
 from tests.conftest import make_config
 from tests.plugins.test_indicators_batch import ohlcv
+from tests.support.feed import pubsub
 
 SAMPLE = [(row["label"], row["text"]) for row in
           csv.DictReader((Path(__file__).resolve().parents[1] / "data" / "headlines.csv").open(encoding="utf-8"))]
@@ -75,56 +75,52 @@ def test_market_components_follow_the_market() -> None:
 async def test_news_over_pubsub_rest_analysis_and_market_state(tmp_path: Path) -> None:
     kernel = Kernel(make_config(tmp_path, modules=()))
     await kernel.start()
-    ctx = zmq.asyncio.Context()
-    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
     try:
-        pub.connect(kernel.endpoints["pub_in"][0])
-        sub.connect(kernel.endpoints["pub_out"][0])
-        sub.setsockopt(zmq.SUBSCRIBE, b"sentiment.ACME")
-        await asyncio.sleep(0.3)
-        for text in ("Acme shares plunge after profit warning", "Acme beats estimates and raises guidance"):
-            await pub.send_multipart([b"news.ACME", msgpack.packb({"text": text, "ts": 1_700_000_000_000})])
-        received = []
-        while len(received) < 2 and await sub.poll(3000):
-            message = msgpack.unpackb((await sub.recv_multipart())[1])
-            if message["kind"] == "news":
-                received.append(message)
-        assert [r["label"] for r in received] == ["negative", "positive"] and received[1]["texts"] == 2
-        assert received[1]["score"] == pytest.approx((received[0]["text_score"] + received[1]["text_score"]) / 2,
-                                                     abs=1e-4)  # same timestamp: no decay between them
-        for symbol, seed in (("ACME", 1), ("INIT", 2), ("XYZ", 3)):
-            data = ohlcv(120, seed)
-            bars = [{"ts": 60_000 * (i + 1), **{c: float(data[c][i]) for c in ("open", "high", "low", "close",
-                                                                                "volume")}} for i in range(120)]
-            await kernel.request("indicators", "ingest", {"symbol": symbol, "timeframe": "1m", "bars": bars})
-        async with aiohttp.ClientSession() as http:
-            body = {"texts": ["Bank reports record profit", "Bank fined over fraud"], "symbol": "ACME",
-                    "timeframe": "1m"}
-            async with http.post(kernel.edge_url + "/api/v1/sentiment/analyze", json=body) as resp:
-                out = await resp.json()
-            assert resp.status == 200, out
-            assert out["texts"]["labels"] == ["positive", "negative"] and out["texts"]["analyzer"] == "vader_finance"
-            market = out["market"]
-            assert set(market["components"]) == {"trend", "momentum", "volatility", "volume", "breadth"}
-            assert -1 <= market["score"] <= 1 and market["news"]["texts"] == 2
-            for bad, field in (({"texts": "hello"}, "texts"), ({"texts": ["x"], "analyzer": "nope"}, "analyzer"),
-                               ({"bars": {"close": [1.0]}}, "bars.high"), ({}, "texts")):
-                async with http.post(kernel.edge_url + "/api/v1/sentiment/analyze", json=bad) as resp:
-                    assert resp.status == 400 and (await resp.json())["error"]["field"] == field
-            async with http.get(kernel.edge_url + "/api/v1/sentiment/symbol", params={"symbol": "ACME"}) as resp:
-                assert (await resp.json())["texts"] == 2
-        bar = {"ts": 60_000 * 500, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10.0}
-        await pub.send_multipart([b"bar.ACME.1m", msgpack.packb(bar)])  # committed -> live market sentiment
-        live = None
-        while live is None and await sub.poll(3000):  # earlier bars' scores (from the ingest) come first
-            message = msgpack.unpackb((await sub.recv_multipart())[1])
-            live = message if message["kind"] == "market" and message["ts"] == bar["ts"] else None
-        assert live is not None and "breadth" in live["components"] and -1 <= live["score"] <= 1
+        async with pubsub(kernel, b"sentiment.ACME") as (pub, sub):
+            await news_rest_and_market(kernel, pub, sub)
     finally:
-        pub.close(0)
-        sub.close(0)
-        ctx.term()
         await kernel.stop()
+
+
+async def news_rest_and_market(kernel: Kernel, pub: zmq.asyncio.Socket, sub: zmq.asyncio.Socket) -> None:
+    for text in ("Acme shares plunge after profit warning", "Acme beats estimates and raises guidance"):
+        await pub.send_multipart([b"news.ACME", msgpack.packb({"text": text, "ts": 1_700_000_000_000})])
+    received = []
+    while len(received) < 2 and await sub.poll(3000):
+        message = msgpack.unpackb((await sub.recv_multipart())[1])
+        if message["kind"] == "news":
+            received.append(message)
+    assert [r["label"] for r in received] == ["negative", "positive"] and received[1]["texts"] == 2
+    assert received[1]["score"] == pytest.approx((received[0]["text_score"] + received[1]["text_score"]) / 2,
+                                                 abs=1e-4)  # same timestamp: no decay between them
+    for symbol, seed in (("ACME", 1), ("INIT", 2), ("XYZ", 3)):
+        data = ohlcv(120, seed)
+        bars = [{"ts": 60_000 * (i + 1), **{c: float(data[c][i]) for c in ("open", "high", "low", "close",
+                                                                            "volume")}} for i in range(120)]
+        await kernel.request("indicators", "ingest", {"symbol": symbol, "timeframe": "1m", "bars": bars})
+    async with aiohttp.ClientSession() as http:
+        body = {"texts": ["Bank reports record profit", "Bank fined over fraud"], "symbol": "ACME",
+                "timeframe": "1m"}
+        async with http.post(kernel.edge_url + "/api/v1/sentiment/analyze", json=body) as resp:
+            out = await resp.json()
+        assert resp.status == 200, out
+        assert out["texts"]["labels"] == ["positive", "negative"] and out["texts"]["analyzer"] == "vader_finance"
+        market = out["market"]
+        assert set(market["components"]) == {"trend", "momentum", "volatility", "volume", "breadth"}
+        assert -1 <= market["score"] <= 1 and market["news"]["texts"] == 2
+        for bad, field in (({"texts": "hello"}, "texts"), ({"texts": ["x"], "analyzer": "nope"}, "analyzer"),
+                           ({"bars": {"close": [1.0]}}, "bars.high"), ({}, "texts")):
+            async with http.post(kernel.edge_url + "/api/v1/sentiment/analyze", json=bad) as resp:
+                assert resp.status == 400 and (await resp.json())["error"]["field"] == field
+        async with http.get(kernel.edge_url + "/api/v1/sentiment/symbol", params={"symbol": "ACME"}) as resp:
+            assert (await resp.json())["texts"] == 2
+    bar = {"ts": 60_000 * 500, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10.0}
+    await pub.send_multipart([b"bar.ACME.1m", msgpack.packb(bar)])  # committed -> live market sentiment
+    live = None
+    while live is None and await sub.poll(3000):  # earlier bars' scores (from the ingest) come first
+        message = msgpack.unpackb((await sub.recv_multipart())[1])
+        live = message if message["kind"] == "market" and message["ts"] == bar["ts"] else None
+    assert live is not None and "breadth" in live["components"] and -1 <= live["score"] <= 1
 
 
 THIRD_PARTY = textwrap.dedent('''
