@@ -128,13 +128,22 @@ def batch_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int)
     return out
 
 
+class Swings(list):  # type: ignore[type-arg]
+    """(confirming bar, swing) pairs of one series, with a memo for what several detectors derive from them
+    (it lives as long as the request's swings: nothing is shared between requests)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.memo: dict[Any, Any] = {}
+
+
 def batch_swings(high: np.ndarray, low: np.ndarray, atr: np.ndarray,
                  swing_atr: float) -> tuple[list[tuple[int, Swing]], np.ndarray]:
     """Every (confirming bar, swing) of the zigzag over whole arrays, and the ATR each bar saw (the last
     known one): `Zigzag.update` bar by bar, in one tight loop."""
     highs, lows, atrs = high.tolist(), low.tolist(), atr.tolist()
     seen = np.empty(len(highs))
-    out: list[tuple[int, Swing]] = []
+    out = Swings()
     direction, extreme, extreme_index, low0, low0_index, last = 0, float("nan"), -1, float("nan"), -1, float("nan")
     for i, (h, lo, a) in enumerate(zip(highs, lows, atrs, strict=True)):
         if a == a:
@@ -630,20 +639,15 @@ def shapes(name: str) -> Detector:
     return detect
 
 
-_SHAPES_SEEN: dict[int, tuple[Any, list[dict[str, Any] | None]]] = {}
-
-
 def _shapes(swings: list[tuple[int, Swing]], p: Mapping[str, int | float]) -> list[dict[str, Any] | None]:
-    """The shape at every swing (from the fourth on), computed once for the four shape patterns of a request
-    (keyed by the swing list itself and the tolerance)."""
-    key = id(swings)
-    cached = _SHAPES_SEEN.get(key)
-    if cached is not None and cached[0] == (swings, p["tolerance_atr"]):
-        return cached[1]
-    points = [w for _, w in swings]
-    shapes = [None] * 3 + [shape_of(points[k - 3:k + 1], p) for k in range(3, len(swings))]
-    _SHAPES_SEEN.clear()  # one request's worth: the next swing list replaces it
-    _SHAPES_SEEN[key] = ((swings, p["tolerance_atr"]), shapes)
+    """The shape at every swing (from the fourth on), computed once for the four shape patterns of a
+    request (memoised on its swings)."""
+    memo = swings.memo if isinstance(swings, Swings) else {}
+    key = ("shapes", p["tolerance_atr"])
+    if key not in memo:
+        points = [w for _, w in swings]
+        memo[key] = [None] * 3 + [shape_of(points[k - 3:k + 1], p) for k in range(3, len(swings))]
+    shapes: list[dict[str, Any] | None] = memo[key]
     return shapes
 
 
