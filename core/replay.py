@@ -708,8 +708,8 @@ def write_report(report: Mapping[str, Any], out: str | Path) -> tuple[Path, Path
     """Write ``report.json`` and ``report.html`` into `out` (created), each atomically; their paths."""
     folder = Path(out)
     paths = folder / "report.json", folder / "report.html"
-    atomic_write(paths[0], json.dumps(_clean(report), indent=2, allow_nan=False).encode())
-    atomic_write(paths[1], render_html(report).encode())
+    atomic_write(paths[0], json.dumps(_clean(report), indent=2, allow_nan=False).encode(), 0o644)
+    atomic_write(paths[1], render_html(report).encode(), 0o644)
     return paths
 
 

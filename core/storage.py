@@ -15,12 +15,14 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace `path` with `data` atomically (creating its directory)."""
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data` atomically (creating its directory). The file gets `mode` (owner only by
+    default: state, models and keys; reports for people to open use 0o644)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -152,6 +152,7 @@ async def test_replay_through_the_default_models_and_its_report(tmp_path: Path) 
     _self_contained(page)
     assert all(model in page for model in MODELS) and "Weights of ensemble" in page
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json"]
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / "out").iterdir())  # for people to open
 
 
 async def test_replay_never_hangs_when_nothing_comes_back(tmp_path: Path) -> None:
