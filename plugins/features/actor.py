@@ -18,6 +18,7 @@ import numpy as np
 
 from ml_processing.bus import topics
 from ml_processing.core.actor import Actor
+from ml_processing.core.args import text
 from ml_processing.core.bars import FIELDS, check_bar, check_bars
 from ml_processing.core.errors import BadRequest, MlpError, NotFound, Unavailable
 from ml_processing.core.log import get_logger
@@ -239,9 +240,11 @@ class Features(Actor):
         version = self.store.get(entry)
         per = self.live.setdefault((symbol, timeframe), {})
         state = per.get(entry)
+        if state is not None and state.version is version:
+            return state
         if state is None or state.version.compiled.spec != version.compiled.spec:
             state = per[entry] = _Live(version, P.PipelineStream(version.compiled, version.fitted))
-        elif state.version is not version:
+        else:
             state.version, state.stream.fitted = version, version.fitted
         return state
 
@@ -309,7 +312,7 @@ class Features(Actor):
         version = self._version(args)
         if not version.number:
             raise BadRequest("streaming needs a saved pipeline, not inline steps", field="pipeline")
-        symbol, timeframe = _text(args, "symbol"), _text(args, "timeframe")
+        symbol, timeframe = text(args, "symbol"), text(args, "timeframe")
         topics.bar(symbol, timeframe)  # validates both
         checked = check_bars(args.get("bars"), self.config.max_rows)
         rows = [row for bar in checked if (row := self._advance(symbol, timeframe, version.ref, bar)) is not None]
@@ -317,7 +320,7 @@ class Features(Actor):
 
     def handle_row(self, args: dict[str, Any]) -> dict[str, Any]:
         """The latest live row of ``symbol``/``timeframe`` for ``pipeline`` (default: the first live one)."""
-        symbol, timeframe = _text(args, "symbol"), _text(args, "timeframe")
+        symbol, timeframe = text(args, "symbol"), text(args, "timeframe")
         per = self.live.get((symbol, timeframe))
         if not per:
             raise NotFound(f"no live features for {symbol} {timeframe} yet", field="symbol")
@@ -343,9 +346,3 @@ class Features(Actor):
 def _nulls(row: list[float]) -> list[float | None]:
     return [None if v != v else v for v in row]
 
-
-def _text(args: Mapping[str, Any], name: str) -> str:
-    value = args.get(name)
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"'{name}' must be a non-empty string", field=name)
-    return value
