@@ -14,6 +14,7 @@ import numpy as np
 
 from ml_processing.bus import topics
 from ml_processing.core.actor import Actor
+from ml_processing.core.args import text
 from ml_processing.core.bars import FIELDS, check_bar, check_bars
 from ml_processing.core.errors import BadRequest, CodecError, NotFound
 from ml_processing.core.log import get_logger
@@ -171,7 +172,7 @@ class Indicators(Actor):
 
     def handle_ingest(self, args: dict[str, Any]) -> dict[str, Any]:
         """``{symbol, timeframe, bars: [{ts, open, high, low, close, volume, final?}, ...]}``."""
-        symbol, timeframe = _text(args, "symbol"), _text(args, "timeframe")
+        symbol, timeframe = text(args, "symbol"), text(args, "timeframe")
         checked = check_bars(args.get("bars"), MAX_BARS)
         series = self._series(symbol, timeframe, create=True)
         before = dict(series.counts)
@@ -181,7 +182,7 @@ class Indicators(Actor):
 
     def handle_state(self, args: dict[str, Any]) -> dict[str, Any]:
         """Latest values and warm flags; with ``peek`` (a bar) or a forming bar, its preview too."""
-        series = self._series(_text(args, "symbol"), _text(args, "timeframe"), create=False)
+        series = self._series(text(args, "symbol"), text(args, "timeframe"), create=False)
         out = series.snapshot() | {"bars": series.ring.count, "counts": dict(series.counts)}
         peek = args.get("peek")
         bar = check_bar(peek) if peek is not None else series.forming
@@ -192,7 +193,7 @@ class Indicators(Actor):
     def handle_timeframes(self, args: dict[str, Any]) -> dict[str, Any]:
         """Per timeframe of a symbol: trend, momentum, volatility regime, the values behind them; and how
         well the timeframes agree. ``timeframes`` is a comma-separated list (default: all tracked)."""
-        symbol = _text(args, "symbol")
+        symbol = text(args, "symbol")
         tracked = {tf: s for (sym, tf), s in self.series.items() if sym == symbol}
         if not tracked:
             raise NotFound(f"no market data for symbol {symbol!r}: publish bars on bar.{symbol}.TIMEFRAME or "
@@ -218,7 +219,7 @@ class Indicators(Actor):
     def handle_bars(self, args: dict[str, Any]) -> dict[str, Any]:
         """The committed bars held for ``symbol``/``timeframe`` (oldest first, at most ``limit``) as columns:
         what another capability replays to warm its own streams from the live market state."""
-        series = self._series(_text(args, "symbol"), _text(args, "timeframe"), create=False)
+        series = self._series(text(args, "symbol"), text(args, "timeframe"), create=False)
         limit = args.get("limit", series.ring.count)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise BadRequest("'limit' must be a non-negative integer", field="limit")
@@ -253,14 +254,8 @@ class Indicators(Actor):
     def _targets(self, args: Mapping[str, Any]) -> list[Series]:
         if "symbol" not in args:
             return list(self.series.values())
-        return [self._series(_text(args, "symbol"), _text(args, "timeframe"), create=True)]
+        return [self._series(text(args, "symbol"), text(args, "timeframe"), create=True)]
 
     def health(self) -> dict[str, Any]:
         return {"technical_analysis": {"indicators_calculated": self.computed}}
 
-
-def _text(args: Mapping[str, Any], name: str) -> str:
-    value = args.get(name)
-    if not isinstance(value, str) or not value:
-        raise BadRequest(f"'{name}' must be a non-empty string", field=name)
-    return value
