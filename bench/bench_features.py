@@ -25,6 +25,7 @@ import talib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
+import bench_indicators as I
 
 from ml_processing.bus import mdp
 from ml_processing.core.config import KernelConfig
@@ -42,13 +43,8 @@ TWENTY: dict[str, Any] = TWENTY_FEATURES
 
 
 def series(n: int, seed: int = 3) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = np.concatenate([[close[0]], close[:-1]])
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
-    return {"ts": 1_700_000_000_000 + 60_000 * np.arange(n, dtype=np.float64), "open": open_, "high": high,
-            "low": low, "close": close, "volume": rng.uniform(1e3, 1e5, n)}
+    """The indicators bench's random walk, with the bar timestamps the pipelines read."""
+    return {"ts": 1_700_000_000_000 + 60_000 * np.arange(n, dtype=np.float64), **I.series(n, seed)}
 
 
 def talib_alone(d: dict[str, np.ndarray]) -> None:
