@@ -19,7 +19,7 @@ import numpy as np
 from ml_processing.bus import topics
 from ml_processing.core.actor import Actor
 from ml_processing.core.args import text
-from ml_processing.core.bars import FIELDS, check_bar, check_bars
+from ml_processing.core.bars import FIELDS, check_bar, check_bars, read_columns
 from ml_processing.core.errors import BadRequest, MlpError, NotFound, Unavailable
 from ml_processing.core.log import get_logger
 
@@ -168,7 +168,7 @@ class Features(Actor):
         """Raw features: extracted from the input columns, or the given feature ``rows``."""
         if "rows" in args:
             return self._rows(version, args["rows"])
-        columns, n = P.read_columns(args, version.compiled.inputs, max_rows=self.config.max_rows)
+        columns, n = read_columns(args, version.compiled.inputs, self.config.max_rows)
         return await self._extract(version, columns, n)
 
     async def _extract(self, version: Version, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
@@ -208,7 +208,7 @@ class Features(Actor):
         apply = args.get("transform", False)
         if not isinstance(apply, bool):
             raise BadRequest("'transform' must be true or false", field="transform")
-        columns, n = P.read_columns(args, version.compiled.inputs, max_rows=self.config.max_rows)
+        columns, n = read_columns(args, version.compiled.inputs, self.config.max_rows)
         key = (version.ref, apply, P.digest(columns)) if version.number else None
         hit = self.cache.get(key) if key is not None else None
         if hit is not None:

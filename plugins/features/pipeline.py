@@ -239,38 +239,6 @@ def _bind(i: int, kind: str, step: Mapping[str, Any], registries: Registries,
 # -- batch ----------------------------------------------------------------------------------------------
 
 
-def read_columns(args: Mapping[str, Any], names: Sequence[str], *, max_rows: int) -> tuple[dict[str, np.ndarray], int]:
-    """The named input columns as float64 arrays of one length; `BadRequest` naming the bad one."""
-    out: dict[str, np.ndarray] = {}
-    length: int | None = None
-    for name in names:
-        value = args.get(name)
-        if value is None:
-            raise BadRequest(f"missing input column {name!r} (this pipeline reads {', '.join(names)})", field=name)
-        if isinstance(value, np.ndarray):
-            if value.ndim != 1 or value.dtype.kind not in "biuf":
-                raise BadRequest(f"column {name!r} must be a 1-d numeric array", field=name)
-            array = value.astype(np.float64, copy=False)
-        elif isinstance(value, list):
-            try:
-                array = np.array([math.nan if v is None else v for v in value], dtype=np.float64)
-            except (TypeError, ValueError):
-                bad = next((i for i, v in enumerate(value) if v is not None
-                            and (isinstance(v, bool) or not isinstance(v, (int, float)))), 0)
-                raise BadRequest(f"column {name!r}: element {bad} is not a number", field=f"{name}[{bad}]") from None
-            if array.ndim != 1:
-                raise BadRequest(f"column {name!r} must be a flat list of numbers", field=name)
-        else:
-            raise BadRequest(f"column {name!r} must be a list of numbers, got {type(value).__name__}", field=name)
-        if length is not None and len(array) != length:
-            raise BadRequest(f"column {name!r} has {len(array)} values, {names[0]!r} has {length}", field=name)
-        length = len(array)
-        if length > max_rows:
-            raise BadRequest(f"{length:,} rows; at most {max_rows:,} per request", field=name)
-        out[name] = array
-    return out, length or 0
-
-
 def digest(columns: Mapping[str, np.ndarray]) -> str:
     """A content hash of the input columns (the feature cache key, with the pipeline version)."""
     h = hashlib.blake2b(digest_size=16)

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.core.errors import BadRequest, TooLarge
+from ml_processing.core.bars import read_columns
+from ml_processing.core.errors import BadRequest
 from ml_processing.core.indicator import Indicator
 
 MAX_BARS = 1_000_000
@@ -61,40 +62,11 @@ def parse_indicators(spec: Any, registry: Mapping[str, Indicator]) -> list[Reque
     return out
 
 
-def column(args: Mapping[str, Any], name: str) -> np.ndarray:
-    """One input column as contiguous float64 (JSON null becomes NaN); `BadRequest` naming it otherwise."""
-    if name not in args:
-        raise BadRequest(f"missing input column {name!r}", field=name)
-    raw = args[name]
-    if isinstance(raw, np.ndarray):
-        if raw.ndim != 1 or raw.dtype.kind not in "biuf":
-            raise BadRequest(f"column {name!r} must be a 1-D numeric array", field=name)
-        return np.ascontiguousarray(raw, dtype=np.float64)
-    if not isinstance(raw, list):
-        raise BadRequest(f"column {name!r} must be a list of numbers, got {type(raw).__name__}", field=name)
-    if len(raw) > MAX_BARS:
-        raise TooLarge(f"column {name!r} has {len(raw):,} bars; at most {MAX_BARS:,} per request", field=name)
-    try:
-        values = np.array(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        bad = next((v for v in raw if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), None)
-        raise BadRequest(f"column {name!r} must hold only numbers or null, found {bad!r:.40}", field=name) from None
-    if values.ndim != 1:
-        raise BadRequest(f"column {name!r} must be a flat list of numbers", field=name)
-    return values
-
-
 def compute(args: Mapping[str, Any], registry: Mapping[str, Indicator]) -> dict[str, Any]:
     """Run every requested indicator over the request's columns; outputs keyed by their stable names."""
     requests = parse_indicators(args.get("indicators"), registry)
     needed = dict.fromkeys(c for r in requests for c in r.indicator.inputs)
-    data = {name: column(args, name) for name in needed}
-    lengths = {name: len(values) for name, values in data.items()}
-    n = next(iter(lengths.values()))
-    if len(set(lengths.values())) > 1:
-        raise BadRequest(f"columns differ in length: {lengths}", field=max(lengths, key=lambda k: lengths[k]))
-    if n > MAX_BARS:
-        raise TooLarge(f"{n:,} bars; at most {MAX_BARS:,} per request", field="close")
+    data, n = read_columns(args, list(needed), MAX_BARS)
     values: dict[str, np.ndarray] = {}
     described = []
     for r in requests:

@@ -16,8 +16,8 @@ import numpy as np
 
 from ml_processing.bus import topics
 from ml_processing.core.actor import Actor
-from ml_processing.core.bars import FIELDS, check_bar
-from ml_processing.core.errors import BadRequest, TooLarge
+from ml_processing.core.bars import FIELDS, check_bar, read_columns
+from ml_processing.core.errors import BadRequest
 from ml_processing.core.log import get_logger
 from ml_processing.core.pattern import BULLISH, Pattern, PatternStream
 
@@ -105,8 +105,9 @@ class Patterns(Actor):
             chosen = [(p, params) for p, params in chosen if p.kind == kinds]
         used = {c for p, _ in chosen for c in p.inputs}
         needed = [c for c in ("ts", *FIELDS) if c in used] + sorted(used - {"ts", *FIELDS})
-        data, n = _columns(args, needed)
-        ts = _column(args, "ts", n) if args.get("ts") is not None else None
+        optional = () if "ts" in used else ("ts",)
+        data, n = read_columns(args, [*needed, *optional], MAX_BARS, optional=optional)
+        ts = data.get("ts")
         if n > INLINE_BARS:
             return self._detect_in_thread(chosen, data, ts, n)
         return self._count(detect_grouped(chosen, data, ts), n, len(chosen))
@@ -182,30 +183,3 @@ def detect_grouped(chosen: list[tuple[Pattern, dict[str, int | float]]], data: M
                      strength=np.abs(signed))
         out[pattern.name] = group
     return out
-
-
-def _column(args: Mapping[str, Any], name: str, length: int | None) -> np.ndarray:
-    value = args.get(name)
-    if value is None:
-        raise BadRequest(f"missing column {name!r}", field=name)
-    try:
-        array = np.asarray([np.nan if v is None else v for v in value] if isinstance(value, list) else value,
-                           dtype=np.float64)
-    except (TypeError, ValueError):
-        raise BadRequest(f"column {name!r} must be a list of numbers", field=name) from None
-    if array.ndim != 1:
-        raise BadRequest(f"column {name!r} must be a flat list of numbers", field=name)
-    if length is not None and len(array) != length:
-        raise BadRequest(f"column {name!r} has {len(array)} values, expected {length}", field=name)
-    if len(array) > MAX_BARS:
-        raise TooLarge(f"{len(array):,} bars; at most {MAX_BARS:,} per request", field=name)
-    return array
-
-
-def _columns(args: Mapping[str, Any], names: list[str]) -> tuple[dict[str, np.ndarray], int]:
-    out: dict[str, np.ndarray] = {}
-    length: int | None = None
-    for name in names:
-        out[name] = _column(args, name, length)
-        length = len(out[name])
-    return out, length or 0

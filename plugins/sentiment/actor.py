@@ -9,7 +9,6 @@ holds, with breadth across every series the service tracks.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 
 from ml_processing.bus import topics
 from ml_processing.core.actor import Actor
+from ml_processing.core.bars import read_columns
 from ml_processing.core.errors import BadRequest, MlpError, TooLarge
 from ml_processing.core.log import get_logger
 from ml_processing.core.sentiment import MarketAnalyzer, TextAnalyzer
@@ -224,20 +224,4 @@ def _texts(value: Any) -> list[str]:
 def _columns(bars: Any) -> dict[str, np.ndarray]:
     if not isinstance(bars, Mapping):
         raise BadRequest("'bars' must be a map of OHLCV columns", field="bars")
-    out = {}
-    length = None
-    for name in ("high", "low", "close", "volume", "open"):
-        if name not in bars:
-            if name == "open":
-                continue
-            raise BadRequest(f"bars: missing column {name!r}", field=f"bars.{name}")
-        try:
-            array = np.asarray([math.nan if v is None else v for v in bars[name]] if isinstance(bars[name], list)
-                               else bars[name], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise BadRequest(f"bars.{name} must be a list of numbers", field=f"bars.{name}") from None
-        if array.ndim != 1 or (length is not None and len(array) != length):
-            raise BadRequest(f"bars.{name} must be a flat list as long as the others", field=f"bars.{name}")
-        length = len(array)
-        out[name] = array
-    return out
+    return read_columns(bars, ("high", "low", "close", "volume", "open"), optional=("open",), prefix="bars.")[0]

@@ -104,10 +104,10 @@ def test_bad_parameters_are_rejected_by_name(params: dict[str, Any], field: str)
     ({"close": [1.0, 2.0], "indicators": ["NOPE"]}, "indicators[0].name"),
     ({"close": [1.0, 2.0], "indicators": []}, "indicators"),
     ({"close": [1.0, 2.0], "indicators": [42]}, "indicators[0]"),
-    ({"close": [1.0, "x"], "indicators": ["SMA"]}, "close"),
+    ({"close": [1.0, "x"], "indicators": ["SMA"]}, "close[1]"),
     ({"close": "1,2,3", "indicators": ["SMA"]}, "close"),
     ({"close": [1.0, 2.0], "indicators": ["ATR"]}, "high"),
-    ({"high": [1.0, 2.0, 3.0], "low": [1.0, 2.0], "close": [1.0, 2.0, 3.0], "indicators": ["ATR"]}, "high"),
+    ({"high": [1.0, 2.0, 3.0], "low": [1.0, 2.0], "close": [1.0, 2.0, 3.0], "indicators": ["ATR"]}, "low"),
 ])
 def test_bad_requests_name_the_problem(args: dict[str, Any], field: str) -> None:
     with pytest.raises(BadRequest) as caught:
