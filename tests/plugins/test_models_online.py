@@ -21,6 +21,7 @@ from ml_processing.plugins.models.online import Hedge, Scores
 from tests.conftest import make_config
 from tests.plugins.test_features_contract import rows_of
 from tests.plugins.test_models_service import X, Y
+from tests.support.feed import pubsub
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -112,25 +113,19 @@ async def test_live_predictions_signals_self_labels_learning_and_checkpoints(tmp
                                                       "indicators": PluginSection(True, {"timeframes": []})})
     kernel = Kernel(cfg)
     await kernel.start()
-    ctx = zmq.asyncio.Context()
-    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
     try:
         from ml_processing.plugins.models.defaults import synthetic_market
 
         market = synthetic_market(120, seed=3)
         bars = [{**bar, "ts": int(bar["ts"])} for bar in rows_of(market)]
-        pub.connect(kernel.endpoints["pub_in"][0])
-        sub.connect(kernel.endpoints["pub_out"][0])
-        for prefix in (b"prediction.SYN", b"signal.SYN"):
-            sub.setsockopt(zmq.SUBSCRIBE, prefix)
-        await asyncio.sleep(0.3)  # both sides connected (bounded; the first bars only warm the pipeline up)
-        for bar in bars:
-            await pub.send_multipart([b"bar.SYN.1m", msgpack.packb(bar)])
-            await asyncio.sleep(0.002)
         received: list[tuple[bytes, dict[str, Any]]] = []
-        while await sub.poll(1500):
-            topic, body = await sub.recv_multipart()
-            received.append((topic, msgpack.unpackb(body)))
+        async with pubsub(kernel, b"prediction.SYN", b"signal.SYN") as (pub, sub):
+            for bar in bars:
+                await pub.send_multipart([b"bar.SYN.1m", msgpack.packb(bar)])
+                await asyncio.sleep(0.002)
+            while await sub.poll(1500):
+                topic, body = await sub.recv_multipart()
+                received.append((topic, msgpack.unpackb(body)))
         predictions = [b for t, b in received if t == b"prediction.SYN"]
         signals = [b for t, b in received if t == b"signal.SYN"]
         assert len(predictions) == len(bars) - 20  # every bar after the pipeline's 20-bar lookback
@@ -145,9 +140,6 @@ async def test_live_predictions_signals_self_labels_learning_and_checkpoints(tmp
         assert set(health["performance_metrics"]["model_accuracy"]) >= {"ensemble", "river_default"}
         weights = live["weights"]["ensemble"]["weights"]
     finally:
-        pub.close(0)
-        sub.close(0)
-        ctx.term()
         await kernel.stop()  # checkpoints the river member and the ensemble weights
     kernel = Kernel(cfg)
     await kernel.start()
@@ -168,8 +160,6 @@ async def test_drift_of_a_live_model_starts_its_configured_retraining(tmp_path: 
                                                       "indicators": PluginSection(True, {"timeframes": []})})
     kernel = Kernel(cfg)
     await kernel.start()
-    ctx = zmq.asyncio.Context()
-    pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
     try:
         from ml_processing.plugins.models.defaults import synthetic_market
 
@@ -181,17 +171,14 @@ async def test_drift_of_a_live_model_starts_its_configured_retraining(tmp_path: 
                           xgb.DMatrix(np.asarray(rows["values"][:-1]), label=labels), num_boost_round=5)
         await kernel.request("models", "register", {"model_id": "m", "kind": "xgboost", "pipeline": fitted["pipeline"],
                                                      "artifact": bytes(model.save_raw(raw_format="ubj"))})
-        pub.connect(kernel.endpoints["pub_in"][0])
-        sub.connect(kernel.endpoints["pub_out"][0])
-        sub.setsockopt(zmq.SUBSCRIBE, b"prediction.DRI")
-        await asyncio.sleep(0.3)
         bars = [{**bar, "ts": int(bar["ts"])} for bar in rows_of(market)]
-        for bar in bars:
-            await pub.send_multipart([b"bar.DRI.1m", msgpack.packb(bar)])
-            await asyncio.sleep(0.001)
         predictions = []
-        while await sub.poll(1500):
-            predictions.append(msgpack.unpackb((await sub.recv_multipart())[1]))
+        async with pubsub(kernel, b"prediction.DRI") as (pub, sub):
+            for bar in bars:
+                await pub.send_multipart([b"bar.DRI.1m", msgpack.packb(bar)])
+                await asyncio.sleep(0.001)
+            while await sub.poll(1500):
+                predictions.append(msgpack.unpackb((await sub.recv_multipart())[1]))
         assert len(predictions) == len(bars) - 20
         for i, p in enumerate(predictions):  # right for a while, then always wrong: the errors drift
             label = p["prediction"] if i < 300 else 1 - p["prediction"]
@@ -208,7 +195,4 @@ async def test_drift_of_a_live_model_starts_its_configured_retraining(tmp_path: 
         assert job["status"] == "done", job
         assert (await kernel.request("models", "get", {"model_id": "m"}))["current"] == 2
     finally:
-        pub.close(0)
-        sub.close(0)
-        ctx.term()
         await kernel.stop()
