@@ -22,6 +22,7 @@ from ml_processing.core.errors import NotFound
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.features import pipeline as P
 from tests.conftest import make_config
+from tests.core.helpers import running
 from tests.plugins.test_features_contract import REGISTRIES, ohlcv, rows_of
 from tests.support.rest import call
 
@@ -40,12 +41,8 @@ def config(tmp_path: Path, modules: tuple[str, ...] = (), **features: Any) -> An
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Kernel]:
-    kernel = Kernel(config(tmp_path))
-    await kernel.start()
-    try:
+    async with running(config(tmp_path)) as kernel:
         yield kernel
-    finally:
-        await kernel.stop()
 
 
 async def test_extract_with_the_default_pipeline_and_inline_steps(service: Kernel) -> None:

@@ -19,6 +19,7 @@ from ml_processing.bus import mdp
 from ml_processing.core.config import PluginSection
 from ml_processing.core.kernel import Kernel
 from tests.conftest import make_config
+from tests.core.helpers import running
 from tests.plugins.test_indicators_batch import ohlcv
 from tests.support.waiting import wait_until
 
@@ -41,12 +42,8 @@ def config(tmp_path: Path, **options: Any) -> Any:
 
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[Kernel]:
-    kernel = Kernel(config(tmp_path))
-    await kernel.start()
-    try:
+    async with running(config(tmp_path)) as kernel:
         yield kernel
-    finally:
-        await kernel.stop()
 
 
 async def ask(kernel: Kernel, op: str, args: dict[str, Any]) -> Any:

@@ -28,6 +28,7 @@ from ml_processing.core.errors import BadRequest
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.models.kinds import SklearnKind, XGBoostKind
 from tests.conftest import make_config
+from tests.core.helpers import running
 from tests.support.rest import call
 
 RNG = np.random.default_rng(42)
@@ -53,12 +54,8 @@ def config(tmp_path: Path, modules: tuple[str, ...] = (), **models: Any) -> Any:
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Kernel]:
-    kernel = Kernel(config(tmp_path))
-    await kernel.start()
-    try:
+    async with running(config(tmp_path)) as kernel:
         yield kernel
-    finally:
-        await kernel.stop()
 
 
 def upload(kind: str, artifact: bytes, fmt: str, **extra: Any) -> dict[str, Any]:
@@ -186,12 +183,8 @@ def config_small_batch(tmp_path: Path) -> Any:
 
 @pytest.fixture
 async def small(tmp_path: Path) -> AsyncIterator[Kernel]:
-    kernel = Kernel(config_small_batch(tmp_path))
-    await kernel.start()
-    try:
+    async with running(config_small_batch(tmp_path)) as kernel:
         yield kernel
-    finally:
-        await kernel.stop()
 
 
 async def test_batch_limit_is_413(small: Kernel) -> None:
