@@ -35,10 +35,10 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 
-from ml_processing.core.bars import check_bar
 from ml_processing.plugins.indicators import builtin_indicators
 from ml_processing.plugins.indicators.market import Live, Series
 from ml_processing.plugins.indicators.talib_indicators import talib_indicators
+from ml_processing.sdk.bars import check_bar
 
 LIVE = ["SMA(timeperiod=20)", "SMA(timeperiod=50)", "EMA(timeperiod=12)", "EMA(timeperiod=26)", "WMA(timeperiod=20)",
         "DEMA(timeperiod=20)", "TEMA(timeperiod=20)", "KAMA(timeperiod=30)", "RSI(timeperiod=14)", "MACD",

@@ -1,16 +1,22 @@
 """The actor: a named bus service with a lifecycle, request handlers per ``op``, subscriptions, publish.
 
 Write an actor as a subclass with a ``name`` (its service name) and methods ``handle_<op>(self, args)``,
-sync for quick work or ``async`` for anything that waits. Raise `BadRequest`, `NotFound`, ... for errors
-the caller should see; any other exception is a crash: the caller gets ``internal``, and the supervisor
-restarts the actor with a fresh instance.
+sync for quick work or ``async`` for anything that waits, each declared with `op` (its `Args`, reply and
+role: `ml_processing.core.ops`). Raise `BadRequest`, `NotFound`, ... for errors the caller should see.
+Any other exception answers that one request with ``internal`` (an error id that is also in the log line
+with the traceback) and is counted; it never restarts the actor. Only what an actor runs on its own, its
+``on_start`` and its spawned tasks, can crash it (then the supervisor restarts it).
 
+>>> class PingArgs(Args):
+...     times: int = 1
 >>> class Echo(Actor):
 ...     name = "echo"
-...     def handle_ping(self, args):
-...         return "pong"
->>> sorted(Echo.ops())
-['ping']
+...     @op(PingArgs, reply=str, role="read")
+...     def handle_ping(self, args: PingArgs) -> str:
+...         "Answer pong."
+...         return "pong" * args.times
+>>> sorted(Echo.ops()), Echo.declarations()["ping"].role, Echo.declarations()["ping"].doc
+(['ping'], 'read', 'Answer pong.')
 """
 
 from __future__ import annotations
@@ -25,7 +31,11 @@ from typing import Any, ClassVar, TypeVar
 from ml_processing.bus.pubsub import Handler
 
 from .cache import Cache
+from .clock import REAL, Clock
 from .config import Config
+from .ops import Args, OpSpec, op, spec_of
+
+__all__ = ["Actor", "ActorContext", "Args", "op"]
 
 T = TypeVar("T")
 
@@ -48,18 +58,21 @@ class ActorContext:
     registries: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # e.g. ["indicators"][name]
     make_cache: Callable[[str, int, float], Cache] = Cache  # the kernel's: reported in the metrics
     make_histogram: Callable[..., Any] | None = None  # the kernel's: Prometheus histograms in /metrics
+    clock: Clock = REAL  # the kernel's: tests inject a ManualClock
 
 
 class Actor:
     """Base of every actor. Subclasses set ``name`` and define ``handle_<op>`` methods."""
 
     name: ClassVar[str] = ""
-    _ops: ClassVar[dict[str, str]] = {}
+    #: Services this actor asks while it starts: the kernel starts it once each of them is running.
+    needs: ClassVar[tuple[str, ...]] = ()
+    _ops: ClassVar[dict[str, OpSpec]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._ops = {attr[len("handle_"):]: attr for attr in dir(cls)
-                    if attr.startswith("handle_") and callable(getattr(cls, attr))}
+        cls._ops = {attr[len("handle_"):]: spec_of(attr[len("handle_"):], attr, getattr(cls, attr))
+                    for attr in dir(cls) if attr.startswith("handle_") and callable(getattr(cls, attr))}
 
     def __init__(self, ctx: ActorContext) -> None:
         self.ctx = ctx
@@ -70,6 +83,11 @@ class Actor:
     def ops(cls) -> list[str]:
         """Every op this actor answers."""
         return list(cls._ops)
+
+    @classmethod
+    def declarations(cls) -> dict[str, OpSpec]:
+        """Every op's declaration (arguments, reply, role, doc), by op name."""
+        return dict(cls._ops)
 
     # -- lifecycle: override as needed ---------------------------------------------------------------
 
@@ -126,6 +144,11 @@ class Actor:
         if self.ctx.make_histogram is None:
             raise RuntimeError("this actor runs without a kernel: no metrics")
         return self.ctx.make_histogram(name, doc, labels, buckets)
+
+    @property
+    def clock(self) -> Clock:
+        """The kernel's clock (``monotonic``, ``time``, ``sleep``): tests advance it instead of sleeping."""
+        return self.ctx.clock
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run GIL-releasing work (numpy, xgboost) on the kernel's thread pool, off the event loop."""

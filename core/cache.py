@@ -13,11 +13,12 @@ A size or lifetime of 0 turns a cache off (every lookup misses, nothing is kept)
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
 from cachetools import TTLCache
+
+from .clock import REAL, Clock
 
 
 class _Counted(TTLCache):  # type: ignore[type-arg]
@@ -31,12 +32,12 @@ class _Counted(TTLCache):  # type: ignore[type-arg]
 
 
 class Cache:
-    def __init__(self, name: str, maxsize: int, ttl: float) -> None:
+    def __init__(self, name: str, maxsize: int, ttl: float, clock: Clock = REAL) -> None:
         self.name = name
         self.maxsize = maxsize
         self.ttl = ttl
         self.enabled = maxsize > 0 and ttl > 0
-        self._data = _Counted(maxsize=max(1, maxsize), ttl=max(ttl, 1e-9), timer=time.monotonic)
+        self._data = _Counted(maxsize=max(1, maxsize), ttl=max(ttl, 1e-9), timer=clock.monotonic)
         self.hits = 0
         self.misses = 0
 

@@ -4,9 +4,11 @@ Hooks are synchronous and only *register* things; everything that waits happens 
 A plugin implements any subset with ``@hookimpl`` (from this module) and is found through the entry-point
 group ``ml_processing``, a module path in ``[plugins] modules``, or the built-in list.
 
-Order of calls at start-up: ``register_config_schemas`` (so the kernel can check ``[plugins.NAME]``),
-then the registries (``register_indicators``, ``register_feature_extractors``, ``register_model_kinds``,
-``register_patterns``, ``register_sentiment_analyzers``), then ``register_routes`` and ``register_actors``.
+Order of calls at start-up: ``register_hookspecs`` (as each plugin registers), ``register_config_schemas``
+(so the kernel can check ``[plugins.NAME]``), ``register_registries`` and the registry hooks they name
+(the SDK's: ``register_indicators``, ``register_feature_extractors``, ``register_model_kinds``,
+``register_patterns``, ``register_sentiment_analyzers``, in `ml_processing.sdk.hookspecs`), then
+``register_routes`` and ``register_actors``. ``register_commands`` is called by the command line.
 """
 
 from __future__ import annotations
@@ -21,11 +23,6 @@ if TYPE_CHECKING:
 
     from .actor import Actor
     from .config import Config
-    from .feature import FeatureExtractor
-    from .indicator import Indicator
-    from .model import ModelKind
-    from .pattern import Pattern
-    from .sentiment import SentimentAnalyzer
 
 PROJECT = "ml_processing"
 
@@ -47,60 +44,42 @@ def register_config_schemas() -> Mapping[str, type[Any]]:
     raise NotImplementedError
 
 
-# -- phase 2: shared registries ----------------------------------------------------------------------------
+# -- phase 2: hooks and registries that other layers declare ------------------------------------------------
 
 
 @hookspec
-def register_indicators() -> Iterable[Indicator]:
-    """Return indicators (instances of `ml_processing.core.indicator.Indicator` subclasses).
+def register_hookspecs() -> Iterable[object]:
+    """Declare more hooks (modules or classes of ``@hookspec`` functions), as pytest's ``pytest_addhooks``.
 
-    :return: indicators; each is then available by name to every actor through
-        ``ctx.registries["indicators"]`` (batch compute, live state, features), exactly like the built-in
-        ones. A name already registered by an earlier plugin is refused and the plugin reported broken.
+    Called right after the plugin registers, before any later plugin does, so later plugins may implement
+    the new hooks. The SDK declares the registry hooks this way (``register_indicators``, ...); the
+    kernel itself knows no plugin kind.
+
+    :return: hookspec modules or classes to add to the plugin manager.
     """
     raise NotImplementedError
 
 
 @hookspec
-def register_feature_extractors() -> Iterable[FeatureExtractor]:
-    """Return feature extractors (instances of `ml_processing.core.feature.FeatureExtractor` subclasses).
+def register_registries() -> Mapping[str, tuple[str, type[Any]]]:
+    """Declare shared registries that hooks fill: ``{KIND: (HOOK, BASE_CLASS)}``.
 
-    :return: extractors; each is then usable by name as a ``{"feature": NAME}`` step of any feature
-        pipeline, through ``ctx.registries["features"]``. A name already registered is refused and the
-        plugin reported broken.
+    The kernel calls ``HOOK`` on every plugin, checks that each returned item is an instance of
+    ``BASE_CLASS`` with a unique ``name``, and hands the table to every actor as
+    ``ctx.registries[KIND][NAME]``.
+
+    :return: ``{KIND: (HOOK, BASE_CLASS)}``; a kind already declared by another plugin, or a hook no
+        plugin declared, marks this plugin broken.
     """
     raise NotImplementedError
 
 
 @hookspec
-def register_model_kinds() -> Iterable[ModelKind]:
-    """Return model kinds (instances of `ml_processing.core.model.ModelKind` subclasses).
+def register_commands() -> Iterable[Any]:
+    """Add subcommands to the ``ml-processing`` command (as Datasette's ``register_commands``).
 
-    :return: kinds; the ``models`` service then accepts, stores, loads and serves models of each kind by
-        name (``ctx.registries["model_kinds"]``). A name already registered is refused and the plugin
-        reported broken.
-    """
-    raise NotImplementedError
-
-
-@hookspec
-def register_patterns() -> Iterable[Pattern]:
-    """Return patterns (instances of `ml_processing.core.pattern.Pattern` subclasses): candlestick or chart.
-
-    :return: patterns; each is then detected by name in batch and live by the ``patterns`` service
-        (``ctx.registries["patterns"]``), exactly like the built-in ones. A name already registered is
-        refused and the plugin reported broken.
-    """
-    raise NotImplementedError
-
-
-@hookspec
-def register_sentiment_analyzers() -> Iterable[SentimentAnalyzer]:
-    """Return sentiment analysers (`ml_processing.core.sentiment.TextAnalyzer` or `MarketAnalyzer`).
-
-    :return: analysers; each is then usable by name in ``POST /api/v1/sentiment/analyze`` and live by the
-        ``sentiment`` service (``ctx.registries["sentiment"]``). A name already registered is refused and
-        the plugin reported broken.
+    :return: `ml_processing.core.cli.Command` objects: a name, a one-line help, a function that adds the
+        command's arguments to its argparse parser, and the function that runs it and returns the exit code.
     """
     raise NotImplementedError
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import graphlib
 import importlib.metadata
 import signal
 import time
@@ -25,30 +26,20 @@ from prometheus_client import Histogram
 
 from ml_processing.bus import codec, mdp
 from ml_processing.bus.edge.app import STATS, EdgeStats, create_app
-from ml_processing.bus.edge.routes import CORE_ROUTES, Route, check_route
+from ml_processing.bus.edge.routes import Route, check_route
 from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
 from ml_processing.core.plugins import PluginHost  # the plugin host (core), not a plugin
 
 from .actor import Actor, ActorContext
 from .cache import Cache
+from .clock import REAL, Clock
 from .config import Config
 from .errors import PluginError
-from .feature import FeatureExtractor
-from .indicator import Indicator
 from .log import get_logger
-from .model import ModelKind
-from .pattern import Pattern
-from .sentiment import SentimentAnalyzer
+from .routing import describe
 from .supervisor import FAILED, RUNNING, ActorCell
 
 log = get_logger(__name__)
-
-#: Registries that hooks fill: kind -> (hook, the class every entry must be an instance of).
-REGISTRY_HOOKS: dict[str, tuple[str, type[Any]]] = {"indicators": ("register_indicators", Indicator),
-                                                    "features": ("register_feature_extractors", FeatureExtractor),
-                                                    "model_kinds": ("register_model_kinds", ModelKind),
-                                                    "patterns": ("register_patterns", Pattern),
-                                                    "sentiment": ("register_sentiment_analyzers", SentimentAnalyzer)}
 
 #: Service names only the built-in kernel plugin may serve.
 RESERVED_SERVICES = frozenset({"kernel"})
@@ -89,15 +80,17 @@ class Kernel:
     """One process of ml-processing. Use `start`/`stop`, or `run` for the signal-driven lifecycle."""
 
     def __init__(self, config: Config, *, mode: Literal["serve", "worker"] = "serve",
-                 broker: str | None = None) -> None:
+                 broker: str | None = None, clock: Clock = REAL) -> None:
         self.config = config
+        self.clock = clock
         self.mode = mode
         self.broker_address = broker or config.bus.broker_connect
         self.state = "created"
         self.started_at = time.time()
         self.plugins = PluginHost(config)
         self.cells: dict[str, ActorCell] = {}
-        self.routes: list[Route] = list(CORE_ROUTES)
+        self.routes: list[Route] = []
+        self.components: dict[str, Any] = {}  # schemas the routes refer to (from the ops' declarations)
         self.registries: dict[str, Mapping[str, Any]] = {}
         self.caches: dict[str, Cache] = {}
         self.histograms: dict[str, Histogram] = {}
@@ -147,8 +140,9 @@ class Kernel:
             self.subscriber.start()
 
         for plugin, cls in actor_classes:
-            self.cells[cls.name] = ActorCell(cls, plugin, self._context_for, self.config.kernel, self.subscriber)
-        await asyncio.gather(*(self._start_cell(cell) for cell in self.cells.values()))
+            self.cells[cls.name] = ActorCell(cls, plugin, self._context_for, self.config.kernel, self.subscriber,
+                                             clock=self.clock)
+        await self._start_cells()
         if self.broker is None:
             self._start_workers()
         if self.mode == "serve" and self.config.edge.enabled:
@@ -165,10 +159,23 @@ class Kernel:
         self.plugins.load()
         self._collect_registries()
         self._collect_routes()  # before actors: a plugin refused for its routes runs no actors either
-        return self._collect_actors()
+        actors = self._collect_actors()
+        specs = {(cls.name, name): spec for _, cls in actors for name, spec in cls.declarations().items()}
+        self.routes, self.components = describe(self.routes, specs)
+        return actors
 
     def _collect_registries(self) -> None:
-        for kind, (hook, base) in REGISTRY_HOOKS.items():
+        kinds: dict[str, tuple[str, type[Any]]] = {}
+        for plugin, declared in self.plugins.call_each("register_registries"):
+            try:
+                for kind, (hook, base) in dict(declared).items():
+                    if kind in kinds or not isinstance(base, type) or not hasattr(self.plugins.pm.hook, hook):
+                        raise PluginError(f"registry {kind!r} is taken, or its hook {hook!r} is not declared")
+                    kinds[kind] = (hook, base)
+            except Exception as exc:  # a malformed hook result is the plugin's fault, never fatal
+                self.plugins.mark_broken(plugin, exc.message if isinstance(exc, PluginError) else
+                                         f"register_registries returned something unusable: {exc}")
+        for kind, (hook, base) in kinds.items():
             table: dict[str, Any] = {}
             owners: dict[str, str] = {}
             for plugin, items in self.plugins.call_each(hook):
@@ -240,12 +247,33 @@ class Kernel:
             self.routes.extend(added)
             self.plugins.infos[plugin].routes.extend(f"{r.method} {r.path}" for r in added)
 
-    async def _start_cell(self, cell: ActorCell) -> None:
-        """Start one actor and, in serve mode, serve it at once: an actor that needs another service while
-        it starts (defaults built from another's output) waits for that one, not for every actor."""
-        await cell.start()
-        if self.broker is not None:
-            self.broker.attach(cell.name, cell)
+    async def _start_cells(self) -> None:
+        """Start every actor once the services it `needs` run; independent ones start concurrently.
+
+        In serve mode each is served as soon as it runs, so an actor that asks another service while it
+        starts (defaults built from another's output) finds it. A need that no actor here serves (a remote
+        worker's, or a disabled plugin's) is not waited for; a cycle of needs is a plugin error."""
+        graph = {name: [n for n in cell.actor_cls.needs if n in self.cells and n != name]
+                 for name, cell in self.cells.items()}
+        try:
+            order = graphlib.TopologicalSorter(graph)
+            order.prepare()
+        except graphlib.CycleError as exc:
+            raise PluginError(f"actors need each other in a cycle: {' -> '.join(exc.args[1])}") from None
+        started: dict[str, asyncio.Task[None]] = {}
+
+        async def start(name: str) -> None:
+            await asyncio.gather(*(started[n] for n in graph[name]))
+            cell = self.cells[name]
+            await cell.start()
+            if self.broker is not None:
+                self.broker.attach(cell.name, cell)
+
+        while order.is_active():
+            for name in order.get_ready():
+                started[name] = asyncio.ensure_future(start(name))
+                order.done(name)
+        await asyncio.gather(*started.values())
 
     def _context_for(self, cell: ActorCell) -> ActorContext:
         assert self.publisher is not None
@@ -264,6 +292,7 @@ class Kernel:
             registries=MappingProxyType(self.registries),
             make_cache=self.cache,
             make_histogram=self.histogram,
+            clock=self.clock,
         )
 
     def _start_workers(self) -> None:
@@ -280,7 +309,7 @@ class Kernel:
         assert self.broker is not None
         edge = self.config.edge
         app = create_app(self.broker, self.routes, max_body_bytes=int(edge.max_body_mb * 1024 * 1024),
-                         title=self.config.service.name, version=VERSION)
+                         title=self.config.service.name, version=VERSION, components=self.components)
         self.edge_stats = app[STATS]
         extra: dict[str, Any] = {} if edge.access_log else {"access_log": None}
         self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=self.config.kernel.drain_timeout_s,
@@ -304,7 +333,7 @@ class Kernel:
         """The named cache (made on first use and kept across actor restarts), reported in the metrics."""
         cache = self.caches.get(name)
         if cache is None:
-            cache = self.caches[name] = Cache(name, maxsize, ttl)
+            cache = self.caches[name] = Cache(name, maxsize, ttl, self.clock)
         return cache
 
     async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,

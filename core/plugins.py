@@ -33,6 +33,7 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT
 #: Built-in plugins, by module path (imported by name, exactly like a module listed in plugins.toml).
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("kernel", "ml_processing.core.system"),
+    ("sdk", "ml_processing.sdk.registries"),
     ("indicators", "ml_processing.plugins.indicators"),
     ("features", "ml_processing.plugins.features"),
     ("models", "ml_processing.plugins.models"),
@@ -102,6 +103,7 @@ class PluginHost:
             return
         try:
             self.pm.register(plugin, name=name)
+            self._add_hookspecs(name)
             self._check_hooks(name, plugin)
         except Exception as exc:  # pluggy's PluginValidationError, or ours
             if self.pm.get_plugin(name) is not None:
@@ -110,6 +112,13 @@ class PluginHost:
             return
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or ())
         log.debug("plugin_registered", plugin=name, source=source, hooks=info.hooks)
+
+    def _add_hookspecs(self, name: str) -> None:
+        """Add the hooks a plugin declares (``register_hookspecs``) before any later plugin registers."""
+        for impl in self.pm.hook.register_hookspecs.get_hookimpls():
+            if impl.plugin_name == name:
+                for specs in impl.function() or ():
+                    self.pm.add_hookspecs(specs)
 
     def _check_hooks(self, name: str, plugin: object) -> None:
         """Refuse hook implementations without a spec (pluggy only notices them in check_pending)."""

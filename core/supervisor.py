@@ -7,18 +7,23 @@ Lifecycle states::
              crash v  | start ok
                restarting --(more than max_restarts crashes within restart_window_s)--> failed
 
-A crash is an unexpected exception from a request handler, a topic handler, a spawned task or
-``on_start``. The crashed instance is stopped (its subscriptions and tasks removed), and after a backoff
-(doubling from ``backoff_initial_s`` up to ``backoff_max_s``) a fresh instance is started. While it is
-down, requests get ``unavailable``; a ``failed`` actor stays down, is shown unhealthy in ``/health``, and
-every other actor keeps serving.
+A crash is an unexpected exception from what the actor runs on its own: ``on_start`` or a spawned task.
+The crashed instance is stopped (its subscriptions and tasks removed), and after a backoff (doubling from
+``backoff_initial_s`` up to ``backoff_max_s``) a fresh instance is started. While it is down, requests
+get ``unavailable``; a ``failed`` actor stays down, is shown unhealthy in ``/health``, and every other
+actor keeps serving.
+
+Nothing a client sends crashes an actor: a request is checked against its op's declaration before the
+handler runs, and an unexpected exception while handling one request (or one pub/sub message) answers
+that request with ``internal`` and an error id (logged with the traceback) and is counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
-import time
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -27,14 +32,36 @@ from ml_processing.bus import codec
 from ml_processing.bus.pubsub import Handler, Proxy, Subscriber
 
 from .actor import Actor, ActorContext
+from .clock import REAL, Clock
 from .config import KernelConfig
 from .errors import InternalError, MlpError, NotFound, Unavailable
 from .log import REQUEST, get_logger
 
 log = get_logger(__name__)
 
-STARTING, RUNNING, RESTARTING, STOPPING, STOPPED, FAILED = (
-    "starting", "running", "restarting", "stopping", "stopped", "failed")
+
+class State(enum.StrEnum):
+    """An actor's lifecycle state (a `str`, so it reads as itself in JSON and logs)."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+STARTING, RUNNING, RESTARTING, STOPPING, STOPPED, FAILED = State
+
+#: Every allowed transition; anything else is a bug of ours and raises.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    STOPPED: frozenset({STARTING}),
+    STARTING: frozenset({RUNNING, RESTARTING, FAILED, STOPPING}),
+    RUNNING: frozenset({RESTARTING, FAILED, STOPPING}),
+    RESTARTING: frozenset({STARTING, STOPPING}),
+    STOPPING: frozenset({STOPPED}),
+    FAILED: frozenset({STOPPING, STOPPED}),
+}
 
 _set_request = REQUEST.set
 _reset_request = REQUEST.reset
@@ -45,7 +72,7 @@ class ActorCell:
 
     def __init__(self, actor_cls: type[Actor], plugin: str, make_context: Callable[[ActorCell], ActorContext],
                  policy: KernelConfig, subscriber: Subscriber | Proxy,
-                 on_state: Callable[[ActorCell], None] | None = None) -> None:
+                 on_state: Callable[[ActorCell], None] | None = None, clock: Clock = REAL) -> None:
         self.actor_cls = actor_cls
         self._subscriber = subscriber
         self.name = actor_cls.name
@@ -53,13 +80,17 @@ class ActorCell:
         self.policy = policy
         self._make_context = make_context
         self._on_state = on_state
+        self.clock = clock
         self.state = STOPPED
         self.instance: Actor | None = None
         self.restarts = 0
         self.crashes: deque[float] = deque()
         self.last_error: str | None = None
         self.requests = 0
-        self.errors = 0
+        self.errors = 0  # requests answered with an error (the caller's or ours)
+        self.internal_errors = 0  # requests answered ``internal``: a bug of ours, isolated to the request
+        self.messages_failed = 0  # pub/sub messages whose handler raised unexpectedly
+        self.messages_rejected = 0  # pub/sub messages refused for their content
         self._subs: list[tuple[str, Handler]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restart_task: asyncio.Task[None] | None = None
@@ -67,7 +98,9 @@ class ActorCell:
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: State) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"actor {self.name!r}: no transition from {self.state} to {state}")
         self.state = state
         log.info("actor_state", actor=self.name, state=state, restarts=self.restarts)
         if self._on_state is not None:
@@ -88,7 +121,10 @@ class ActorCell:
         if self._restart_task is not None:
             self._restart_task.cancel()
             self._restart_task = None
-        if self.state in (STOPPED, FAILED):
+        if self.state == STOPPED:
+            return
+        if self.state == FAILED:
+            self._set_state(STOPPED)
             return
         self._set_state(STOPPING)
         await self._teardown()
@@ -117,7 +153,7 @@ class ActorCell:
         log.error("actor_crashed", actor=self.name, where=where, exc_info=exc)
         if self.state in (RESTARTING, STOPPING, STOPPED, FAILED):
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.crashes.append(now)
         while self.crashes and self.crashes[0] < now - self.policy.restart_window_s:
             self.crashes.popleft()
@@ -136,7 +172,9 @@ class ActorCell:
     async def _restart(self) -> None:
         await self._teardown()
         delay, self._backoff = self._backoff, min(self._backoff * 2, self.policy.backoff_max_s)
-        await asyncio.sleep(delay)
+        await self.clock.sleep(delay)
+        if self.state != RESTARTING:
+            return
         self.restarts += 1
         await self.start()
 
@@ -146,23 +184,29 @@ class ActorCell:
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "healthy": self.healthy, "plugin": self.plugin, "restarts": self.restarts,
-                "requests": self.requests, "errors": self.errors, "last_error": self.last_error,
+                "requests": self.requests, "errors": self.errors, "internal_errors": self.internal_errors,
+                "messages_failed": self.messages_failed, "messages_rejected": self.messages_rejected,
+                "last_error": self.last_error,
                 "ops": self.actor_cls.ops()}
 
     # -- what the actor's context calls ---------------------------------------------------------------
 
     def subscribe(self, prefix: str, handler: Handler) -> None:
-        """Subscribe for the actor: its handler's exceptions crash it; teardown unsubscribes it."""
+        """Subscribe for the actor; teardown unsubscribes it. A message its handler refuses (`MlpError`) or
+        fails on is counted and logged, never a crash: one message cannot switch the actor off."""
 
         def guarded(topic: str, body: Any) -> None:
             if self.state != RUNNING and self.state != STARTING:
                 return
             try:
                 handler(topic, body)
-            except MlpError as exc:  # bad message content: the sender's fault, not a crash
+            except MlpError as exc:  # bad message content: the sender's fault
+                self.messages_rejected += 1
                 log.warning("topic_message_rejected", actor=self.name, topic=topic, error=exc.message)
-            except Exception as exc:
-                self.crash(exc, where=f"topic {topic}")
+            except Exception as exc:  # a bug of ours, isolated to this message
+                self.messages_failed += 1
+                log.error("topic_message_failed", actor=self.name, topic=topic, error_id=_error_id(),
+                          exc_info=exc)
 
         guarded.__wrapped__ = handler  # type: ignore[attr-defined]
         self._subs.append((prefix, guarded))
@@ -193,14 +237,14 @@ class ActorCell:
     def __call__(self, request: codec.Request) -> Any:
         if self.state != RUNNING:
             raise Unavailable(f"service {self.name!r} is {self.state}")
-        attr = self.actor_cls._ops.get(request.op)
-        if attr is None:
+        spec = self.actor_cls._ops.get(request.op)
+        if spec is None:
             raise NotFound(f"service {self.name!r} has no op {request.op!r} "
                            f"(ops: {', '.join(sorted(self.actor_cls._ops))})", field="op")
         self.requests += 1
         token = _set_request((self.name, request.op, request.rid))
         try:
-            result = getattr(self.instance, attr)(request.args)
+            result = getattr(self.instance, spec.attr)(spec.decode(request.args))
         except Exception as exc:
             raise self._failed(exc, request) from None
         finally:
@@ -217,9 +261,19 @@ class ActorCell:
             raise self._failed(exc, request) from None
 
     def _failed(self, exc: Exception, request: codec.Request) -> MlpError:
-        """The error to answer with: the caller's own `MlpError`, or `internal` after crashing the actor."""
+        """The error to answer with: the caller's own `MlpError`, or `internal` with an error id (logged with
+        the traceback). Either way only this request fails: the actor keeps serving."""
         self.errors += 1
         if isinstance(exc, MlpError):
             return exc
-        self.crash(exc, where=f"op {request.op}")
-        return InternalError(f"service {self.name!r} failed on op {request.op!r}: {type(exc).__name__}: {exc}")
+        self.internal_errors += 1
+        error_id = _error_id()
+        log.error("request_failed", actor=self.name, op=request.op, rid=request.rid, error_id=error_id,
+                  exc_info=exc)
+        return InternalError(f"service {self.name!r} failed on op {request.op!r} ({type(exc).__name__}); "
+                             f"error id {error_id}")
+
+
+def _error_id() -> str:
+    """A short id that ties an ``internal`` answer to its log line."""
+    return os.urandom(6).hex()

@@ -10,11 +10,14 @@ import copy
 import time
 from typing import Any
 
-from .actor import Actor, ActorContext
+from ml_processing.bus.edge.routes import Route
+
+from .actor import Actor, ActorContext, op
 from .config import Config
 from .hookspecs import hookimpl
 from .kernel import VERSION, merge_fragments
 from .metrics import make_registry, render
+from .ops import NoArgs
 
 #: The seed's /health shape. Fields no capability fills yet stay zero or empty; nothing is invented.
 HEALTH_TEMPLATE: dict[str, Any] = {
@@ -42,10 +45,14 @@ class KernelService(Actor):
                 merge_fragments(merged, getattr(cell.instance, method)())
         return merged
 
-    def handle_ping(self, args: dict[str, Any]) -> str:
+    @op(reply=str, role="read")
+    def handle_ping(self, args: NoArgs) -> str:
+        "Liveness of the bus path: answers 'pong'."
         return "pong"
 
-    def handle_health(self, args: dict[str, Any]) -> dict[str, Any]:
+    @op(reply=dict[str, Any], role="read")
+    def handle_health(self, args: NoArgs) -> dict[str, Any]:
+        "Service health in the seed's JSON shape, with every actor, plugin and bus counter."
         k = self.kernel
         body = self._fragments("health")
         body.pop("models", None)
@@ -66,28 +73,38 @@ class KernelService(Actor):
                     "inflight": k.broker.inflight if k.broker else 0},
         }
 
-    def handle_health_models(self, args: dict[str, Any]) -> dict[str, Any]:
+    @op(reply=dict[str, Any], role="read")
+    def handle_health_models(self, args: NoArgs) -> dict[str, Any]:
+        "Every loaded model and its status."
         body = self._fragments("health")
         models = body.get("models", [])
         return {"service": self.kernel.config.service.name, "status": self.kernel.status,
                 "models_loaded": body["ml_status"]["models_loaded"],
                 "models_healthy": body["ml_status"]["models_healthy"], "models": models}
 
-    def handle_metrics(self, args: dict[str, Any]) -> str:
+    @op(reply=str, role="read")
+    def handle_metrics(self, args: NoArgs) -> str:
+        "Prometheus metrics, as text."
         return render(self.registry)
 
-    def handle_metrics_ml(self, args: dict[str, Any]) -> dict[str, Any]:
+    @op(reply=dict[str, Any], role="read")
+    def handle_metrics_ml(self, args: NoArgs) -> dict[str, Any]:
+        "ML performance figures in the seed's shape."
         body = self._fragments("metrics")
         body.pop("models", None)
         return {"service": self.kernel.config.service.name, "performance_metrics": body["performance_metrics"],
                 **{k: v for k, v in body.items() if k != "performance_metrics"},
                 "caches": {name: cache.stats() for name, cache in self.kernel.caches.items()}}
 
-    def handle_plugins(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+    @op(reply=list[dict[str, Any]], role="read")
+    def handle_plugins(self, args: NoArgs) -> list[dict[str, Any]]:
+        "Loaded plugins, their source, hooks, actors and routes."
         report: list[dict[str, Any]] = self.kernel.plugins.report()
         return report
 
-    def handle_services(self, args: dict[str, Any]) -> dict[str, Any]:
+    @op(reply=dict[str, Any], role="read")
+    def handle_services(self, args: NoArgs) -> dict[str, Any]:
+        "Services the broker knows and their workers."
         broker = self.kernel.broker
         return broker.services() if broker is not None else {}
 
@@ -95,3 +112,18 @@ class KernelService(Actor):
 @hookimpl
 def register_actors(settings: Config) -> list[type[Actor]]:
     return [KernelService]
+
+
+@hookimpl
+def register_routes() -> list[Route]:
+    return [
+        Route("GET", "/health", "kernel", "health", "Service health in the seed's JSON shape", "health"),
+        Route("GET", "/health/models", "kernel", "health_models", "Every loaded model and its status", "health"),
+        Route("GET", "/metrics/ml", "kernel", "metrics_ml", "ML performance figures", "health"),
+        Route("GET", "/metrics", "kernel", "metrics", "Prometheus metrics", "health", content_type="text"),
+        Route("GET", "/api/v1/ping", "kernel", "ping", "Liveness of the bus path: edge -> broker -> kernel actor",
+              "kernel"),
+        Route("GET", "/api/v1/plugins", "kernel", "plugins", "Loaded plugins, their hooks and actors", "kernel"),
+        Route("GET", "/api/v1/services", "kernel", "services", "Services the broker knows and their workers",
+              "kernel"),
+    ]

@@ -19,7 +19,7 @@ from aiohttp import web
 from .. import codec
 from ..errors import BadRequest, CodecError, InternalError, MlpError, NotFound, TooLarge
 from .openapi import OPENAPI_PATH, build_openapi
-from .routes import CORE_ROUTES, Route
+from .routes import Route
 
 log = structlog.get_logger(__name__)
 
@@ -150,10 +150,33 @@ def _raw_response(result: Any, rid: str) -> web.Response:
                         content_type=result.get("content_type", "application/octet-stream"), headers=headers)
 
 
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def _param(name: str, value: str, typ: str) -> Any:
+    """A path or query value read as its declared JSON type; a `BadRequest` naming it otherwise."""
+    try:
+        if typ == "integer":
+            return int(value)
+        if typ == "number":
+            return float(value)
+    except ValueError:
+        raise BadRequest(f"{name}: expected {'an integer' if typ == 'integer' else 'a number'}, got {value!r:.40}",
+                         field=name) from None
+    if typ == "boolean":
+        lowered = value.lower()
+        if lowered in _TRUE or lowered in _FALSE:
+            return lowered in _TRUE
+        raise BadRequest(f"{name}: expected true or false, got {value!r:.40}", field=name)
+    return value
+
+
 def _handler(route: Route) -> Any:
     service, op, text, raw_body = route.service, route.op, route.content_type == "text", route.content_type == "raw"
     query = [name for name, _, _ in route.query]
     has_body = route.has_body
+    types = {name: route.param_type(name) for name in [*route.params, *query]}
 
     async def handle(request: web.Request) -> web.Response:
         rid = request.headers.get("X-Request-Id") or new_request_id()
@@ -172,10 +195,11 @@ def _handler(route: Route) -> Any:
                                          field="body")
                     args = body
             if request.match_info:
-                args.update(request.match_info)
+                for name, value in request.match_info.items():
+                    args[name] = _param(name, value, types.get(name, "string"))
             for name in query:
                 if name in request.query:
-                    args[name] = request.query[name]
+                    args[name] = _param(name, request.query[name], types[name])
             result = await request.app[REQUESTER].request(service, op, args, rid=rid)
             if raw_body:
                 return _raw_response(result, rid)
@@ -209,9 +233,9 @@ async def _openapi(request: web.Request) -> web.Response:
     return _json(request.app[OPENAPI])
 
 
-def create_app(requester: Requester, routes: Iterable[Route] = CORE_ROUTES, *,
+def create_app(requester: Requester, routes: Iterable[Route] = (), *,
                max_body_bytes: int = 256 * 1024 * 1024, title: str = "ml-processing",
-               version: str = "0") -> web.Application:
+               version: str = "0", components: dict[str, Any] | None = None) -> web.Application:
     """Build the REST app; tests call this too, with a real broker as `requester`."""
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     table = list(routes)
@@ -219,7 +243,7 @@ def create_app(requester: Requester, routes: Iterable[Route] = CORE_ROUTES, *,
     app[ROUTES] = table
     app[STATS] = EdgeStats()
     app[MAX_BODY] = max_body_bytes
-    app[OPENAPI] = build_openapi(table, title=title, version=version)
+    app[OPENAPI] = build_openapi(table, title=title, version=version, components=components)
     for route in table:
         app.router.add_route(route.method, route.path, _handler(route))
     app.router.add_get(OPENAPI_PATH, _openapi)

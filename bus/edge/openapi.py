@@ -33,10 +33,12 @@ def _operation(route: Route) -> dict[str, Any]:
         "tags": [route.tag],
         "description": f"Bus request: service `{route.service}`, op `{route.op}`.",
         "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True,
+             "schema": dict(route.params.get(name) or {"type": "string"})}
             for name in re.findall(r"{(\w+)}", route.path)
         ] + [
-            {"name": name, "in": "query", "required": False, "schema": {"type": typ}, "description": desc}
+            {"name": name, "in": "query", "required": False,
+             "schema": dict(route.params.get(name) or {"type": typ}), "description": desc}
             for name, typ, desc in route.query
         ] + [{"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},
               "description": "carried into the bus request and every log line; echoed in the reply"}],
@@ -63,7 +65,8 @@ def _content(route: Route) -> dict[str, Any]:
     return {"application/json": schema, "application/msgpack": schema}
 
 
-def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[str, Any]:
+def build_openapi(routes: Iterable[Route], *, title: str, version: str,
+                  components: dict[str, Any] | None = None) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
@@ -76,5 +79,5 @@ def build_openapi(routes: Iterable[Route], *, title: str, version: str) -> dict[
                  "description": "REST edge of ml-processing: every route is one request on the ZeroMQ bus "
                                 "(docs/PROTOCOL.md)."},
         "paths": paths,
-        "components": {"schemas": {"Error": _ERROR}},
+        "components": {"schemas": {**(components or {}), "Error": _ERROR}},
     }

@@ -1,11 +1,13 @@
 """The REST route table: every route is one bus request, described by a `Route`.
 
-The seed's paths are listed here; plugins add theirs through the ``register_routes`` hook. The OpenAPI
-document is generated from the same objects, so it cannot drift from what the app serves.
+Every plugin declares its routes (the seed's included) through the ``register_routes`` hook; the kernel
+fills each route's schemas from the op's declaration. The OpenAPI document is generated from the same
+objects, so it cannot drift from what the app serves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +35,21 @@ class Route:
     response_schema: dict[str, Any] = field(default_factory=lambda: dict(OBJECT))
     query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON type, description)
     content_type: str = "json"
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # path/query name -> JSON Schema
 
     @property
     def has_body(self) -> bool:
         return self.method in ("POST", "PUT", "PATCH")
+
+    def param_type(self, name: str) -> str:
+        """The JSON type of a path or query parameter (``string`` unless declared otherwise)."""
+        schema = self.params.get(name)
+        if schema is not None and isinstance(schema.get("type"), str):
+            return str(schema["type"])
+        for query_name, typ, _ in self.query:
+            if query_name == name:
+                return typ
+        return "string"
 
     @property
     def operation_id(self) -> str:
@@ -54,39 +67,3 @@ def check_route(route: Route) -> None:
         raise ValueError(f"route path {route.path!r} must be an absolute URL path")
     if not route.service or not route.op:
         raise ValueError(f"route {route.method} {route.path} needs a service and an op")
-
-
-def _post(path: str, service: str, op: str, summary: str, tag: str) -> Route:
-    return Route("POST", path, service, op, summary, tag, request_schema=dict(OBJECT))
-
-
-def _get(path: str, service: str, op: str, summary: str, tag: str,
-         query: tuple[tuple[str, str, str], ...] = ()) -> Route:
-    return Route("GET", path, service, op, summary, tag, query=query)
-
-
-#: The seed's REST surface. Each route answers 503 ``unavailable`` until a plugin serves its service.
-CORE_ROUTES: tuple[Route, ...] = (
-    _get("/health", "kernel", "health", "Service health in the seed's JSON shape", "health"),
-    _get("/health/models", "kernel", "health_models", "Every loaded model and its status", "health"),
-    _get("/metrics/ml", "kernel", "metrics_ml", "ML performance figures", "health"),
-    Route("GET", "/metrics", "kernel", "metrics", "Prometheus metrics", "health",
-          response_schema={"type": "string"}, content_type="text"),
-    _get("/api/v1/ping", "kernel", "ping", "Liveness of the bus path: edge -> broker -> kernel actor", "kernel"),
-    _get("/api/v1/plugins", "kernel", "plugins", "Loaded plugins, their hooks and actors", "kernel"),
-    _get("/api/v1/services", "kernel", "services", "Services the broker knows and their workers", "kernel"),
-    _post("/api/v1/predict", "models", "predict", "Single prediction", "models"),
-    _post("/api/v1/predict/batch", "models", "predict_batch", "Batch prediction", "models"),
-    _get("/api/v1/models", "models", "list", "List models", "models"),
-    _get("/api/v1/models/{model_id}", "models", "get", "Model details", "models"),
-    _post("/api/v1/features/extract", "features", "extract", "Extract features from OHLCV", "features"),
-    _post("/api/v1/features/transform", "features", "transform", "Transform feature rows", "features"),
-    _get("/api/v1/features/pipeline", "features", "pipelines", "Feature pipelines: versions, steps, features, fitted",
-         "features", query=(("pipeline", "string", "one pipeline only"),)),
-    _post("/api/v1/indicators", "indicators", "compute", "Compute technical indicators", "indicators"),
-    _post("/api/v1/patterns/detect", "patterns", "detect", "Detect candlestick and chart patterns", "patterns"),
-    _post("/api/v1/sentiment/analyze", "sentiment", "analyze", "Market and text sentiment", "sentiment"),
-    _get("/api/v1/analysis/timeframes", "indicators", "timeframes", "Multi-timeframe analysis", "indicators",
-         query=(("symbol", "string", "symbol to analyse"),
-                ("timeframes", "string", "comma-separated timeframes"))),
-)

@@ -16,11 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ml_processing.bus import topics
-from ml_processing.bus.edge.routes import Route
-from ml_processing.core.actor import Actor
-from ml_processing.core.config import Config
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.hookspecs import hookimpl
+from ml_processing.sdk import Actor, BadRequest, Config, Route, hookimpl
 
 
 @dataclass(frozen=True)

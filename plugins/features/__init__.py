@@ -1,18 +1,15 @@
 """Features: named, versioned pipelines from raw bars to model-ready rows (docs/FEATURES.md).
 
 Registered exactly as a third-party plugin would be: ``register_feature_extractors`` fills the shared
-extractor registry (the contract is `ml_processing.core.feature.FeatureExtractor`), ``register_actors`` runs
+extractor registry (the contract is `ml_processing.sdk.feature.FeatureExtractor`), ``register_actors`` runs
 the ``features`` service, ``register_routes`` adds the REST routes. Indicators come from the shared
 indicator registry, never from the indicators plugin itself.
 """
 
 from __future__ import annotations
 
-from ml_processing.bus.edge.routes import Route
-from ml_processing.core.actor import Actor
-from ml_processing.core.config import Config
-from ml_processing.core.feature import FeatureExtractor
-from ml_processing.core.hookspecs import hookimpl
+from ml_processing.sdk import Actor, Config, Route, hookimpl
+from ml_processing.sdk.feature import FeatureExtractor
 
 from .actor import Features, FeaturesConfig
 from .extractors import builtin_extractors
@@ -37,6 +34,11 @@ def register_actors(settings: Config) -> list[type[Actor]]:
 def register_routes() -> list[Route]:
     pipeline = ("pipeline", "string", "pipeline name, or NAME@VERSION")
     return [
+        Route("POST", "/api/v1/features/extract", "features", "extract", "Extract features from OHLCV", "features"),
+        Route("POST", "/api/v1/features/transform", "features", "transform", "Transform feature rows", "features"),
+        Route("GET", "/api/v1/features/pipeline", "features", "pipelines",
+              "Feature pipelines: versions, steps, features, fitted", "features",
+              query=(("pipeline", "string", "one pipeline only"),)),
         Route("POST", "/api/v1/features/pipeline", "features", "create",
               "Create a pipeline version from steps (the latest is returned when the steps are the same)", "features",
               request_schema={"type": "object", "required": ["name", "steps"]}),
@@ -55,3 +57,4 @@ def register_routes() -> list[Route]:
               "The latest live feature row of a symbol/timeframe", "features",
               query=(("symbol", "string", "symbol"), ("timeframe", "string", "timeframe"), pipeline)),
     ]
+

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ml_processing.core.feature import FeatureExtractor
+from ml_processing.sdk.feature import FeatureExtractor
 
 from . import transforms
 from .actor import DEFAULT_SPEC

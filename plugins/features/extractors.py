@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.feature import FeatureExtractor, FeatureStream, MapStream
-from ml_processing.core.indicator import Indicator, IndicatorStream, Param
+from ml_processing.sdk import BadRequest
+from ml_processing.sdk.feature import FeatureExtractor, FeatureStream, MapStream
+from ml_processing.sdk.indicator import Indicator, IndicatorStream, Param
 
 NAN = float("nan")
 DAY_MS = 86_400_000

@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.core.bars import FIELDS
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.feature import FeatureExtractor, FeatureStream
-from ml_processing.core.indicator import Indicator, IndicatorStream
+from ml_processing.sdk import BadRequest
+from ml_processing.sdk.bars import FIELDS
+from ml_processing.sdk.feature import FeatureExtractor, FeatureStream
+from ml_processing.sdk.indicator import Indicator, IndicatorStream
 
 from . import transforms
 

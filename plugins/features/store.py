@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml_processing.core.errors import BadRequest, NotFound
-from ml_processing.core.log import get_logger
-from ml_processing.core.storage import atomic_write
+from ml_processing.sdk import BadRequest, NotFound, atomic_write, get_logger
 
 from . import transforms
 from .pipeline import Compiled, Registries, check_name, compile_spec

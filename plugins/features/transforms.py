@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.indicator import Param, resolve_params
+from ml_processing.sdk import BadRequest
+from ml_processing.sdk.indicator import Param, resolve_params
 
 SCALERS = ("standard", "minmax", "robust")
 KINDS = (*SCALERS, "clip")

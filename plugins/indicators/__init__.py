@@ -1,18 +1,15 @@
 """Indicators: every TA-Lib indicator from TA-Lib's metadata, computed in batch by the ``indicators`` service.
 
 Registered exactly as a third-party plugin would be: ``register_indicators`` fills the shared registry
-(the contract is `ml_processing.core.indicator.Indicator`), ``register_actors`` runs the service.
+(the contract is `ml_processing.sdk.indicator.Indicator`), ``register_actors`` runs the service.
 Live: bars on ``bar.SYMBOL.TIMEFRAME`` (or ``POST /api/v1/market/bars``) update each series' indicators
 through their streams and publish ``indicator.SYMBOL.TIMEFRAME``; the state is saved at shutdown.
 """
 
 from __future__ import annotations
 
-from ml_processing.bus.edge.routes import Route
-from ml_processing.core.actor import Actor
-from ml_processing.core.config import Config
-from ml_processing.core.hookspecs import hookimpl
-from ml_processing.core.indicator import Indicator
+from ml_processing.sdk import Actor, Config, Route, hookimpl
+from ml_processing.sdk.indicator import Indicator
 
 from .actor import Indicators, IndicatorsConfig
 from .custom import custom_indicators
@@ -42,6 +39,10 @@ def register_actors(settings: Config) -> list[type[Actor]]:
 @hookimpl
 def register_routes() -> list[Route]:
     return [
+        Route("POST", "/api/v1/indicators", "indicators", "compute", "Compute technical indicators", "indicators"),
+        Route("GET", "/api/v1/analysis/timeframes", "indicators", "timeframes", "Multi-timeframe analysis",
+              "indicators", query=(("symbol", "string", "symbol to analyse"),
+                                   ("timeframes", "string", "comma-separated timeframes"))),
         Route("POST", "/api/v1/market/bars", "indicators", "ingest",
               "Ingest bars of one symbol/timeframe into the live market state", "indicators",
               request_schema={"type": "object", "required": ["symbol", "timeframe", "bars"]}),

@@ -13,11 +13,9 @@ from typing import Any
 import numpy as np
 
 from ml_processing.bus import topics
-from ml_processing.core.actor import Actor
-from ml_processing.core.args import text
-from ml_processing.core.bars import FIELDS, check_bar, check_bars
-from ml_processing.core.errors import BadRequest, CodecError, NotFound
-from ml_processing.core.log import get_logger
+from ml_processing.sdk import Actor, BadRequest, CodecError, NotFound, get_logger
+from ml_processing.sdk.args import text
+from ml_processing.sdk.bars import FIELDS, check_bar, check_bars
 
 from . import persist
 from .compute import MAX_BARS, compute

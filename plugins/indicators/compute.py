@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.core.bars import read_columns
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.indicator import Indicator
+from ml_processing.sdk import BadRequest
+from ml_processing.sdk.bars import read_columns
+from ml_processing.sdk.indicator import Indicator
 
 MAX_BARS = 1_000_000
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import talib
 
-from ml_processing.core.indicator import Indicator, IndicatorStream, Param
+from ml_processing.sdk.indicator import Indicator, IndicatorStream, Param
 
 NAN = float("nan")
 DAY_MS = 86_400_000

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 
-from ml_processing.core.indicator import Indicator
+from ml_processing.sdk.indicator import Indicator
 
 HEADER = """# Indicators
 

@@ -14,7 +14,7 @@ Bar rule (the order bars arrive in is not trusted):
 * ``ts`` equal to or older than the last committed bar: **stale** (a duplicate or late bar); dropped and
   counted, never applied, so state is never corrupted by replays or reordering.
 
->>> from ml_processing.core.bars import check_bar
+>>> from ml_processing.sdk.bars import check_bar
 >>> from ml_processing.plugins.indicators.talib_indicators import TalibIndicator
 >>> series = Series("AAPL", "1m", capacity=100)
 >>> series.add(Live.parse("SMA(timeperiod=2)", {"SMA": TalibIndicator("SMA")}))
@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.core.bars import FIELDS
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.indicator import Indicator, IndicatorStream
+from ml_processing.sdk import BadRequest
+from ml_processing.sdk.bars import FIELDS
+from ml_processing.sdk.indicator import Indicator, IndicatorStream
 
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 

@@ -15,11 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.bus import codec
-from ml_processing.core.bars import FIELDS
-from ml_processing.core.errors import CodecError
-from ml_processing.core.indicator import Indicator
-from ml_processing.core.storage import atomic_write
+from ml_processing.sdk import CodecError, atomic_write, codec
+from ml_processing.sdk.bars import FIELDS
+from ml_processing.sdk.indicator import Indicator
 
 from .market import Live, Series
 

@@ -1,15 +1,15 @@
 """Every TA-Lib function of the indicator groups, registered from TA-Lib's own metadata.
 
 The functions are TA-Lib's, listed by ``talib.get_function_groups()``; the adapter that computes them in
-batch and through TA-Lib's stream handles is `ml_processing.core.talib_functions`.
+batch and through TA-Lib's stream handles is `ml_processing.sdk.talib_functions`.
 """
 
 from __future__ import annotations
 
 import talib
 
-from ml_processing.core.indicator import Indicator
-from ml_processing.core.talib_functions import TalibIndicator, TalibStream
+from ml_processing.sdk.indicator import Indicator
+from ml_processing.sdk.talib_functions import TalibIndicator, TalibStream
 
 __all__ = ["GROUPS", "TalibIndicator", "TalibStream", "talib_indicators"]
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import talib
 
-from ml_processing.core.errors import BadRequest
+from ml_processing.sdk import BadRequest
 
 _UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _TIMEFRAME = re.compile(r"^(\d{1,4})([smhdw])$")

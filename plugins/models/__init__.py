@@ -1,18 +1,15 @@
 """Models: a versioned registry of xgboost, scikit-learn, river and ensemble models, and microsecond inference.
 
 Registered exactly as a third-party plugin would be: ``register_model_kinds`` fills the shared registry of
-model kinds (the contract is `ml_processing.core.model.ModelKind`), ``register_actors`` runs the ``models``
+model kinds (the contract is `ml_processing.sdk.model.ModelKind`), ``register_actors`` runs the ``models``
 service, ``register_routes`` adds the registry routes beside the seed's predict routes. Feature pipelines
 are reached over the bus (service ``features``), never imported.
 """
 
 from __future__ import annotations
 
-from ml_processing.bus.edge.routes import Route
-from ml_processing.core.actor import Actor
-from ml_processing.core.config import Config
-from ml_processing.core.hookspecs import hookimpl
-from ml_processing.core.model import ModelKind
+from ml_processing.sdk import Actor, Config, Route, hookimpl
+from ml_processing.sdk.model import ModelKind
 
 from .actor import Models, ModelsConfig
 from .kinds import builtin_kinds
@@ -37,6 +34,11 @@ def register_actors(settings: Config) -> list[type[Actor]]:
 def register_routes() -> list[Route]:
     model = "/api/v1/models/{model_id}"
     return [
+        # the seed's routes
+        Route("POST", "/api/v1/predict", "models", "predict", "Single prediction", "models"),
+        Route("POST", "/api/v1/predict/batch", "models", "predict_batch", "Batch prediction", "models"),
+        Route("GET", "/api/v1/models", "models", "list", "List models", "models"),
+        Route("GET", "/api/v1/models/{model_id}", "models", "get", "Model details", "models"),
         Route("POST", model + "/versions", "models", "register",
               "Register a version from an artifact (xgboost JSON/UBJ, skops; base64 in JSON, bytes in msgpack)",
               "models", request_schema={"type": "object", "required": ["kind", "artifact"]}),
@@ -77,3 +79,4 @@ def register_routes() -> list[Route]:
         Route("POST", "/v2/models/{name}/versions/{version}/infer", "models", "v2_version_infer",
               "V2 inference on a version", "inference-v2", content_type="raw"),
     ]
+

@@ -20,12 +20,18 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ml_processing.core.actor import Actor
-from ml_processing.core.bars import FIELDS
-from ml_processing.core.errors import BadRequest, MlpError, NotFound, TooLarge, Unavailable
-from ml_processing.core.kernel import VERSION
-from ml_processing.core.log import get_logger
-from ml_processing.core.model import CLASSIFICATION, Described, ModelKind, Prediction, Predictor
+from ml_processing.sdk import (
+    VERSION,
+    Actor,
+    BadRequest,
+    MlpError,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    get_logger,
+)
+from ml_processing.sdk.bars import FIELDS
+from ml_processing.sdk.model import CLASSIFICATION, Described, ModelKind, Prediction, Predictor
 
 from . import v2
 from .kinds import river_artifact

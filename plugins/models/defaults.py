@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml_processing.core.errors import MlpError, Unavailable
-from ml_processing.core.log import get_logger
-from ml_processing.core.model import CLASSIFICATION, Described
+from ml_processing.sdk import MlpError, Unavailable, get_logger
+from ml_processing.sdk.model import CLASSIFICATION, Described
 
 from .kinds import river_artifact
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.model import CLASSIFICATION, REGRESSION, Described, ModelKind, Prediction, Predictor
+from ml_processing.sdk import BadRequest
+from ml_processing.sdk.model import CLASSIFICATION, REGRESSION, Described, ModelKind, Prediction, Predictor
 
 from .onnx_path import ONNX_FILE, OnnxRunner, from_sklearn, from_xgboost
 

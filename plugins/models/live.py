@@ -21,10 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml_processing.bus import topics
-from ml_processing.core.errors import BadRequest, MlpError
-from ml_processing.core.log import get_logger
-from ml_processing.core.model import CLASSIFICATION
-from ml_processing.core.storage import atomic_write
+from ml_processing.sdk import BadRequest, MlpError, atomic_write, get_logger
+from ml_processing.sdk.model import CLASSIFICATION
 
 from .online import Hedge, LiveSpec, Pending, Scores, SeriesState, log_loss
 

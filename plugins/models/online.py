@@ -21,7 +21,7 @@ from typing import Any
 
 from river import drift, metrics, utils
 
-from ml_processing.core.errors import BadRequest
+from ml_processing.sdk import BadRequest
 
 EPS = 1e-12
 

@@ -29,9 +29,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ml_processing.core.errors import BadRequest, NotFound
-from ml_processing.core.log import get_logger
-from ml_processing.core.storage import atomic_write
+from ml_processing.sdk import BadRequest, NotFound, atomic_write, get_logger
 
 log = get_logger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.model import CLASSIFICATION, REGRESSION
+from ml_processing.sdk import BadRequest
+from ml_processing.sdk.model import CLASSIFICATION, REGRESSION
 
 from .registry import check_name
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.core.log import get_logger
+from ml_processing.sdk import get_logger
 
 log = get_logger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ml_processing.core.errors import BadRequest, InternalError
+from ml_processing.sdk import BadRequest, InternalError
 
 __all__ = [
     "DATATYPES",

@@ -2,17 +2,15 @@
 (docs/PATTERNS.md).
 
 Registered exactly as a third-party plugin would be: ``register_patterns`` fills the shared pattern
-registry (the contract is `ml_processing.core.pattern.Pattern`), ``register_actors`` runs the
+registry (the contract is `ml_processing.sdk.pattern.Pattern`), ``register_actors`` runs the
 ``patterns`` service behind ``POST /api/v1/patterns/detect``.
 """
 
 from __future__ import annotations
 
-from ml_processing.core.actor import Actor
-from ml_processing.core.config import Config
-from ml_processing.core.feature import FeatureExtractor
-from ml_processing.core.hookspecs import hookimpl
-from ml_processing.core.pattern import Pattern
+from ml_processing.sdk import Actor, Config, Route, hookimpl
+from ml_processing.sdk.feature import FeatureExtractor
+from ml_processing.sdk.pattern import Pattern
 
 from .actor import Patterns, PatternsConfig
 from .candles import candle_flags, candlesticks
@@ -38,3 +36,11 @@ def register_feature_extractors() -> list[FeatureExtractor]:
 @hookimpl
 def register_actors(settings: Config) -> list[type[Actor]]:
     return [Patterns]
+
+
+@hookimpl
+def register_routes() -> list[Route]:
+    return [
+        Route("POST", "/api/v1/patterns/detect", "patterns", "detect", "Detect candlestick and chart patterns",
+              "patterns"),
+    ]

@@ -15,11 +15,9 @@ from typing import Any
 import numpy as np
 
 from ml_processing.bus import topics
-from ml_processing.core.actor import Actor
-from ml_processing.core.bars import FIELDS, check_bar, read_columns
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.log import get_logger
-from ml_processing.core.pattern import BULLISH, Pattern, PatternStream
+from ml_processing.sdk import Actor, BadRequest, get_logger
+from ml_processing.sdk.bars import FIELDS, check_bar, read_columns
+from ml_processing.sdk.pattern import BULLISH, Pattern, PatternStream
 
 from .candles import Candlestick, apply_candle_settings
 from .chart import ChartPattern, Zigzags

@@ -1,7 +1,7 @@
 """All of TA-Lib's candlestick patterns (its "Pattern Recognition" group), registered from its metadata.
 
 Each is TA-Lib's function, computed by TA-Lib: in batch over whole arrays, and live through TA-Lib's
-stream handles (the shared adapter `ml_processing.core.talib_functions`), O(1) per bar. TA-Lib answers
+stream handles (the shared adapter `ml_processing.sdk.talib_functions`), O(1) per bar. TA-Lib answers
 every bar with 0 (nothing), +100/+200 (bullish) or -100/-200 (bearish; 200 where the pattern was
 confirmed by a later bar); a non-zero answer becomes a `PatternEvent` at that bar, its sign the direction
 and its size the strength.
@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import talib
 
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.feature import FeatureExtractor, FeatureStream
-from ml_processing.core.indicator import IndicatorStream, Param
-from ml_processing.core.pattern import BEARISH, BULLISH, Pattern, PatternEvent, PatternStream
-from ml_processing.core.talib_functions import TalibIndicator, internals
+from ml_processing.sdk import BadRequest
+from ml_processing.sdk.feature import FeatureExtractor, FeatureStream
+from ml_processing.sdk.indicator import IndicatorStream, Param
+from ml_processing.sdk.pattern import BEARISH, BULLISH, Pattern, PatternEvent, PatternStream
+from ml_processing.sdk.talib_functions import TalibIndicator, internals
 
 GROUP = "Pattern Recognition"
 SETTINGS = {name: getattr(internals.CandleSettingType, name) for name in

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.core.indicator import IndicatorStream, Param
-from ml_processing.core.pattern import BEARISH, BULLISH, Pattern, PatternEvent, PatternStream
-from ml_processing.core.talib_functions import TalibIndicator
+from ml_processing.sdk.indicator import IndicatorStream, Param
+from ml_processing.sdk.pattern import BEARISH, BULLISH, Pattern, PatternEvent, PatternStream
+from ml_processing.sdk.talib_functions import TalibIndicator
 
 PARAMS = (Param("atr_period", int, 14, minimum=2, maximum=1000, doc="ATR window"),
           Param("swing_atr", float, 2.0, minimum=0.1, maximum=50, doc="zigzag threshold, in ATRs"),

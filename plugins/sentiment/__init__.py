@@ -1,17 +1,14 @@
 """Sentiment: finance-aware text sentiment and market sentiment from price and volume (docs/SENTIMENT.md).
 
 Registered exactly as a third-party plugin would be: ``register_sentiment_analyzers`` fills the shared
-registry (contracts in `ml_processing.core.sentiment`), ``register_actors`` runs the ``sentiment`` service
+registry (contracts in `ml_processing.sdk.sentiment`), ``register_actors`` runs the ``sentiment`` service
 behind ``POST /api/v1/sentiment/analyze``. Market state comes over the bus (service ``indicators``).
 """
 
 from __future__ import annotations
 
-from ml_processing.bus.edge.routes import Route
-from ml_processing.core.actor import Actor
-from ml_processing.core.config import Config
-from ml_processing.core.hookspecs import hookimpl
-from ml_processing.core.sentiment import SentimentAnalyzer
+from ml_processing.sdk import Actor, Config, Route, hookimpl
+from ml_processing.sdk.sentiment import SentimentAnalyzer
 
 from .actor import Sentiment, SentimentConfig
 from .market import PriceVolume
@@ -35,7 +32,11 @@ def register_actors(settings: Config) -> list[type[Actor]]:
 
 @hookimpl
 def register_routes() -> list[Route]:
-    return [Route("GET", "/api/v1/sentiment/symbol", "sentiment", "symbol", "A symbol's aggregated news sentiment",
-                  "sentiment", query=(("symbol", "string", "symbol"),)),
-            Route("GET", "/api/v1/sentiment/analyzers", "sentiment", "analyzers", "Registered sentiment analysers",
-                  "sentiment")]
+    return [
+        Route("POST", "/api/v1/sentiment/analyze", "sentiment", "analyze", "Market and text sentiment", "sentiment"),
+        Route("GET", "/api/v1/sentiment/symbol", "sentiment", "symbol", "A symbol's aggregated news sentiment",
+              "sentiment", query=(("symbol", "string", "symbol"),)),
+        Route("GET", "/api/v1/sentiment/analyzers", "sentiment", "analyzers", "Registered sentiment analysers",
+              "sentiment"),
+    ]
+

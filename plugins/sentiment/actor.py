@@ -17,11 +17,9 @@ from typing import Any
 import numpy as np
 
 from ml_processing.bus import topics
-from ml_processing.core.actor import Actor
-from ml_processing.core.bars import read_columns
-from ml_processing.core.errors import BadRequest, MlpError, TooLarge
-from ml_processing.core.log import get_logger
-from ml_processing.core.sentiment import MarketAnalyzer, TextAnalyzer
+from ml_processing.sdk import Actor, BadRequest, MlpError, TooLarge, get_logger
+from ml_processing.sdk.bars import read_columns
+from ml_processing.sdk.sentiment import MarketAnalyzer, TextAnalyzer
 
 from .market import MIN_BARS, above_average, combine
 from .text import label

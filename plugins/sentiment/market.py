@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import talib
 
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.sentiment import MarketAnalyzer
+from ml_processing.sdk import BadRequest
+from ml_processing.sdk.sentiment import MarketAnalyzer
 
 WEIGHTS = {"trend": 0.30, "momentum": 0.25, "volatility": 0.15, "volume": 0.15, "breadth": 0.15}
 MIN_BARS = 60

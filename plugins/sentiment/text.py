@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from functools import cache
 
-from ml_processing.core.sentiment import TextAnalyzer
+from ml_processing.sdk.sentiment import TextAnalyzer
 
 #: Market words VADER scores wrongly or not at all (VADER scale: -4 most negative .. +4 most positive).
 FINANCE_LEXICON: dict[str, float] = {

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ml_processing.core.bars import read_columns
 from ml_processing.core.errors import BadRequest, TooLarge
+from ml_processing.sdk.bars import read_columns
 
 
 def test_lists_and_arrays_become_float64_columns_with_nulls_as_nan() -> None:

@@ -103,7 +103,7 @@ def test_plugins_lists_every_plugin(tmp_path: Path) -> None:
             blocks[current] = line + "\n"
         elif line:
             blocks[current] += line + "\n"
-    assert set(blocks) == {"kernel", "indicators", "features", "models", "patterns", "sentiment", "_template", "mlp_no_such_plugin"}
+    assert set(blocks) == {"kernel", "sdk", "indicators", "features", "models", "patterns", "sentiment", "_template", "mlp_no_such_plugin"}
     assert "[loaded]" in blocks["kernel"] and "builtin" in blocks["kernel"]
     assert "actors: kernel" in blocks["kernel"] and "register_actors" in blocks["kernel"]
     assert "[loaded]" in blocks["_template"] and "config" in blocks["_template"]

@@ -16,14 +16,20 @@ from ml_processing.core import hookspecs
 from ml_processing.core.config import PluginSection, load_config
 from ml_processing.core.errors import ConfigError, Unavailable
 from ml_processing.core.kernel import Kernel
+from ml_processing.sdk import hookspecs as sdk_hookspecs
 from tests.conftest import make_config
 from tests.core.helpers import discovered, released, running, write_module
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = "ml_processing.plugins._template"
 
-HOOKSPECS = sorted(name for name, fn in vars(hookspecs).items()
+SPEC_MODULES = {"core": hookspecs, "sdk": sdk_hookspecs}
+HOOKSPECS = sorted(name for module in SPEC_MODULES.values() for name, fn in vars(module).items()
                    if callable(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec"))
+
+
+def _spec(hook: str) -> object:
+    return next(getattr(m, hook) for m in SPEC_MODULES.values() if hasattr(m, hook))
 
 
 @pytest.fixture
@@ -57,10 +63,10 @@ def test_builtin_kernel_plugin_is_listed_as_builtin(tmp_path: Path) -> None:
         report = {p["name"]: p for p in kernel.plugins.report()}
     assert info.source == "builtin"
     assert info.module == "ml_processing.core.system"
-    assert info.hooks == ["register_actors"]
+    assert info.hooks == ["register_actors", "register_routes"]
     assert info.actors == ["kernel"]
     assert report["kernel"]["status"] == "loaded"
-    assert list(report) == ["kernel", "indicators", "features", "models", "patterns", "sentiment"]  # the built-ins, in their registration order
+    assert list(report) == ["kernel", "sdk", "indicators", "features", "models", "patterns", "sentiment"]  # the built-ins, in their registration order
 
 
 async def test_template_plugin_loads_from_config_modules(tmp_path: Path) -> None:
@@ -137,7 +143,7 @@ def test_autoload_false_skips_entry_points(plugin_dir: Path, tmp_path: Path) -> 
     with discovered(make_config(tmp_path, modules=(), autoload=False)) as kernel:
         assert "fakeauto" not in kernel.plugins.infos
         assert "auto" not in {cls.name for _, cls in kernel._collect_actors()} | set(kernel.cells)
-        assert list(kernel.plugins.infos) == ["kernel", "indicators", "features", "models", "patterns", "sentiment"]
+        assert list(kernel.plugins.infos) == ["kernel", "sdk", "indicators", "features", "models", "patterns", "sentiment"]
 
 
 def test_mlp_disable_autoload_skips_entry_points(plugin_dir: Path, tmp_path: Path) -> None:
@@ -421,7 +427,7 @@ def test_hookspecs_are_found() -> None:
 
 @pytest.mark.parametrize("hook", HOOKSPECS)
 def test_every_hookspec_is_documented_with_its_parameters(hook: str) -> None:
-    fn = getattr(hookspecs, hook)
+    fn = _spec(hook)
     doc = inspect.getdoc(fn) or ""
     assert doc.strip(), f"hookspec {hook} has no docstring"
     for param in inspect.signature(fn).parameters:
@@ -443,3 +449,57 @@ def test_every_hookspec_is_in_docs_plugins(hook: str) -> None:
     if not doc.exists():
         pytest.skip("docs/PLUGINS.md does not exist yet")
     assert f"{hook}" in doc.read_text(encoding="utf-8"), f"hook {hook} is missing from docs/PLUGINS.md"
+
+
+STRATEGIES = """
+from dataclasses import dataclass
+
+from ml_processing.core.hookspecs import hookimpl, hookspec
+
+
+class Specs:
+    @hookspec
+    def register_strategies():
+        "Return strategies."
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+
+
+@hookimpl
+def register_hookspecs():
+    return [Specs]
+
+
+@hookimpl
+def register_registries():
+    return {"strategies": ("register_strategies", Strategy)}
+
+
+@hookimpl
+def register_strategies():
+    return [Strategy("momentum")]
+"""
+
+USES_STRATEGIES = """
+from ml_processing.core.hookspecs import hookimpl
+from mlp_strategies import Strategy
+
+
+@hookimpl
+def register_strategies():
+    return [Strategy("carry"), "not a strategy"]
+"""
+
+
+def test_a_plugin_declares_hooks_and_a_registry_that_later_plugins_fill(plugin_dir: Path, tmp_path: Path) -> None:
+    write_module(plugin_dir, "mlp_strategies", STRATEGIES)
+    write_module(plugin_dir, "mlp_uses_strategies", USES_STRATEGIES)
+    cfg = make_config(tmp_path, modules=("mlp_strategies", "mlp_uses_strategies"))
+    with discovered(cfg) as kernel:
+        assert set(kernel.registries["strategies"]) == {"momentum"}
+        assert "not an instance of Strategy" in (kernel.plugins.infos["mlp_uses_strategies"].error or "")
+        assert kernel.plugins.infos["mlp_strategies"].error is None
+        assert set(kernel.registries["indicators"])  # the SDK's registries are declared the same way

@@ -262,9 +262,9 @@ async def test_stream_op_gives_one_row_per_committed_bar(service: Kernel) -> Non
 
 THIRD_PARTY = textwrap.dedent('''
     import numpy as np
-    from ml_processing.core.feature import FeatureExtractor, MapStream
+    from ml_processing.sdk.feature import FeatureExtractor, MapStream
     from ml_processing.core.hookspecs import hookimpl
-    from ml_processing.core.indicator import Param
+    from ml_processing.sdk.indicator import Param
 
     class Spread(FeatureExtractor):
         name = "spread_pct"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from ml_processing.core.errors import BadRequest
-from ml_processing.core.indicator import Indicator, Param
 from ml_processing.plugins.indicators import builtin_indicators
+from ml_processing.sdk.indicator import Indicator, Param
 from tests.plugins.test_indicators_batch import ohlcv
 
 

@@ -132,7 +132,7 @@ def test_null_in_input_is_nan() -> None:
 CUSTOM = textwrap.dedent('''
     import numpy as np
     from ml_processing.core.hookspecs import hookimpl
-    from ml_processing.core.indicator import Indicator, Param
+    from ml_processing.sdk.indicator import Indicator, Param
 
     class Spread(Indicator):
         """high - low, smoothed over `window` bars."""

@@ -341,7 +341,7 @@ THIRD_PARTY = textwrap.dedent('''
     import numpy as np
     from ml_processing.core.errors import BadRequest
     from ml_processing.core.hookspecs import hookimpl
-    from ml_processing.core.model import REGRESSION, Described, ModelKind, Prediction, Predictor
+    from ml_processing.sdk.model import REGRESSION, Described, ModelKind, Prediction, Predictor
 
     class Linear(ModelKind):
         name = "linear_json"

@@ -145,7 +145,7 @@ async def test_live_events_and_signals_over_pubsub(tmp_path: Path) -> None:
 
 THIRD_PARTY = textwrap.dedent('''
     from ml_processing.core.hookspecs import hookimpl
-    from ml_processing.core.pattern import BULLISH, Pattern, PatternEvent, PatternStream
+    from ml_processing.sdk.pattern import BULLISH, Pattern, PatternEvent, PatternStream
 
     class Gap(Pattern):
         name = "GAP_UP"

@@ -125,7 +125,7 @@ async def news_rest_and_market(kernel: Kernel, pub: zmq.asyncio.Socket, sub: zmq
 
 THIRD_PARTY = textwrap.dedent('''
     from ml_processing.core.hookspecs import hookimpl
-    from ml_processing.core.sentiment import TextAnalyzer
+    from ml_processing.sdk.sentiment import TextAnalyzer
 
     class Shouting(TextAnalyzer):
         name = "shouting"

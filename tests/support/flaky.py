@@ -32,6 +32,15 @@ class Flaky(Actor):
     def handle_crash(self, args: dict[str, Any]) -> None:
         raise RuntimeError("crashed on purpose")
 
+    def handle_crash_later(self, args: dict[str, Any]) -> str:
+        """Crash in a background task of the actor's own: that, unlike a request, restarts it."""
+
+        async def boom() -> None:
+            raise RuntimeError("background task crashed on purpose")
+
+        self.spawn(boom(), "boom")
+        return "scheduled"
+
     async def handle_slow(self, args: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(float(args.get("seconds", 0.2)))
         return {"slept": args.get("seconds", 0.2)}

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .errors import BadRequest
+from ml_processing.core.errors import BadRequest
 
 #: The OHLCV columns an indicator may read, in their canonical order.
 COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")

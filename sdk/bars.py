@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadRequest, TooLarge
+from ml_processing.core.errors import BadRequest, TooLarge
 
 #: The numeric fields of a bar besides ``ts``, in their canonical order.
 FIELDS = ("open", "high", "low", "close", "volume")

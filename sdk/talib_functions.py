@@ -19,7 +19,8 @@ from talib import _ta_lib as _internals
 from talib import abstract as _abstract
 from talib import stream as _stream
 
-from .errors import BadRequest
+from ml_processing.core.errors import BadRequest
+
 from .indicator import Indicator, IndicatorStream, Param
 
 # TA-Lib's typing does not describe its abstract interface and C internals: use them untyped.

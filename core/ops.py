@@ -1,0 +1,171 @@
+"""One declaration per operation: its arguments, its reply, the role it needs, one line of documentation.
+
+An actor's handler declares its op with `op`::
+
+    class ComputeArgs(Args):
+        close: Floats
+        timeperiod: Int32 = 14
+
+    class Indicators(Actor):
+        name = "indicators"
+
+        @op(ComputeArgs, reply=ComputeReply, role="compute")
+        def handle_compute(self, args: ComputeArgs) -> dict[str, Any]:
+            "Compute indicators over columns of bars."
+
+That one declaration checks every request, whichever transport brought it (REST, MDP, the in-process
+bus), before the handler runs: the handler receives a typed, validated `Args` instance. The same
+declaration generates the OpenAPI document, the reference tables in docs/ and the role check.
+
+Validation is msgspec's (`msgspec.convert`): types are exact (a bool is not a number, a string is not an
+integer), unknown fields are refused, integers are bounded to the C type they are handed to, and an
+error names the field (``timeperiod``, ``close[7]``). Types msgspec does not know (a column that arrives
+as a list or as an ndarray) declare ``__mlp_decode__(value)`` and ``__mlp_schema__()``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar, get_args
+
+import msgspec
+
+from .errors import BadRequest
+
+__all__ = ["ROLES", "Args", "Int32", "Int64", "NoArgs", "NonNegInt", "OpSpec", "PositiveInt", "Role", "convert",
+           "op", "schema_hook"]
+
+Role = Literal["read", "compute", "admin", "worker"]
+ROLES: tuple[str, ...] = get_args(Role)
+
+#: Integers handed to C code: bounded to the C type, so an overflow is a 400 naming the field.
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Args(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base of every op's argument structure: unknown fields are refused, instances are immutable."""
+
+
+class NoArgs(Args):
+    """The arguments of an op that takes none."""
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """What an op declares; `ml_processing.core.actor.Actor` collects one per ``handle_<op>``."""
+
+    name: str
+    attr: str
+    args: type[Args] | None  # None: the handler takes the raw map (ops written before declarations)
+    reply: Any
+    role: str
+    doc: str
+
+    def decode(self, raw: Any) -> Any:
+        """The handler's argument: `raw` checked against the declaration (a `BadRequest` naming the field)."""
+        if self.args is None:
+            if not isinstance(raw, dict):
+                raise BadRequest("'args' must be a map", field="args")
+            return raw
+        return convert(raw if raw is not None else {}, self.args)
+
+    def params(self) -> dict[str, Any]:
+        """Field name -> type, for transports that carry some arguments as strings (URL path and query)."""
+        if self.args is None:
+            return {}
+        return {f.encode_name: f.type for f in msgspec.structs.fields(self.args)}
+
+
+def op(args: type[Args] = NoArgs, *, reply: Any = Any, role: Role = "compute",
+       doc: str | None = None) -> Callable[[F], F]:
+    """Declare the op of a ``handle_<op>`` method: its `Args` structure, its reply type and its role.
+
+    `doc` defaults to the first line of the handler's docstring.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    if not (isinstance(args, type) and issubclass(args, Args)):
+        raise TypeError(f"op arguments must be an Args subclass, not {args!r}")
+
+    def mark(fn: F) -> F:
+        fn.__mlp_op__ = (args, reply, role, doc)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def spec_of(name: str, attr: str, fn: Callable[..., Any]) -> OpSpec:
+    """The `OpSpec` of a handler (an undeclared one takes a map, returns anything, needs ``admin``)."""
+    declared = getattr(fn, "__mlp_op__", None)
+    lines = (fn.__doc__ or "").strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if declared is None:
+        return OpSpec(name, attr, None, Any, "admin", first)
+    args, reply, role, doc = declared
+    return OpSpec(name, attr, args, reply, role, doc if doc is not None else first)
+
+
+# -- decoding -------------------------------------------------------------------------------------------
+
+
+def _dec_hook(type_: type, value: Any) -> Any:
+    decode = getattr(type_, "__mlp_decode__", None)
+    if decode is None:
+        raise NotImplementedError(f"no decoder for {type_!r}")
+    return decode(value)
+
+
+_PATH = re.compile(r" - at `\$(.*)`$")
+
+
+def field_of(error: msgspec.ValidationError) -> tuple[str, str]:
+    """``(message, field)`` of a msgspec error: ``$.bars[3].close`` becomes ``bars[3].close``."""
+    text = str(error)
+    match = _PATH.search(text)
+    if match is None:
+        return text, "args"
+    message = text[:match.start()]
+    where = match.group(1).lstrip(".") or "args"
+    if message.startswith("Object contains unknown field"):
+        unknown = message.split("`")[1] if "`" in message else ""
+        return f"unknown field {unknown!r}", f"{where}.{unknown}" if where != "args" else unknown or "args"
+    if message.startswith("Object missing required field"):
+        missing = message.split("`")[1] if "`" in message else ""
+        return f"'{missing}' is required", f"{where}.{missing}" if where != "args" else missing or "args"
+    return message, where
+
+
+def convert(raw: Any, type_: Any, *, strict: bool = True) -> Any:
+    """`raw` (decoded msgpack or JSON) as `type_`, or a `BadRequest` naming the field."""
+    try:
+        return msgspec.convert(raw, type_, strict=strict, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        message, where = field_of(exc)
+        raise BadRequest(f"{where}: {message}" if where != "args" else message, field=where) from None
+    except RecursionError:
+        raise BadRequest("arguments nest too deeply", field="args") from None
+
+
+# -- schemas --------------------------------------------------------------------------------------------
+
+
+def schema_hook(type_: type) -> dict[str, Any]:
+    """JSON Schema of the types that declare ``__mlp_schema__`` (columns, ...), for `msgspec.json.schema`."""
+    schema = getattr(type_, "__mlp_schema__", None)
+    if schema is None:
+        raise NotImplementedError(f"no schema for {type_!r}")
+    result: dict[str, Any] = schema()
+    return result
+
+
+def schemas(types: list[Any], ref_template: str = "#/components/schemas/{name}"
+            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """JSON Schemas of `types` (``Any`` is the empty schema) and the components they refer to."""
+    return msgspec.json.schema_components(types, schema_hook=schema_hook, ref_template=ref_template)
