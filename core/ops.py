@@ -20,7 +20,7 @@ declaration generates the OpenAPI document, the reference tables in docs/ and th
 Validation is msgspec's (`msgspec.convert`): types are exact (a bool is not a number, a string is not an
 integer), unknown fields are refused, integers are bounded to the C type they are handed to, and an
 error names the field (``timeperiod``, ``close[7]``). Types msgspec does not know (a column that arrives
-as a list or as an ndarray) declare ``__mlp_decode__(value)`` and ``__mlp_schema__()``.
+as a list or as an ndarray) are taught with `register_type`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import msgspec
 
 from .errors import BadRequest
 
-__all__ = ["ROLES", "Args", "Int32", "Int64", "NoArgs", "NonNegInt", "OpSpec", "PositiveInt", "Role", "convert",
+__all__ = ["ROLES", "Args", "Int32", "Int64", "NoArgs", "NonNegInt", "OpSpec", "PositiveInt", "Role", "convert", "register_type",
            "op", "schema_hook"]
 
 Role = Literal["read", "compute", "admin", "worker"]
@@ -115,24 +115,42 @@ def spec_of(name: str, attr: str, fn: Callable[..., Any]) -> OpSpec:
 # -- decoding -------------------------------------------------------------------------------------------
 
 
+#: Types msgspec does not know, by class: (decode(value) -> instance, JSON Schema). See `register_type`.
+_TYPES: dict[type, tuple[Callable[[Any], Any], dict[str, Any]]] = {}
+
+
+def register_type(type_: type, decode: Callable[[Any], Any], schema: dict[str, Any]) -> None:
+    """Teach the declarations a type msgspec does not know (the SDK's columns: `numpy.ndarray`).
+
+    `decode` turns a decoded msgpack/JSON value into an instance, raising `ValueError` with a message
+    that may start with an element index (``"[7]: expected a number"``) to name the element."""
+    _TYPES[type_] = (decode, schema)
+
+
 def _dec_hook(type_: type, value: Any) -> Any:
-    decode = getattr(type_, "__mlp_decode__", None)
-    if decode is None:
+    known = _TYPES.get(type_)
+    if known is None:
         raise NotImplementedError(f"no decoder for {type_!r}")
-    return decode(value)
+    return known[0](value)
 
 
 _PATH = re.compile(r" - at `\$(.*)`$")
+_LEADING_FIELD = re.compile(r"^((?:\[\d+\])|(?:[A-Za-z_]\w*(?:\[\d+\])?))(?:: | )")
 
 
 def field_of(error: msgspec.ValidationError) -> tuple[str, str]:
     """``(message, field)`` of a msgspec error: ``$.bars[3].close`` becomes ``bars[3].close``."""
     text = str(error)
     match = _PATH.search(text)
-    if match is None:
-        return text, "args"
-    message = text[:match.start()]
-    where = match.group(1).lstrip(".") or "args"
+    message = text[:match.start()] if match else text
+    where = match.group(1).lstrip(".") if match else ""
+    leading = _LEADING_FIELD.match(message)
+    if leading is not None and (leading.group(1).startswith("[") or message[leading.end(1)] == ":"):
+        # a decoder or __post_init__ named the element or field: "[7]: ..." or "volume[3]: ..."
+        name = leading.group(1)
+        where = f"{where}{name}" if name.startswith("[") else (f"{where}.{name}" if where else name)
+        message = message[leading.end():]
+    where = where or "args"
     if message.startswith("Object contains unknown field"):
         unknown = message.split("`")[1] if "`" in message else ""
         return f"unknown field {unknown!r}", f"{where}.{unknown}" if where != "args" else unknown or "args"
@@ -157,12 +175,11 @@ def convert(raw: Any, type_: Any, *, strict: bool = True) -> Any:
 
 
 def schema_hook(type_: type) -> dict[str, Any]:
-    """JSON Schema of the types that declare ``__mlp_schema__`` (columns, ...), for `msgspec.json.schema`."""
-    schema = getattr(type_, "__mlp_schema__", None)
-    if schema is None:
+    """JSON Schema of the types taught with `register_type`, for `msgspec.json.schema`."""
+    known = _TYPES.get(type_)
+    if known is None:
         raise NotImplementedError(f"no schema for {type_!r}")
-    result: dict[str, Any] = schema()
-    return result
+    return dict(known[1])
 
 
 def schemas(types: list[Any], ref_template: str = "#/components/schemas/{name}"
