@@ -34,8 +34,21 @@ import msgspec
 
 from .errors import BadRequest
 
-__all__ = ["ROLES", "Args", "Int32", "Int64", "NoArgs", "NonNegInt", "OpSpec", "PositiveInt", "Role", "convert", "register_type",
-           "op", "schema_hook"]
+__all__ = [
+    "ROLES",
+    "Args",
+    "Int32",
+    "Int64",
+    "NoArgs",
+    "NonNegInt",
+    "OpSpec",
+    "PositiveInt",
+    "Role",
+    "convert",
+    "op",
+    "register_type",
+    "schema_hook",
+]
 
 Role = Literal["read", "compute", "admin", "worker"]
 ROLES: tuple[str, ...] = get_args(Role)

@@ -32,15 +32,18 @@ from ml_processing.core.errors import (
 from ml_processing.core.hookspecs import hookimpl
 from ml_processing.core.kernel import VERSION
 from ml_processing.core.log import get_logger
-from ml_processing.core.ops import Args, Int32, Int64, NonNegInt, PositiveInt, op
+from ml_processing.core.ops import Args, Int32, Int64, NoArgs, NonNegInt, PositiveInt, op
 from ml_processing.core.storage import atomic_write
 
+from . import services
 from .bars import FIELDS, check_bar, check_bars, read_columns
+from .columns import Bars, Column, Columns, OptionalColumn
 from .feature import FeatureExtractor, FeatureStream, MapStream
 from .indicator import Indicator, IndicatorStream, Param, resolve_params
 from .model import CLASSIFICATION, REGRESSION, Described, ModelKind, Prediction, Predictor
 from .pattern import BEARISH, BULLISH, Pattern, PatternEvent, PatternStream
 from .sentiment import MarketAnalyzer, SentimentAnalyzer, TextAnalyzer
+from .timeframes import Symbol, Timeframe, to_ms
 
 __all__ = [
     "BEARISH",
@@ -53,8 +56,11 @@ __all__ = [
     "ActorContext",
     "Args",
     "BadRequest",
+    "Bars",
     "Clock",
     "CodecError",
+    "Column",
+    "Columns",
     "Config",
     "Described",
     "FeatureExtractor",
@@ -69,8 +75,10 @@ __all__ = [
     "MarketAnalyzer",
     "MlpError",
     "ModelKind",
+    "NoArgs",
     "NonNegInt",
     "NotFound",
+    "OptionalColumn",
     "Param",
     "Pattern",
     "PatternEvent",
@@ -80,7 +88,9 @@ __all__ = [
     "Predictor",
     "Route",
     "SentimentAnalyzer",
+    "Symbol",
     "TextAnalyzer",
+    "Timeframe",
     "Timeout",
     "TooLarge",
     "Unavailable",
@@ -93,5 +103,7 @@ __all__ = [
     "op",
     "read_columns",
     "resolve_params",
+    "services",
+    "to_ms",
     "topics",
 ]

@@ -29,15 +29,16 @@ ml_processing.bus.errors.BadRequest: volume[1]: a volume is never negative, got 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar
 
 import msgspec
 import numpy as np
 
-from ml_processing.core.errors import TooLarge
+from ml_processing.core.errors import BadRequest, TooLarge
 from ml_processing.core.ops import Args, register_type
 
-__all__ = ["MAX_VALUES", "Bars", "Column", "OptionalColumn", "read_column"]
+__all__ = ["MAX_VALUES", "NAMES", "Bars", "Column", "Columns", "OptionalColumn", "read_column"]
 
 #: Values per column unless an op says otherwise (`Bars.max_values`).
 MAX_VALUES = 1_000_000
@@ -89,32 +90,65 @@ Column = Annotated[np.ndarray, msgspec.Meta(description="a column of numbers")]
 OptionalColumn = Annotated[np.ndarray | None, msgspec.Meta(description="a column of numbers, optional")]
 
 
-class Bars(Args):
-    """Bars sent as columns (``open``, ``high``, ``low``, ``close``, ``volume``, ``ts``): ``close`` is
-    required, the others are read when an op needs them. Subclass it with the op's own fields; set
-    ``max_values`` for the op's limit."""
+#: The column names of bars, in their canonical order (``ts`` first).
+NAMES = ("ts", "open", "high", "low", "close", "volume")
+
+
+class Columns(Args):
+    """Bars sent as columns (``ts``, ``open``, ``high``, ``low``, ``close``, ``volume``), each optional:
+    an op reads the ones it needs (`require`). Subclass it with the op's own fields; set ``max_values``
+    for the op's limit."""
 
     max_values: ClassVar[int] = MAX_VALUES
 
-    close: Column
+    ts: OptionalColumn = None
     open: OptionalColumn = None
     high: OptionalColumn = None
     low: OptionalColumn = None
+    close: OptionalColumn = None
     volume: OptionalColumn = None
-    ts: OptionalColumn = None
 
     def __post_init__(self) -> None:
-        length = len(self.close)
-        if length > self.max_values:
-            raise TooLarge(f"close has {length:,} values; at most {self.max_values:,} per request", field="close")
-        for name in ("open", "high", "low", "volume", "ts"):
+        first, length = "", 0
+        for name in NAMES:
             column = getattr(self, name)
-            if column is not None and len(column) != length:
-                raise ValueError(f"{name}: has {len(column):,} values, close has {length:,}")
+            if column is None:
+                continue
+            if not first:
+                first, length = name, len(column)
+                if length > self.max_values:
+                    raise TooLarge(f"{name} has {length:,} values; at most {self.max_values:,} per request",
+                                   field=name)
+            elif len(column) != length:
+                raise ValueError(f"{name}: has {len(column):,} values, {first} has {length:,}")
         if self.volume is not None and (self.volume < 0).any():
             at = int(np.flatnonzero(self.volume < 0)[0])
             raise ValueError(f"volume[{at}]: a volume is never negative, got {self.volume[at]}")
 
-    def columns(self, names: tuple[str, ...] = ("open", "high", "low", "close", "volume")) -> dict[str, np.ndarray]:
+    @property
+    def length(self) -> int:
+        """Values per column (0 when no column was sent)."""
+        return next((len(c) for name in NAMES if (c := getattr(self, name)) is not None), 0)
+
+    def columns(self, names: tuple[str, ...] = NAMES[1:]) -> dict[str, np.ndarray]:
         """The columns present among `names`, by name."""
         return {name: column for name in names if (column := getattr(self, name)) is not None}
+
+    def require(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The columns `names`, every one present; `BadRequest` naming the first missing one."""
+        out = {}
+        for name in names:
+            column = getattr(self, name, None)
+            if column is None:
+                raise BadRequest(f"missing column {name!r}; this request reads {', '.join(names)}", field=name)
+            out[name] = column
+        return out
+
+
+class Bars(Columns, kw_only=True):
+    """`Columns` with ``close`` required.
+
+    (A subclass that adds a required field after the optional columns passes ``kw_only=True``, as here:
+    msgspec orders each class's own fields.)"""
+
+    close: Column
