@@ -12,7 +12,7 @@ from prometheus_client.process_collector import ProcessCollector
 if TYPE_CHECKING:
     from .kernel import Kernel
 
-_STATES = ("starting", "running", "restarting", "stopping", "stopped", "failed")
+from .supervisor import State
 
 
 class KernelCollector:
@@ -26,15 +26,24 @@ class KernelCollector:
         requests = CounterMetricFamily("mlp_actor_requests", "Requests answered per actor", labels=["actor"])
         errors = CounterMetricFamily("mlp_actor_errors", "Error replies per actor", labels=["actor"])
         restarts = CounterMetricFamily("mlp_actor_restarts", "Supervised restarts per actor", labels=["actor"])
+        internal = CounterMetricFamily("mlp_actor_internal_errors",
+                                       "Requests answered 'internal' (isolated to the request, never a restart)",
+                                       labels=["actor"])
+        messages = CounterMetricFamily("mlp_actor_messages_dropped",
+                                       "Pub/sub messages an actor dropped: refused for their content, or failed",
+                                       labels=["actor", "reason"])
         state = GaugeMetricFamily("mlp_actor_state", "1 for the actor's current lifecycle state",
                                   labels=["actor", "state"])
         for name, cell in k.cells.items():
             requests.add_metric([name], cell.requests)
             errors.add_metric([name], cell.errors)
             restarts.add_metric([name], cell.restarts)
-            for s in _STATES:
-                state.add_metric([name, s], 1.0 if cell.state == s else 0.0)
-        yield from (requests, errors, restarts, state)
+            internal.add_metric([name], cell.internal_errors)
+            messages.add_metric([name, "rejected"], cell.messages_rejected)
+            messages.add_metric([name, "failed"], cell.messages_failed)
+            for s in State:
+                state.add_metric([name, s.value], 1.0 if cell.state == s else 0.0)
+        yield from (requests, errors, restarts, internal, messages, state)
         if k.broker is not None:
             st = k.broker.stats
             broker = CounterMetricFamily("mlp_broker_messages", "MDP broker counters", labels=["kind"])

@@ -19,7 +19,8 @@ from .kernel import VERSION, merge_fragments
 from .metrics import make_registry, render
 from .ops import NoArgs
 
-#: The seed's /health shape. Fields no capability fills yet stay zero or empty; nothing is invented.
+#: The seed's sections of /health and /metrics/ml. Fields no capability fills stay zero or empty; nothing is
+#: invented. Both routes build them from the actors' ``health`` fragments, so they always agree.
 HEALTH_TEMPLATE: dict[str, Any] = {
     "ml_status": {"models_loaded": 0, "models_healthy": 0, "training_active": False, "feature_pipelines": 0},
     "performance_metrics": {"avg_prediction_time_ms": 0.0, "cache_hit_rate": "0.0%",
@@ -39,7 +40,7 @@ class KernelService(Actor):
         self.registry = make_registry(self.kernel)
 
     def _fragments(self, method: str) -> dict[str, Any]:
-        merged = copy.deepcopy(HEALTH_TEMPLATE)
+        merged = copy.deepcopy(HEALTH_TEMPLATE) if method == "health" else {}
         for cell in self.kernel.cells.values():
             if cell.instance is not None and cell.instance is not self:
                 merge_fragments(merged, getattr(cell.instance, method)())
@@ -89,12 +90,14 @@ class KernelService(Actor):
 
     @op(reply=dict[str, Any], role="read")
     def handle_metrics_ml(self, args: NoArgs) -> dict[str, Any]:
-        "ML performance figures in the seed's shape."
-        body = self._fragments("metrics")
-        body.pop("models", None)
-        return {"service": self.kernel.config.service.name, "performance_metrics": body["performance_metrics"],
-                **{k: v for k, v in body.items() if k != "performance_metrics"},
-                "caches": {name: cache.stats() for name, cache in self.kernel.caches.items()}}
+        "ML performance figures in the seed's shape (the same figures as /health), then each actor's own."
+        k = self.kernel
+        seed = self._fragments("health")
+        extra = self._fragments("metrics")
+        return {"service": k.config.service.name, "status": k.status, "version": VERSION,
+                **{section: seed[section] for section in HEALTH_TEMPLATE},
+                **{key: value for key, value in extra.items() if key not in HEALTH_TEMPLATE and key != "models"},
+                "caches": {name: cache.stats() for name, cache in k.caches.items()}}
 
     @op(reply=list[dict[str, Any]], role="read")
     def handle_plugins(self, args: NoArgs) -> list[dict[str, Any]]:
