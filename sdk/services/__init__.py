@@ -12,6 +12,6 @@ True
 
 from __future__ import annotations
 
-from . import features, indicators
+from . import features, indicators, models
 
-__all__ = ["features", "indicators"]
+__all__ = ["features", "indicators", "models"]
