@@ -145,6 +145,25 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """``[security]``: who may do what (docs/SECURITY.md)."""
+
+    auth: bool = False  # bearer tokens on REST, CURVE keys on ZeroMQ, each op's role checked
+    allow_insecure: bool = False  # serve a non-loopback address with auth off (refused otherwise)
+    public_routes: tuple[str, ...] = ("/health",)  # REST paths answered without a token (add "/metrics")
+    directory: str = "security"  # under [service] data_dir: tokens.json, server.key, clients.json
+    bootstrap_admin: bool = False  # first start with no token: create an admin token, print it once
+    tls_cert: str = ""  # PEM certificate chain of the REST edge; with tls_key, the edge speaks HTTPS
+    tls_key: str = ""
+    audit: bool = True  # every state-changing op: one fsynced line in <data_dir>/audit.log
+
+    def __post_init__(self) -> None:
+        _check(bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key: set both or neither")
+        _check(all(p.startswith("/") for p in self.public_routes), "public_routes: absolute paths such as /health")
+        _check(bool(self.directory), "directory: must not be empty")
+
+
+@dataclass(frozen=True)
 class PluginSection:
     """``[plugins.NAME]``: ``enabled`` plus the plugin's own keys (checked against its config class)."""
 
@@ -172,6 +191,7 @@ class Config:
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     kernel: KernelConfig = field(default_factory=KernelConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     plugins: PluginsConfig = field(default_factory=PluginsConfig)
     source: str = "<embedded defaults>"
 
@@ -186,6 +206,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "edge": EdgeConfig,
     "kernel": KernelConfig,
     "cache": CacheConfig,
+    "security": SecurityConfig,
 }
 
 #: The seed's environment variables, and the key each overrides.
