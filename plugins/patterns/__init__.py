@@ -8,13 +8,15 @@ registry (the contract is `ml_processing.sdk.pattern.Pattern`), ``register_actor
 
 from __future__ import annotations
 
-from ml_processing.sdk import Actor, Config, Route, hookimpl
+from ml_processing.sdk import Actor, Config, Route, get_logger, hookimpl
 from ml_processing.sdk.feature import FeatureExtractor
 from ml_processing.sdk.pattern import Pattern
 
 from .actor import Patterns, PatternsConfig
-from .candles import candle_flags, candlesticks
+from .candles import apply_candle_settings, candle_flags, candlesticks
 from .chart import chart_patterns
+
+log = get_logger(__name__)
 
 
 @hookimpl
@@ -35,6 +37,14 @@ def register_feature_extractors() -> list[FeatureExtractor]:
 
 @hookimpl
 def register_actors(settings: Config) -> list[type[Actor]]:
+    """The ``patterns`` actor; and TA-Lib's candle settings put in force now, before any actor of the kernel
+    opens a TA-Lib stream (TA-Lib refuses to change them while one is open; see `apply_candle_settings`)."""
+    section = settings.plugins.sections.get("patterns")
+    wanted = section.options.get("candle_settings", {}) if section is not None else {}
+    try:
+        apply_candle_settings(wanted)
+    except RuntimeError as exc:  # streams of an earlier kernel in this process: the actor tries again at start
+        log.warning("candle_settings_deferred", error=str(exc))
     return [Patterns]
 
 

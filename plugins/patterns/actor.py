@@ -19,7 +19,7 @@ from ml_processing.sdk import Actor, BadRequest, get_logger
 from ml_processing.sdk.bars import FIELDS, check_bar, read_columns
 from ml_processing.sdk.pattern import BULLISH, Pattern, PatternStream
 
-from .candles import Candlestick, apply_candle_settings
+from .candles import Candlestick, apply_candle_settings, candle_settings
 from .chart import ChartPattern, Zigzags
 
 log = get_logger(__name__)
@@ -40,6 +40,10 @@ class PatternsConfig:
     def __post_init__(self) -> None:
         if self.signal_strength < 0:
             raise ValueError("signal_strength: must not be negative")
+        try:
+            candle_settings(self.candle_settings)
+        except BadRequest as exc:
+            raise ValueError(f"candle_settings: {exc.message}") from None
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Patterns(Actor):
     name = "patterns"
 
     async def on_start(self) -> None:
+        # in force already (the plugin applied them before any stream opened): then this changes nothing
         self.candle_settings = apply_candle_settings(self.config.candle_settings)
         self.live_patterns = self._named(list(self.config.live), "live")
         self.series: dict[tuple[str, str], _Series] = {}

@@ -6,8 +6,12 @@ every bar with 0 (nothing), +100/+200 (bullish) or -100/-200 (bearish; 200 where
 confirmed by a later bar); a non-zero answer becomes a `PatternEvent` at that bar, its sign the direction
 and its size the strength.
 
-TA-Lib's candle settings (what counts as a long body, a doji, a near price, ...) are process-wide;
-`apply_candle_settings` sets them from ``[plugins.patterns] candle_settings``.
+TA-Lib's candle settings (what counts as a long body, a doji, a near price, ...) are process-wide, TA-Lib
+offers no way to read them back, and its Python wrapper refuses to change them while any TA-Lib stream
+handle is open (a live indicator's, anywhere in the process): the streams would otherwise answer under two
+settings. So `apply_candle_settings` remembers what it put in force and changes TA-Lib only where the
+wanted settings differ; the ``patterns`` plugin applies ``[plugins.patterns] candle_settings`` when the
+kernel collects its actors, before any actor opens a stream, and again (then a no-op) when its actor starts.
 """
 
 from __future__ import annotations
@@ -91,11 +95,19 @@ def candlesticks() -> list[Pattern]:
     return [Candlestick(name) for name in talib.get_function_groups()[GROUP]]
 
 
-def apply_candle_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Set TA-Lib's candle settings: ``{"BodyDoji": {"range": "HighLow", "period": 10, "factor": 0.1}, ...}``
-    (the rest keep TA-Lib's defaults). Returns what was applied."""
-    internals._ta_restore_candle_default_settings(internals.CandleSettingType.AllCandleSettings)
-    applied = {}
+#: The candle settings in force in this process, as `apply_candle_settings` last set them ({}: TA-Lib's
+#: defaults). TA-Lib keeps them process-wide and has no getter, so this is the record.
+_in_force: dict[str, dict[str, Any]] = {}
+
+
+def candle_settings(settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"BodyDoji": {"range": "HighLow", "period": 10, "factor": 0.1}, ...}`` checked, with the
+    defaults of each entry filled in (``range`` HighLow, ``period`` 10, ``factor`` 1.0).
+
+    >>> candle_settings({"BodyDoji": {"factor": 0.5}})
+    {'BodyDoji': {'range': 'HighLow', 'period': 10, 'factor': 0.5}}
+    """
+    out = {}
     for name, spec in settings.items():
         if name not in SETTINGS:
             raise BadRequest(f"unknown candle setting {name!r} (settings: {', '.join(SETTINGS)})", field=name)
@@ -104,14 +116,38 @@ def apply_candle_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
             raise BadRequest(f"candle setting {name}: {{range = RealBody|HighLow|Shadows, period, factor}}",
                              field=name)
         period, factor = spec.get("period", 10), spec.get("factor", 1.0)
-        if isinstance(period, bool) or not isinstance(period, int) or period < 0 or \
-                isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 0:
-            raise BadRequest(f"candle setting {name}: period a non-negative integer, factor a non-negative number",
-                             field=name)
-        internals._ta_set_candle_settings(SETTINGS[name], RANGES[spec.get("range", "HighLow")], period,
-                                          float(factor))
-        applied[name] = {"range": spec.get("range", "HighLow"), "period": period, "factor": float(factor)}
-    return applied
+        if isinstance(period, bool) or not isinstance(period, int) or not 0 <= period <= 100_000 or \
+                isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0 <= factor < float("inf"):
+            raise BadRequest(f"candle setting {name}: period an integer from 0 to 100000, factor a non-negative "
+                             "number", field=name)
+        out[name] = {"range": spec.get("range", "HighLow"), "period": period, "factor": float(factor)}
+    return out
+
+
+def apply_candle_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Put `settings` in force (see `candle_settings`; the rest keep TA-Lib's defaults) and return them.
+
+    Only the settings that differ from those in force are changed, so applying the settings already in
+    force never touches TA-Lib, open streams or not. Changing one while a TA-Lib stream is open anywhere in
+    the process is refused by TA-Lib: `RuntimeError` saying which settings could not change."""
+    wanted = candle_settings(settings)
+    for name in [n for n in SETTINGS if wanted.get(n) != _in_force.get(n)]:
+        try:
+            if name in wanted:
+                spec = wanted[name]
+                internals._ta_set_candle_settings(SETTINGS[name], RANGES[spec["range"]], spec["period"],
+                                                  spec["factor"])
+            else:
+                internals._ta_restore_candle_default_settings(SETTINGS[name])
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"TA-Lib's candle setting {name} cannot change to {wanted.get(name, 'its default')} while TA-Lib "
+                f"streams are open in this process ({exc}); in force: {dict(_in_force) or 'the defaults'}") from exc
+        if name in wanted:
+            _in_force[name] = wanted[name]
+        else:
+            del _in_force[name]
+    return wanted
 
 
 class CandleFlag(FeatureExtractor):
