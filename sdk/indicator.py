@@ -19,6 +19,10 @@ registered): feeding a series bar by bar through ``update`` gives the values ``b
 Traceback (most recent call last):
 ...
 ml_processing.bus.errors.BadRequest: parameter 'timeperiod' must be >= 1, got 0
+>>> Param("window", int, 5).check(2**31)  # an int parameter fits a C int even without a declared bound
+Traceback (most recent call last):
+...
+ml_processing.bus.errors.BadRequest: parameter 'window' must be <= 2147483647, got 2147483648
 """
 
 from __future__ import annotations
@@ -36,10 +40,14 @@ from ml_processing.core.errors import BadRequest
 #: The OHLCV columns an indicator may read, in their canonical order.
 COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
+#: The bounds of a C ``int``: an integer parameter never leaves them, declared bounds or not.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: its type (int or float), default, inclusive bounds and meaning."""
+    """One parameter: its type (int or float), default, inclusive bounds and meaning. An ``int`` parameter
+    is also bounded to a C ``int`` (`INT32_MIN`, `INT32_MAX`); a ``float`` one is finite."""
 
     name: str
     type: type
@@ -63,10 +71,14 @@ class Param:
             checked = float(value)
             if not math.isfinite(checked):
                 raise BadRequest(f"parameter {self.name!r} must be finite, got {value!r}", field=self.name)
-        if self.minimum is not None and checked < self.minimum:
-            raise BadRequest(f"parameter {self.name!r} must be >= {self.minimum:g}, got {value!r}", field=self.name)
-        if self.maximum is not None and checked > self.maximum:
-            raise BadRequest(f"parameter {self.name!r} must be <= {self.maximum:g}, got {value!r}", field=self.name)
+        minimum, maximum = self.minimum, self.maximum
+        if self.type is int:
+            minimum = INT32_MIN if minimum is None else max(minimum, INT32_MIN)
+            maximum = INT32_MAX if maximum is None else min(maximum, INT32_MAX)
+        if minimum is not None and checked < minimum:
+            raise BadRequest(f"parameter {self.name!r} must be >= {_bound(minimum)}, got {value!r}", field=self.name)
+        if maximum is not None and checked > maximum:
+            raise BadRequest(f"parameter {self.name!r} must be <= {_bound(maximum)}, got {value!r}", field=self.name)
         return checked
 
     def describe(self) -> dict[str, Any]:
@@ -77,10 +89,15 @@ class Param:
         """As the generated docs write it, e.g. the name in backquotes, "=14 [1..100000]"."""
         bounds = ""
         if self.minimum is not None or self.maximum is not None:
-            lo = "" if self.minimum is None else f"{self.minimum:g}"
-            hi = "" if self.maximum is None else f"{self.maximum:g}"
+            lo = "" if self.minimum is None else _bound(self.minimum)
+            hi = "" if self.maximum is None else _bound(self.maximum)
             bounds = f" [{lo}..{hi}]"
         return f"`{self.name}`={self.default}{bounds}"
+
+
+def _bound(value: float) -> str:
+    """A bound as people write it: ``100000``, ``2147483647``, ``0.01``, ``3e+37``."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
 
 
 def resolve_params(owner: str, params: tuple[Param, ...], given: Mapping[str, Any] | None) -> dict[str, int | float]:
@@ -165,6 +182,18 @@ class IndicatorStream(ABC):
     def peek(self, bar: Mapping[str, float]) -> tuple[float, ...]:
         """The outputs if `bar` were committed next, leaving the state unchanged."""
 
+    def warm(self, columns: Mapping[str, np.ndarray]) -> tuple[float, ...]:
+        """Commit many bars at once, oldest first, as `update` would one by one; the outputs at the last
+        one (``()`` for no bars). `columns` holds one float64 array per column (at least the indicator's
+        inputs), all of one length. This is how a series held in memory or on disk warms a new stream:
+        override it where the state can be built in one pass (TA-Lib opens its handles on the history).
+        """
+        names = list(columns)
+        out: tuple[float, ...] = ()
+        for row in zip(*(columns[name].tolist() for name in names), strict=True):
+            out = self.update(dict(zip(names, row, strict=True)))
+        return out
+
 
 class RecomputeStream(IndicatorStream):
     """The fallback stream: keeps every bar and reruns `batch` (exact, but O(n) per bar)."""
@@ -182,6 +211,14 @@ class RecomputeStream(IndicatorStream):
     def update(self, bar: Mapping[str, float]) -> tuple[float, ...]:
         for c, values in self.history.items():
             values.append(float(bar[c]))
+        return self._last(None)
+
+    def warm(self, columns: Mapping[str, np.ndarray]) -> tuple[float, ...]:
+        """One `batch` over the whole history (not one per bar)."""
+        if not len(next(iter(columns.values()), ())):
+            return ()
+        for c, values in self.history.items():
+            values.extend(np.asarray(columns[c], dtype=np.float64).tolist())
         return self._last(None)
 
     def peek(self, bar: Mapping[str, float]) -> tuple[float, ...]:

@@ -1,7 +1,13 @@
-"""Every TA-Lib function of the indicator groups, registered from TA-Lib's own metadata.
+"""Every TA-Lib function but the candlestick patterns, registered from TA-Lib's own metadata.
 
 The functions are TA-Lib's, listed by ``talib.get_function_groups()``; the adapter that computes them in
-batch and through TA-Lib's stream handles is `ml_processing.sdk.talib_functions`.
+batch and through TA-Lib's stream handles is `ml_processing.sdk.talib_functions`. Every group is offered
+except "Pattern Recognition": those functions answer "pattern here or not" rather than a value, and the
+``patterns`` plugin offers them as candlestick patterns. The math operators that read two series (``ADD``,
+``SUB``, ``MULT``, ``DIV``) read TA-Lib's default columns for them, ``high`` and ``low``.
+
+>>> len(talib_indicators()) == sum(len(talib.get_function_groups()[g]) for g in GROUPS)
+True
 """
 
 from __future__ import annotations
@@ -11,11 +17,14 @@ import talib
 from ml_processing.sdk.indicator import Indicator
 from ml_processing.sdk.talib_functions import TalibIndicator, TalibStream
 
-__all__ = ["GROUPS", "TalibIndicator", "TalibStream", "talib_indicators"]
+__all__ = ["EXCLUDED", "GROUPS", "TalibIndicator", "TalibStream", "talib_indicators"]
 
-#: The TA-Lib groups that are indicators (candlestick patterns and math operators are not).
+#: The TA-Lib groups offered as indicators.
 GROUPS: tuple[str, ...] = ("Overlap Studies", "Momentum Indicators", "Volume Indicators", "Volatility Indicators",
-                           "Cycle Indicators", "Statistic Functions", "Price Transform")
+                           "Cycle Indicators", "Statistic Functions", "Price Transform", "Math Operators",
+                           "Math Transform")
+#: The TA-Lib groups left out, and why.
+EXCLUDED: dict[str, str] = {"Pattern Recognition": "candlestick patterns: offered by the patterns plugin"}
 
 
 def talib_indicators() -> list[Indicator]:

@@ -16,7 +16,8 @@ from ml_processing.core.errors import BadRequest, TooLarge
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.indicators import builtin_indicators
 from ml_processing.plugins.indicators.compute import MAX_BARS, compute, parse_indicators
-from ml_processing.plugins.indicators.talib_indicators import GROUPS, talib_indicators
+from ml_processing.plugins.indicators.talib_indicators import EXCLUDED, GROUPS, talib_indicators
+from ml_processing.sdk.talib_functions import TalibIndicator, parameter_ranges
 from tests.conftest import make_config
 
 REGISTRY = {i.name: i for i in builtin_indicators()}
@@ -42,6 +43,77 @@ def test_registry_is_every_function_of_the_indicator_groups() -> None:
     assert set(TALIB) == expected
     assert set(REGISTRY) == expected | {"ICHIMOKU", "VWAP_SESSION"}
     assert not {name for name in groups["Pattern Recognition"]} & set(REGISTRY)
+    assert set(GROUPS) | set(EXCLUDED) == set(groups)  # every TA-Lib group: offered, or left out with a reason
+    assert {"ADD", "SUB", "MULT", "DIV", "MAX", "MIN", "SUM", "MAXINDEX", "SIN", "COS", "LN", "LOG10", "SQRT",
+            "EXP"} <= set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted({*talib.get_function_groups()["Math Operators"],
+                                         *talib.get_function_groups()["Math Transform"]}))
+def test_math_operators_and_transforms_equal_talib_in_batch_and_live(name: str) -> None:
+    data = ohlcv(200)
+    indicator = REGISTRY[name]
+    params = indicator.resolve({})
+    direct = getattr(talib, name)(*(data[c] for c in indicator.inputs), **params)
+    direct = direct if isinstance(direct, (list, tuple)) else (direct,)
+    start = indicator.lookback(params)
+    batch = indicator.batch(data, params)
+    stream = indicator.stream(params)
+    live = [stream.update({c: float(data[c][i]) for c in indicator.inputs}) for i in range(200)]
+    for k, expected in enumerate(direct):
+        expected = np.asarray(expected, dtype=np.float64)
+        np.testing.assert_array_equal(batch[k][start:], expected[start:])
+        np.testing.assert_array_equal([row[k] for row in live][start:], expected[start:])
+
+
+@pytest.mark.parametrize(("name", "params", "field", "words"), [
+    ("SMA", {"timeperiod": 2**31}, "timeperiod", "<= 100000"),  # was a 500 (OverflowError)
+    ("SMA", {"timeperiod": 2**70}, "timeperiod", "<= 100000"),
+    ("SMA", {"timeperiod": 100_001}, "timeperiod", "<= 100000"),
+    ("SMA", {"timeperiod": -(2**31)}, "timeperiod", ">= 1"),  # TA-Lib's "default" sentinel: refused too
+    ("RSI", {"timeperiod": 1}, "timeperiod", ">= 2"),
+    ("BBANDS", {"matype": 14}, "matype", "<= 13"),
+    ("BBANDS", {"nbdevup": 1e38}, "nbdevup", "<= 3e+37"),
+    ("BBANDS", {"nbdevup": True}, "nbdevup", "must be a number"),
+    ("T3", {"vfactor": 1.5}, "vfactor", "<= 1"),
+    ("MAMA", {"fastlimit": 0.0}, "fastlimit", ">= 0.01"),
+    ("ICHIMOKU", {"tenkan": 2**31}, "tenkan", "<= 100000"),
+])
+def test_parameters_are_bounded_by_talib_and_the_c_type(name: str, params: dict[str, Any], field: str,
+                                                         words: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_indicators([{"name": name, "params": params}], REGISTRY)
+    assert caught.value.field == f"indicators[0].params.{field}"
+    assert words in caught.value.message
+
+
+def test_talib_parameter_ranges_come_from_talib() -> None:
+    sma, rsi, bbands = (TalibIndicator(n) for n in ("SMA", "RSI", "BBANDS"))
+    assert (sma.params[0].minimum, sma.params[0].maximum) == (1, 100_000)
+    assert (rsi.params[0].minimum, rsi.params[0].maximum) == (2, 100_000)
+    assert [value for value, _ in parameter_ranges("BBANDS")[3].choices] == list(range(14))  # type: ignore[union-attr]
+    for matype in range(14):  # every value TA-Lib lists is one TA-Lib computes
+        assert not np.isnan(bbands.batch(ohlcv(300), bbands.resolve({"matype": matype}))[0][-1])
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_warming_a_stream_at_once_equals_feeding_it_bar_by_bar(name: str) -> None:
+    """`IndicatorStream.warm` (how held and saved bars warm a new stream) leaves the state `update` leaves."""
+    data = ohlcv(300)
+    data["close"][:2] = np.nan  # a leading gap and one inside
+    data["close"][120:123] = np.nan
+    indicator = REGISTRY[name]
+    params = indicator.resolve({})
+    one_by_one, at_once = indicator.stream(params), indicator.stream(params)
+    for i in range(300):
+        last = one_by_one.update({c: float(v[i]) for c, v in data.items()})
+    assert _same(at_once.warm(data), last)
+    following = {c: float(v[-1]) * 1.01 for c, v in data.items()} | {"ts": float(data["ts"][-1] + 3_600_000)}
+    assert _same(at_once.update(following), one_by_one.update(following))
+
+
+def _same(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return len(a) == len(b) and all((x != x and y != y) or x == pytest.approx(y, rel=1e-9) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("name", sorted(TALIB))
