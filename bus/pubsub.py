@@ -24,7 +24,7 @@ import zmq
 
 from . import codec
 from .errors import CodecError, MlpError
-from .mdp import SocketReader, send_frames
+from .mdp.frames import SocketReader, send_frames
 
 log = structlog.get_logger(__name__)
 

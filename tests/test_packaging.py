@@ -88,7 +88,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_normal_install_lands_under_the_namespace_only(installed: Path) -> None:
-    for rel in ("ml_processing/core/kernel.py", "ml_processing/bus/mdp.py", "ml_processing/bus/edge/app.py",
+    for rel in ("ml_processing/core/kernel.py", "ml_processing/bus/mdp/__init__.py", "ml_processing/bus/edge/app.py",
                 "ml_processing/plugins/_template/__init__.py"):
         assert (installed / rel).is_file(), f"{rel} missing from the install"
     for stray in ("core", "bus", "plugins", "tests"):

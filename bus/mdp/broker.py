@@ -1,0 +1,262 @@
+"""The MDP/0.2 broker: one ROUTER socket for clients and workers, and services in its own process.
+
+The broker serves *local services*: objects in the broker's own process that take a decoded request and
+return its result. A request for a local service is answered by calling it directly, with no extra socket
+hop; every other service is served by remote workers (`ServiceTable`), over which the broker spreads
+requests (least recently used first). A request for a service that has neither gets an ``unavailable``
+error at once, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+from collections.abc import Awaitable
+from typing import Any
+
+import structlog
+import zmq
+
+from .. import codec
+from ..errors import CodecError, InternalError, MlpError, Timeout, Unavailable
+from .clock import ClockLike, monotonic_of
+from .frames import CLIENT, DIALECTS, EMPTY, MMI_SERVICE, RFC, WORKER, Dialect, SocketReader, service_name
+from .sending import LOCAL_ADDR
+from .services import ServiceTable
+from .serving import LocalService, is_plain, serve_request
+
+log = structlog.get_logger(__name__)
+
+
+class Broker(ServiceTable):
+    """An asyncio MDP/0.2 broker on one ROUTER socket, bound to any number of endpoints.
+
+    Heartbeats, worker expiry and request deadlines read `clock` (anything with ``monotonic()``, or a
+    callable returning seconds; real time by default), so a test can move time instead of sleeping.
+    """
+
+    def __init__(self, context: zmq.Context[Any], endpoints: list[str], *, heartbeat_interval: float = 2.5,
+                 liveness: int = 3, request_timeout: float = 10.0, max_queue: int = 10_000,
+                 hwm: int = 100_000, max_message_bytes: int = -1, clock: ClockLike | None = None) -> None:
+        super().__init__(heartbeat_interval=heartbeat_interval, liveness=liveness,
+                         request_timeout=request_timeout, max_queue=max_queue, monotonic=monotonic_of(clock))
+        # plain sockets: the broker polls their file descriptors itself
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
+        self.endpoints = list(endpoints)
+        self._hwm = hwm
+        self._max_message = max_message_bytes
+        self._local: dict[bytes, LocalService] = {}
+        self._ids = itertools.count(1)
+        self._closing = False
+        self._timer: asyncio.Task[None] | None = None
+        self.bound: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> list[str]:
+        """Bind every endpoint and start serving; returns the bound endpoints (``*`` ports resolved)."""
+        sock = self._context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        sock.setsockopt(zmq.SNDHWM, self._hwm)
+        sock.setsockopt(zmq.RCVHWM, self._hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_message)  # a larger frame disconnects its sender
+        try:
+            for endpoint in self.endpoints:
+                sock.bind(endpoint)
+                self.bound.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        self._sock = sock
+        self._reader = SocketReader(sock, self._on_message)
+        self._timer = asyncio.create_task(self._housekeeping(), name="mdp-broker-housekeeping")
+        log.info("broker_started", endpoints=self.bound)
+        return self.bound
+
+    def stop_accepting(self) -> None:
+        """From now on every new request is answered ``unavailable`` (shutting down)."""
+        self._closing = True
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no request is in flight; False if the deadline passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._sock is not None:
+            self._disconnect_workers()
+            self._sock.close(linger=0)
+            self._sock = None
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(Unavailable("broker stopped"))
+        log.info("broker_stopped")
+
+    # -- local services and in-process requests ----------------------------------------------------
+
+    def attach(self, service: str, handler: LocalService) -> None:
+        """Serve `service` in this process by calling `handler` (no socket hop)."""
+        self._local[service.encode()] = handler
+
+    def detach(self, service: str) -> None:
+        self._local.pop(service.encode(), None)
+
+    def has_service(self, service: str | bytes) -> bool:
+        name = service.encode() if isinstance(service, str) else service
+        if name in self._local:
+            return True
+        svc = self._services.get(name)
+        return bool(svc and svc.workers)
+
+    def services(self) -> dict[str, dict[str, Any]]:
+        """Every service the broker knows: local or remote, worker counts, queue depth, requests."""
+        out: dict[str, dict[str, Any]] = {}
+        for name in self._local:
+            out[service_name(name)] = {"local": True, "workers": 0, "idle": 0, "queued": 0}
+        for name, svc in self._services.items():
+            entry = out.setdefault(service_name(name), {"local": False})
+            entry.update(workers=len(svc.workers), idle=len(svc.idle), queued=len(svc.queue),
+                         requests=svc.requests)
+        return out
+
+    async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
+                      rid: str | None = None, timeout: float | None = None) -> Any:
+        """Make a request from inside the broker's process: direct call when local, else via a worker."""
+        name = service.encode()
+        if self._closing:
+            raise Unavailable("service is shutting down")
+        local = self._local.get(name)
+        if local is not None:
+            self.stats.local_requests += 1
+            try:
+                result = local(codec.Request(op, args if args is not None else {}, rid))
+                if not is_plain(result) and inspect.isawaitable(result):
+                    self._begin()
+                    try:
+                        async with asyncio.timeout(timeout or self.request_timeout):
+                            result = await result
+                    except TimeoutError:
+                        self.stats.timeouts += 1
+                        raise Timeout(f"service {service!r} did not answer op {op!r} in time") from None
+                    finally:
+                        self._end()
+            except MlpError:
+                raise
+            except Exception as exc:  # as on the socket path: a LocalService bug becomes `internal`
+                log.error("service_handler_failed", service=service, op=op, rid=rid, exc_info=exc)
+                raise InternalError(f"{type(exc).__name__}: {exc}") from None
+            return result
+        body = codec.encode_request(op, args, rid=rid)
+        addr = LOCAL_ADDR + next(self._ids).to_bytes(8, "little")
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiters[addr] = fut
+        self._begin()
+        try:
+            self._route(name, addr, RFC, [body], self._monotonic() + (timeout or self.request_timeout))
+            if not fut.done():
+                self._reader_kick()
+            reply = await fut
+        finally:
+            self._waiters.pop(addr, None)
+            self._end()
+        return codec.decode_reply(reply)
+
+    # -- the socket side ---------------------------------------------------------------------------
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        try:
+            if len(frames) < 3:
+                raise CodecError(f"MDP message too short ({len(frames)} frames)")
+            sender = frames[0]
+            if frames[1] == EMPTY:
+                delimited, header, rest = True, frames[2], frames[3:]
+            else:
+                delimited, header, rest = False, frames[1], frames[2:]
+            if header == CLIENT:
+                self._on_client(sender, delimited, rest)
+            elif header == WORKER:
+                self._on_worker(sender, delimited, rest)
+            else:
+                raise CodecError(f"unknown protocol header {header[:16]!r}")
+        except CodecError as exc:
+            self.stats.malformed += 1
+            log.warning("malformed_frame_dropped", error=exc.message, frames=len(frames))
+        except Exception as exc:  # a peer must never take the broker down
+            self.stats.malformed += 1
+            log.error("message_handling_failed", frames=len(frames), exc_info=exc)
+
+    def _on_client(self, client: bytes, delimited: bool, rest: list[bytes]) -> None:
+        dialect = DIALECTS.get((delimited, rest[0] if rest else b""))
+        if dialect is None or len(rest) < 2:
+            raise CodecError("client message must be REQUEST, service, body")
+        service = rest[1]
+        body = rest[2:]
+        self.stats.requests += 1
+        if self._closing:
+            self._reply_error(client, dialect, service, Unavailable("service is shutting down"))
+        elif service.startswith(b"mmi."):
+            self._on_mmi(client, dialect, service, body)
+        elif service in self._local:
+            self._call_local(client, dialect, service, body)
+        else:
+            self._route(service, client, dialect, body, self._monotonic() + self.request_timeout)
+
+    def _on_mmi(self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes]) -> None:
+        if service == MMI_SERVICE:
+            code = b"200" if body and self.has_service(body[0]) else b"404"
+        else:
+            code = b"501"
+        self._send_client(client, dialect, service, [code])
+
+    def _call_local(self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes]) -> None:
+        self.stats.local_requests += 1
+        reply = serve_request(self._local[service], body, self._count_malformed)
+        if isinstance(reply, bytes):
+            self._send_client(client, dialect, service, [reply])
+        else:
+            self._spawn(self._finish_local(client, dialect, service, reply))
+
+    async def _finish_local(self, client: bytes, dialect: Dialect, service: bytes,
+                            pending: Awaitable[bytes]) -> None:
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                reply = await pending
+        except TimeoutError:
+            self.stats.timeouts += 1
+            reply = codec.encode_error(Timeout(f"service {service_name(service)!r} did not answer in time"))
+        except asyncio.CancelledError:  # the drain deadline passed: answer rather than leave the client waiting
+            self._send_client(client, dialect, service, [codec.encode_error(
+                Unavailable(f"service {service_name(service)!r} shut down before answering"))])
+            raise
+        self._send_client(client, dialect, service, [reply])
+
+    # -- timers ------------------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        """Expire silent workers and late requests, heartbeat the workers; ticks in real time, reads the clock."""
+        period = min(self.heartbeat_interval, 0.25)
+        last_beat = 0.0
+        while True:
+            await asyncio.sleep(period)
+            now = self._monotonic()
+            try:
+                self._expire(now)
+                if now - last_beat >= self.heartbeat_interval:
+                    last_beat = now
+                    self._heartbeat_workers()
+                self._reader_kick()
+            except Exception as exc:  # the timer must survive anything
+                log.error("broker_housekeeping_failed", exc_info=exc)

@@ -1,0 +1,181 @@
+"""MDP/0.2 clients: a blocking one for scripts and benchmarks, an asyncio one with a socket pool."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+import zmq
+import zmq.asyncio
+
+from .. import codec
+from ..errors import CodecError, Timeout, Unavailable
+from .frames import C_FINAL, CLIENT, MMI_SERVICE, MORE, REQUEST, SocketReader, send_frames
+
+log = structlog.get_logger(__name__)
+
+
+def _reply_frames(frames: list[bytes], service: bytes) -> list[bytes]:
+    """The body frames of a FINAL reply to a request for `service`."""
+    if len(frames) < 3 or frames[0] != CLIENT or frames[1] != C_FINAL:
+        raise CodecError(f"malformed MDP reply ({len(frames)} frames)")
+    if frames[2] != service:
+        raise CodecError(f"reply for service {frames[2]!r}, expected {service!r}")
+    return frames[3:]
+
+
+def _reply_body(frames: list[bytes], service: bytes) -> bytes:
+    body = _reply_frames(frames, service)
+    if len(body) != 1:
+        raise CodecError(f"reply must carry one body frame, got {len(body)}")
+    return body[0]
+
+
+class Client:
+    """A blocking MDP/0.2 client for scripts and benchmarks: one request at a time.
+
+    >>> # with Client("tcp://127.0.0.1:5555") as c: c.request("kernel", "ping")
+    """
+
+    def __init__(self, broker: str, *, timeout: float = 5.0, context: zmq.Context[Any] | None = None) -> None:
+        self.broker = broker
+        self.timeout = timeout
+        self._context = context or zmq.Context.instance()
+        self._sock = self._connect()
+
+    def _connect(self) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, int(self.timeout * 1000))
+        sock.connect(self.broker)
+        return sock
+
+    def request_raw(self, service: str, body: bytes, *, timeout: float | None = None) -> bytes:
+        """Send one body frame, return the reply's body frame."""
+        name = service.encode()
+        sock = self._sock
+        if timeout is not None:
+            sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
+        try:
+            sock.send(CLIENT, MORE)
+            sock.send(REQUEST, MORE)
+            sock.send(name, MORE)
+            sock.send(body, 0)
+            frame = sock.recv(0, copy=False)  # blocks up to RCVTIMEO
+            frames = [frame.bytes]
+            while frame.more:
+                frame = sock.recv(0, copy=False)
+                frames.append(frame.bytes)
+        except zmq.Again:
+            sock.close(linger=0)  # a late reply must never answer the next request
+            self._sock = self._connect()
+            raise Timeout(f"no reply from service {service!r} within {timeout or self.timeout}s") from None
+        finally:
+            if timeout is not None and not sock.closed:
+                sock.setsockopt(zmq.RCVTIMEO, int(self.timeout * 1000))
+        return _reply_body(frames, name)
+
+    def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
+                timeout: float | None = None, rid: str | None = None) -> Any:
+        return codec.decode_reply(self.request_raw(service, codec.encode_request(op, args, rid=rid),
+                                                   timeout=timeout))
+
+    def mmi_service(self, service: str, *, timeout: float | None = None) -> bool:
+        """RFC 8: does the broker have `service`?"""
+        return self.request_raw(MMI_SERVICE.decode(), service.encode(), timeout=timeout) == b"200"
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Connection:
+    """One DEALER socket of an `AsyncClient`, read from the event loop like the broker's own socket."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], broker: str) -> None:
+        self.sock: zmq.Socket[bytes] = context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(broker)
+        self.waiter: asyncio.Future[list[bytes]] | None = None
+        self.reader = SocketReader(self.sock, self._on_message)
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(frames)
+        else:  # cannot happen: a socket whose request timed out is closed, never reused
+            log.warning("unexpected_reply_dropped", frames=len(frames))
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close(linger=0)
+
+
+def _expire(waiter: asyncio.Future[list[bytes]], message: str) -> None:
+    if not waiter.done():
+        waiter.set_exception(Timeout(message))
+
+
+class AsyncClient:
+    """An asyncio MDP/0.2 client; concurrent requests each take a socket from a pool.
+
+    MDP replies carry no correlation id, so a socket has at most one request outstanding; a socket
+    whose request timed out is closed rather than reused. Sockets are plain ZeroMQ sockets whose file
+    descriptors the event loop watches (as the broker does), which costs far less than ``zmq.asyncio``.
+    """
+
+    def __init__(self, broker: str, *, timeout: float = 5.0,
+                 context: zmq.asyncio.Context | zmq.Context[Any] | None = None) -> None:
+        self.broker = broker
+        self.timeout = timeout
+        self._owner = context if context is not None else zmq.asyncio.Context.instance()  # keeps it alive
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self._owner.underlying)
+        self._idle: list[_Connection] = []
+        self._closed = False
+
+    async def request_raw(self, service: str, frames: list[bytes], *, timeout: float | None = None) -> list[bytes]:
+        if self._closed:
+            raise Unavailable("client closed")
+        conn = self._idle.pop() if self._idle else _Connection(self._context, self.broker)
+        name = service.encode()
+        loop = asyncio.get_running_loop()
+        waiter = conn.waiter = loop.create_future()
+        seconds = timeout or self.timeout
+        timer = loop.call_later(seconds, _expire, waiter, f"no reply from service {service!r} within {seconds}s")
+        try:
+            send_frames(conn.sock, [CLIENT, REQUEST, name, *frames])
+            conn.reader.kick()
+            reply = await waiter
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            timer.cancel()
+            conn.waiter = None
+        if self._closed:
+            conn.close()
+        else:
+            self._idle.append(conn)
+        return _reply_frames(reply, name)
+
+    async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
+                      timeout: float | None = None, rid: str | None = None) -> Any:
+        body = await self.request_raw(service, [codec.encode_request(op, args, rid=rid)], timeout=timeout)
+        if not body:
+            raise CodecError("reply without body")
+        return codec.decode_reply(body[0])
+
+    async def mmi_service(self, service: str) -> bool:
+        return (await self.request_raw(MMI_SERVICE.decode(), [service.encode()])) == [b"200"]
+
+    def close(self) -> None:
+        self._closed = True
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()

@@ -1,0 +1,126 @@
+"""The broker's socket side: replies to clients, answers to in-process requesters, in-flight accounting.
+
+`BrokerSocket` is the base of the broker's classes: `ServiceTable` (remote services and their workers)
+builds on it and `Broker` on that. A request from the broker's own process waits on a future keyed by a
+made-up client address (see `LOCAL_ADDR`) instead of a socket; the senders here answer either kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+import structlog
+import zmq
+
+from .. import codec
+from ..errors import MlpError
+from .frames import CLIENT, EMPTY, Dialect, SocketReader, send_frames
+
+log = structlog.get_logger(__name__)
+
+LOCAL_ADDR = b"\xff\x00mlp-local-"  # prefix of in-process requesters' addresses (kept in `_waiters`)
+
+
+@dataclass
+class BrokerStats:
+    requests: int = 0
+    local_requests: int = 0
+    errors: int = 0
+    malformed: int = 0
+    timeouts: int = 0
+    workers_expired: int = 0
+
+
+@dataclass
+class Pending:
+    """A request waiting for a worker, or held by one, until its reply or its deadline."""
+
+    client: bytes
+    dialect: Dialect
+    body: list[bytes]
+    deadline: float
+
+
+class BrokerSocket:
+    """Sends on the broker's ROUTER socket and counts what is in flight (for `Broker.drain`)."""
+
+    def __init__(self) -> None:
+        self._sock: zmq.Socket[bytes] | None = None
+        self._reader: SocketReader | None = None
+        self._waiters: dict[bytes, asyncio.Future[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stats = BrokerStats()
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    def _fail_pending(self, pending: Pending, service: bytes, error: MlpError) -> None:
+        fut = self._waiters.get(pending.client)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(codec.encode_error(error))
+            return
+        self._reply_error(pending.client, pending.dialect, service, error)
+        self._end()
+
+    def _reply_error(self, client: bytes, dialect: Dialect, service: bytes, error: MlpError) -> None:
+        self.stats.errors += 1
+        fut = self._waiters.get(client)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(codec.encode_error(error))
+            return
+        self._send_client(client, dialect, service, [codec.encode_error(error)])
+
+    def _send_client(self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes],
+                     *, final: bool = True) -> None:
+        if self._sock is None:
+            return
+        command = dialect.final if final else dialect.partial
+        frames = [client, EMPTY, CLIENT, command, service, *body] if dialect.delimited else \
+            [client, CLIENT, command, service, *body]
+        try:
+            send_frames(self._sock, frames)
+        except zmq.ZMQError as exc:
+            log.warning("reply_not_sent", error=str(exc))
+
+    def _count_malformed(self) -> None:
+        self.stats.malformed += 1
+
+    def _reader_kick(self) -> None:
+        if self._reader is not None:
+            self._reader.kick()
+
+    # -- in-flight accounting (drain) --------------------------------------------------------------
+
+    def _begin(self) -> None:
+        self._inflight += 1
+        self._idle.clear()
+
+    def _end(self) -> None:
+        self._inflight -= 1
+        if self._inflight <= 0:
+            self._inflight = 0
+            self._idle.set()
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        self._begin()
+
+        async def run() -> None:
+            try:
+                await coro
+            finally:
+                self._end()
+                self._reader_kick()
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

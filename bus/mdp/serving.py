@@ -1,0 +1,86 @@
+"""Serving one request: decode the body, call a local service, encode its reply; failures become replies.
+
+Both the broker (for services in its own process) and the worker (for the service it serves) answer
+through `serve_request`, so a request is answered the same way wherever its service runs.
+
+>>> from ml_processing.bus import codec
+>>> reply = serve_request(lambda request: {"echo": request.op}, [codec.encode_request("ping")])
+>>> codec.decode_reply(reply)
+{'echo': 'ping'}
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import structlog
+
+from .. import codec
+from ..errors import CodecError, InternalError, MlpError
+
+log = structlog.get_logger(__name__)
+
+
+class LocalService(Protocol):
+    """What the broker calls for a service living in its own process."""
+
+    def __call__(self, request: codec.Request) -> Any:
+        """Return the result (or an awaitable of it); raise `MlpError` for an error reply."""
+
+
+_PLAIN_TYPES = frozenset({dict, list, str, int, float, bool, type(None), bytes, tuple})
+
+
+def is_plain(result: Any) -> bool:
+    """True for the result types of synchronous handlers (skips the slower awaitable check)."""
+    return type(result) in _PLAIN_TYPES
+
+
+def serve_request(handler: LocalService, body: list[bytes],
+                  on_malformed: Callable[[], None] | None = None) -> bytes | Awaitable[bytes]:
+    """Decode a request body, call `handler`, encode its reply; every failure becomes an error reply.
+
+    Returns the reply frame at once when the handler answered synchronously, else an awaitable of it. A
+    body that is not a valid request is answered ``bad_request`` and reported to `on_malformed`.
+    """
+    try:
+        if len(body) != 1:
+            raise CodecError(f"request must carry exactly one body frame, got {len(body)}")
+        request = codec.decode_request(body[0])
+    except CodecError as exc:
+        if on_malformed is not None:
+            on_malformed()
+        log.warning("malformed_request", error=exc.message)
+        return codec.encode_error(exc)
+    try:
+        result = handler(request)
+    except MlpError as exc:
+        return codec.encode_error(exc)
+    except Exception as exc:  # a LocalService should never leak one; answer, log, keep serving
+        log.error("service_handler_failed", op=request.op, rid=request.rid, exc_info=exc)
+        return codec.encode_error(InternalError(f"{type(exc).__name__}: {exc}"))
+    if not is_plain(result) and inspect.isawaitable(result):
+        return _reply_when_done(result, request)
+    return _encode_result(result, request)
+
+
+async def _reply_when_done(pending: Awaitable[Any], request: codec.Request) -> bytes:
+    try:
+        result = await pending
+    except MlpError as exc:
+        return codec.encode_error(exc)
+    except Exception as exc:
+        log.error("service_handler_failed", op=request.op, rid=request.rid, exc_info=exc)
+        return codec.encode_error(InternalError(f"{type(exc).__name__}: {exc}"))
+    return _encode_result(result, request)
+
+
+def _encode_result(result: Any, request: codec.Request) -> bytes:
+    try:
+        return codec.encode_reply(result)
+    except CodecError as exc:  # the handler's fault, not the client's
+        log.error("result_not_encodable", op=request.op, rid=request.rid, error=exc.message)
+        return codec.encode_error(InternalError(f"op {request.op!r} returned a result that cannot be encoded: "
+                                                f"{exc.message}"))
