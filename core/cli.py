@@ -1,21 +1,41 @@
-"""The ``ml-processing`` command: ``serve``, ``worker``, ``plugins``, ``replay``."""
+"""The ``ml-processing`` command: ``serve``, ``worker``, ``plugins``, and the commands plugins add.
+
+The built-in commands run the kernel. Every other command comes from a plugin's ``register_commands``
+hook (`Command`), as Datasette's do: the CLI loads the plugins as ``ml-processing plugins`` does (the
+configuration of ``--config`` or ``MLP_CONFIG``, entry points unless ``MLP_DISABLE_AUTOLOAD=1``) and adds
+each command as a subcommand. A command that cannot be added (its hook raises, it is not a `Command`, its
+name is taken, its options do not build) is reported on stderr by plugin and name; the others still work.
+
+>>> _peek(["replay", "--bars", "10", "-c", "my.toml"])
+('replay', 'my.toml')
+>>> _peek(["--help"])
+(None, None)
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import sys
-from collections.abc import Coroutine, Sequence
+import textwrap
+from collections.abc import Awaitable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import zmq
 
-from . import log, replay
+from . import log
+from .commands import Command
 from .config import LOG_LEVELS, Config, load_config
 from .errors import ConfigError
 from .kernel import VERSION, Kernel
 from .memory import retain_freed_memory
+from .plugins import PluginHost
+
+__all__ = ["Command", "main"]
+
+BUILTIN_COMMANDS = ("serve", "worker", "plugins")
 
 DESCRIPTION = """\
 ml-processing: low-latency technical analysis and machine learning for trading systems.
@@ -25,52 +45,158 @@ stream over pub/sub (publish to :5556, subscribe to :5557); scripts use the REST
 Configuration: plugins.toml (--config, or MLP_CONFIG), environment variables on top; with neither,
 the embedded defaults."""
 
-EPILOG = """\
+COMMANDS = """\
 commands:
   serve    run the whole service: broker, pub/sub proxy, every plugin's actors, REST edge.
            SIGTERM/SIGINT drain in-flight requests (up to [kernel] drain_timeout_s), save state, exit 0.
   worker   run the configured plugins' actors as MDP workers of a remote broker (--broker), to add
            capacity from another process or host; no broker, proxy or REST edge of its own.
-  plugins  list every plugin: where it came from, its status, hooks, actors and routes.
-  replay   replay bars (a CSV file or a seeded synthetic market) through an in-process service over
-           pub/sub, on its own loopback ports and a temporary data directory; writes report.json and
-           report.html (prequential accuracy, ensemble weights, throughput) into --out.
+  plugins  list every plugin: where it came from, its status, hooks, actors and routes."""
 
+ENVIRONMENT = """\
 environment: MLP_<SECTION>_<KEY> overrides any key (MLP_EDGE_PORT=8010), plus MODEL_CACHE_SIZE,
 FEATURE_CACHE_TTL, PREDICTION_CACHE_TTL, LOG_LEVEL, ENV; MLP_DISABLE_AUTOLOAD=1 skips entry-point plugins."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ml-processing", description=DESCRIPTION, epilog=EPILOG,
+def _peek(argv: Sequence[str]) -> tuple[str | None, str | None]:
+    """(the command word, the ``--config`` value) of `argv`, read before the parser that knows every
+    command exists (the plugins that add commands are found through the configuration)."""
+    command = config = None
+    args = iter(argv)
+    for arg in args:
+        if arg in ("--config", "-c"):
+            config = next(args, None)
+        elif arg.startswith("--config="):
+            config = arg.partition("=")[2]
+        elif arg.startswith("-c") and not arg.startswith("--"):
+            config = arg[2:]
+        elif command is None and not arg.startswith("-"):
+            command = arg
+    return command, config
+
+
+def _epilog(commands: dict[str, tuple[str, Command]]) -> str:
+    lines = [COMMANDS]
+    if commands:
+        lines.append("\ncommands added by plugins:")
+        for name, (plugin, command) in commands.items():
+            text = f"{command.help} (plugin {plugin})"
+            lines.append(textwrap.fill(text, 104, initial_indent=f"  {name:<8} ", subsequent_indent=" " * 11))
+    return "\n".join([*lines, "", ENVIRONMENT])
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", metavar="FILE",
+                        help="plugins.toml to read (default: $MLP_CONFIG, else the embedded defaults)")
+
+
+def _parser(commands: dict[str, tuple[str, Command]]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ml-processing", description=DESCRIPTION, epilog=_epilog(commands),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"ml-processing {VERSION}")
-    sub = parser.add_subparsers(dest="command", metavar="{serve,worker,plugins,replay}", required=True)
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", "-c", metavar="FILE",
-                       help="plugins.toml to read (default: $MLP_CONFIG, else the embedded defaults)")
-
+    names = ",".join([*BUILTIN_COMMANDS, *commands])
+    sub = parser.add_subparsers(dest="command", metavar=f"{{{names}}}", required=True)
     serve = sub.add_parser("serve", help="run the service (broker, pub/sub, actors, REST edge)",
                            description="Run the whole service on this host.")
-    common(serve)
+    _common(serve)
     worker = sub.add_parser("worker", help="serve this host's actors for a remote broker",
                             description="Join a remote broker: each configured actor becomes an MDP worker.")
-    common(worker)
+    _common(worker)
     worker.add_argument("--broker", metavar="ENDPOINT",
                         help="broker to join, e.g. tcp://HOST:5555 (default: [bus] broker_connect)")
     plugins = sub.add_parser("plugins", help="list plugins, their source, hooks and actors",
                              description="Discover plugins as `serve` would and report each one.")
-    common(plugins)
+    _common(plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    replayer = sub.add_parser("replay", help="replay bars through an in-process service and write a report",
-                              description="Publish bars through the live path of an in-process service "
-                                          "(its own loopback ports and temporary data directory) and report "
-                                          "predictions, signals, prequential accuracy, ensemble weights and "
-                                          "throughput. Exit codes: 0 done, 1 the replay failed, 2 bad "
-                                          "arguments or CSV.")
-    common(replayer)
-    replay.add_arguments(replayer)
+    for name, (_, command) in commands.items():
+        _add_command(sub.add_parser(name, help=command.help, description=command.description or command.help),
+                     command)
     return parser
+
+
+def _add_command(parser: argparse.ArgumentParser, command: Command) -> None:
+    _common(parser)
+    command.add_arguments(parser)
+
+
+# -- commands from plugins -------------------------------------------------------------------------------
+
+
+def plugin_commands(config: Config) -> dict[str, tuple[str, Command]]:
+    """Command name -> (plugin, `Command`) of every loaded plugin's ``register_commands``, in plugin order.
+
+    `ConfigError` when a plugin's section of the configuration is wrong. A command that cannot be added is
+    left out and reported on stderr, naming its plugin.
+    """
+    host = PluginHost(config)
+    host.load()
+    hook = host.pm.hook.register_commands
+    implementers = [impl.plugin_name for impl in hook.get_hookimpls()]
+    found: dict[str, tuple[str, Command]] = {}
+    answered = set()
+    for plugin, result in host.call_each("register_commands"):
+        answered.add(plugin)
+        for item in _items(plugin, result):
+            problem = _problem(item, found)
+            if problem:
+                _report(plugin, problem)
+                continue
+            found[item.name] = (plugin, item)
+    for plugin in implementers:
+        info = host.infos.get(plugin)
+        if plugin not in answered and info is not None and info.error:
+            _report(plugin, f"{info.error}; its commands are left out")
+    return found
+
+
+def _items(plugin: str, result: Any) -> list[Any]:
+    if isinstance(result, Command):
+        return [result]
+    if isinstance(result, Iterable) and not isinstance(result, (str, bytes)):
+        return list(result)
+    _report(plugin, f"register_commands must return Command objects, got {result!r:.80}")
+    return []
+
+
+def _problem(item: Any, found: dict[str, tuple[str, Command]]) -> str | None:
+    """Why `item` cannot be a subcommand, or None."""
+    if not isinstance(item, Command):
+        return f"register_commands returned {item!r:.80}, not a Command; left out"
+    if item.name in BUILTIN_COMMANDS:
+        return f"command {item.name!r} is a built-in command; left out"
+    if item.name in found:
+        return f"command {item.name!r} is already added by plugin {found[item.name][0]!r}; left out"
+    try:
+        _add_command(argparse.ArgumentParser(prog=f"ml-processing {item.name}"), item)
+    except Exception as exc:  # a plugin's code: any error leaves the command out
+        return f"command {item.name!r}: its arguments do not build ({type(exc).__name__}: {exc}); left out"
+    return None
+
+
+def _report(plugin: str, problem: str) -> None:
+    print(f"ml-processing: plugin {plugin!r}: {problem}", file=sys.stderr)
+
+
+def _run_command(name: str, plugin: str, command: Command, args: argparse.Namespace, config: Config) -> int:
+    """Run a plugin's command; an unexpected error is reported by name (exit code 1)."""
+    try:
+        outcome = command.run(args, config)
+        if inspect.isawaitable(outcome):
+            return _run(_awaited(outcome), config)
+        return int(outcome)
+    except (ConfigError, OSError, zmq.ZMQError):
+        raise
+    except Exception as exc:  # a plugin's code: report it, with the traceback in the log
+        log.get_logger(__name__).error("command_failed", command=name, plugin=plugin, exc_info=True)
+        print(f"ml-processing {name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _awaited(outcome: Awaitable[int]) -> int:
+    return int(await outcome)
+
+
+# -- the built-in commands ---------------------------------------------------------------------------------
 
 
 def _run(coro: Coroutine[Any, Any, int], config: Config) -> int:
@@ -103,37 +229,49 @@ def _plugins_command(config: Config, as_json: bool) -> int:
     return 0
 
 
-def _replay_command(args: argparse.Namespace, config: Config) -> int:
-    try:
-        job = replay.prepare(args, config)
-    except replay.ReplayInputError as exc:
-        print(f"ml-processing replay: {exc}", file=sys.stderr)
-        return 2
-    return _run(replay.execute(job), config)
+def _configure_logs(config: Config, least: str | None = None) -> None:
+    level = max(config.service.log_level, least or "debug", key=LOG_LEVELS.index)
+    log.configure(level, json=True if config.service.env == "production" else config.service.log_json)
+
+
+def _config_error(exc: ConfigError) -> int:
+    print(f"ml-processing: configuration error: {exc.message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted, path = _peek(argv)
+    commands: dict[str, tuple[str, Command]] = {}
+    error: ConfigError | None = None
     try:
-        config = load_config(args.config)
+        config = load_config(path)
+        if wanted in BUILTIN_COMMANDS:
+            _configure_logs(config)
+        else:  # help, or a command a plugin adds: only the service's warnings and errors while plugins load
+            _configure_logs(config, "warning")
+            commands = plugin_commands(config)
     except ConfigError as exc:
-        print(f"ml-processing: configuration error: {exc.message}", file=sys.stderr)
-        return 2
-    json_logs = True if config.service.env == "production" else config.service.log_json
-    level = config.service.log_level
-    if args.command == "replay":  # the progress line stays readable: the service's warnings and errors only
-        level = max(level, "warning", key=LOG_LEVELS.index)
-    log.configure(level, json=json_logs)
+        if wanted is not None and wanted not in BUILTIN_COMMANDS:
+            return _config_error(exc)
+        error = exc
+    args = _parser(commands).parse_args(argv)
+    if error is not None:
+        return _config_error(error)
     try:
+        if args.config != path:  # an abbreviated option (--conf) that the first look did not read
+            config = load_config(args.config)
+        if args.command in commands:
+            plugin, command = commands[args.command]
+            if command.log_level is not None:
+                _configure_logs(config, command.log_level)
+            return _run_command(args.command, plugin, command, args, config)
         if args.command == "plugins":
             return _plugins_command(config, args.json)
-        if args.command == "replay":
-            return _replay_command(args, config)
         kernel = Kernel(config, mode=args.command, broker=getattr(args, "broker", None))
         return _run(kernel.run(), config)
     except ConfigError as exc:
-        print(f"ml-processing: configuration error: {exc.message}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     except (OSError, zmq.ZMQError) as exc:
         print(f"ml-processing: cannot start: {exc}", file=sys.stderr)
         return 1

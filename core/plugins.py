@@ -39,6 +39,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("models", "ml_processing.plugins.models"),
     ("patterns", "ml_processing.plugins.patterns"),
     ("sentiment", "ml_processing.plugins.sentiment"),
+    ("replay", "ml_processing.plugins.replay"),
 )
 
 

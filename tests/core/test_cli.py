@@ -1,9 +1,11 @@
-"""The ``ml-processing`` command: help, ``plugins``, and ``worker`` processes joining a broker."""
+"""The ``ml-processing`` command: help, ``plugins``, commands that plugins add (``register_commands``), and
+``worker`` processes joining a broker."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import json
 import os
 import shutil
@@ -19,7 +21,7 @@ from ml_processing.bus import mdp
 from ml_processing.core import cli
 from ml_processing.core.kernel import Kernel
 from tests.conftest import make_config
-from tests.core.helpers import running, wait_until
+from tests.core.helpers import running, wait_until, write_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +57,8 @@ def test_help_explains_every_command() -> None:
     done = subprocess.run([*_console_script(), "--help"], capture_output=True, text=True, timeout=60, env=_env())
     assert done.returncode == 0, done.stderr
     text = done.stdout
-    for command, words in (("serve", "drain"), ("worker", "--broker"), ("plugins", "hooks")):
+    for command, words in (("serve", "drain"), ("worker", "--broker"), ("plugins", "hooks"),
+                           ("replay", "report.html")):
         lines = [line for line in text.splitlines() if line.strip().startswith(command)]
         assert lines, f"--help does not list {command}"
         assert words in text
@@ -103,7 +106,7 @@ def test_plugins_lists_every_plugin(tmp_path: Path) -> None:
             blocks[current] = line + "\n"
         elif line:
             blocks[current] += line + "\n"
-    assert set(blocks) == {"kernel", "sdk", "indicators", "features", "models", "patterns", "sentiment", "_template", "mlp_no_such_plugin"}
+    assert set(blocks) == {"kernel", "sdk", "indicators", "features", "models", "patterns", "sentiment", "replay", "_template", "mlp_no_such_plugin"}
     assert "[loaded]" in blocks["kernel"] and "builtin" in blocks["kernel"]
     assert "actors: kernel" in blocks["kernel"] and "register_actors" in blocks["kernel"]
     assert "[loaded]" in blocks["_template"] and "config" in blocks["_template"]
@@ -131,6 +134,169 @@ def test_plugins_with_a_config_error_exits_2(quiet_cli: None, capsys: pytest.Cap
     assert cli.main(["plugins", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "port" in err and str(path) in err
+
+
+# -- commands that plugins add -------------------------------------------------------------------------------
+
+HELLO = """
+import asyncio
+
+from ml_processing.core.commands import Command
+from ml_processing.core.hookspecs import hookimpl
+
+
+def add_arguments(parser):
+    parser.add_argument("--times", type=int, default=1)
+
+
+def hello(args, config):
+    print(f"hello x{args.times}, {config.source}")
+    return 3
+
+
+async def later(args, config):
+    await asyncio.sleep(0)
+    print("hello from the event loop")
+    return 0
+
+
+def boom(args, config):
+    raise RuntimeError("the command broke")
+
+
+@hookimpl
+def register_commands():
+    return [Command("hello", "say hello from a plugin", add_arguments, hello),
+            Command("hello-later", "say hello on the event loop", lambda parser: None, later),
+            Command("boom", "fail", lambda parser: None, boom)]
+"""
+
+RAISES = """
+from ml_processing.core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_commands():
+    raise RuntimeError("no commands today")
+"""
+
+CLASHES = """
+from ml_processing.core.commands import Command
+from ml_processing.core.hookspecs import hookimpl
+
+
+def nothing(parser):
+    return None
+
+
+def taken(parser):
+    parser.add_argument("--config")  # the CLI adds --config to every command
+
+
+@hookimpl
+def register_commands():
+    run = lambda args, config: 0
+    return ["not a command", Command("serve", "mine", nothing, run), Command("replay", "mine", nothing, run),
+            Command("hello", "mine", nothing, run), Command("bad-args", "mine", taken, run),
+            Command("fine", "still added", nothing, run)]
+"""
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder on sys.path for throwaway plugin modules; they are forgotten after the test."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    importlib.invalidate_caches()
+    yield folder
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", "") or "").startswith(str(folder)):
+            del sys.modules[name]
+
+
+def _commands_config(folder: Path, *modules: str) -> Path:
+    path = folder.parent / "commands.toml"
+    listed = ", ".join(f'"{m}"' for m in modules)
+    path.write_text(f'[plugins]\nautoload = false\nmodules = [{listed}]\n[kernel]\nuvloop = false\n',
+                    encoding="utf-8")
+    return path
+
+
+def test_a_plugin_adds_commands_that_get_their_arguments_and_the_configuration(
+        quiet_cli: None, capsys: pytest.CaptureFixture[str], plugin_dir: Path) -> None:
+    write_module(plugin_dir, "mlp_cmd_hello", HELLO)
+    config = _commands_config(plugin_dir, "mlp_cmd_hello")
+    assert cli.main(["hello", "--times", "2", "--config", str(config)]) == 3  # the command's exit code
+    assert f"hello x2, {config}" in capsys.readouterr().out.splitlines()
+    assert cli.main(["hello-later", "-c", str(config)]) == 0  # a coroutine runs on the event loop
+    assert "hello from the event loop" in capsys.readouterr().out
+    assert cli.main(["boom", "--config", str(config)]) == 1
+    assert "ml-processing boom: failed: RuntimeError: the command broke" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--help", "--config", str(config)])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "commands added by plugins:" in out
+    assert "say hello from a plugin (plugin mlp_cmd_hello)" in out and "(plugin replay)" in out
+
+
+def test_mlp_config_names_the_plugins_that_add_commands(quiet_cli: None, capsys: pytest.CaptureFixture[str],
+                                                         plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_module(plugin_dir, "mlp_cmd_hello", HELLO)
+    monkeypatch.setenv("MLP_CONFIG", str(_commands_config(plugin_dir, "mlp_cmd_hello")))
+    assert cli.main(["hello"]) == 3
+    assert any(line.startswith("hello x1, ") for line in capsys.readouterr().out.splitlines())
+
+
+def test_broken_and_clashing_commands_are_reported_by_name_and_the_rest_works(
+        quiet_cli: None, capsys: pytest.CaptureFixture[str], plugin_dir: Path) -> None:
+    for name, source in (("mlp_cmd_hello", HELLO), ("mlp_cmd_raises", RAISES), ("mlp_cmd_clashes", CLASHES)):
+        write_module(plugin_dir, name, source)
+    config = _commands_config(plugin_dir, "mlp_cmd_hello", "mlp_cmd_raises", "mlp_cmd_clashes")
+    assert cli.main(["hello", "--config", str(config)]) == 3
+    assert cli.main(["fine", "--config", str(config)]) == 0
+    err = capsys.readouterr().err
+    problems = [line for line in err.splitlines() if line.startswith("ml-processing: plugin ")]
+    assert len(problems) == 2 * 6, err  # each of the two runs reports the same six problems
+    for text in ("plugin 'mlp_cmd_raises': register_commands raised RuntimeError: no commands today",
+                 "plugin 'mlp_cmd_clashes': register_commands returned 'not a command', not a Command",
+                 "plugin 'mlp_cmd_clashes': command 'serve' is a built-in command",
+                 "plugin 'mlp_cmd_clashes': command 'replay' is already added by plugin 'replay'",
+                 "plugin 'mlp_cmd_clashes': command 'hello' is already added by plugin 'mlp_cmd_hello'",
+                 "plugin 'mlp_cmd_clashes': command 'bad-args': its arguments do not build"):
+        assert text in err, text
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["bad-args", "--config", str(config)])
+    assert exited.value.code == 2  # left out: argparse does not know it
+
+
+def test_mlp_disable_autoload_leaves_out_the_commands_of_entry_point_plugins(
+        quiet_cli: None, capsys: pytest.CaptureFixture[str], plugin_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dist = plugin_dir / "mlp_cmd-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mlp-cmd\nVersion: 0.1\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[ml_processing]\nhello = mlp_cmd_auto\n", encoding="utf-8")
+    write_module(plugin_dir, "mlp_cmd_auto", HELLO)
+    importlib.invalidate_caches()
+    config = plugin_dir.parent / "auto.toml"
+    config.write_text("[plugins]\nautoload = true\n[kernel]\nuvloop = false\n", encoding="utf-8")
+    assert cli.main(["hello", "--config", str(config)]) == 3
+    monkeypatch.setenv("MLP_DISABLE_AUTOLOAD", "1")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["hello", "--config", str(config)])
+    assert exited.value.code == 2
+    assert "invalid choice: 'hello'" in capsys.readouterr().err
+
+
+def test_a_plugin_command_with_a_configuration_error_exits_2(quiet_cli: None, capsys: pytest.CaptureFixture[str],
+                                                            tmp_path: Path) -> None:
+    path = tmp_path / "plugins.toml"
+    path.write_text("[edge]\nport = 70000\n", encoding="utf-8")
+    assert cli.main(["replay", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ml-processing: configuration error:") and "port" in err and "\n" not in err
 
 
 # -- workers ------------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_builtin_kernel_plugin_is_listed_as_builtin(tmp_path: Path) -> None:
     assert info.hooks == ["register_actors", "register_routes"]
     assert info.actors == ["kernel"]
     assert report["kernel"]["status"] == "loaded"
-    assert list(report) == ["kernel", "sdk", "indicators", "features", "models", "patterns", "sentiment"]  # the built-ins, in their registration order
+    assert list(report) == ["kernel", "sdk", "indicators", "features", "models", "patterns", "sentiment", "replay"]  # the built-ins, in their registration order
 
 
 async def test_template_plugin_loads_from_config_modules(tmp_path: Path) -> None:
@@ -143,7 +143,7 @@ def test_autoload_false_skips_entry_points(plugin_dir: Path, tmp_path: Path) -> 
     with discovered(make_config(tmp_path, modules=(), autoload=False)) as kernel:
         assert "fakeauto" not in kernel.plugins.infos
         assert "auto" not in {cls.name for _, cls in kernel._collect_actors()} | set(kernel.cells)
-        assert list(kernel.plugins.infos) == ["kernel", "sdk", "indicators", "features", "models", "patterns", "sentiment"]
+        assert list(kernel.plugins.infos) == ["kernel", "sdk", "indicators", "features", "models", "patterns", "sentiment", "replay"]
 
 
 def test_mlp_disable_autoload_skips_entry_points(plugin_dir: Path, tmp_path: Path) -> None:

@@ -1,0 +1,80 @@
+"""The replay through a real kernel over real pub/sub: the default models attached to the bars, the flow
+control when nothing comes back, the report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ml_processing.core.config import PluginSection
+from ml_processing.plugins.replay.command import write_report
+from ml_processing.plugins.replay.driver import Flow, replay
+from ml_processing.plugins.replay.page import render_html
+from ml_processing.plugins.replay.sources import synthetic_bars
+from tests.conftest import make_config
+from tests.plugins.replay.helpers import assert_self_contained
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+MODELS = {"ensemble", "xgboost_default", "sklearn_default", "river_default"}
+
+
+# -- end to end ---------------------------------------------------------------------------------------------
+
+
+async def test_replay_through_the_default_models_and_its_report(tmp_path: Path) -> None:
+    config = make_config(tmp_path, modules=(), sections={"models": PluginSection(True, {})})
+    bars = synthetic_bars(400, seed=3)
+    report = await replay(config, bars, symbol="TST", source="synthetic, seed 3")
+
+    counts = report["counts"]
+    assert counts["bars"] == counts["sent"] == counts["feature_rows"] == 400
+    assert counts["lookback"] == 20  # the default pipeline's warm-up
+    assert counts["predictions"] == 400 - 20 == counts["predictions_by_model"]["ensemble"]
+    assert counts["labels"] == counts["predictions"] - 1  # the last bar waits for the next one
+    assert counts["signals"] == sum(counts["signals_by_side"].values()) == report["service_counts"]["signals"]
+    assert counts["other_timeframes"] == counts["malformed"] == 0
+    assert report["flow"] == {"window": 64, "batch": 16, "rate": 0.0, "stalls": 0, "throttled": True,
+                              "complete": True}
+    assert report["warnings"] == []
+
+    assert set(report["scores"]) >= MODELS
+    for model in MODELS:
+        score = report["scores"][model]
+        assert score["labels"] == counts["labels"] and 0.0 <= score["accuracy"] <= 1.0
+    ensemble = report["weights"]["ensemble"]
+    assert set(ensemble["members"]) == MODELS - {"ensemble"}
+    assert sum(ensemble["weights"]) == pytest.approx(1.0, abs=1e-5)
+    assert ensemble["updates"] == counts["labels"]
+    accuracy = report["timelines"]["accuracy"]["ensemble"]
+    assert [x for x, _ in accuracy] == [50, 100, 150, 200, 250, 300, 350, counts["labels"]]
+    assert report["timelines"]["weights"]["ensemble"]["points"][-1][0] == counts["labels"]
+    assert report["throughput"]["bars_per_s"] > 0 and report["latency_ms"]["bars"] == counts["predictions"]
+    assert report["baseline"]["labels"] == counts["labels"]
+
+    json_path, html_path = write_report(report, tmp_path / "out")
+    saved = json.loads(json_path.read_text(encoding="utf-8"))
+    assert saved["counts"] == counts and saved["scores"]["ensemble"] == report["scores"]["ensemble"]
+    page = html_path.read_text(encoding="utf-8")
+    assert_self_contained(page)
+    assert all(model in page for model in MODELS) and "Weights of ensemble" in page
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json"]
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / "out").iterdir())  # for people to open
+
+
+async def test_replay_never_hangs_when_nothing_comes_back(tmp_path: Path) -> None:
+    """No features and no models service: the flow control stops waiting, the report says so."""
+    config = make_config(tmp_path, modules=(), sections={"models": PluginSection(False),
+                                                         "features": PluginSection(False)})
+    flow = Flow(stall_timeout=0.3, idle_timeout=0.2, request_timeout=2.0)
+    report = await replay(config, synthetic_bars(200, seed=1), flow=flow)
+    assert report["counts"]["sent"] == 200 and report["counts"]["predictions"] == 0
+    assert report["flow"]["stalls"] == 1 and report["flow"]["throttled"] is False
+    assert report["flow"]["complete"] is False and report["scores"] == {} and report["latency_ms"] is None
+    assert any("nothing came back" in w for w in report["warnings"])
+    assert any("no live report from the models service" in w for w in report["warnings"])
+    page = render_html(report)
+    assert_self_contained(page)
+    assert "No scores" in page and "nothing came back" in page
