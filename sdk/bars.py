@@ -2,8 +2,14 @@
 
 A bar is ``{ts, open, high, low, close, volume}`` with ``ts`` its open time (integer epoch milliseconds)
 and an optional ``final`` flag (default true; false for a still-forming bar). `check_bar` is the one place
-a bar from outside is validated, whichever capability reads it; `read_columns` is its counterpart for bars
-sent as columns (``{"close": [...], "high": [...]}``).
+a bar from outside is validated, whichever capability reads it (a bar on a ``bar.*`` topic, the bars of
+an ingest); `read_columns` is its counterpart for bars sent as columns (``{"close": [...], "high": [...]}``).
+The rules: ``ts`` an integer that fits int64; open, high, low, close and volume numbers, finite or null (a
+gap, read as NaN); volume never negative; ``final`` true or false.
+
+An op that takes many bars declares the field as `BarList`: the declaration documents the bar's shape and
+checks that a list came, and the handler checks the bars themselves with `check_bars`, in slices when
+there are many (so a million bars never hold the event loop for long).
 
 >>> check_bar({"ts": 60000, "open": 1, "high": 2, "low": 0.5, "close": 1.5, "volume": 10})["close"]
 1.5
@@ -11,6 +17,10 @@ sent as columns (``{"close": [...], "high": [...]}``).
 Traceback (most recent call last):
 ...
 ml_processing.bus.errors.BadRequest: bar field 'close' must be a number, got 'x'
+>>> check_bars([{"ts": 1, "volume": 1}, {"ts": 2, "volume": -5}], offset=10)
+Traceback (most recent call last):
+...
+ml_processing.bus.errors.BadRequest: bars[11]: bar field 'volume' is never negative, got -5.0
 """
 
 from __future__ import annotations
@@ -22,21 +32,38 @@ from typing import Any
 import numpy as np
 
 from ml_processing.core.errors import BadRequest, TooLarge
+from ml_processing.core.ops import register_type
 
 #: The numeric fields of a bar besides ``ts``, in their canonical order.
 FIELDS = ("open", "high", "low", "close", "volume")
 
+_TS_MIN, _TS_MAX = -(2**63), 2**63 - 1
+
+
+def _timestamp(ts: Any) -> int:
+    """The slow path of ``ts``: an integral float is taken, anything else is named."""
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or (isinstance(ts, float) and not ts.is_integer()):
+        raise BadRequest(f"bar field 'ts' must be an integer timestamp, got {ts!r:.40}", field="ts")
+    if not _TS_MIN <= ts <= _TS_MAX:
+        raise BadRequest(f"bar field 'ts' must fit a signed 64-bit integer, got {ts!r:.40}", field="ts")
+    return int(ts)
+
 
 def check_bar(bar: Any) -> dict[str, Any]:
-    """A bar with an integer ``ts`` and finite or NaN numeric fields; `BadRequest` naming the field."""
+    """A bar with an integer ``ts`` and finite or NaN numeric fields; `BadRequest` naming the field.
+
+    On the per-bar path of every live capability: the usual bar (floats, an int ``ts``) costs one type
+    test per field."""
     if type(bar) is not dict and not isinstance(bar, Mapping):
         raise BadRequest(f"a bar must be a map of ts, open, high, low, close, volume, got {type(bar).__name__}",
                          field="bar")
     ts = bar.get("ts")
-    if type(ts) is not int and (isinstance(ts, bool) or not isinstance(ts, (int, float))
-                                or (isinstance(ts, float) and not ts.is_integer())):
-        raise BadRequest(f"bar field 'ts' must be an integer timestamp, got {ts!r:.40}", field="ts")
-    out: dict[str, Any] = {"ts": int(ts), "final": bool(bar.get("final", True))}
+    if type(ts) is not int or not _TS_MIN <= ts <= _TS_MAX:
+        ts = _timestamp(ts)
+    final = bar.get("final", True)
+    if final is not True and final is not False:
+        raise BadRequest(f"bar field 'final' must be true or false, got {final!r:.40}", field="final")
+    out: dict[str, Any] = {"ts": ts, "final": final}
     for name in FIELDS:
         value = bar.get(name)
         if type(value) is float and (value - value == 0.0 or value != value):  # finite or NaN: the usual case
@@ -47,23 +74,56 @@ def check_bar(bar: Any) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isinf(value):
             raise BadRequest(f"bar field {name!r} must be a number, got {value!r:.40}", field=name)
         out[name] = float(value)
+    if out["volume"] < 0.0:  # NaN compares false: a gap passes
+        raise BadRequest(f"bar field 'volume' is never negative, got {out['volume']!r}", field="volume")
     return out
 
 
-def check_bars(bars: Any, limit: int | None = None) -> list[dict[str, Any]]:
+def check_bars(bars: Any, limit: int | None = None, *, offset: int = 0, name: str = "bars"
+               ) -> list[dict[str, Any]]:
     """A list of bars, each checked; `BadRequest` naming the bar and field (``bars[3].close``), `TooLarge`
-    past `limit` bars."""
+    past `limit` bars. `bars` may be a slice of a longer list that starts at index `offset`."""
     if not isinstance(bars, list):
-        raise BadRequest("'bars' must be a list of {ts, open, high, low, close, volume} maps", field="bars")
+        raise BadRequest(f"'{name}' must be a list of {{ts, open, high, low, close, volume}} maps", field=name)
     if limit is not None and len(bars) > limit:
-        raise TooLarge(f"{len(bars):,} bars; at most {limit:,} per request", field="bars")
+        raise TooLarge(f"{len(bars):,} bars; at most {limit:,} per request", field=name)
     checked = []
-    for i, bar in enumerate(bars):
+    for i, bar in enumerate(bars, offset):
         try:
             checked.append(check_bar(bar))
         except BadRequest as exc:
-            raise BadRequest(f"bars[{i}]: {exc.message}", field=f"bars[{i}].{exc.field}") from None
+            where = f"{name}[{i}]"
+            raise BadRequest(f"{where}: {exc.message}", field=where if exc.field == "bar" else f"{where}.{exc.field}"
+                             ) from None
     return checked
+
+
+class BarList(list):  # type: ignore[type-arg]
+    """An op field holding bars as a list of ``{ts, open, high, low, close, volume, final?}`` maps.
+
+    The declaration checks only that a list came (and documents the bar); the handler checks the bars
+    with `check_bars`, in slices when they are many."""
+
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+BAR_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["ts"],
+    "description": "a bar: ts its open time (integer epoch milliseconds); null prices are a gap",
+    "properties": {"ts": {"type": "integer", "minimum": _TS_MIN, "maximum": _TS_MAX},
+                   **{name: dict(_NUMBER_OR_NULL) for name in FIELDS[:-1]},
+                   "volume": {"type": ["number", "null"], "minimum": 0},
+                   "final": {"type": "boolean", "description": "false for a bar still forming (default true)"}},
+}
+
+
+def _read_bar_list(value: Any) -> BarList:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of bars ({{ts, open, high, low, close, volume}} maps), "
+                         f"got {type(value).__name__}")
+    return BarList(value)
+
+
+register_type(BarList, _read_bar_list, {"type": "array", "items": BAR_SCHEMA})
 
 
 def read_column(value: Any, name: str, limit: int | None = None) -> np.ndarray:

@@ -184,8 +184,8 @@ class IndicatorStream(ABC):
 
     def warm(self, columns: Mapping[str, np.ndarray]) -> tuple[float, ...]:
         """Commit many bars at once, oldest first, as `update` would one by one; the outputs at the last
-        one (``()`` for no bars). `columns` holds one float64 array per column (at least the indicator's
-        inputs), all of one length. This is how a series held in memory or on disk warms a new stream:
+        one (``()`` for no bars). `columns` holds one array per column (at least the indicator's inputs;
+        ``ts`` int64, the others float64), all of one length. This is how a series held in memory or on disk warms a new stream:
         override it where the state can be built in one pass (TA-Lib opens its handles on the history).
         """
         names = list(columns)

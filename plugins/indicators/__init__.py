@@ -38,17 +38,15 @@ def register_actors(settings: Config) -> list[type[Actor]]:
 
 @hookimpl
 def register_routes() -> list[Route]:
+    """The REST routes; their bodies, query parameters and replies come from the ops' declarations."""
     return [
         Route("POST", "/api/v1/indicators", "indicators", "compute", "Compute technical indicators", "indicators"),
         Route("GET", "/api/v1/analysis/timeframes", "indicators", "timeframes", "Multi-timeframe analysis",
-              "indicators", query=(("symbol", "string", "symbol to analyse"),
-                                   ("timeframes", "string", "comma-separated timeframes"))),
+              "indicators"),
         Route("POST", "/api/v1/market/bars", "indicators", "ingest",
-              "Ingest bars of one symbol/timeframe into the live market state", "indicators",
-              request_schema={"type": "object", "required": ["symbol", "timeframe", "bars"]}),
+              "Ingest bars of one symbol/timeframe into the live market state", "indicators"),
         Route("GET", "/api/v1/market/state", "indicators", "state",
-              "Latest indicator values and warm flags of a symbol/timeframe", "indicators",
-              query=(("symbol", "string", "symbol"), ("timeframe", "string", "timeframe"))),
+              "Latest indicator values and warm flags of a symbol/timeframe", "indicators"),
         Route("GET", "/api/v1/market/series", "indicators", "series", "Tracked symbols and timeframes",
               "indicators"),
     ]

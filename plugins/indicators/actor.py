@@ -2,30 +2,65 @@
 
 Bars arrive on ``bar.SYMBOL.TIMEFRAME`` from any publisher (or ``POST /api/v1/market/bars``); each committed
 bar advances the stream state of the series' live indicators and publishes ``indicator.SYMBOL.TIMEFRAME``.
+
+The event loop is never held for long: a batch ``compute`` above `INLINE_WORK` runs on the thread pool; an
+``ingest`` checks and commits its bars in slices of about `SLICE_BUDGET_S`, yielding to the loop between
+them, one ingest at a time per series (bars of that series arriving on pub/sub meanwhile wait their turn,
+in order); the saved state loads one series at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ml_processing.bus import topics
-from ml_processing.sdk import Actor, BadRequest, CodecError, NotFound, get_logger
-from ml_processing.sdk.args import text
+from ml_processing.sdk import Actor, BadRequest, CodecError, NoArgs, NotFound, TooLarge, get_logger, op
 from ml_processing.sdk.bars import FIELDS, check_bar, check_bars
+from ml_processing.sdk.services.indicators import BarsArgs, HeldBars, SeriesInfo
+from ml_processing.sdk.timeframes import to_ms
 
 from . import persist
-from .compute import MAX_BARS, compute
+from .compute import compute
 from .market import Live, Series
-from .timeframes import Resampler, alignment, analyse, to_ms
+from .ops import (
+    MAX_BARS,
+    ComputeArgs,
+    ComputeReply,
+    IndicatorInfo,
+    IngestArgs,
+    IngestReply,
+    ListArgs,
+    MarketState,
+    StateArgs,
+    SubscribeArgs,
+    Subscribed,
+    Target,
+    TimeframeAnalysis,
+    TimeframesArgs,
+    UnsubscribeArgs,
+    Unsubscribed,
+)
+from .timeframes import Resampler, alignment, analyse
 
 log = get_logger(__name__)
 
 #: Above this many (bars x indicators) a request is computed on the thread pool, off the event loop.
 INLINE_WORK = 200_000
+#: An ingest yields to the event loop once it has held it about this long.
+SLICE_BUDGET_S = 0.004
+#: Bars checked, or committed, between two looks at the clock.
+_STEP = 64
+#: Bars of a series that arrive on pub/sub while an ingest of it runs, kept to apply after it.
+MAX_WAITING = 100_000
+
+Key = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -58,22 +93,28 @@ class Indicators(Actor):
     async def on_start(self) -> None:
         self.computed = 0
         self.rejected = 0
-        self.series: dict[tuple[str, str], Series] = {}
-        self.resamplers: dict[tuple[str, str], list[Resampler]] = {}  # base series -> its higher timeframes
-        self.derived: set[tuple[str, str]] = set()  # series fed by resampling (never resampled again)
-        self.defaults = [Live.parse(spec, self.registry) for spec in self.config.live]
+        self.series: dict[Key, Series] = {}
+        self.resamplers: dict[Key, list[Resampler]] = {}  # base series -> its higher timeframes
+        self.derived: set[Key] = set()  # series fed by resampling (never resampled again)
+        self.ingesting: dict[Key, tuple[asyncio.Lock, int]] = {}  # per series: its lock, and its holders
+        self.waiting: dict[Key, list[dict[str, Any]]] = {}  # pub/sub bars of a series being ingested
+        self.defaults = [Live.parse(spec, self.registry, "live") for spec in self.config.live]
         self.state_path = self.ctx.data_dir / self.config.state_file
         if self.config.persist:
-            try:
-                for series, derived in persist.load(self.state_path, self.registry, self.config.buffer):
-                    self.series[(series.symbol, series.timeframe)] = series
-                    if derived:
-                        self.derived.add((series.symbol, series.timeframe))
-            except (CodecError, KeyError, TypeError, ValueError) as exc:
-                log.error("market_state_unreadable", path=str(self.state_path), error=str(exc))
-            if self.series:
-                log.info("market_state_loaded", path=str(self.state_path), series=len(self.series))
+            await self._load()
         self.subscribe(topics.BAR + ".", self.on_bar)
+
+    async def _load(self) -> None:
+        try:
+            for series, derived in persist.load(self.state_path, self.registry, self.config.buffer):
+                self.series[(series.symbol, series.timeframe)] = series
+                if derived:
+                    self.derived.add((series.symbol, series.timeframe))
+                await asyncio.sleep(0)  # one series at a time: the loop serves in between
+        except (CodecError, KeyError, TypeError, ValueError) as exc:
+            log.error("market_state_unreadable", path=str(self.state_path), error=str(exc))
+        if self.series:
+            log.info("market_state_loaded", path=str(self.state_path), series=len(self.series))
 
     async def on_stop(self) -> None:
         if self.config.persist and self.series:
@@ -86,21 +127,22 @@ class Indicators(Actor):
 
     # -- batch ------------------------------------------------------------------------------------------
 
-    def handle_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        group = args.get("group")
-        return [i.describe() for i in self.registry.values() if group is None or i.group == group]
+    @op(ListArgs, reply=list[IndicatorInfo], role="read")
+    def handle_list(self, args: ListArgs) -> list[IndicatorInfo]:
+        """Every registered indicator (or one group's): inputs, parameters with ranges, outputs, lookback."""
+        return [i.describe() for i in self.registry.values() if args.group is None or i.group == args.group]
 
-    def handle_compute(self, args: dict[str, Any]) -> Any:
-        close, wanted = args.get("close"), args.get("indicators")
-        bars = len(close) if isinstance(close, (list, np.ndarray)) else 0
-        if bars * (len(wanted) if isinstance(wanted, list) else 1) <= INLINE_WORK:
+    @op(ComputeArgs, reply=ComputeReply, role="compute")
+    def handle_compute(self, args: ComputeArgs) -> Any:
+        """Compute indicators over columns of bars (large requests on the thread pool)."""
+        if args.length * len(args.indicators) <= INLINE_WORK:
             return self._count(compute(args, self.registry))
         return self._compute_in_thread(args)
 
-    async def _compute_in_thread(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def _compute_in_thread(self, args: ComputeArgs) -> ComputeReply:
         return self._count(await self.run_in_thread(compute, args, self.registry))
 
-    def _count(self, result: dict[str, Any]) -> dict[str, Any]:
+    def _count(self, result: ComputeReply) -> ComputeReply:
         self.computed += len(result["values"])
         return result
 
@@ -113,6 +155,7 @@ class Indicators(Actor):
             if not create:
                 raise NotFound(f"no bars for {symbol} {timeframe} yet", field="symbol")
             topics.bar(symbol, timeframe)  # validates both names
+            to_ms(timeframe)  # and the timeframe's grammar, before anything is kept
             series = self.series[key] = Series(symbol, timeframe, self.config.buffer)
             for live in self.defaults:
                 series.add(live)
@@ -155,105 +198,169 @@ class Indicators(Actor):
             out.append(resampler)
         return out
 
-    def _apply(self, symbol: str, timeframe: str, bar: Any) -> bool:
-        return self._commit(self._series(symbol, timeframe, create=True), check_bar(bar))
-
     def on_bar(self, topic: str, body: Any) -> None:
         parsed = topics.parse(topic)
         if parsed.symbol is None or parsed.timeframe is None:
             raise BadRequest(f"bar topic {topic!r} needs a symbol and a timeframe", field="topic")
         try:
-            self._apply(parsed.symbol, parsed.timeframe, body)
+            bar = check_bar(body)
+            key = (parsed.symbol, parsed.timeframe)
+            if key in self.ingesting:  # an ingest of this series is running: after it, in order
+                waiting = self.waiting.setdefault(key, [])
+                if len(waiting) >= MAX_WAITING:
+                    raise TooLarge(f"{len(waiting):,} bars of {topic} already wait for an ingest to finish",
+                                   field="bar")
+                waiting.append(bar)
+                return
+            self._commit(self._series(parsed.symbol, parsed.timeframe, create=True), bar)
         except BadRequest:
             self.rejected += 1
             raise
 
-    def handle_ingest(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{symbol, timeframe, bars: [{ts, open, high, low, close, volume, final?}, ...]}``."""
-        symbol, timeframe = text(args, "symbol"), text(args, "timeframe")
-        checked = check_bars(args.get("bars"), MAX_BARS)
-        series = self._series(symbol, timeframe, create=True)
-        before = dict(series.counts)
-        for bar in checked:
-            self._commit(series, bar)
-        return {key: series.counts[key] - before[key] for key in series.counts} | {"last_ts": series.last_ts}
+    @contextlib.asynccontextmanager
+    async def _ingest_lock(self, key: Key) -> AsyncIterator[None]:
+        """One ingest at a time per series; the lock lives only while someone holds or waits for it."""
+        lock, holders = self.ingesting.get(key) or (asyncio.Lock(), 0)
+        self.ingesting[key] = (lock, holders + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, holders = self.ingesting[key]
+            if holders == 1:
+                del self.ingesting[key]
+            else:
+                self.ingesting[key] = (lock, holders - 1)
 
-    def handle_state(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Latest values and warm flags; with ``peek`` (a bar) or a forming bar, its preview too."""
-        series = self._series(text(args, "symbol"), text(args, "timeframe"), create=False)
-        out = series.snapshot() | {"bars": series.ring.count, "counts": dict(series.counts)}
-        peek = args.get("peek")
-        bar = check_bar(peek) if peek is not None else series.forming
+    @op(IngestArgs, reply=IngestReply, role="admin")
+    async def handle_ingest(self, args: IngestArgs) -> IngestReply:
+        """Ingest bars of one symbol/timeframe, oldest first, into the live market state."""
+        if len(args.bars) > MAX_BARS:
+            raise TooLarge(f"{len(args.bars):,} bars; at most {MAX_BARS:,} per request", field="bars")
+        key = (args.symbol, args.timeframe)
+        async with self._ingest_lock(key):
+            budget = _Budget()
+            try:
+                checked: list[dict[str, Any]] = []  # every bar is checked before any is committed
+                for start in range(0, len(args.bars), _STEP):
+                    checked += check_bars(args.bars[start:start + _STEP], offset=start)
+                    await budget.spent()
+                series = self._series(args.symbol, args.timeframe, create=True)
+                before = dict(series.counts)
+                for i, bar in enumerate(checked):
+                    self._commit(series, bar)
+                    if i % _STEP == 0:
+                        await budget.spent()
+            finally:
+                await self._commit_waiting(key, budget)
+        return IngestReply(committed=series.counts["committed"] - before["committed"],
+                           forming=series.counts["forming"] - before["forming"],
+                           stale=series.counts["stale"] - before["stale"], last_ts=series.last_ts)
+
+    async def _commit_waiting(self, key: Key, budget: _Budget) -> None:
+        """Commit the bars of `key` that came on pub/sub during an ingest, in their order."""
+        while waiting := self.waiting.pop(key, None):
+            series = self._series(*key, create=True)
+            for i, bar in enumerate(waiting):
+                self._commit(series, bar)
+                if i % _STEP == 0:
+                    await budget.spent()
+
+    @op(StateArgs, reply=MarketState, role="read")
+    def handle_state(self, args: StateArgs) -> MarketState:
+        """Latest indicator values and warm flags of a symbol/timeframe; the forming bar's (or ``peek``'s)
+        preview too."""
+        series = self._series(args.symbol, args.timeframe, create=False)
+        out = MarketState(**series.snapshot(), bars=series.ring.count, counts=dict(series.counts))
+        bar = series.forming
+        if args.peek is not None:
+            try:
+                bar = check_bar(args.peek)
+            except BadRequest as exc:
+                raise BadRequest(f"peek: {exc.message}", field=f"peek.{exc.field}") from None
         if bar is not None:
-            out["peek"] = {"ts": bar["ts"], "values": {k: (None if v != v else v) for k, v in series.peek(bar).items()}}
+            out["peek"] = {"ts": bar["ts"],
+                           "values": {k: (None if v != v else v) for k, v in series.peek(bar).items()}}
         return out
 
-    def handle_timeframes(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Per timeframe of a symbol: trend, momentum, volatility regime, the values behind them; and how
-        well the timeframes agree. ``timeframes`` is a comma-separated list (default: all tracked)."""
-        symbol = text(args, "symbol")
+    @op(TimeframesArgs, reply=TimeframeAnalysis, role="read")
+    def handle_timeframes(self, args: TimeframesArgs) -> TimeframeAnalysis:
+        """Multi-timeframe analysis of a symbol: per timeframe trend, momentum, volatility regime and the
+        values behind them; and how well the timeframes agree."""
+        symbol = args.symbol
         tracked = {tf: s for (sym, tf), s in self.series.items() if sym == symbol}
         if not tracked:
             raise NotFound(f"no market data for symbol {symbol!r}: publish bars on bar.{symbol}.TIMEFRAME or "
                            "POST /api/v1/market/bars", field="symbol")
-        wanted = args.get("timeframes")
-        if wanted is None:
+        if args.timeframes is None:
             names = sorted(tracked, key=to_ms)
-        elif isinstance(wanted, str):
-            names = [tf.strip() for tf in wanted.split(",") if tf.strip()]
         else:
-            raise BadRequest("'timeframes' must be a comma-separated string such as '5m,1h'", field="timeframes")
+            names = [tf.strip() for tf in args.timeframes.split(",") if tf.strip()]
+            for tf in names:
+                try:
+                    to_ms(tf)
+                except BadRequest as exc:
+                    raise BadRequest(f"timeframes: {exc.message}", field="timeframes") from None
         missing = [tf for tf in names if tf not in tracked]
-        if missing:
-            raise NotFound(f"no {', '.join(missing)} data for {symbol} (tracked: {', '.join(sorted(tracked, key=to_ms))})",
-                           field="timeframes")
+        if missing or not names:
+            raise NotFound(f"no {', '.join(missing) or 'timeframe'} data for {symbol} "
+                           f"(tracked: {', '.join(sorted(tracked, key=to_ms))})", field="timeframes")
         per = {tf: analyse(tracked[tf].ring.rows()) for tf in names}
-        return {"symbol": symbol, "timeframes": per, "alignment": alignment(per)}
+        return TimeframeAnalysis(symbol=symbol, timeframes=per, alignment=alignment(per))
 
-    def handle_series(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"symbol": s.symbol, "timeframe": s.timeframe, "bars": s.ring.count, "last_ts": s.last_ts,
-                 "indicators": sorted(s.live)} for s in self.series.values()]
+    @op(NoArgs, reply=list[SeriesInfo], role="read")
+    def handle_series(self, args: NoArgs) -> list[SeriesInfo]:
+        """Tracked symbols and timeframes: bars held, last bar, live indicators."""
+        return [SeriesInfo(symbol=s.symbol, timeframe=s.timeframe, bars=s.ring.count, last_ts=s.last_ts,
+                           indicators=sorted(s.live)) for s in self.series.values()]
 
-    def handle_bars(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The committed bars held for ``symbol``/``timeframe`` (oldest first, at most ``limit``) as columns:
-        what another capability replays to warm its own streams from the live market state."""
-        series = self._series(text(args, "symbol"), text(args, "timeframe"), create=False)
-        limit = args.get("limit", series.ring.count)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise BadRequest("'limit' must be a non-negative integer", field="limit")
+    @op(BarsArgs, reply=HeldBars, role="read")
+    def handle_bars(self, args: BarsArgs) -> HeldBars:
+        """The committed bars held for a series (oldest first, the newest ``limit``) as columns: what another
+        capability replays to warm its own streams from the live market state."""
+        series = self._series(args.symbol, args.timeframe, create=False)
+        limit = series.ring.count if args.limit is None else args.limit
         rows = series.ring.rows()[-limit:] if limit else series.ring.rows()[:0]
-        return {"symbol": series.symbol, "timeframe": series.timeframe, "ts": rows[:, 0].astype(np.int64),
-                **{name: rows[:, i] for i, name in enumerate(FIELDS, 1)}}
+        return HeldBars(symbol=series.symbol, timeframe=series.timeframe, ts=rows[:, 0].astype(np.int64),
+                        open=rows[:, 1], high=rows[:, 2], low=rows[:, 3], close=rows[:, 4], volume=rows[:, 5])
 
-    def handle_subscribe(self, args: dict[str, Any]) -> dict[str, Any]:
+    @op(SubscribeArgs, reply=Subscribed, role="admin")
+    def handle_subscribe(self, args: SubscribeArgs) -> Subscribed:
         """Add live indicators to one series, or (without ``symbol``) to every series and new ones."""
-        specs = args.get("indicators")
-        if not isinstance(specs, list) or not specs:
-            raise BadRequest("'indicators' must be a non-empty list", field="indicators")
-        lives = [Live.parse(spec, self.registry) for spec in specs]
+        lives = [Live.parse(spec, self.registry, f"indicators[{i}]") for i, spec in enumerate(args.indicators)]
         targets = self._targets(args)
         for series in targets:
             for live in lives:
                 series.add(live)
-        if "symbol" not in args:
+        if args.symbol is None:
             known = {live.key for live in self.defaults}
             self.defaults.extend(live for live in lives if live.key not in known)
-        return {"series": len(targets), "indicators": [live.key for live in lives]}
+        return Subscribed(series=len(targets), indicators=[live.key for live in lives])
 
-    def handle_unsubscribe(self, args: dict[str, Any]) -> dict[str, Any]:
-        keys = args.get("indicators")
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise BadRequest("'indicators' must be a list of indicator keys such as 'SMA_20'", field="indicators")
-        removed = sum(series.remove(key) for series in self._targets(args) for key in keys)
-        if "symbol" not in args:
-            self.defaults = [live for live in self.defaults if live.key not in keys]
-        return {"removed": removed}
+    @op(UnsubscribeArgs, reply=Unsubscribed, role="admin")
+    def handle_unsubscribe(self, args: UnsubscribeArgs) -> Unsubscribed:
+        """Remove live indicators (by key, such as ``SMA_20``) from one series, or from every series."""
+        removed = sum(series.remove(key) for series in self._targets(args) for key in args.indicators)
+        if args.symbol is None:
+            self.defaults = [live for live in self.defaults if live.key not in args.indicators]
+        return Unsubscribed(removed=removed)
 
-    def _targets(self, args: Mapping[str, Any]) -> list[Series]:
-        if "symbol" not in args:
+    def _targets(self, args: Target) -> list[Series]:
+        if args.symbol is None or args.timeframe is None:
             return list(self.series.values())
-        return [self._series(text(args, "symbol"), text(args, "timeframe"), create=True)]
+        return [self._series(args.symbol, args.timeframe, create=True)]
 
     def health(self) -> dict[str, Any]:
         return {"technical_analysis": {"indicators_calculated": self.computed}}
 
+
+class _Budget:
+    """How long the current slice has held the event loop; `spent` yields once it is over budget."""
+
+    def __init__(self) -> None:
+        self.deadline = time.perf_counter() + SLICE_BUDGET_S
+
+    async def spent(self) -> None:
+        if time.perf_counter() >= self.deadline:
+            await asyncio.sleep(0)
+            self.deadline = time.perf_counter() + SLICE_BUDGET_S

@@ -39,6 +39,9 @@ from ml_processing.sdk import BadRequest
 from ml_processing.sdk.bars import FIELDS
 from ml_processing.sdk.indicator import Indicator, IndicatorStream
 
+from .compute import resolve
+from .ops import IndicatorSpec
+
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 
 
@@ -57,26 +60,28 @@ class Live:
         return self.keys[0].split(".")[0]
 
     @classmethod
-    def parse(cls, spec: Any, registry: Mapping[str, Indicator]) -> Live:
-        """``"RSI"``, ``"BBANDS(timeperiod=20, nbdevup=2)"`` or ``{"name": ..., "params": {...}}``."""
+    def parse(cls, spec: str | IndicatorSpec | Mapping[str, Any], registry: Mapping[str, Indicator],
+              where: str = "indicators") -> Live:
+        """``"RSI"``, ``"BBANDS(timeperiod=20, nbdevup=2)"``, an `IndicatorSpec` or ``{"name": ..., "params":
+        {...}}`` (configuration, saved state); `BadRequest` naming ``{where}.name`` or ``{where}.params.P``."""
         if isinstance(spec, str):
             match = _SPEC.match(spec)
             if match is None:
-                raise BadRequest(f"indicator spec {spec!r} is not NAME or NAME(param=value, ...)", field="indicators")
-            name, params = match.group(1), _params(match.group(2) or "", spec)
-        elif isinstance(spec, Mapping):
-            name, params = spec.get("name"), spec.get("params") or {}
+                raise BadRequest(f"{where}: indicator spec {spec!r} is not NAME or NAME(param=value, ...)",
+                                 field=where)
+            name, params = match.group(1), _params(match.group(2) or "", spec, where)
+        elif isinstance(spec, IndicatorSpec):
+            name, params = spec.name, spec.params
+        elif isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+            name, params = spec["name"], spec.get("params")
         else:
-            raise BadRequest(f"indicator spec must be a string or a map, got {type(spec).__name__}", field="indicators")
-        if not isinstance(name, str) or name.upper() not in registry:
-            raise BadRequest(f"unknown indicator {name!r}", field="indicators")
-        indicator = registry[name.upper()]
-        resolved = indicator.resolve(params)
-        return cls(indicator, resolved, tuple(indicator.output_key(resolved, o) for o in indicator.outputs),
-                   indicator.lookback(resolved))
+            raise BadRequest(f"{where}: an indicator spec is a string or a {{name, params}} map, got {spec!r:.60}",
+                             field=where)
+        request = resolve(name, params, registry, where)
+        return cls(request.indicator, request.params, request.keys, request.indicator.lookback(request.params))
 
 
-def _params(text: str, spec: str) -> dict[str, float]:
+def _params(text: str, spec: str, where: str) -> dict[str, float]:
     params: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
@@ -85,7 +90,7 @@ def _params(text: str, spec: str) -> dict[str, float]:
                 raise ValueError
             number = float(value)
         except ValueError:
-            raise BadRequest(f"indicator spec {spec!r}: {part!r} is not param=number", field="indicators") from None
+            raise BadRequest(f"{where}: indicator spec {spec!r}: {part!r} is not param=number", field=where) from None
         params[key.strip()] = int(number) if number.is_integer() and "." not in value else number
     return params
 
@@ -110,11 +115,24 @@ class _Ring:
         self.head = (self.head + 1) % self.capacity
         self.count = min(self.count + 1, self.capacity)
 
+    def load(self, rows: np.ndarray) -> None:
+        """Replace the content with `rows` ((n, 6), oldest first; the newest `capacity` are kept)."""
+        rows = rows[-self.capacity:]
+        self.data[: len(rows)] = rows
+        self.count = len(rows)
+        self.head = len(rows) % self.capacity
+
     def rows(self) -> np.ndarray:
         """The bars oldest first, as a (count, 6) array: ts, open, high, low, close, volume."""
         if self.count < self.capacity:
             return self.data[: self.count].copy()
         return np.concatenate([self.data[self.head:], self.data[: self.head]])
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The bars oldest first as columns: ``ts`` int64, the others float64, each contiguous."""
+        rows = self.rows()
+        return {"ts": rows[:, 0].astype(np.int64),
+                **{name: np.ascontiguousarray(rows[:, i]) for i, name in enumerate(FIELDS, 1)}}
 
 
 class Series:
@@ -142,8 +160,8 @@ class Series:
             return
         stream = live.indicator.stream(live.params)
         outputs: tuple[float, ...] = (math.nan,) * len(live.keys)
-        for row in self.ring.rows():
-            outputs = stream.update({"ts": int(row[0]), **dict(zip(FIELDS, row[1:].tolist(), strict=True))})
+        if self.ring.count:
+            outputs = stream.warm(self.ring.columns()) or outputs
         self.live[live.key] = (live, stream)
         self._streams.append(stream)
         self._keys.extend(live.keys)

@@ -9,19 +9,21 @@ in the buffer).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Iterator, Mapping, Set
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ml_processing.sdk import CodecError, atomic_write, codec
+from ml_processing.sdk import BadRequest, CodecError, atomic_write, codec, get_logger
 from ml_processing.sdk.bars import FIELDS
 from ml_processing.sdk.indicator import Indicator
 
 from .market import Live, Series
 
 VERSION = 1
+
+log = get_logger(__name__)
 
 
 def save(path: Path, series: Iterable[Series], derived: Set[tuple[str, str]] = frozenset()) -> int:
@@ -34,24 +36,28 @@ def save(path: Path, series: Iterable[Series], derived: Set[tuple[str, str]] = f
     return len(entries)
 
 
-def load(path: Path, registry: Mapping[str, Indicator], capacity: int) -> list[tuple[Series, bool]]:
-    """The saved series (and whether each is fed by resampling), rebuilt; an unreadable file raises
-    `CodecError` (the caller logs and starts empty)."""
+def load(path: Path, registry: Mapping[str, Indicator], capacity: int) -> Iterator[tuple[Series, bool]]:
+    """The saved series (and whether each is fed by resampling), rebuilt one at a time, so the caller can
+    let the event loop run between them; an unreadable file raises `CodecError` (the caller logs and
+    starts empty). Each series' bars fill its ring in one copy and warm every indicator stream in one pass
+    (`IndicatorStream.warm`)."""
     if not path.exists():
-        return []
+        return
     body: Any = codec.unpackb(path.read_bytes())
     if not isinstance(body, dict) or body.get("version") != VERSION:
         raise CodecError(f"{path}: not a market state file of version {VERSION}")
-    out = []
     for entry in body["series"]:
         series = Series(entry["symbol"], entry["timeframe"], capacity)
         bars = np.asarray(entry["bars"], dtype=np.float64).reshape(-1, 1 + len(FIELDS))[-capacity:]
-        for row in bars:
-            series.ring.append({"ts": int(row[0]), **dict(zip(FIELDS, row[1:].tolist(), strict=True))})
+        series.ring.load(bars)
         series.last_ts = entry["last_ts"]
         series.committed = len(bars)
         for spec in entry["live"]:
-            if spec["name"] in registry:  # an indicator whose plugin is gone is dropped, not fatal
+            if spec["name"] not in registry:  # an indicator whose plugin is gone is dropped, not fatal
+                continue
+            try:
                 series.add(Live.parse(spec, registry))
-        out.append((series, bool(entry.get("derived", False))))
-    return out
+            except BadRequest as exc:  # saved by a version that accepted what this one refuses
+                log.warning("saved_indicator_dropped", symbol=series.symbol, timeframe=series.timeframe,
+                            indicator=spec, error=exc.message)
+        yield series, bool(entry.get("derived", False))

@@ -18,7 +18,6 @@ later period arrives; until then it is the forming bar of the higher series (pre
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,17 +25,7 @@ import numpy as np
 import talib
 
 from ml_processing.sdk import BadRequest
-
-_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_TIMEFRAME = re.compile(r"^(\d{1,4})([smhdw])$")
-
-
-def to_ms(timeframe: str) -> int:
-    """``1m``, ``15m``, ``4h``, ``1d``, ``1w`` -> milliseconds; `BadRequest` for anything else."""
-    match = _TIMEFRAME.match(timeframe) if isinstance(timeframe, str) else None
-    if match is None or int(match.group(1)) == 0:
-        raise BadRequest(f"timeframe {timeframe!r} is not N followed by s, m, h, d or w", field="timeframe")
-    return int(match.group(1)) * _UNITS[match.group(2)]
+from ml_processing.sdk.timeframes import to_ms
 
 
 class Resampler:

@@ -14,14 +14,21 @@ import talib
 from ml_processing.bus import codec, mdp
 from ml_processing.core.errors import BadRequest, TooLarge
 from ml_processing.core.kernel import Kernel
+from ml_processing.core.ops import convert
 from ml_processing.plugins.indicators import builtin_indicators
-from ml_processing.plugins.indicators.compute import MAX_BARS, compute, parse_indicators
+from ml_processing.plugins.indicators.compute import MAX_BARS, compute
+from ml_processing.plugins.indicators.ops import ComputeArgs, ComputeReply
 from ml_processing.plugins.indicators.talib_indicators import EXCLUDED, GROUPS, talib_indicators
 from ml_processing.sdk.talib_functions import TalibIndicator, parameter_ranges
 from tests.conftest import make_config
 
 REGISTRY = {i.name: i for i in builtin_indicators()}
 TALIB = {i.name: i for i in talib_indicators()}
+
+
+def run(args: dict[str, Any]) -> ComputeReply:
+    """Op ``compute`` as the service runs it: the arguments checked against the declaration, then computed."""
+    return compute(convert(args, ComputeArgs), REGISTRY)
 
 
 def ohlcv(n: int = 600, seed: int = 7) -> dict[str, np.ndarray]:
@@ -82,7 +89,7 @@ def test_math_operators_and_transforms_equal_talib_in_batch_and_live(name: str) 
 def test_parameters_are_bounded_by_talib_and_the_c_type(name: str, params: dict[str, Any], field: str,
                                                          words: str) -> None:
     with pytest.raises(BadRequest) as caught:
-        parse_indicators([{"name": name, "params": params}], REGISTRY)
+        run({"close": [1.0, 2.0, 3.0], "indicators": [{"name": name, "params": params}]})
     assert caught.value.field == f"indicators[0].params.{field}"
     assert words in caught.value.message
 
@@ -123,7 +130,7 @@ def test_batch_equals_talib_on_the_same_data(name: str) -> None:
     defaults = {p.name: p.default for p in indicator.params}
     direct = getattr(talib, name)(*(data[c] for c in indicator.inputs), **defaults)
     direct = direct if isinstance(direct, (list, tuple)) else (direct,)
-    result = compute({**{k: v.tolist() for k, v in data.items()}, "indicators": [name]}, REGISTRY)
+    result = run({**{k: v.tolist() for k, v in data.items()}, "indicators": [name]})
     assert list(result["values"]) == [indicator.output_key(defaults, o) for o in indicator.outputs]
     lookback = indicator.lookback(defaults)
     for key, expected in zip(result["values"], direct, strict=True):
@@ -167,7 +174,7 @@ def test_gaps_flat_bars_and_zero_volume_do_not_crash(name: str) -> None:
 ])
 def test_bad_parameters_are_rejected_by_name(params: dict[str, Any], field: str) -> None:
     with pytest.raises(BadRequest) as caught:
-        parse_indicators([{"name": "SMA", "params": params}], REGISTRY)
+        run({"close": [1.0, 2.0, 3.0], "indicators": [{"name": "SMA", "params": params}]})
     assert caught.value.field is not None and caught.value.field.endswith(field)
     assert field in caught.value.message
 
@@ -183,19 +190,19 @@ def test_bad_parameters_are_rejected_by_name(params: dict[str, Any], field: str)
 ])
 def test_bad_requests_name_the_problem(args: dict[str, Any], field: str) -> None:
     with pytest.raises(BadRequest) as caught:
-        compute(args, REGISTRY)
+        run(args)
     assert caught.value.field == field
 
 
 def test_more_than_a_million_bars_is_too_large() -> None:
     with pytest.raises(TooLarge):
-        compute({"close": [1.0] * (MAX_BARS + 1), "indicators": ["SMA"]}, REGISTRY)
+        run({"close": [1.0] * (MAX_BARS + 1), "indicators": ["SMA"]})
 
 
 def test_null_in_input_is_nan() -> None:
     close: list[float | None] = [float(i) for i in range(1, 31)]
     close[10] = None
-    result = compute({"close": close, "indicators": [{"name": "SMA", "params": {"timeperiod": 3}}]}, REGISTRY)
+    result = run({"close": close, "indicators": [{"name": "SMA", "params": {"timeperiod": 3}}]})
     values = result["values"]["SMA_3"]
     assert np.isnan(values[:2]).all() and values[2:10].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
     assert np.isnan(values[10])  # TA-Lib's running sums carry a NaN forward; it never crashes
