@@ -18,8 +18,8 @@ import zmq.asyncio
 from ml_processing.core.config import PluginSection
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.models.online import Hedge, Scores
+from ml_processing.sdk import synthetic
 from tests.conftest import make_config
-from tests.plugins.test_features_contract import rows_of
 from tests.plugins.test_models_service import X, Y
 from tests.support.feed import pubsub
 
@@ -114,10 +114,8 @@ async def test_live_predictions_signals_self_labels_learning_and_checkpoints(tmp
     kernel = Kernel(cfg)
     await kernel.start()
     try:
-        from ml_processing.plugins.models.defaults import synthetic_market
-
-        market = synthetic_market(120, seed=3)
-        bars = [{**bar, "ts": int(bar["ts"])} for bar in rows_of(market)]
+        market = synthetic.market(120, seed=3, momentum=0.25)
+        bars = synthetic.rows(market)
         received: list[tuple[bytes, dict[str, Any]]] = []
         async with pubsub(kernel, b"prediction.SYN", b"signal.SYN") as (pub, sub):
             for bar in bars:
@@ -161,9 +159,7 @@ async def test_drift_of_a_live_model_starts_its_configured_retraining(tmp_path: 
     kernel = Kernel(cfg)
     await kernel.start()
     try:
-        from ml_processing.plugins.models.defaults import synthetic_market
-
-        market = synthetic_market(700, seed=11)
+        market = synthetic.market(700, seed=11, momentum=0.25)
         fitted = await kernel.request("features", "fit", {"pipeline": "default", **market})
         rows = await kernel.request("features", "transform", {"pipeline": fitted["pipeline"], **market})
         labels = (np.diff(market["close"])[rows["index"][:-1]] > 0).astype(int)
@@ -171,7 +167,7 @@ async def test_drift_of_a_live_model_starts_its_configured_retraining(tmp_path: 
                           xgb.DMatrix(np.asarray(rows["values"][:-1]), label=labels), num_boost_round=5)
         await kernel.request("models", "register", {"model_id": "m", "kind": "xgboost", "pipeline": fitted["pipeline"],
                                                      "artifact": bytes(model.save_raw(raw_format="ubj"))})
-        bars = [{**bar, "ts": int(bar["ts"])} for bar in rows_of(market)]
+        bars = synthetic.rows(market)
         predictions = []
         async with pubsub(kernel, b"prediction.DRI") as (pub, sub):
             for bar in bars:
