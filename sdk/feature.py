@@ -26,11 +26,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import numpy as np
 
 from .indicator import Param, format_param, resolve_params
+
+
+class ExtractorInfo(TypedDict):
+    """What `FeatureExtractor.describe` tells about an extractor (op ``extractors``, docs)."""
+
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    params: list[dict[str, Any]]  # `Param.describe` of each parameter
+    lookback_default: int
+    doc: str
 
 
 class FeatureStream(ABC):
@@ -86,7 +97,8 @@ class FeatureExtractor(ABC):
             base += f"({','.join(inputs)})"
         return [base] if len(self.outputs) == 1 else [f"{base}.{out}" for out in self.outputs]
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ExtractorInfo:
+        """Name, columns, parameters, lookback at the default parameters and the one-line doc."""
         defaults = {p.name: p.default for p in self.params}
         return {"name": self.name, "inputs": list(self.inputs), "outputs": list(self.outputs),
                 "params": [p.describe() for p in self.params], "lookback_default": self.lookback(defaults),
