@@ -41,6 +41,17 @@ def _without(schema: dict[str, Any], names: set[str]) -> dict[str, Any]:
     return schema
 
 
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema of an optional parameter (``anyOf: [X, null]``) as X: an absent parameter is the null."""
+    options = schema.get("anyOf")
+    if isinstance(options, list):
+        kept = [o for o in options if o != {"type": "null"}]
+        if len(kept) == 1:
+            rest = {k: v for k, v in schema.items() if k != "anyOf" and not (k == "default" and v is None)}
+            return {**rest, **kept[0]}
+    return schema
+
+
 def describe(routes: Iterable[Route], specs: Mapping[tuple[str, str], OpSpec]
              ) -> tuple[list[Route], dict[str, Any]]:
     """`routes` with their schemas and parameters filled from `specs` (keyed by service and op), and the
@@ -62,7 +73,7 @@ def describe(routes: Iterable[Route], specs: Mapping[tuple[str, str], OpSpec]
             query_names = [name for name, _, _ in route.query]
         else:
             query_names = [name for name in properties if name not in in_path]
-        params = {name: properties.get(name, {"type": "string"}) for name in [*in_path, *query_names]}
+        params = {name: _not_null(properties.get(name, {"type": "string"})) for name in [*in_path, *query_names]}
         query = tuple((name, str(params[name].get("type", "string")),
                        descriptions.get(name) or str(params[name].get("description", "")))
                       for name in query_names)
