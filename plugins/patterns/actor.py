@@ -179,7 +179,8 @@ def detect_grouped(chosen: list[tuple[Pattern, dict[str, int | float]]], data: M
                      else pattern.detect(data, params, ts))
             index = np.array([e.index for e in found], dtype=np.int64)
             signed = np.array([e.strength if e.direction == BULLISH else -e.strength for e in found])
-            group = {"kind": pattern.kind, "index": index, "points": [[list(p) for p in e.points] for e in found]}
+            group = {"kind": pattern.kind, "index": index, "points": [[list(p) for p in e.points] for e in found],
+                     "details": [e.details for e in found]}
         if not len(index):
             continue
         group.update(ts=None if ts is None else ts[index].astype(np.int64), direction=np.sign(signed).astype(np.int8),

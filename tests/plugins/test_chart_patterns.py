@@ -1,17 +1,25 @@
 """Chart patterns on series built to hold them (and near misses that must not match): detection, key points,
-confirmation bars, confidence; live == batch for every registered pattern; gaps and flat bars survive."""
+confirmation bars, confidence; live == batch, whole events (details included), for every registered pattern,
+in the detectors and through the service (REST detect against live pub/sub); gaps and flat bars survive."""
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+import msgpack
 import numpy as np
 import pytest
 
+from ml_processing.core.config import PluginSection
 from ml_processing.plugins.patterns.candles import candlesticks
 from ml_processing.plugins.patterns.chart import chart_patterns
+from tests.conftest import make_config
+from tests.core.helpers import running
 from tests.plugins.test_indicators_batch import ohlcv
+from tests.support.feed import pubsub
 
 CHART = {p.name: p for p in chart_patterns()}
 
@@ -144,9 +152,50 @@ def test_live_events_equal_batch_events_on_real_looking_data(name: str, gaps: bo
     stream = pattern.stream(params)
     live = [e for i in range(3000) for e in stream.update({**{k: float(v[i]) for k, v in data.items()},
                                                            "ts": int(ts[i])})]
-    assert [e.to_wire() for e in live] == [e.to_wire() for e in batch]
+    assert live == batch  # whole events: index, ts, direction, strength, points and details
+    assert all(plain(e.to_wire()) for e in batch)  # what travels is plain data, so equal on the wire too
     if name in ("SWING_POINTS", "LEVEL_BREAKOUT") and not gaps:
         assert batch, "real-looking data has swings and breakouts"
+    if name in CHART and not gaps and name != "SWING_POINTS":
+        assert all(e.details for e in batch), "every chart event carries details"
+
+
+def plain(value: Any) -> bool:
+    """Is `value` built of Python's own str, int, float, list, tuple and dict only (no numpy scalars)?"""
+    if isinstance(value, dict):
+        return all(type(k) is str and plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(plain(v) for v in value)
+    return value is None or type(value) in (str, int, float)
+
+
+async def test_the_service_reports_the_same_chart_events_in_batch_and_live(tmp_path: Path) -> None:
+    """``detect`` over REST and live detection over pub/sub, on the same bars: the same events, whole."""
+    names = sorted(CHART)
+    sections = {"patterns": PluginSection(True, {"live": names}), "sentiment": PluginSection(True, {"live_market": False})}
+    data = {k: v for k, v in ohlcv(1000, seed=5).items() if k in ("open", "high", "low", "close")}
+    ts = [1_700_000_000_000 + 60_000 * i for i in range(1000)]
+    async with running(make_config(tmp_path, modules=(), sections=sections)) as kernel:
+        body = {**{k: v.tolist() for k, v in data.items()}, "ts": ts, "patterns": names}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(kernel.edge_url + "/api/v1/patterns/detect", json=body) as resp:
+                assert resp.status == 200, await resp.text()
+                grouped = (await resp.json())["events"]
+        live = []
+        async with pubsub(kernel, b"pattern.CHART.1m") as (pub, sub):
+            for i in range(1000):
+                bar = {"ts": ts[i], **{k: float(v[i]) for k, v in data.items()}, "volume": 1.0}
+                await pub.send_multipart([b"bar.CHART.1m", msgpack.packb(bar)])
+            while await sub.poll(1500):
+                live += msgpack.unpackb((await sub.recv_multipart())[1])["events"]
+    batch = [{"pattern": name, "kind": group["kind"], "index": index, "ts": group["ts"][k],
+              "direction": "bullish" if group["direction"][k] > 0 else "bearish", "strength": group["strength"][k],
+              "points": group["points"][k], "details": group["details"][k]}
+             for name, group in grouped.items() for k, index in enumerate(group["index"])]
+    order = names.index
+    assert len(batch) > 50 and {e["pattern"] for e in batch} >= {"SWING_POINTS", "LEVEL_BREAKOUT"}
+    assert sorted(live, key=lambda e: (e["index"], order(e["pattern"]))) == \
+        sorted(batch, key=lambda e: (e["index"], order(e["pattern"])))
 
 
 def test_gaps_and_flat_bars_do_not_crash_chart_patterns() -> None:
