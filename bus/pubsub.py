@@ -22,8 +22,8 @@ from typing import Any
 import structlog
 import zmq
 
-from . import codec
-from .errors import CodecError, MlpError
+from . import codec, topics
+from .errors import BadRequest, CodecError, MlpError
 from .mdp.frames import SocketReader, send_frames
 
 log = structlog.get_logger(__name__)
@@ -33,9 +33,46 @@ Handler = Callable[[str, Any], None]
 
 @dataclass
 class SubscriberStats:
+    """Inbound counters of a proxy or a subscriber; every message the bus drops counts under one reason.
+
+    ``received`` counts the messages read from the socket (a proxy also counts those it only forwards).
+    Drops, by reason (`drops` names them as ``/metrics`` labels):
+
+    * ``dropped_queue_full``: the proxy's queue of local deliveries (messages published in this process,
+      handed to local handlers on the next loop turn) held ``max_pending`` messages already;
+    * ``dropped_malformed``: not two frames ``[topic, body]``, or a body that is not msgpack (or carries an
+      extension type the codec refuses); a malformed subscription frame on the proxy's XPUB side too;
+    * ``dropped_bad_topic``: a topic that is not UTF-8 or does not parse (`topics.parse`: unknown kind,
+      bad symbol or timeframe, too many parts), for a message some local handler's prefix matches.
+
+    ZeroMQ itself drops at the *sending* socket's high-water mark and tells no one: those losses show in
+    the sender's process, never here (a feed that must lose nothing sets ``SNDHWM`` 0 and paces itself).
+
+    >>> stats = SubscriberStats(received=5, dropped_malformed=1, dropped_bad_topic=2)
+    >>> stats.malformed, stats.dropped, stats.drops()
+    (3, 3, {'queue_full': 0, 'malformed': 1, 'bad_topic': 2})
+    """
+
     received: int = 0
-    malformed: int = 0
+    dropped_queue_full: int = 0
+    dropped_malformed: int = 0
+    dropped_bad_topic: int = 0
     handler_errors: int = 0
+
+    @property
+    def malformed(self) -> int:
+        """Messages dropped for their form: malformed frames or bodies, and bad topics."""
+        return self.dropped_malformed + self.dropped_bad_topic
+
+    @property
+    def dropped(self) -> int:
+        """Every message dropped, whatever the reason."""
+        return self.dropped_queue_full + self.dropped_malformed + self.dropped_bad_topic
+
+    def drops(self) -> dict[str, int]:
+        """Dropped messages by reason: ``queue_full``, ``malformed``, ``bad_topic``."""
+        return {"queue_full": self.dropped_queue_full, "malformed": self.dropped_malformed,
+                "bad_topic": self.dropped_bad_topic}
 
 
 class _Dispatch:
@@ -78,14 +115,24 @@ class _Dispatch:
         return topic.startswith(self._prefixes)
 
     def _decode(self, frames: list[bytes]) -> tuple[str, Any] | None:
-        """``(topic, body)`` of a ``[topic, body]`` message; None (counted) when malformed."""
+        """``(topic, body)`` of a ``[topic, body]`` message; None (counted by reason) when it is dropped."""
+        if len(frames) != 2:
+            self.stats.dropped_malformed += 1
+            log.warning("malformed_frame_dropped", error="pub/sub message must be [topic, body]",
+                        frames=len(frames))
+            return None
         try:
-            if len(frames) != 2:
-                raise CodecError(f"pub/sub message must be [topic, body], got {len(frames)} frames")
-            return frames[0].decode(), codec.unpackb(frames[1])
-        except (CodecError, UnicodeDecodeError) as exc:
-            self.stats.malformed += 1
-            log.warning("malformed_frame_dropped", error=str(exc), frames=len(frames))
+            topic = frames[0].decode()
+            topics.parse(topic)
+        except (UnicodeDecodeError, BadRequest) as exc:
+            self.stats.dropped_bad_topic += 1
+            log.warning("bad_topic_dropped", topic=frames[0][:80], error=str(exc))
+            return None
+        try:
+            return topic, codec.unpackb(frames[1])
+        except CodecError as exc:
+            self.stats.dropped_malformed += 1
+            log.warning("malformed_frame_dropped", topic=topic, error=exc.message, frames=2)
             return None
 
     def _deliver(self, topic: str, body: Any) -> None:
@@ -103,17 +150,24 @@ class _Dispatch:
 
 
 class Proxy(_Dispatch):
-    """The XSUB/XPUB forwarder, on the event loop, serving local handlers and publishers directly."""
+    """The XSUB/XPUB forwarder, on the event loop, serving local handlers and publishers directly.
+
+    Messages published in this process reach local handlers on the next loop turn; at most `max_pending`
+    (``hwm`` by default) wait for it, and one more is dropped for local handlers and counted
+    (``stats.dropped_queue_full``), so a publisher flooding one loop turn cannot grow memory without bound.
+    """
 
     FLUSH_AT = 32  # outbound messages held at most before they are sent, within one loop turn
 
     def __init__(self, context: zmq.Context[Any], inputs: list[str], outputs: list[str], *,
-                 hwm: int = 10_000) -> None:
+                 hwm: int = 10_000, max_pending: int | None = None) -> None:
         super().__init__()
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
         self.inputs = list(inputs)
         self.outputs = list(outputs)
         self.hwm = hwm
+        self.max_pending = hwm if max_pending is None else max_pending
+        self._pending = 0  # local deliveries waiting for the next loop turn
         self.bound_inputs: list[str] = []
         self.bound_outputs: list[str] = []
         self.published = 0
@@ -180,7 +234,7 @@ class Proxy(_Dispatch):
         ZeroMQ subscription, it is not retroactive."""
         message = frames[0] if len(frames) == 1 else b""
         if not message or message[0] not in (0, 1):
-            self.stats.malformed += 1
+            self.stats.dropped_malformed += 1
             log.warning("malformed_subscription_dropped", frames=len(frames))
             return
         prefix = bytes(message[1:])
@@ -198,7 +252,18 @@ class Proxy(_Dispatch):
             self._send([raw_topic, payload])
         self.published += 1
         if self._wanted(topic):  # a decoded copy: handlers never share the publisher's object
-            asyncio.get_running_loop().call_soon(self._deliver, topic, codec.unpackb(payload))
+            if self._pending >= self.max_pending:
+                if self.stats.dropped_queue_full % 1000 == 0:  # the first of each thousand, not a flood
+                    log.warning("local_queue_full", topic=topic, pending=self._pending,
+                                dropped=self.stats.dropped_queue_full + 1)
+                self.stats.dropped_queue_full += 1
+                return
+            self._pending += 1
+            asyncio.get_running_loop().call_soon(self._deliver_pending, topic, codec.unpackb(payload))
+
+    def _deliver_pending(self, topic: str, body: Any) -> None:
+        self._pending -= 1
+        self._deliver(topic, body)
 
     def _send(self, frames: list[bytes]) -> None:
         self._outbox.append(frames)

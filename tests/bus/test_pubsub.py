@@ -257,12 +257,62 @@ async def test_malformed_messages_are_counted_and_not_fatal(bus: Bus) -> None:
     raw.send_multipart([b"bar.A.1m", body[:-1]])                       # truncated msgpack
     raw.send_multipart([b"bar.\xff\xfe.1m", body])                     # topic not UTF-8
     raw.send_multipart([b"bar.A.1m", msgpack.packb(msgpack.ExtType(1, b"\x03|O\x00"))])  # refused ext
+    raw.send_multipart([b"bar.A B.1m", body])                          # topic does not parse: bad symbol
+    raw.send_multipart([b"bar.A.1m.x", body])                          # topic does not parse: four parts
     raw.send_multipart([b"bar.A.1m", body])                            # fine
     await wait_until(lambda: got.messages, what="the good message")
 
-    assert sub.stats.malformed == 6
+    assert sub.stats.drops() == {"queue_full": 0, "malformed": 5, "bad_topic": 3}
+    assert sub.stats.malformed == 8 and sub.stats.dropped == 8
     assert got.messages == [("bar.A.1m", {"close": 1.0})]
     assert sub.stats.handler_errors == 0
+
+
+async def test_proxy_counts_what_it_drops_for_local_handlers_by_reason(zctx: zmq.asyncio.Context) -> None:
+    """The proxy's own handlers see inbound messages without a subscriber socket: the same drops, counted on
+    the proxy; a message no local handler wants is only forwarded, never judged."""
+    with running_proxy(zctx, *endpoints("tcp")) as running:
+        proxy, got = running.proxy, Collector()
+        proxy.subscribe(topics.prefix(topics.BAR), got)
+        raw = running.raw_socket(zmq.PUB, running.pub_in)
+        await handshake(lambda topic, body: raw.send_multipart([topic.encode(), codec.packb(body)]), proxy)
+        before = proxy.stats.received
+        body = codec.packb({"close": 1.0})
+        raw.send_multipart([b"bar.A.1m", body, b"extra"])   # malformed: three frames
+        raw.send_multipart([b"bar.A.1m", b"\xc1"])          # malformed: body not msgpack
+        raw.send_multipart([b"bar.\xff.1m", body])          # bad topic: not UTF-8
+        raw.send_multipart([b"bar.A!.1m", body])            # bad topic: does not parse
+        raw.send_multipart([b"tick.A!", body])              # no local handler wants it: not judged
+        raw.send_multipart([b"bar.A.1m", body])
+        await wait_until(lambda: got.messages, what="the good message")
+
+        assert proxy.stats.drops() == {"queue_full": 0, "malformed": 2, "bad_topic": 2}
+        assert proxy.stats.received - before == 6
+        assert got.messages == [("bar.A.1m", {"close": 1.0})]
+
+
+async def test_local_deliveries_past_max_pending_are_dropped_and_counted(zctx: zmq.asyncio.Context) -> None:
+    """At most `max_pending` local publishes wait for the next loop turn; more in the same turn are dropped
+    for local handlers (counted), and the limit frees again once they are delivered."""
+    proxy = Proxy(zctx, [f"inproc://in-{uuid.uuid4().hex[:12]}"], [f"inproc://out-{uuid.uuid4().hex[:12]}"],
+                  max_pending=5)
+    proxy.start()
+    try:
+        got = Collector()
+        proxy.subscribe(topics.prefix(topics.INDICATOR), got)
+        for i in range(8):  # one loop turn: nothing is delivered in between
+            proxy.publish(topics.indicator("AAPL", "1m"), {"i": i})
+        dropped_in_burst = proxy.stats.dropped_queue_full
+        await wait_until(lambda: len(got.messages) == 5, what="the first five delivered")
+        proxy.publish(topics.indicator("AAPL", "1m"), {"i": "later"})
+        await wait_until(lambda: len(got.messages) == 6, what="a later publish delivered")
+    finally:
+        proxy.stop()
+
+    assert dropped_in_burst == 3
+    assert [b["i"] for b in got.bodies()] == [0, 1, 2, 3, 4, "later"]
+    assert proxy.stats.drops() == {"queue_full": 3, "malformed": 0, "bad_topic": 0}
+    assert proxy.published == 9
 
 
 async def test_handler_errors_are_counted_and_others_still_run(bus: Bus) -> None:
@@ -412,6 +462,7 @@ async def test_malformed_subscription_frames_are_counted(zctx: zmq.asyncio.Conte
         raw = running.raw_socket(zmq.XSUB, running.sub_out())
         raw.send(b"\x07garbage")  # neither subscribe (1) nor unsubscribe (0)
         await wait_until(lambda: running.proxy.stats.malformed == 1, timeout=5.0, what="the bad frame counted")
+        assert running.proxy.stats.dropped_malformed == 1
         assert b"garbage" not in running.proxy._external
 
 
