@@ -32,29 +32,23 @@ def register_actors(settings: Config) -> list[type[Actor]]:
 
 @hookimpl
 def register_routes() -> list[Route]:
-    pipeline = ("pipeline", "string", "pipeline name, or NAME@VERSION")
+    """The REST routes; their bodies, query parameters and replies come from the ops' declarations."""
     return [
         Route("POST", "/api/v1/features/extract", "features", "extract", "Extract features from OHLCV", "features"),
         Route("POST", "/api/v1/features/transform", "features", "transform", "Transform feature rows", "features"),
         Route("GET", "/api/v1/features/pipeline", "features", "pipelines",
-              "Feature pipelines: versions, steps, features, fitted", "features",
-              query=(("pipeline", "string", "one pipeline only"),)),
+              "Feature pipelines: versions, steps, features, fitted", "features"),
         Route("POST", "/api/v1/features/pipeline", "features", "create",
-              "Create a pipeline version from steps (the latest is returned when the steps are the same)", "features",
-              request_schema={"type": "object", "required": ["name", "steps"]}),
+              "Create a pipeline version from steps (the latest is returned when the steps are the same)", "features"),
         Route("POST", "/api/v1/features/fit", "features", "fit",
               "Fit a pipeline's transforms on OHLCV columns or feature rows: the fitted pipeline is a new version",
-              "features", request_schema={"type": "object", "required": ["pipeline"]}),
+              "features"),
         Route("DELETE", "/api/v1/features/pipeline", "features", "delete",
-              "Delete a pipeline (every version) or one version", "features",
-              query=(pipeline, ("version", "integer", "one version only"))),
+              "Delete a pipeline (every version) or one version", "features"),
         Route("GET", "/api/v1/features/extractors", "features", "extractors",
               "Registered feature extractors and transforms", "features"),
         Route("POST", "/api/v1/features/stream", "features", "stream",
-              "Push bars through a series' live pipeline state: one feature row per committed bar", "features",
-              request_schema={"type": "object", "required": ["pipeline", "symbol", "timeframe", "bars"]}),
+              "Push bars through a series' live pipeline state: one feature row per committed bar", "features"),
         Route("GET", "/api/v1/features/row", "features", "row",
-              "The latest live feature row of a symbol/timeframe", "features",
-              query=(("symbol", "string", "symbol"), ("timeframe", "string", "timeframe"), pipeline)),
+              "The latest live feature row of a symbol/timeframe", "features"),
     ]
-

@@ -9,7 +9,6 @@ does (docs/PROTOCOL.md section 4).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +16,30 @@ from typing import Any
 import numpy as np
 
 from ml_processing.bus import topics
-from ml_processing.sdk import Actor, BadRequest, MlpError, NotFound, Unavailable, get_logger
-from ml_processing.sdk.args import text
-from ml_processing.sdk.bars import FIELDS, check_bar, check_bars, read_columns
+from ml_processing.sdk import Actor, BadRequest, MlpError, NoArgs, TooLarge, get_logger, op
+from ml_processing.sdk.bars import check_bar
+from ml_processing.sdk.services.features import (
+    CreateArgs,
+    DeleteArgs,
+    DeleteReply,
+    ExtractArgs,
+    ExtractReply,
+    FitArgs,
+    FitReply,
+    PipelineRequest,
+    PipelinesArgs,
+    PipelinesReply,
+    TransformArgs,
+    TransformReply,
+    VersionReply,
+)
+from ml_processing.sdk.services.indicators import Indicators
+from ml_processing.sdk.services.indicators import columns as held_columns
 
 from . import pipeline as P
 from . import transforms
+from .declarations import ExtractorsReply, RowArgs, RowReply, StreamArgs, StreamReply
+from .live import LiveRows
 from .store import Store, Version
 
 log = get_logger(__name__)
@@ -37,8 +54,9 @@ DEFAULT_SPEC: dict[str, Any] = {
               {"transform": "standard"}],
     "nan": "drop",
 }
-#: Above this many rows a request is computed on the thread pool, off the event loop.
-INLINE_ROWS = 20_000
+#: Above this many cells (rows x extract steps, or rows x features) a request's arithmetic runs on the
+#: thread pool, off the event loop: about 1 ms of numpy and TA-Lib at the measured 40-80 ns per cell.
+INLINE_CELLS = 20_000
 
 
 @dataclass(frozen=True)
@@ -59,19 +77,14 @@ class FeaturesConfig:
                 raise ValueError(f"pipelines.{name}: must be a table with 'steps'")
 
 
-@dataclass
-class _Live:
-    version: Version
-    stream: P.PipelineStream
-    last_ts: int | None = None
-    last: dict[str, Any] | None = None  # the latest published row
-
-
 class Features(Actor):
-    """Ops: ``extractors``, ``pipelines``, ``create``, ``fit``, ``delete``, ``extract``, ``transform``,
-    ``stream``, ``row``."""
+    """Pipelines (create, fit, delete, list), batch extraction and transformation with a cache, and live
+    feature rows for every bar series. Its ops are declared in `ml_processing.sdk.services.features` (those
+    other plugins call) and `.declarations`."""
 
     name = "features"
+    #: At start the live pipelines are warmed from the market state the indicators service holds.
+    needs = ("indicators",)
 
     async def on_start(self) -> None:
         self.store = Store(self.ctx.data_dir / self.config.directory, self.registries)
@@ -83,8 +96,7 @@ class Features(Actor):
                 log.info("declared_pipeline_changed", pipeline=version.ref)
         self.cache = self.cache_for()
         self.extracted = 0
-        # (symbol, timeframe) -> live entry (NAME: follows the latest version, or NAME@VERSION) -> state
-        self.live: dict[tuple[str, str], dict[str, _Live]] = {}
+        self.live = LiveRows(self.store)
         self.live_entries = [entry for entry in self.config.live if self.store.get(entry)]
         self.subscribe(topics.BAR + ".", self.on_bar)
         self.warmed = 0
@@ -99,49 +111,48 @@ class Features(Actor):
 
     # -- pipelines --------------------------------------------------------------------------------------
 
-    def handle_extractors(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Every registered extractor and transform, with parameters."""
+    @op(NoArgs, reply=ExtractorsReply, role="read")
+    def handle_extractors(self, args: NoArgs) -> ExtractorsReply:
+        """Every registered feature extractor and transform, with their parameters, and the NaN policies."""
         return {"extractors": [e.describe() for e in self.registries.get("features", {}).values()],
                 "transforms": [{"name": kind, "params": [p.describe() for p in transforms.PARAMS[kind]],
                                 "doc": transforms.DOCS[kind]} for kind in transforms.KINDS],
                 "nan_policies": list(P.NAN_POLICIES)}
 
-    def handle_pipelines(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Every pipeline (or the one named ``pipeline``): its versions, steps, features, fitted state."""
-        name = args.get("pipeline") or args.get("name")
-        names = [self.store.get(name).name] if name else sorted(self.store.pipelines)
+    @op(PipelinesArgs, reply=PipelinesReply, role="read")
+    def handle_pipelines(self, args: PipelinesArgs) -> PipelinesReply:
+        """Every pipeline (or `pipeline`): versions, steps, features, lookback, fitted; and refused files."""
+        names = [self.store.get(args.pipeline).name] if args.pipeline else sorted(self.store.pipelines)
         return {"pipelines": [{"name": n, "declared": n in self.declared,
                                "latest": max(self.store.pipelines[n]),
                                "versions": [v.describe() for _, v in sorted(self.store.pipelines[n].items())]}
                               for n in names],
                 "refused_files": self.store.refused}
 
-    def handle_create(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{name, steps, nan?, fill?, description?}``: a new version, or the latest if it is the same."""
-        spec = {k: v for k, v in args.items() if k != "name"}
-        version, new = self.store.create(args.get("name"), spec)
+    @op(CreateArgs, reply=VersionReply, role="admin")
+    def handle_create(self, args: CreateArgs) -> VersionReply:
+        """A pipeline version from `steps`; the latest version when its spec is the same (`new`: false)."""
+        version, new = self.store.create(args.name, args.spec())
         return {**version.describe(), "pipeline": version.ref, "new": new}
 
-    async def handle_fit(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Fit the transforms of ``pipeline`` (a version) on OHLCV columns (or on feature ``rows``): the
-        fitted pipeline is the next version."""
-        base = self.store.get(args.get("pipeline"), args.get("version"))
+    @op(FitArgs, reply=FitReply, role="admin")
+    async def handle_fit(self, args: FitArgs) -> FitReply:
+        """Fit the transforms of `pipeline` on OHLCV columns (or feature `rows`): the fitted one is a new version."""
+        base = self.store.get(args.pipeline, args.version)
         if not base.compiled.needs_fit:
             raise BadRequest(f"pipeline {base.ref} has no transform to fit (standard, minmax or robust)",
                              field="pipeline")
         matrix = await self._matrix(base, args)
-        fitted = (P.fit(base.compiled, matrix) if len(matrix) <= INLINE_ROWS
-                  else await self.run_in_thread(P.fit, base.compiled, matrix))
-        rows = int((~np.isnan(matrix).any(axis=1)).sum())
+        fitted, rows = await self.run_in_thread(_fit, base.compiled, matrix)  # scikit-learn: always off the loop
         version = self.store.add_fitted(base, fitted, rows)
         return {**version.describe(), "pipeline": version.ref, "fitted_from": base.ref, "rows": rows}
 
-    def handle_delete(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Delete ``pipeline`` (every version) or one ``version``. A pipeline declared in plugins.toml is
-        never deleted whole (it would come back at the next start); its last version neither."""
-        version = self.store.get(args.get("pipeline"), args.get("version"))
+    @op(DeleteArgs, reply=DeleteReply, role="admin")
+    def handle_delete(self, args: DeleteArgs) -> DeleteReply:
+        """Delete `pipeline` (every version) or one version; never a declared pipeline's last, nor one run live."""
+        version = self.store.get(args.pipeline, args.version)
         name = version.name
-        whole = args.get("version") is None and "@" not in str(args.get("pipeline"))
+        whole = args.version is None and "@" not in args.pipeline
         remaining = len(self.store.pipelines[name]) - (len(self.store.pipelines[name]) if whole else 1)
         if name in self.declared and remaining == 0:
             raise BadRequest(f"pipeline {name!r} is declared in plugins.toml (or built in): delete single "
@@ -154,109 +165,87 @@ class Features(Actor):
 
     # -- batch ------------------------------------------------------------------------------------------
 
-    def _version(self, args: Mapping[str, Any]) -> Version:
-        if "steps" in args:  # inline: a pipeline used once, never saved
-            spec = {k: args[k] for k in ("steps", "nan", "fill") if k in args}
+    def _version(self, args: PipelineRequest) -> Version:
+        if args.steps is not None:  # inline: a pipeline used once, never saved
+            spec = {"steps": args.steps, "nan": args.nan or "drop", "fill": 0.0 if args.fill is None else args.fill}
             compiled = P.compile_spec(spec, self.registries)
             return Version("inline", 0, compiled, None if compiled.needs_fit else [{} for _ in compiled.transforms],
                            "")
-        return self.store.get(args.get("pipeline"), args.get("version"))
+        return self.store.get(args.pipeline, args.version)
 
-    async def _matrix(self, version: Version, args: Mapping[str, Any]) -> np.ndarray:
-        """Raw features: extracted from the input columns, or the given feature ``rows``."""
-        if "rows" in args:
-            return self._rows(version, args["rows"])
-        columns, n = read_columns(args, version.compiled.inputs, self.config.max_rows)
-        return await self._extract(version, columns, n)
-
-    async def _extract(self, version: Version, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
+    def _columns(self, version: Version, args: PipelineRequest | FitArgs) -> dict[str, np.ndarray]:
+        """The input columns `version` reads, enough of them for one complete row."""
+        columns = args.require(version.compiled.inputs)
+        n = args.length
+        if n > self.config.max_rows:
+            raise TooLarge(f"{n:,} rows; at most {self.config.max_rows:,} per request ([plugins.features] "
+                           "max_rows)", field=version.compiled.inputs[0])
         if n <= version.compiled.lookback:
             raise BadRequest(f"{n} bars; pipeline {version.ref} needs more than its lookback of "
                              f"{version.compiled.lookback} bars for a single complete row",
                              field=version.compiled.inputs[0])
-        if n > INLINE_ROWS:
-            return await self.run_in_thread(P.extract, version.compiled, columns)
-        return P.extract(version.compiled, columns)
+        return columns
 
-    def _rows(self, version: Version, rows: Any) -> np.ndarray:
-        width = len(version.compiled.features)
-        if isinstance(rows, np.ndarray):
-            matrix = rows.astype(np.float64, copy=False)
-        elif isinstance(rows, list):
-            try:
-                matrix = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
-            except (TypeError, ValueError):
-                raise BadRequest("'rows' must be a list of rows of numbers (null for missing)", field="rows") from None
-        else:
-            raise BadRequest(f"'rows' must be a list of rows, got {type(rows).__name__}", field="rows")
-        if matrix.ndim == 1 and len(matrix) == width:
-            matrix = matrix.reshape(1, width)
-        if matrix.ndim != 2 or matrix.shape[1] != width:
-            raise BadRequest(f"each row must have {width} values ({', '.join(version.compiled.features)}), got "
-                             f"shape {list(matrix.shape)}", field="rows")
-        if len(matrix) > self.config.max_rows:
-            raise BadRequest(f"{len(matrix):,} rows; at most {self.config.max_rows:,}", field="rows")
+    async def _off_loop(self, cells: int, fn: Any, *args: Any) -> Any:
+        """`fn(*args)`: inline when small, on the thread pool past `INLINE_CELLS`."""
+        if cells <= INLINE_CELLS:
+            return fn(*args)
+        return await self.run_in_thread(fn, *args)
+
+    def _rows(self, version: Version, rows: np.ndarray) -> np.ndarray:
+        """Feature rows, as wide as the pipeline's features."""
+        rows, width = np.asarray(rows), len(version.compiled.features)
+        if rows.shape[1] != width:
+            raise BadRequest(f"each row must have {width} values ({', '.join(version.compiled.features)}), "
+                             f"got {rows.shape[1]}", field="rows")
+        if len(rows) > self.config.max_rows:
+            raise TooLarge(f"{len(rows):,} rows; at most {self.config.max_rows:,}", field="rows")
+        return rows
+
+    async def _matrix(self, version: Version, args: TransformArgs | FitArgs) -> np.ndarray:
+        """Raw features: the given feature ``rows``, or extracted from the input columns."""
+        if args.rows is not None:
+            return self._rows(version, args.rows)
+        columns = self._columns(version, args)
+        matrix: np.ndarray = await self._off_loop(args.length * len(version.compiled.extracts), P.extract,
+                                                  version.compiled, columns)
         return matrix
 
-    async def handle_extract(self, args: dict[str, Any]) -> dict[str, Any]:
-        """OHLCV columns + ``pipeline`` (NAME, NAME@VERSION, or inline ``steps``) -> the feature matrix, its
-        column names and the index of the first complete row. ``transform: true`` applies the fitted
-        transforms (not the NaN policy) too."""
+    @op(ExtractArgs, reply=ExtractReply, role="compute")
+    async def handle_extract(self, args: ExtractArgs) -> ExtractReply:
+        """The feature matrix `values` (null for NaN), its `features`, `first_complete` row and `cached`."""
         version = self._version(args)
-        apply = args.get("transform", False)
-        if not isinstance(apply, bool):
-            raise BadRequest("'transform' must be true or false", field="transform")
-        columns, n = read_columns(args, version.compiled.inputs, self.config.max_rows)
-        key = (version.ref, apply, P.digest(columns)) if version.number else None
-        hit = self.cache.get(key) if key is not None else None
-        if hit is not None:
-            return {**hit, "cached": True}
-        matrix = await self._extract(version, columns, n)
-        if apply:
-            matrix = P.transform(version.compiled, version.fitted, matrix)
+        columns = self._columns(version, args)
+        n = args.length
+        key = None
+        if version.number:
+            key = (version.ref, args.transform, await self._off_loop(n * len(columns), P.digest, columns))
+            hit = self.cache.get(key)
+            if hit is not None:
+                return {**hit, "cached": True}
+        matrix, first = await self._off_loop(n * max(len(version.compiled.extracts), len(version.compiled.features)),
+                                             _extract, version, columns, args.transform)
         self.extracted += n
-        result = {"pipeline": version.ref, "features": version.compiled.features, "rows": n,
-                  "first_complete": P.first_complete(matrix), "values": matrix}
+        result: ExtractReply = {"pipeline": version.ref, "features": version.compiled.features, "rows": n,
+                                "first_complete": first, "values": matrix, "cached": False}
         if key is not None:
             self.cache.put(key, result)
-        return {**result, "cached": False}
+        return result
 
-    async def handle_transform(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Feature ``rows`` (or OHLCV columns) + a fitted pipeline -> transformed rows under its NaN policy,
-        with ``index``: which input rows they are."""
+    @op(TransformArgs, reply=TransformReply, role="compute")
+    async def handle_transform(self, args: TransformArgs) -> TransformReply:
+        """Rows through a fitted pipeline's transforms under its NaN policy; `index` lists the rows kept."""
         version = self._version(args)
-        matrix = await self._matrix(version, args)
-        out, index = P.apply_nan_policy(version.compiled, P.transform(version.compiled, version.fitted, matrix))
+        rows = None if args.rows is None else self._rows(version, args.rows)
+        if version.compiled.transforms and version.fitted is None:  # before any extraction
+            raise BadRequest("this pipeline version was never fitted: fit it first (POST /api/v1/features/fit)",
+                             field="pipeline")
+        matrix = rows if rows is not None else await self._matrix(version, args)
+        out, index = await self._off_loop(matrix.size, _transformed, version, matrix)
         return {"pipeline": version.ref, "features": version.compiled.features, "values": out, "index": index,
                 "dropped": int(len(matrix) - len(out))}
 
     # -- live -------------------------------------------------------------------------------------------
-
-    def _state(self, symbol: str, timeframe: str, entry: str) -> _Live:
-        """The live state of `entry` on a series. An entry naming no version follows the latest one: a newly
-        fitted version (same steps) takes over the warm stream, new steps start a new one."""
-        version = self.store.get(entry)
-        per = self.live.setdefault((symbol, timeframe), {})
-        state = per.get(entry)
-        if state is not None and state.version is version:
-            return state
-        if state is None or state.version.compiled.spec != version.compiled.spec:
-            state = per[entry] = _Live(version, P.PipelineStream(version.compiled, version.fitted))
-        else:
-            state.version, state.stream.fitted = version, version.fitted
-        return state
-
-    def _advance(self, symbol: str, timeframe: str, entry: str, bar: Mapping[str, Any]) -> dict[str, Any] | None:
-        state = self._state(symbol, timeframe, entry)
-        if not bar["final"] or (state.last_ts is not None and bar["ts"] <= state.last_ts):
-            return None
-        state.last_ts = bar["ts"]
-        row = state.stream.update(bar)
-        transformed = state.stream.transformed(row)
-        state.last = {"symbol": symbol, "timeframe": timeframe, "ts": bar["ts"], "pipeline": state.version.ref,
-                      "values": _nulls(row), "transformed": None if transformed is None else _nulls(transformed),
-                      "complete": all(v == v for v in row)}
-        return state.last
 
     def on_bar(self, topic: str, body: Any) -> None:
         parsed = topics.parse(topic)
@@ -265,69 +254,50 @@ class Features(Actor):
         bar = check_bar(body)
         out = topics.feature(parsed.symbol, parsed.timeframe)
         for entry in self.live_entries:
-            row = self._advance(parsed.symbol, parsed.timeframe, entry, bar)
+            row = self.live.advance(parsed.symbol, parsed.timeframe, entry, bar)
             if row is not None:
                 self.publish(out, row)
 
     async def _warm_from_market(self) -> None:
-        """Replay the bars the live market state holds (the ``indicators`` service, over the bus) through
-        every live pipeline, so rows are complete from the first new bar after a restart, as indicators are.
-        Without that service the streams warm up on new bars."""
-        series = None
-        for _ in range(50):  # services join the broker once every actor has started: wait for it, bounded
-            try:
-                series = await self.request("indicators", "series")
-                break
-            except Unavailable as exc:
-                reason = exc.message
-                await asyncio.sleep(0.1)
-            except MlpError as exc:
-                reason = exc.message
-                break
-        if series is None:
-            log.info("features_not_warmed", reason=reason)
+        """Replay the bars the live market state holds (the ``indicators`` service) through every live
+        pipeline, so rows are complete from the first new bar after a restart, as indicators are. Without
+        that service the streams warm up on new bars."""
+        market = Indicators(self.request)
+        try:
+            series = await market.series()
+        except MlpError as exc:  # the indicators plugin is disabled, or runs elsewhere and is not there yet
+            log.info("features_not_warmed", reason=exc.message)
             return
         for item in series:
             symbol, timeframe = item["symbol"], item["timeframe"]
             if (symbol, timeframe) in self.live:
                 continue  # bars already arrived on the topic: those streams are live
             try:
-                held = await self.request("indicators", "bars", {"symbol": symbol, "timeframe": timeframe})
+                held = await market.bars(symbol, timeframe)
             except MlpError as exc:
                 log.warning("features_warm_failed", symbol=symbol, timeframe=timeframe, error=exc.message)
                 continue
-            columns = {name: held[name].tolist() for name in ("ts", *FIELDS)}
-            for i in range(len(columns["ts"])):
-                bar = {name: values[i] for name, values in columns.items()} | {"final": True}
-                for entry in self.live_entries:
-                    self._advance(symbol, timeframe, entry, bar)
+            columns = {name: values.tolist() for name, values in held_columns(held).items()}
+            bars = ({**{name: values[i] for name, values in columns.items()}, "final": True}
+                    for i in range(len(columns["ts"])))
+            await self.live.advance_all(symbol, timeframe, self.live_entries, bars)
             self.warmed += 1
         log.info("features_warmed", series=self.warmed)
 
-    def handle_stream(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{pipeline, symbol, timeframe, bars: [...]}``: push bars through the live state of that series
-        and pipeline version; one row per committed bar."""
-        version = self._version(args)
-        if not version.number:
-            raise BadRequest("streaming needs a saved pipeline, not inline steps", field="pipeline")
-        symbol, timeframe = text(args, "symbol"), text(args, "timeframe")
-        topics.bar(symbol, timeframe)  # validates both
-        checked = check_bars(args.get("bars"), self.config.max_rows)
-        rows = [row for bar in checked if (row := self._advance(symbol, timeframe, version.ref, bar)) is not None]
+    @op(StreamArgs, reply=StreamReply, role="admin")
+    async def handle_stream(self, args: StreamArgs) -> StreamReply:
+        """Bars through the live state of a series and pipeline: one row per committed bar."""
+        version = self.store.get(args.pipeline, args.version)
+        if len(args.bars) > self.config.max_rows:
+            raise TooLarge(f"{len(args.bars):,} bars; at most {self.config.max_rows:,} per request", field="bars")
+        rows = await self.live.advance_all(args.symbol, args.timeframe, [version.ref],
+                                           (bar.row() for bar in args.bars))
         return {"pipeline": version.ref, "features": version.compiled.features, "rows": rows}
 
-    def handle_row(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The latest live row of ``symbol``/``timeframe`` for ``pipeline`` (default: the first live one)."""
-        symbol, timeframe = text(args, "symbol"), text(args, "timeframe")
-        per = self.live.get((symbol, timeframe))
-        if not per:
-            raise NotFound(f"no live features for {symbol} {timeframe} yet", field="symbol")
-        entry = args.get("pipeline") or next(iter(per))
-        state = per.get(entry)
-        if state is None or state.last is None:
-            raise NotFound(f"no live rows of {entry!r} for {symbol} {timeframe} (live: {', '.join(per)})",
-                           field="pipeline")
-        return {**state.last, "features": state.version.compiled.features}
+    @op(RowArgs, reply=RowReply, role="read")
+    def handle_row(self, args: RowArgs) -> RowReply:
+        """The latest live row of a series, for `pipeline` (default: its first live one)."""
+        return self.live.latest(args.symbol, args.timeframe, args.pipeline)
 
     # -- health -----------------------------------------------------------------------------------------
 
@@ -341,6 +311,18 @@ class Features(Actor):
                              "refused_files": len(self.store.refused)}}
 
 
-def _nulls(row: list[float]) -> list[float | None]:
-    return [None if v != v else v for v in row]
+def _extract(version: Version, columns: Mapping[str, np.ndarray], apply: bool) -> tuple[np.ndarray, int | None]:
+    """The feature matrix (through the fitted transforms when `apply`) and its first complete row."""
+    matrix = P.extract(version.compiled, columns)
+    if apply:
+        matrix = P.transform(version.compiled, version.fitted, matrix)
+    return matrix, P.first_complete(matrix)
 
+
+def _transformed(version: Version, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return P.apply_nan_policy(version.compiled, P.transform(version.compiled, version.fitted, matrix))
+
+
+def _fit(compiled: P.Compiled, matrix: np.ndarray) -> tuple[list[dict[str, Any]], int]:
+    """The fitted transforms and the number of complete rows they were fitted on."""
+    return P.fit(compiled, matrix), int((~np.isnan(matrix).any(axis=1)).sum())

@@ -1,5 +1,5 @@
-"""docs/FEATURES.md, generated from the extractor registry and the default pipeline (a test checks the file
-is up to date).
+"""docs/FEATURES.md, generated from the extractor registry, the default pipeline and the ops' declarations
+(a test checks the file is up to date).
 
     python -m ml_processing.plugins.features.docs > docs/FEATURES.md
 """
@@ -11,10 +11,13 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import msgspec
+
+from ml_processing.sdk import Columns
 from ml_processing.sdk.feature import FeatureExtractor
 
-from . import transforms
-from .actor import DEFAULT_SPEC
+from . import register_routes, transforms
+from .actor import DEFAULT_SPEC, Features
 from .pipeline import compile_spec
 
 HEADER = """# Features
@@ -69,19 +72,20 @@ the version it was fitted from, plus the fitted numbers). A request names `NAME`
 sha256 of its content; at start every file is checked and loaded, and one that fails the check is refused
 (listed under `refused_files` of `GET /api/v1/features/pipeline`, logged), never used.
 
-## Interfaces
+"""
 
-| REST | bus op (service `features`) | what |
-| --- | --- | --- |
-| `POST /api/v1/features/extract` | `extract` | OHLCV columns + `pipeline` (or inline `steps`) -> `features` (names), `values` (rows x features, null for NaN), `first_complete`, `cached`; `transform: true` applies the fitted transforms |
-| `POST /api/v1/features/transform` | `transform` | feature `rows` (or OHLCV columns) + a fitted `pipeline` -> transformed `values` under the NaN policy, `index` of the rows kept |
-| `GET /api/v1/features/pipeline` | `pipelines` | every pipeline (or `?pipeline=NAME`): versions, steps, features, lookback, fitted |
-| `POST /api/v1/features/pipeline` | `create` | `{name, steps, nan?, fill?, description?}` -> the version |
-| `POST /api/v1/features/fit` | `fit` | `pipeline` + OHLCV columns (or feature `rows`) -> the fitted version |
-| `DELETE /api/v1/features/pipeline?pipeline=NAME[&version=N]` | `delete` | a version, or every version (not a declared pipeline's last one, nor one computed live) |
-| `GET /api/v1/features/extractors` | `extractors` | registered extractors and transforms |
-| `POST /api/v1/features/stream` | `stream` | `{pipeline, symbol, timeframe, bars}` -> one row per committed bar, from that series' state |
-| `GET /api/v1/features/row?symbol=&timeframe=` | `row` | the latest live row of a series |
+FOOTER = """Every op's arguments are declared once (`ml_processing.sdk.services.features` for the ops other plugins
+call, `plugins/features/declarations.py` for the rest) and checked before the op runs, whichever transport
+brought them. OHLCV columns answer as on every endpoint that takes bars: an empty column, a boolean, an
+infinite value or a negative volume is a 400 naming the column or the element (`close[7]`, `volume[3]`),
+columns of different lengths a 400, more values than `[plugins.features] max_rows` a 413. An unknown `nan`
+policy is a 400 listing `drop, fill, reject`; `nan` and `fill` go with inline `steps` only. Feature `rows`
+are a list of rows of numbers (null for missing; a flat list is one row) or a 2-D ndarray; a bad one is
+named by its row (`rows[3]`). Bars pushed with `stream` are checked the same way (`bars[3].volume`).
+
+Large inputs never stall the event loop: extraction and transformation past 20,000 cells (rows x steps)
+run on the thread pool, fitting always does, and `stream` (like the warm-up below) advances many bars in
+slices of about a millisecond, the loop serving other requests between them.
 
 Arrays may travel as msgpack (docs/PROTOCOL.md section 5). Extraction results are cached (`[cache]
 feature_cache_size` entries, `FEATURE_CACHE_TTL` seconds) by pipeline version and a hash of the input
@@ -94,10 +98,34 @@ last) publishes `feature.SYMBOL.TIMEFRAME`: `{"symbol", "timeframe", "ts", "pipe
 features. A live entry without a version follows the latest one: a newly fitted version takes over the
 warm state at the next bar. The rows equal the batch rows of the same bars (the contract test proves it
 for every extractor and for whole pipelines). At start the service replays the bars the live market state
-holds (op `bars` of the `indicators` service, saved across restarts) through its live pipelines, so rows
-are complete from the first bar after a restart (`warm_from_market`, on by default). Bars posted to
+holds (op `bars` of the `indicators` service, saved across restarts; the service `needs` indicators, so
+the kernel starts it after them) through its live pipelines, so rows are complete from the first bar after
+a restart (`warm_from_market`, on by default). Bars posted to
 `POST /api/v1/market/bars` feed the indicators only; push them through a pipeline with op `stream`.
 """
+
+
+def _interfaces() -> list[str]:
+    """The REST routes and bus ops, from the routes and the ops' declarations."""
+    lines = ["## Interfaces", "", "| REST | bus op (service `features`) | role | arguments | what |",
+             "| --- | --- | --- | --- | --- |"]
+    declarations = Features.declarations()
+    for route in register_routes():
+        spec = declarations[route.op]
+        lines.append(f"| `{route.method} {route.path}` | `{route.op}` | {spec.role} | {_arguments(spec.args)} | "
+                     f"{spec.doc} |")
+    return [*lines, ""]
+
+
+def _arguments(args: Any) -> str:
+    """An op's arguments: ``name`` when required, ``name?`` when optional, OHLCV columns in one word."""
+    if args is None:
+        return "a map"
+    own = [f for f in msgspec.structs.fields(args) if not hasattr(Columns, f.name)]
+    names = [f"`{f.encode_name}`" + ("" if f.required else "?") for f in own]
+    if issubclass(args, Columns):
+        names.append("OHLCV columns")
+    return ", ".join(names) or "-"
 
 
 def _extractors(extractors: Iterable[FeatureExtractor]) -> list[str]:
@@ -130,12 +158,13 @@ def _default(registries: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def render(registries: Mapping[str, Mapping[str, Any]]) -> str:
-    return "\n".join([HEADER, *_default(registries), *_extractors(registries["features"].values()),
-                      *_transforms()])
+    return "\n".join([HEADER.rstrip() + "\n", *_interfaces(), FOOTER, *_default(registries),
+                      *_extractors(registries["features"].values()), *_transforms()])
 
 
 def registries() -> Mapping[str, Mapping[str, Any]]:
     """What the built-in plugins register, found the way the service finds them (no plugin imported here)."""
+    # A doc generator builds a kernel; imported here, not at the top, so the plugin never imports the kernel.
     from ml_processing.core import log
     from ml_processing.core.config import load_config
     from ml_processing.core.kernel import Kernel

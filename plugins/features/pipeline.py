@@ -38,13 +38,12 @@ from ml_processing.sdk import BadRequest
 from ml_processing.sdk.bars import FIELDS
 from ml_processing.sdk.feature import FeatureExtractor, FeatureStream
 from ml_processing.sdk.indicator import Indicator, IndicatorStream
+from ml_processing.sdk.services.features import MAX_STEPS, NAN_POLICIES
 
 from . import transforms
 
 #: Columns a pipeline may read from its input besides earlier steps' outputs.
 BASE_COLUMNS = ("ts", *FIELDS)
-NAN_POLICIES = ("drop", "fill", "reject")
-MAX_STEPS = 256
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _COLUMN = re.compile(r"^[A-Za-z0-9_.(),\-]{1,128}$")
 Registries = Mapping[str, Mapping[str, Any]]

@@ -18,7 +18,7 @@ import zmq
 import zmq.asyncio
 
 from ml_processing.core.config import PluginSection
-from ml_processing.core.errors import NotFound
+from ml_processing.core.errors import BadRequest, NotFound
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.features import pipeline as P
 from tests.conftest import make_config
@@ -162,11 +162,123 @@ async def test_cache_hits_are_reported_in_both_metrics(service: Kernel) -> None:
     ({"pipeline": "default", "close": [1.0, "x"], "volume": [1.0, 2.0]}, 400, "close[1]"),
     ({"pipeline": "default", "close": {"a": 1}, "volume": [1.0]}, 400, "close"),
     ({"pipeline": "default", "close": [1.0] * 30, "volume": [1.0] * 30, "transform": "yes"}, 400, "transform"),
+    # one answer per edge case, as on every endpoint that takes bars
+    ({"pipeline": "default", "close": [], "volume": []}, 400, "close"),
+    ({"pipeline": "default", "close": [1.0, True], "volume": [1.0, 2.0]}, 400, "close[1]"),
+    ({"pipeline": "default", "close": [1.0] * 30, "volume": [1.0] * 29 + [-1.0]}, 400, "volume[29]"),
+    ({"steps": [{"feature": "lag"}], "nan": "keep", "close": [1.0] * 5}, 400, "nan"),
+    ({"pipeline": "default", "nan": "fill", "close": [1.0] * 30, "volume": [1.0] * 30}, 400, "nan"),
+    ({"pipeline": "default", "steps": [{"feature": "lag"}], "close": [1.0] * 5}, 400, "steps"),
+    ({"steps": [{"feature": "lag"}] * 257, "close": [1.0] * 5}, 400, "steps"),
+    ({"close": [1.0] * 5}, 400, "pipeline"),
+    ({"pipeline": "default", "bogus": 1, "close": [1.0] * 30, "volume": [1.0] * 30}, 400, "bogus"),
+    ({"pipeline": "not a name", "close": [1.0]}, 400, "pipeline"),
 ])
 async def test_bad_extract_requests_are_named(service: Kernel, body: dict[str, Any], status: int, field: str) -> None:
     async with aiohttp.ClientSession() as http:
         out = await call(http, service, "POST", "/api/v1/features/extract", body, status=status)
     assert out["error"]["field"] == field
+
+
+async def test_unknown_nan_policies_are_refused_listing_the_allowed_ones(service: Kernel) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path, body in (("/api/v1/features/pipeline", {"name": "x", "steps": [{"feature": "lag"}], "nan": "keep"}),
+                           ("/api/v1/features/extract", {"steps": [{"feature": "lag"}], "nan": "keep", "close": [1.0]})):
+            out = await call(http, service, "POST", path, body, status=400)
+            assert out["error"]["field"] == "nan"
+            assert "drop, fill, reject" in out["error"]["message"] and "'keep'" in out["error"]["message"]
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"pipeline": "default", "rows": [[0.1, 0.2, 50.0, True]]}, "rows[0]"),
+    ({"pipeline": "default", "rows": [[0.1, 0.2, 50.0, 1.0], [0.1]]}, "rows[1]"),
+    ({"pipeline": "default", "rows": []}, "rows"),
+    ({"pipeline": "default", "rows": [[0.1, 0.2, 50.0, 1.0]], "close": [1.0]}, "rows"),
+])
+async def test_bad_feature_rows_are_named(service: Kernel, body: dict[str, Any], field: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        out = await call(http, service, "POST", "/api/v1/features/transform", body, status=400)
+    assert out["error"]["field"] == field
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"volume": -1.0}, "bars[3].volume"),
+    ({"close": True}, "bars[3].close"),
+    ({"ts": 1.5}, "bars[3].ts"),
+    ({"nope": 1}, "bars[3].nope"),
+])
+async def test_bad_stream_bars_are_named(service: Kernel, change: dict[str, Any], field: str) -> None:
+    bars = [{**bar, "ts": int(bar["ts"])} for bar in rows_of(ohlcv(5, seed=3))]
+    bars[3] = {**bars[3], **change}
+    async with aiohttp.ClientSession() as http:
+        out = await call(http, service, "POST", "/api/v1/features/stream",
+                         {"pipeline": "default", "symbol": "X", "timeframe": "1h", "bars": bars}, status=400)
+        assert out["error"]["field"] == field
+        out = await call(http, service, "POST", "/api/v1/features/stream",
+                         {"pipeline": "default", "symbol": "X", "timeframe": "1h", "bars": []}, status=400)
+        assert out["error"]["field"] == "bars"
+        out = await call(http, service, "GET", "/api/v1/features/row", status=400, symbol="X", timeframe="1 hour")
+        assert out["error"]["field"] == "timeframe"
+
+
+async def test_infinite_values_are_refused_on_the_bus(service: Kernel) -> None:
+    """JSON cannot carry them; msgpack can: columns, feature rows and bars alike name the element."""
+    inf = float("inf")
+    for op, args, field in (
+            ("extract", {"pipeline": "default", "close": np.array([1.0, inf]), "volume": [1.0, 2.0]}, "close[1]"),
+            ("transform", {"pipeline": "default", "rows": np.array([[0.0, 0.0, 50.0, inf]])}, "rows[0]"),
+            ("stream", {"pipeline": "default", "symbol": "X", "timeframe": "1h",
+                        "bars": [{"ts": 0, "close": 1.0}, {"ts": 1, "close": -inf}]}, "bars[1].close")):
+        with pytest.raises(BadRequest) as err:
+            await service.request("features", op, args)
+        assert err.value.field == field, err.value.message
+
+
+def test_every_op_is_declared_with_its_role() -> None:
+    from ml_processing.plugins.features.actor import Features
+
+    roles = {name: spec.role for name, spec in Features.declarations().items() if spec.args is not None}
+    assert roles == {"extractors": "read", "pipelines": "read", "row": "read", "extract": "compute",
+                     "transform": "compute", "create": "admin", "fit": "admin", "delete": "admin",
+                     "stream": "admin"}
+    assert Features.needs == ("indicators",)
+
+
+async def ticks_during(request: Any) -> int:
+    """How often the event loop ran another task while `request` was answered in this process."""
+    ticks, done = 0, False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    ticks = 0
+    try:
+        await request
+    finally:
+        done = True
+        await task
+    return ticks
+
+
+async def test_large_requests_leave_the_event_loop_running(service: Kernel) -> None:
+    """Extraction and transformation of large inputs run on the thread pool; many bars through a live
+    state advance in slices: the loop keeps running other tasks while either is answered."""
+    from ml_processing.plugins.features.examples import TWENTY_FEATURES
+
+    data = ohlcv(100_000, seed=4)
+    assert await ticks_during(service.request("features", "extract", {"pipeline": "default", **data})) > 10
+    await service.request("features", "fit", {"pipeline": "default", **data})
+    assert await ticks_during(service.request("features", "transform", {"pipeline": "default", **data})) > 10
+    await service.request("features", "create", {"name": "twenty", **TWENTY_FEATURES})
+    bars = [{**bar, "ts": int(bar["ts"])} for bar in rows_of(ohlcv(2_000, seed=4))]
+    stream = service.request("features", "stream", {"pipeline": "twenty", "symbol": "X", "timeframe": "1m",
+                                                   "bars": bars})
+    assert await ticks_during(stream) >= 2_000 // 40  # one yield per slice of at most ~20 bars of 21 steps
 
 
 async def test_bad_pipeline_requests_are_named(service: Kernel) -> None:
