@@ -42,6 +42,7 @@ __all__ = [
     "NoArgs",
     "NonNegInt",
     "OpSpec",
+    "OpenArgs",
     "PositiveInt",
     "Role",
     "convert",
@@ -70,6 +71,11 @@ class NoArgs(Args):
     """The arguments of an op that takes none."""
 
 
+class OpenArgs(Args, forbid_unknown_fields=False):
+    """The arguments of an op that takes any map (an echo, a relay): its handler receives the map as sent.
+    Declare named fields wherever the arguments are known."""
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """What an op declares; `ml_processing.core.actor.Actor` collects one per ``handle_<op>``."""
@@ -83,7 +89,9 @@ class OpSpec:
 
     def decode(self, raw: Any) -> Any:
         """The handler's argument: `raw` checked against the declaration (a `BadRequest` naming the field)."""
-        if self.args is None:
+        if self.args is None or self.args is OpenArgs:
+            if raw is None and self.args is OpenArgs:
+                return {}
             if not isinstance(raw, dict):
                 raise BadRequest("'args' must be a map", field="args")
             return raw

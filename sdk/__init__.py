@@ -32,7 +32,7 @@ from ml_processing.core.errors import (
 from ml_processing.core.hookspecs import hookimpl
 from ml_processing.core.kernel import VERSION
 from ml_processing.core.log import get_logger
-from ml_processing.core.ops import Args, Int32, Int64, NoArgs, NonNegInt, PositiveInt, op
+from ml_processing.core.ops import Args, Int32, Int64, NoArgs, NonNegInt, OpenArgs, PositiveInt, op
 from ml_processing.core.storage import atomic_write
 
 from . import services
@@ -78,6 +78,7 @@ __all__ = [
     "NoArgs",
     "NonNegInt",
     "NotFound",
+    "OpenArgs",
     "OptionalColumn",
     "Param",
     "Pattern",
