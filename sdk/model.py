@@ -1,28 +1,63 @@
-"""The model-kind contract: how a kind of model is checked, stored, loaded and asked for predictions.
+"""The model-kind contract: how a kind of model is checked, stored, loaded, asked for predictions, taught.
 
 Plugins register kinds through the ``register_model_kinds`` hook (``ctx.registries["model_kinds"]``). The
 ``models`` service keeps every version of every model on disk and, for each, asks its kind to
 
 * `ModelKind.check`: parse an uploaded artifact *without executing anything from it* and describe it
-  (task, classes, number of features); refuse it with `BadRequest` otherwise;
+  (task, classes, number of features, the models it is built of); refuse it with `BadRequest` otherwise;
 * `ModelKind.compile`: derive extra files once per version (e.g. an ONNX graph for a fast path);
 * `ModelKind.load`: turn a version's verified files into a `Predictor`.
 
 A `Predictor` answers `predict(X)` for a float64 matrix (rows x features) with a `Prediction`: the
 predicted values (class labels or numbers), class probabilities when the model has them, and which path
-computed them. Predictors are immutable once loaded, so a version being swapped out keeps answering the
-requests that already hold it.
+computed them. A fixed model's predictor never changes once loaded, so a version being swapped out keeps
+answering the requests that already hold it. What else a predictor may do, the service learns from the
+predictor itself, never from the kind's name:
+
+* ``online``: it learns from labels (`Predictor.learn`) and gives its learned state as a new artifact
+  (`Predictor.artifact`), which the service saves as a checkpoint version;
+* ``members``: it combines other models (an ensemble): its task and shape come from them, and the service
+  adapts how much each one counts (`Predictor.set_weights`);
+* `ModelKind.refreshable`: training can continue from a version's artifact (``train`` with ``refresh``).
+
+Whenever a predictor learns or its weights move, the service drops the cached predictions of that model and
+of every model built on it: a cached answer is always the answer the model would give now.
+
+Requests carry rows as `FeatureRow` (one row: a list, a map of feature name -> value, or a 1-D ndarray)
+and `FeatureRows` (a batch: a list of rows or a 2-D ndarray); op declarations use them as field types.
+
+>>> from ml_processing.core.ops import Args, convert
+>>> class One(Args):
+...     features: FeatureRow
+>>> convert({"features": [1, None, 2.5]}, One).features.values
+array([1. , nan, 2.5])
+>>> convert({"features": {"a": 1, "b": None}}, One).features.named
+{'a': 1.0, 'b': nan}
+>>> convert({"features": [1, True]}, One)
+Traceback (most recent call last):
+...
+ml_processing.bus.errors.BadRequest: features[1]: expected a number, got True
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from ml_processing.core.errors import BadRequest
+from ml_processing.core.ops import register_type
+
+from .columns import read_column
+
+__all__ = ["CLASSIFICATION", "REGRESSION", "Described", "FeatureRow", "FeatureRows", "ModelKind", "Prediction",
+           "Predictor"]
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -44,6 +79,9 @@ class Described:
     n_features: int
     classes: list[Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)  # kind-specific (trees, objective, estimator, ...)
+    #: The models this one is built of (``name`` or ``name@version``), for an ensemble: the service takes the
+    #: task, number of features and classes from them (they must agree), not from `task` and `n_features`.
+    members: list[str] = field(default_factory=list)
 
 
 class Predictor(ABC):
@@ -53,6 +91,8 @@ class Predictor(ABC):
     n_features: int = 0
     classes: list[Any] | None = None
     allows_nan: bool = False  # does the model take NaN inputs (as missing values)?
+    online: bool = False  # does `learn` update the model (river), or is it fixed until retrained?
+    members: Sequence[str] = ()  # the models an ensemble combines (``name`` or ``name@version``); () otherwise
 
     @abstractmethod
     def predict(self, x: np.ndarray) -> Prediction:
@@ -62,10 +102,17 @@ class Predictor(ABC):
         """The prediction paths this predictor has (``native`` always)."""
         return ["native"]
 
-    online: bool = False  # does `learn` update the model (river), or is it fixed until retrained?
-
     def learn(self, row: np.ndarray, label: Any) -> None:  # noqa: B027 (optional)
-        """Learn one labelled row (online models only; the others ignore it)."""
+        """Learn one labelled row (online predictors only; the others ignore it)."""
+
+    def artifact(self) -> bytes:
+        """The learned state as an artifact in the kind's own format (online predictors: the service saves it
+        as a new version, a checkpoint). Called on a worker thread."""
+        raise NotImplementedError(f"{type(self).__name__} does not learn online: it has no state to save")
+
+    def set_weights(self, weights: Sequence[float]) -> None:
+        """How much each of `members` counts, in their order (ensembles; the weights sum to 1)."""
+        raise NotImplementedError(f"{type(self).__name__} combines no members")
 
 
 class ModelKind(ABC):
@@ -74,6 +121,7 @@ class ModelKind(ABC):
     name: ClassVar[str]
     doc: ClassVar[str] = ""
     formats: ClassVar[tuple[str, ...]] = ()  # artifact formats accepted for upload, e.g. ("json", "ubj")
+    refreshable: ClassVar[bool] = False  # training can continue from a version's artifact (``refresh``)
 
     def prepare(self) -> None:  # noqa: B027 (optional)
         """Import what loading needs (once per process, before the first load is timed)."""
@@ -92,7 +140,124 @@ class ModelKind(ABC):
 
     @abstractmethod
     def load(self, directory: Path, manifest: Mapping[str, Any], options: Mapping[str, Any]) -> Predictor:
-        """A predictor for the version in `directory` (its files already verified against the manifest)."""
+        """A predictor for the version in `directory` (its files already verified against the manifest).
+
+        `options`: ``native_threads``, ``onnx``, ``onnx_max_rows``, and ``resolve`` (``ref -> Predictor``:
+        another model by ``name`` or ``name@version``, for kinds built of other models)."""
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "formats": list(self.formats), "doc": self.doc}
+
+
+# -- rows in requests -------------------------------------------------------------------------------------
+
+
+class FeatureRow:
+    """One row of features as a request sends it, read by the op's declaration: a list of numbers (``null``
+    for a missing value, read as NaN) or a 1-D numeric ndarray gives `values` (float64); a map of feature
+    name -> number gives `named`. Booleans, strings and infinities are refused naming the element."""
+
+    __slots__ = ("named", "values")
+
+    def __init__(self, values: np.ndarray | None = None, named: dict[str, float] | None = None) -> None:
+        self.values = values
+        self.named = named
+
+    @classmethod
+    def read(cls, value: Any) -> FeatureRow:
+        if isinstance(value, dict):
+            return cls(None, {str(k): _number(v, k) for k, v in value.items()})
+        if isinstance(value, np.ndarray) and value.ndim == 2 and value.shape[0] == 1:
+            value = value.reshape(-1)
+        return cls(read_column(value), None)
+
+
+def _number(value: Any, name: Any) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isinf(value):
+        raise ValueError(f"[{name}]: expected a finite number, got {value!r:.40}")
+    return float(value)
+
+
+class FeatureRows:
+    """A batch of rows as a request sends it: a list of rows of numbers or a 2-D numeric ndarray. The
+    declaration checks only the outer shape; `matrix` reads the values (on a worker thread for a large batch,
+    so a big request never holds the event loop)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: list[Any] | np.ndarray) -> None:
+        self.raw = raw
+
+    @classmethod
+    def read(cls, value: Any) -> FeatureRows:
+        if isinstance(value, np.ndarray):
+            if value.ndim != 2 or value.dtype.kind not in "biuf":
+                raise ValueError(f"expected a 2-D numeric array, got {value.ndim}-D {value.dtype}")
+            return cls(value)
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list of rows, got {type(value).__name__}")
+        return cls(value)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def matrix(self, n_features: int) -> np.ndarray:
+        """The rows as a C-contiguous float64 matrix (``null`` -> NaN), `n_features` wide; `BadRequest`
+        naming ``rows`` or the element (``rows[3][1]``) otherwise. Lists are read in slices of `CHUNK` rows,
+        so a worker thread reading a large batch lets the event loop run between slices."""
+        raw = self.raw
+        if isinstance(raw, np.ndarray):
+            if raw.shape[1] != n_features or not len(raw):
+                raise BadRequest(f"expected rows of {n_features} numbers, got shape {list(raw.shape)}", field="rows")
+            return np.ascontiguousarray(raw, dtype=np.float64)
+        if not raw:
+            raise BadRequest(f"expected rows of {n_features} numbers, got none", field="rows")
+        out = np.empty((len(raw), n_features), dtype=np.float64)
+        for start in range(0, len(raw), CHUNK):
+            _read_slice(raw, start, min(start + CHUNK, len(raw)), out, n_features)
+        return out
+
+
+#: Rows read per slice of a batch (one C call each: the GIL changes hands between slices).
+CHUNK = 4096
+_PLAIN = frozenset({float, int})
+
+
+def _read_slice(raw: list[Any], start: int, stop: int, out: np.ndarray, n_features: int) -> None:
+    chunk = raw[start:stop]
+    try:
+        types = set(map(type, chain.from_iterable(chunk)))
+    except TypeError:  # a row that is not a list
+        types = {object}
+    if types <= _PLAIN:
+        try:
+            block = np.array(chunk, dtype=np.float64)
+        except ValueError:  # ragged
+            block = None
+        if block is not None and block.ndim == 2 and block.shape[1] == n_features:
+            out[start:stop] = block
+            return
+    for i, row in enumerate(chunk, start):  # the slow path: gaps (null), or a fault to name
+        if not isinstance(row, list) or len(row) != n_features:
+            raise BadRequest(f"rows[{i}] must be a list of {n_features} numbers", field=f"rows[{i}]")
+        for j, v in enumerate(row):
+            if v is None:
+                out[i, j] = math.nan
+            elif type(v) is float or type(v) is int:
+                out[i, j] = v
+            else:
+                raise BadRequest(f"rows[{i}][{j}] must be a number, got {v!r:.40}", field=f"rows[{i}][{j}]")
+
+
+_NUMBER_OR_NULL: dict[str, Any] = {"type": ["number", "null"]}
+register_type(FeatureRow, FeatureRow.read, {
+    "anyOf": [{"type": "array", "minItems": 1, "items": _NUMBER_OR_NULL},
+              {"type": "object", "additionalProperties": _NUMBER_OR_NULL}],
+    "description": "one row: numbers in the model's feature order (null for a missing value), or a map of "
+                   "feature name -> number; in msgpack also a 1-D ndarray"})
+register_type(FeatureRows, FeatureRows.read, {
+    "type": "array", "items": {"type": "array", "items": _NUMBER_OR_NULL},
+    "description": "rows of numbers in the model's feature order (null for a missing value); in msgpack also "
+                   "a 2-D ndarray"})

@@ -2,8 +2,9 @@
 
 Registered exactly as a third-party plugin would be: ``register_model_kinds`` fills the shared registry of
 model kinds (the contract is `ml_processing.sdk.model.ModelKind`), ``register_actors`` runs the ``models``
-service, ``register_routes`` adds the registry routes beside the seed's predict routes. Feature pipelines
-are reached over the bus (service ``features``), never imported.
+service, ``register_routes`` adds the registry routes beside the seed's predict routes (their schemas come
+from the ops' declarations, `declarations`). Feature pipelines and held bars are reached over the bus
+through the SDK's typed clients (`ml_processing.sdk.services`), never imported.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from ml_processing.sdk import Actor, Config, Route, hookimpl
 from ml_processing.sdk.model import ModelKind
 
-from .actor import Models, ModelsConfig
+from .actor import Models
+from .config import ModelsConfig
 from .kinds import builtin_kinds
 
 
@@ -41,23 +43,20 @@ def register_routes() -> list[Route]:
         Route("GET", "/api/v1/models/{model_id}", "models", "get", "Model details", "models"),
         Route("POST", model + "/versions", "models", "register",
               "Register a version from an artifact (xgboost JSON/UBJ, skops; base64 in JSON, bytes in msgpack)",
-              "models", request_schema={"type": "object", "required": ["kind", "artifact"]}),
-        Route("POST", model + "/promote", "models", "promote", "Make a version the current one", "models",
-              request_schema={"type": "object", "required": ["version"]}),
+              "models"),
+        Route("POST", model + "/promote", "models", "promote", "Make a version the current one", "models"),
         Route("POST", model + "/rollback", "models", "rollback", "Back to the previous current version", "models"),
         Route("DELETE", model + "/versions/{version}", "models", "delete",
               "Delete a version (the current one only with force=true)", "models",
               query=(("force", "boolean", "also the current version"),)),
         Route("GET", "/api/v1/model-kinds", "models", "kinds", "Registered model kinds and their formats", "models"),
         Route("POST", "/api/v1/learn", "models", "learn",
-              "A label: for a row (test then train) or for a live prediction (symbol, timeframe, ts)", "models",
-              request_schema={"type": "object", "required": ["model", "label"]}),
+              "A label: for a row (test then train) or for a live prediction (symbol, timeframe, ts)", "models"),
         Route("GET", model + "/weights", "models", "weights", "An ensemble's adaptive weights", "models"),
         Route("POST", model + "/weights/reset", "models", "reset_weights", "Put an ensemble's weights back to equal",
               "models"),
         Route("POST", "/api/v1/train", "models", "train",
-              "Start a training job (xgboost, scikit-learn, river) on OHLCV columns or a held series", "models",
-              request_schema={"type": "object", "required": ["model_id", "kind"]}),
+              "Start a training job (xgboost, scikit-learn, river) on OHLCV columns or a held series", "models"),
         Route("GET", "/api/v1/train/jobs", "models", "jobs", "Training jobs and their status", "models"),
         Route("GET", "/api/v1/train/jobs/{job_id}", "models", "job", "One training job", "models"),
         Route("POST", "/api/v1/train/jobs/{job_id}/cancel", "models", "cancel", "Cancel a training job", "models"),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,8 @@ def _onnx(directory: Path, manifest: Mapping[str, Any], options: Mapping[str, An
 # -- xgboost -----------------------------------------------------------------------------------------------
 
 
-def _describe_booster(booster: Any) -> Described:
+def describe_booster(booster: Any) -> Described:
+    """What an xgboost booster is: task, number of features, classes, objective and trees."""
     config = json.loads(booster.save_config())["learner"]
     objective = config["objective"]["name"]
     n_features = int(booster.num_features())
@@ -97,6 +98,7 @@ class XGBoostKind(ModelKind):
     name = "xgboost"
     doc = "xgboost Booster, XGBClassifier or XGBRegressor saved as xgboost JSON or UBJ"
     formats = ("json", "ubj")
+    refreshable = True  # training continues a booster (more trees)
 
     def prepare(self) -> None:
         import onnxruntime  # noqa: F401
@@ -115,7 +117,7 @@ class XGBoostKind(ModelKind):
     def check(self, data: bytes, fmt: str) -> Described:
         booster = self._booster(data)
         try:
-            return _describe_booster(booster)
+            return describe_booster(booster)
         except (KeyError, ValueError) as exc:
             raise BadRequest(f"unsupported xgboost model: {exc}", field="artifact") from None
 
@@ -127,7 +129,7 @@ class XGBoostKind(ModelKind):
     def load(self, directory: Path, manifest: Mapping[str, Any], options: Mapping[str, Any]) -> Predictor:
         booster = self._booster((directory / manifest["artifact"]).read_bytes())
         booster.set_param({"nthread": int(options.get("native_threads", 1))})
-        return XGBoostPredictor(booster, _describe_booster(booster), _onnx(directory, manifest, options),
+        return XGBoostPredictor(booster, describe_booster(booster), _onnx(directory, manifest, options),
                                 int(options.get("onnx_max_rows", 64)))
 
 
@@ -185,9 +187,10 @@ class SklearnKind(ModelKind):
         return estimator
 
     def check(self, data: bytes, fmt: str) -> Described:
-        return self._describe(self._estimator(data))
+        return self.describe_estimator(self._estimator(data))
 
-    def _describe(self, estimator: Any) -> Described:
+    def describe_estimator(self, estimator: Any) -> Described:
+        """What a fitted estimator is: task, number of features, classes, estimator name."""
         n_features = getattr(estimator, "n_features_in_", None)
         if n_features is None:
             raise BadRequest("the estimator is not fitted (no n_features_in_)", field="artifact")
@@ -205,7 +208,7 @@ class SklearnKind(ModelKind):
         estimator = self._estimator((directory / manifest["artifact"]).read_bytes())
         if hasattr(estimator, "n_jobs"):
             estimator.n_jobs = 1
-        described = self._describe(estimator)
+        described = self.describe_estimator(estimator)
         return SklearnPredictor(estimator, described, _onnx(directory, manifest, options),
                                 int(options.get("onnx_max_rows", 64)))
 
@@ -279,6 +282,9 @@ class RiverPredictor(Predictor):
     def learn(self, row: np.ndarray, label: Any) -> None:
         self.model.learn_one(dict(zip(self.names, row.tolist(), strict=True)), label)
 
+    def artifact(self) -> bytes:
+        return river_artifact(self.model)
+
 
 def river_artifact(model: Any) -> bytes:
     """The bytes the registry stores for a river model (only the service calls this)."""
@@ -299,7 +305,7 @@ class EnsembleKind(ModelKind):
 
     def check(self, data: bytes, fmt: str) -> Described:
         members = parse_members(data)
-        return Described(CLASSIFICATION, 0, None, {"members": members})  # task and shape: from the members
+        return Described(CLASSIFICATION, 0, None, {"members": members}, members)  # task and shape: the members
 
     def load(self, directory: Path, manifest: Mapping[str, Any], options: Mapping[str, Any]) -> Predictor:
         resolve: Callable[[str], Predictor] = options["resolve"]
@@ -329,6 +335,11 @@ class EnsemblePredictor(Predictor):
         self.n_features = int(manifest["n_features"])
         self.classes = manifest.get("classes")
         self.weights: list[float] = [1.0 / len(members)] * len(members)
+
+    def set_weights(self, weights: Sequence[float]) -> None:
+        if len(weights) != len(self.members):
+            raise ValueError(f"{len(weights)} weights for {len(self.members)} members")
+        self.weights = list(weights)
 
     def predict(self, x: np.ndarray) -> Prediction:
         outputs = [self.resolve(m).predict(x) for m in self.members]

@@ -19,9 +19,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from river import drift, metrics, utils
 
 from ml_processing.sdk import BadRequest
+
+from .train_request import TrainArgs
 
 EPS = 1e-12
 
@@ -140,10 +143,14 @@ class LiveSpec:
         if timeframe is not None and not isinstance(timeframe, str):
             raise BadRequest(f"{where}: 'timeframe' must be a string", field=f"{where}.timeframe")
         retrain = raw.get("retrain")
-        if retrain is not None and (not isinstance(retrain, Mapping) or "kind" not in retrain
-                                    or "model_id" not in retrain):
-            raise BadRequest(f"{where}: 'retrain' must be a training request with 'model_id' and 'kind'",
-                             field=f"{where}.retrain")
+        if retrain is not None:
+            if not isinstance(retrain, Mapping) or "kind" not in retrain or "model_id" not in retrain:
+                raise BadRequest(f"{where}: 'retrain' must be a training request with 'model_id' and 'kind'",
+                                 field=f"{where}.retrain")
+            try:  # the series comes from the labels: any will do here
+                msgspec.convert({**retrain, "symbol": "X", "timeframe": "1m"}, TrainArgs)
+            except msgspec.ValidationError as exc:
+                raise BadRequest(f"{where}.retrain: {exc}", field=f"{where}.retrain") from None
         return cls(model, timeframe, horizon, buy, sell, dict(retrain) if retrain is not None else None)
 
 

@@ -1,9 +1,10 @@
 """Training jobs: run in a process pool, never on the event loop; each has an id, a status, a stage and a result.
 
 `fit` is what a worker process runs: given time-ordered training and holdout rows it trains one model
-(xgboost, scikit-learn, river), scores it on the holdout and returns the artifact bytes in the kind's own
-format. It never touches the registry: the service writes the version only when a job succeeds, so a
-crashed or cancelled job leaves the registry as it was.
+(xgboost, scikit-learn, river: `TRAINABLE`), scores it on the holdout and returns the artifact bytes in the
+kind's own format with its description (task, features, classes, details). It never touches the registry:
+the service writes the version only when a job succeeds, so a crashed or cancelled job leaves the registry as
+it was.
 
 Workers are started with the ``spawn`` method (a fork of a process running ZeroMQ and an event loop is
 not safe) and import their libraries once, when the pool starts. Each job trains on ``training_threads``
@@ -13,9 +14,11 @@ threads (1 by default: on a small machine the event loop keeps its core).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import multiprocessing
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -23,9 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.sdk import get_logger
+from ml_processing.sdk import BadRequest, Clock, get_logger
+from ml_processing.sdk.model import CLASSIFICATION, Described
+
+from .kinds import SklearnKind, describe_booster
 
 log = get_logger(__name__)
+
+#: The model kinds `fit` trains.
+TRAINABLE = ("xgboost", "sklearn", "river")
 
 XGBOOST_DEFAULTS = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "tree_method": "hist",
                     "nthread": 1, "seed": 0}
@@ -56,9 +65,19 @@ def scores(task: str, y: np.ndarray, proba: np.ndarray | None, values: np.ndarra
     return out
 
 
+def check(kind: str, task: str, params: Mapping[str, Any]) -> None:
+    """Refuse, before a job starts, what `fit` cannot train (`BadRequest` naming the field)."""
+    if kind not in TRAINABLE:
+        raise BadRequest(f"'kind' must be one of {', '.join(TRAINABLE)}, got {kind!r:.40}", field="kind")
+    if kind == "river" and task == "regression" and params.get("estimator", "LogisticRegression") != \
+            "LinearRegression":
+        raise BadRequest("a river model for returns needs params.estimator = 'LinearRegression'", field="params")
+
+
 def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
         y_test: np.ndarray, names: list[str], base: bytes | None, threads: int = 1) -> dict[str, Any]:
-    """Train one model (in a worker process); ``{"format", "artifact", "metrics", "seconds", "details"}``."""
+    """Train one model (in a worker process); ``{"format", "artifact", "metrics", "seconds", "described"}``
+    (``described``: the artifact's `Described`: task, number of features, classes, details)."""
     start = time.perf_counter()
     if kind == "xgboost":
         import xgboost as xgb
@@ -75,7 +94,8 @@ def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarr
         proba = np.column_stack([1 - p, p]) if task == "classification" else None
         values = (p > 0.5).astype(int) if task == "classification" else p
         artifact, fmt = bytes(model.save_raw(raw_format="ubj")), "ubj"
-        details = {"trees": int(model.num_boosted_rounds()), "refreshed": base is not None}
+        about = describe_booster(model)
+        described = dataclasses.replace(about, details={**about.details, "refreshed": base is not None})
     elif kind == "sklearn":
         import sklearn.ensemble
         import sklearn.linear_model
@@ -92,7 +112,7 @@ def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarr
         estimator.fit(x, y)
         proba = estimator.predict_proba(x_test) if task == "classification" else None
         values = estimator.predict(x_test)
-        artifact, fmt, details = sio.dumps(estimator), "skops", {"estimator": name}
+        artifact, fmt, described = sio.dumps(estimator), "skops", SklearnKind().describe_estimator(estimator)
     elif kind == "river":
         import pickle
 
@@ -111,11 +131,13 @@ def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarr
             values = proba.argmax(axis=1)
         else:
             proba, values = None, np.array([model.predict_one(r) or 0.0 for r in rows])
-        artifact, fmt, details = pickle.dumps(model), "river", {"model": f"river.{name}"}
+        artifact, fmt = pickle.dumps(model), "river"
+        described = Described(task, int(x.shape[1]), [0, 1] if task == CLASSIFICATION else None,
+                              {"model": f"river.{name}"})
     else:
         raise ValueError(f"cannot train model kind {kind!r}")
     return {"format": fmt, "artifact": artifact, "metrics": scores(task, y_test, proba, values),
-            "seconds": round(time.perf_counter() - start, 4), "details": details}
+            "seconds": round(time.perf_counter() - start, 4), "described": described}
 
 
 @dataclass
@@ -125,7 +147,7 @@ class Job:
     kind: str
     status: str = "queued"  # queued, running, done, failed, cancelled
     stage: str = "queued"  # preparing rows, training, writing the version
-    created: float = field(default_factory=time.time)
+    created: float = 0.0
     finished: float | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -139,8 +161,9 @@ class Job:
 class Jobs:
     """The pool and the jobs it ran (bounded history)."""
 
-    def __init__(self, workers: int, keep: int = 200) -> None:
+    def __init__(self, workers: int, keep: int = 200, clock: Clock | None = None) -> None:
         self.workers = workers
+        self.clock = clock or Clock()
         self.keep = keep
         self.jobs: dict[str, Job] = {}
         self._ids = itertools.count(1)
@@ -153,7 +176,7 @@ class Jobs:
         return self._pool
 
     def new(self, model: str, kind: str) -> Job:
-        job = Job(f"job-{next(self._ids)}", model, kind)
+        job = Job(f"job-{next(self._ids)}", model, kind, created=self.clock.time())
         self.jobs[job.id] = job
         while len(self.jobs) > self.keep:
             oldest = next(iter(self.jobs.values()))
@@ -185,7 +208,7 @@ class Jobs:
                 for process in list(getattr(pool, "_processes", {}).values()):  # no public way to stop one task
                     process.terminate()
                 pool.shutdown(wait=False, cancel_futures=True)
-        job.status, job.stage, job.finished = "cancelled", "cancelled", time.time()
+        job.status, job.stage, job.finished = "cancelled", "cancelled", self.clock.time()
         return True
 
     def close(self) -> None:

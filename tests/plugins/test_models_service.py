@@ -157,7 +157,7 @@ async def test_bad_input_is_named_and_the_service_keeps_serving(service: Kernel)
         ("/api/v1/predict", {"model": "m", "features": "1,2,3"}, 400, "features"),
         ("/api/v1/predict", {"model": "lin", "features": [0.0] * 5 + [None]}, 400, "features[5]"),
         ("/api/v1/predict", {"model": "m", "features": [0.0] * 6, "version": "two"}, 400, "version"),
-        ("/api/v1/predict/batch", {"model": "m", "rows": [[0.0] * 6, [0.0] * 5]}, 400, "rows"),
+        ("/api/v1/predict/batch", {"model": "m", "rows": [[0.0] * 6, [0.0] * 5]}, 400, "rows[1]"),
         ("/api/v1/predict", {"model": "m", "bars": {"close": [1.0]}}, 400, "bars"),
         ("/api/v1/models/x/versions", upload("xgboost", b"not a model", "json"), 400, "artifact"),
         ("/api/v1/models/x/versions", upload("river", b"\x80\x04K\x01.", "river"), 400, "format"),

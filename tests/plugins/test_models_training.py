@@ -113,7 +113,11 @@ async def test_a_cancelled_or_failing_job_leaves_the_registry_as_it_was(trainer:
     ({"model_id": "m", "kind": "xgboost", "close": [1.0], "test_fraction": 0.9}, "test_fraction"),
     ({"model_id": "m", "kind": "xgboost", "close": [1.0], "promote": "maybe"}, "promote"),
     ({"model_id": "m", "kind": "river", "close": [1.0], "refresh": True}, "refresh"),
-    ({"model_id": "m", "kind": "xgboost", "close": [1.0], "params": {"x": [1]}}, "params"),
+    ({"model_id": "m", "kind": "xgboost", "close": [1.0], "params": {"x": [1]}}, "params[...]"),
+    ({"model_id": "m", "kind": {"x": 1}, "close": [1.0]}, "kind"),
+    ({"model_id": "m", "kind": "river", "close": [1.0], "label": {"type": "return"}}, "params"),
+    ({"model_id": "m", "kind": "xgboost", "symbol": "EURUSD"}, "close"),
+    ({"model_id": "m", "kind": "xgboost", "volume": [1.0]}, "close"),
 ])
 async def test_bad_training_requests_are_named(trainer: Kernel, args: dict[str, Any], field: str) -> None:
     from ml_processing.core.errors import BadRequest
@@ -124,10 +128,12 @@ async def test_bad_training_requests_are_named(trainer: Kernel, args: dict[str, 
 
 
 def test_labels_are_the_future_close_in_time_order() -> None:
-    from ml_processing.plugins.models.train_request import TrainRequest
+    from ml_processing.plugins.models.train_request import Label, TrainArgs
 
-    request = TrainRequest("m", "xgboost", horizon=2)
-    close = np.array([1.0, 2.0, 1.5, 3.0, 2.0])
+    request = TrainArgs(model_id="m", kind="xgboost", close=np.array([1.0, 2.0, 1.5, 3.0, 2.0]),
+                        label=Label(horizon=2))
     rows = {"values": [[0.0], [1.0], [2.0], [3.0]], "index": [1, 2, 3, 4], "features": ["a"]}
-    x, y, names = request.labelled(rows, close)
+    x, y, names = request.labelled(rows)
     assert x.tolist() == [[0.0], [1.0]] and y.tolist() == [1, 1] and names == ["a"]
+    returns = TrainArgs(model_id="m", kind="xgboost", close=np.array([1.0, 2.0, 1.5]), label=Label(type="return"))
+    assert returns.labelled({"values": [[0.0], [1.0]], "index": [0, 1], "features": ["a"]})[1].tolist() == [1.0, -0.25]
