@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import msgspec
+import msgspec.inspect
 
 from .errors import BadRequest
 
@@ -187,9 +188,40 @@ def convert(raw: Any, type_: Any, *, strict: bool = True) -> Any:
         return msgspec.convert(raw, type_, strict=strict, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         message, where = field_of(exc)
+        if message.startswith("Invalid enum value"):
+            allowed = _choices(type_, where)
+            if allowed:
+                message += f" (one of {', '.join(repr(v) for v in allowed)})"
         raise BadRequest(f"{where}: {message}" if where != "args" else message, field=where) from None
     except RecursionError:
         raise BadRequest("arguments nest too deeply", field="args") from None
+
+
+_STEP = re.compile(r"\.?([A-Za-z_]\w*)|\[(\d+)\]")
+
+
+def _choices(type_: Any, where: str) -> list[Any]:
+    """The values a Literal or Enum field at `where` (``steps[2].nan``) allows; [] when not found."""
+    info: Any = msgspec.inspect.type_info(type_)
+    for name, index in _STEP.findall(where):
+        while isinstance(info, msgspec.inspect.UnionType):
+            info = next((t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)), None)
+        if name and isinstance(info, msgspec.inspect.StructType):
+            info = next((f.type for f in info.fields if f.encode_name == name), None)
+        elif index and isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.TupleType)):
+            info = getattr(info, "item_type", None)
+        elif name and isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
+        else:
+            return []
+    while isinstance(info, msgspec.inspect.UnionType):
+        info = next((t for t in info.types if isinstance(t, (msgspec.inspect.LiteralType, msgspec.inspect.EnumType))),
+                    None)
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return list(info.values)
+    if isinstance(info, msgspec.inspect.EnumType):
+        return [member.value for member in info.cls]
+    return []
 
 
 # -- schemas --------------------------------------------------------------------------------------------
