@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE_FOLDERS = ("core", "sdk", "bus", "plugins")
+CODE_FOLDERS = ("core", "sdk", "checks", "bus", "plugins")
 NAMESPACE = "ml_processing"
 
 
