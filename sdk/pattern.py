@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import numpy as np
 
@@ -21,6 +21,16 @@ from .indicator import Param, resolve_params
 
 BULLISH = "bullish"
 BEARISH = "bearish"
+
+
+class PatternInfo(TypedDict):
+    """What `Pattern.describe` tells about a pattern (op ``list`` of the ``patterns`` service, docs)."""
+
+    name: str
+    kind: str
+    inputs: list[str]
+    params: list[dict[str, Any]]  # `Param.describe` of each parameter
+    doc: str
 
 
 @dataclass(slots=True)
@@ -71,6 +81,6 @@ class Pattern(ABC):
     def stream(self, params: Mapping[str, int | float]) -> PatternStream:
         """A fresh streaming state."""
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> PatternInfo:
         return {"name": self.name, "kind": self.kind, "inputs": list(self.inputs),
                 "params": [p.describe() for p in self.params], "doc": self.doc}

@@ -1,5 +1,8 @@
 """The ``patterns`` service: detection over posted bars, and live detection on every bar series.
 
+Batch: ``detect`` finds the events of the chosen patterns over columns of bars (`detect_grouped`); a
+request whose estimated work exceeds `INLINE_WORK` is detected on the thread pool, off the event loop.
+
 Live: for each series seen on ``bar.SYMBOL.TIMEFRAME``, every pattern in ``[plugins.patterns] live``
 (default: all registered) keeps its stream state; each committed bar (final, newer than the series' last)
 advances them, and the events it confirms are published on ``pattern.SYMBOL.TIMEFRAME``. With
@@ -8,24 +11,35 @@ advances them, and the events it confirms are published on ``pattern.SYMBOL.TIME
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ml_processing.bus import topics
-from ml_processing.sdk import Actor, BadRequest, get_logger
-from ml_processing.sdk.bars import FIELDS, check_bar, read_columns
-from ml_processing.sdk.pattern import BULLISH, Pattern, PatternStream
+from ml_processing.sdk import Actor, BadRequest, NoArgs, get_logger, op
+from ml_processing.sdk.bars import check_bar
+from ml_processing.sdk.columns import NAMES
+from ml_processing.sdk.pattern import BULLISH, Pattern, PatternInfo, PatternStream
 
 from .candles import Candlestick, apply_candle_settings, candle_settings
 from .chart import ChartPattern, Zigzags
+from .ops import DetectArgs, DetectReply, ListArgs, PatternSpec, SeriesInfo
 
 log = get_logger(__name__)
 
-MAX_BARS = 1_000_000
-INLINE_BARS = 20_000
+#: Above this estimated work (in units of about 10 ns) a ``detect`` runs on the thread pool, so the event
+#: loop is held for about a millisecond at most. The estimate, per pattern: bars x its weight, plus
+#: `PATTERN_WORK` (the call and its reply's columns, about 5 us). Weights per bar, measured on a 2-core
+#: machine: a candlestick pattern about 20 ns (one TA-Lib call); a chart pattern 300 to 1,500 ns (Python
+#: over swing points; the levels the most), and another plugin's pattern, whose cost is unknown, alike.
+#: So every pattern on 100 bars, one chart pattern on 2,000 or one candlestick pattern on 50,000 stay inline.
+INLINE_WORK = 100_000
+PATTERN_WORK = 500
+CANDLE_WEIGHT, OTHER_WEIGHT = 2, 50
+
+Chosen = list[tuple[Pattern, dict[str, int | float]]]
 
 
 @dataclass(frozen=True)
@@ -70,14 +84,18 @@ class Patterns(Actor):
     def registry(self) -> Mapping[str, Pattern]:
         return self.registries.get("patterns", {})  # type: ignore[return-value]
 
-    def _named(self, names: list[Any], field_name: str) -> list[tuple[Pattern, dict[str, int | float]]]:
-        """Patterns by name (``*`` for all; ``{"name", "params"}`` for parameters), checked."""
-        if names == ["*"]:
+    def _named(self, specs: Sequence[str | PatternSpec | Mapping[str, Any]], field_name: str) -> Chosen:
+        """Patterns by name (any case; ``["*"]`` for all) with their parameters, checked against the registry."""
+        if list(specs) == ["*"]:
             return [(p, p.resolve({})) for p in self.registry.values()]
         out = []
-        for i, item in enumerate(names):
-            name, params = (item, {}) if isinstance(item, str) else (
-                (item.get("name"), item.get("params")) if isinstance(item, Mapping) else (None, None))
+        for i, spec in enumerate(specs):
+            if isinstance(spec, PatternSpec):
+                name, params = spec.name, spec.params
+            elif isinstance(spec, Mapping):  # from the config file
+                name, params = spec.get("name"), spec.get("params")
+            else:
+                name, params = spec, None
             pattern = self.registry.get(name.upper() if isinstance(name, str) and name.upper() in self.registry
                                         else name)  # type: ignore[arg-type]
             if pattern is None:
@@ -92,34 +110,34 @@ class Patterns(Actor):
 
     # -- batch ------------------------------------------------------------------------------------------
 
-    def handle_list(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        kind = args.get("kind")
-        return [p.describe() for p in self.registry.values() if kind in (None, p.kind)]
+    @op(ListArgs, reply=list[PatternInfo], role="read")
+    def handle_list(self, args: ListArgs) -> list[PatternInfo]:
+        """Every registered pattern (or those of one kind): name, kind, inputs, parameters."""
+        return [p.describe() for p in self.registry.values() if args.kind in (None, p.kind)]
 
-    def handle_detect(self, args: dict[str, Any]) -> Any:
-        """OHLCV columns (and optional ``ts``) + ``patterns`` (names; default all) -> per pattern that fired,
-        its events as columns (`detect_grouped`), with counts."""
-        wanted = args.get("patterns", ["*"])
-        if not isinstance(wanted, list) or not wanted:
-            raise BadRequest("'patterns' must be a non-empty list of pattern names (or [\"*\"])", field="patterns")
-        chosen = self._named(wanted, "patterns")
-        kinds = args.get("kind")
-        if kinds is not None:
-            chosen = [(p, params) for p, params in chosen if p.kind == kinds]
+    @op(DetectArgs, reply=DetectReply, role="compute")
+    def handle_detect(self, args: DetectArgs) -> Any:
+        """Detect candlestick and chart patterns over columns of bars: each pattern's events, as columns."""
+        chosen = self._named(args.patterns, "patterns")
+        if args.kind is not None:
+            chosen = [(p, params) for p, params in chosen if p.kind == args.kind]
         used = {c for p, _ in chosen for c in p.inputs}
-        needed = [c for c in ("ts", *FIELDS) if c in used] + sorted(used - {"ts", *FIELDS})
-        optional = () if "ts" in used else ("ts",)
-        data, n = read_columns(args, [*needed, *optional], MAX_BARS, optional=optional)
-        ts = data.get("ts")
-        if n > INLINE_BARS:
-            return self._detect_in_thread(chosen, data, ts, n)
-        return self._count(detect_grouped(chosen, data, ts), n, len(chosen))
+        if used - set(NAMES):
+            name = next(p.name for p, _ in chosen if set(p.inputs) - set(NAMES))
+            raise BadRequest(f"pattern {name} reads {', '.join(sorted(used - set(NAMES)))}; detect carries "
+                             f"{', '.join(NAMES)}", field="patterns")
+        data = args.require([c for c in NAMES if c in used])
+        n = args.length
+        if sum(n * (CANDLE_WEIGHT if isinstance(p, Candlestick) else OTHER_WEIGHT) + PATTERN_WORK
+               for p, _ in chosen) > INLINE_WORK:
+            return self._detect_in_thread(chosen, data, args.ts, n)
+        return self._count(detect_grouped(chosen, data, args.ts), n, len(chosen))
 
-    async def _detect_in_thread(self, chosen: list[tuple[Pattern, dict[str, int | float]]],
-                                data: dict[str, np.ndarray], ts: np.ndarray | None, n: int) -> dict[str, Any]:
+    async def _detect_in_thread(self, chosen: Chosen, data: dict[str, np.ndarray], ts: np.ndarray | None,
+                                n: int) -> DetectReply:
         return self._count(await self.run_in_thread(detect_grouped, chosen, data, ts), n, len(chosen))
 
-    def _count(self, events: dict[str, dict[str, Any]], bars: int, patterns: int) -> dict[str, Any]:
+    def _count(self, events: dict[str, Any], bars: int, patterns: int) -> DetectReply:
         counts = {name: len(group["index"]) for name, group in events.items()}
         total = sum(counts.values())
         self.detected += total
@@ -155,7 +173,9 @@ class Patterns(Actor):
                         "strength": round(min(1.0, e.strength / 200 if e.kind == "candlestick" else e.strength), 4),
                         "reason": f"{e.pattern} ({e.direction}, {e.kind})", "source": "patterns"})
 
-    def handle_series(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+    @op(NoArgs, reply=list[SeriesInfo], role="read")
+    def handle_series(self, args: NoArgs) -> list[SeriesInfo]:
+        """Every series detected live: its last committed bar and how many patterns follow it."""
         return [{"symbol": s, "timeframe": tf, "last_ts": v.last_ts, "patterns": len(v.streams)}
                 for (s, tf), v in self.series.items()]
 
@@ -163,20 +183,20 @@ class Patterns(Actor):
         return {"technical_analysis": {"patterns_detected": self.detected, "signals_generated": self.signals}}
 
 
-def detect_grouped(chosen: list[tuple[Pattern, dict[str, int | float]]], data: Mapping[str, np.ndarray],
-                   ts: np.ndarray | None) -> dict[str, dict[str, Any]]:
-    """The events of each chosen pattern that fired, as columns in bar order: ``index``, ``ts``,
-    ``direction`` (+1 bullish, -1 bearish), ``strength``, and ``points`` for chart patterns (their key
-    points). Candlesticks come straight from TA-Lib's arrays, with no object per event."""
-    out: dict[str, dict[str, Any]] = {}
+def detect_grouped(chosen: Chosen, data: Mapping[str, np.ndarray], ts: np.ndarray | None) -> dict[str, Any]:
+    """The events of each chosen pattern that fired, as columns in bar order (`ops.EventGroup`): ``index``,
+    ``ts``, ``direction`` (+1 bullish, -1 bearish), ``strength``, and for other than candlesticks each
+    event's ``points`` and ``details``, exactly as live events carry them. Candlesticks come straight from
+    TA-Lib's arrays, with no object per event; chart patterns share one zigzag per parameter set."""
+    out: dict[str, Any] = {}
     zigzags = Zigzags(data) if any(isinstance(p, ChartPattern) for p, _ in chosen) else None
     for pattern, params in chosen:
         if isinstance(pattern, Candlestick):
             index, signed = pattern.hits(data, params)
             group: dict[str, Any] = {"kind": pattern.kind, "index": index}
         else:
-            found = (pattern.detect_with(zigzags, params, ts) if isinstance(pattern, ChartPattern) and zigzags
-                     else pattern.detect(data, params, ts))
+            found = (pattern.detect_with(zigzags, params) if isinstance(pattern, ChartPattern) and zigzags
+                     else pattern.detect(data, params))
             index = np.array([e.index for e in found], dtype=np.int64)
             signed = np.array([e.strength if e.direction == BULLISH else -e.strength for e in found])
             group = {"kind": pattern.kind, "index": index, "points": [[list(p) for p in e.points] for e in found],

@@ -5,6 +5,7 @@ live over real pub/sub."""
 from __future__ import annotations
 
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import talib
 from ml_processing.core.config import PluginSection
 from ml_processing.core.errors import BadRequest
 from ml_processing.core.kernel import Kernel
+from ml_processing.plugins.patterns.actor import INLINE_WORK
 from ml_processing.plugins.patterns.candles import apply_candle_settings, candlesticks
 from tests.conftest import make_config
 from tests.plugins.test_indicators_batch import ohlcv
@@ -100,14 +102,27 @@ async def test_detect_over_rest_with_names_params_and_timestamps(tmp_path: Path)
             everything = {k: v.tolist() for k, v in data.items()}
             async with http.post(kernel.edge_url + "/api/v1/patterns/detect", json=everything) as resp:
                 assert resp.status == 200 and (await resp.json())["patterns"] == 61 + 10
+            flagged = [*everything["close"][:3], True, *everything["close"][4:]]
             for bad, field in (({"patterns": ["NOPE"], **everything}, "patterns[0]"),
                                ({"patterns": [{"name": "CDLMORNINGSTAR", "params": {"penetration": "x"}}],
                                  **everything}, "patterns[0].params.penetration"),
                                ({**everything, "close": everything["close"][:-1]}, "close"),
-                               ({"open": [1.0]}, "high"), ({**everything, "patterns": "all"}, "patterns")):
+                               ({"open": [1.0]}, "high"), ({**everything, "patterns": "all"}, "patterns"),
+                               ({**everything, "patterns": []}, "patterns"), ({**everything, "kind": "nope"}, "kind"),
+                               ({**everything, "close": flagged}, "close[3]"),
+                               ({"open": [], "high": [], "low": [], "close": []}, "open"),
+                               ({**everything, "volume": [1.0, -1.0] + [1.0] * 498}, "volume[1]"),
+                               ({**everything, "patterns": [{"name": "CDLDOJI", "extra": 1}]}, "patterns[0].extra"),
+                               ({**everything, "color": "red"}, "color")):
                 async with http.post(kernel.edge_url + "/api/v1/patterns/detect", json=bad) as resp:
-                    assert resp.status == 400, await resp.text()
+                    assert resp.status == 400, (bad.keys(), await resp.text())
                     assert (await resp.json())["error"]["field"] == field
+            async with http.post(kernel.edge_url + "/api/v1/patterns/detect",
+                                 json={**everything, "kind": "chart"}) as resp:
+                chart_only = await resp.json()
+            assert resp.status == 200 and chart_only["patterns"] == 10
+            assert {g["kind"] for g in chart_only["events"].values()} == {"chart"}
+            assert all(len(g["details"]) == len(g["index"]) for g in chart_only["events"].values())
             async with http.get(kernel.edge_url + "/health") as resp:
                 health = await resp.json()
             assert health["technical_analysis"]["patterns_detected"] >= len(got)
@@ -173,6 +188,51 @@ THIRD_PARTY = textwrap.dedent('''
     def register_patterns():
         return [Gap()]
 ''')
+
+
+PROBE = textwrap.dedent('''
+    import threading
+
+    from ml_processing.sdk import hookimpl
+    from ml_processing.sdk.pattern import BULLISH, Pattern, PatternEvent, PatternStream
+
+    class ThreadProbe(Pattern):
+        """One event at the last bar, whose details name the thread that detected it."""
+
+        name = "THREAD_PROBE"
+        inputs = ("close",)
+
+        def detect(self, data, params, ts=None):
+            return [PatternEvent(self.name, self.kind, len(data["close"]) - 1, BULLISH, 1.0,
+                                 details={"thread": threading.current_thread().name})]
+
+        def stream(self, params):
+            raise NotImplementedError
+
+    @hookimpl
+    def register_patterns():
+        return [ThreadProbe()]
+''')
+
+
+async def test_a_large_detect_runs_on_the_thread_pool_and_a_small_one_inline(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The event loop is not held by a large request: above the actor's work estimate, detection moves to the
+    kernel's thread pool (the probe pattern reports the thread it ran on)."""
+    (tmp_path / "thread_probe.py").write_text(PROBE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sections = {"patterns": PluginSection(True, {"live": ["CDLDOJI"]})}
+    kernel = Kernel(make_config(tmp_path, modules=("thread_probe",), sections=sections))
+    await kernel.start()
+    try:
+        where = {}
+        for n in (10, INLINE_WORK):
+            out = await kernel.request("patterns", "detect", {"close": [1.0] * n, "patterns": ["THREAD_PROBE"]})
+            (where[n],) = [d["thread"] for d in out["events"]["THREAD_PROBE"]["details"]]
+        assert where[10] == threading.current_thread().name  # the event loop's thread
+        assert where[INLINE_WORK].startswith("mlp-work")  # the kernel's thread pool
+    finally:
+        await kernel.stop()
 
 
 async def test_a_third_party_pattern_is_detected_like_a_builtin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
