@@ -1,11 +1,23 @@
-"""The aiohttp app factory: a generic handler per `Route`, one error middleware, request ids, size limit.
+"""The aiohttp app factory: a generic handler per `Route`, one error middleware, request ids, limits.
 
 The edge is a bus client: it holds a *requester* (the in-process broker, or an `AsyncClient` to a remote
 one) and turns each HTTP request into one bus request. It imports nothing of the kernel.
+
+Limits against clients that are slow or lie (docs/PROTOCOL.md section 5):
+
+* ``header_timeout``: a connection must deliver a complete request header within this many seconds of
+  opening, or of the end of the previous response (so it is the keep-alive idle limit too); past it the
+  connection is closed. aiohttp's server enforces it as its ``keepalive_timeout``: serve the app with
+  `create_runner`, which passes it on.
+* ``body_timeout``: a body must have arrived whole within this many seconds of the handler starting to read
+  it, or the request is answered 408 (``timeout``) and the connection closed.
+* ``max_body_bytes``: a declared ``Content-Length`` above it is answered 413 (``too_large``) before any of
+  the body is read (also instead of ``100 Continue``); a chunked body is cut off once it passes the limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import Iterable
@@ -14,10 +26,10 @@ from typing import Any, Protocol
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from .. import codec
-from ..errors import BadRequest, CodecError, InternalError, MlpError, NotFound, TooLarge
+from ..errors import BadRequest, CodecError, InternalError, MlpError, NotFound, Timeout, TooLarge
 from .openapi import OPENAPI_PATH, build_openapi
 from .routes import Route
 
@@ -47,6 +59,12 @@ ROUTES = web.AppKey("routes", list)
 STATS = web.AppKey("stats", EdgeStats)
 OPENAPI = web.AppKey("openapi", dict)
 MAX_BODY = web.AppKey("max_body", int)
+HEADER_TIMEOUT = web.AppKey("header_timeout", float)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
+
+#: Defaults of `create_app`: seconds for a complete request header, and for a whole body.
+DEFAULT_HEADER_TIMEOUT = 15.0
+DEFAULT_BODY_TIMEOUT = 60.0
 
 _rid_prefix = os.urandom(4).hex()
 _rid_counter = itertools.count(1)
@@ -106,6 +124,57 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+class BodyTimeout(Timeout):
+    """The request body did not arrive in time (HTTP 408; the wire code stays ``timeout``)."""
+
+    http_status = 408
+
+
+def _declared_too_large(request: web.Request) -> web.Response | None:
+    """A 413 for a declared ``Content-Length`` above the limit, before any of the body is read; else None.
+
+    The response closes the connection: the body it refused is never read, so the connection cannot carry
+    another request."""
+    length = request.content_length
+    limit = request.app[MAX_BODY]
+    if length is None or length <= limit:
+        return None
+    rid = request.headers.get("X-Request-Id") or new_request_id()
+    response = error_response(TooLarge(f"request body larger than the limit of {limit} bytes "
+                                       f"(Content-Length: {length})"), rid)
+    response.force_close()
+    return response
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body, within the app's body timeout (a body already received costs no timer)."""
+    if request.content.is_eof():
+        return await request.read()
+    seconds = request.app[BODY_TIMEOUT]
+    try:
+        async with asyncio.timeout(seconds):
+            return await request.read()
+    except TimeoutError:
+        raise BodyTimeout(f"request body not received within {seconds:g} s", field="body") from None
+
+
+async def _expect_handler(request: web.Request) -> web.Response | None:
+    """``Expect: 100-continue``: refuse a declared length above the limit instead of asking for the body."""
+    refused = _declared_too_large(request)
+    if refused is not None:
+        stats = request.app[STATS]
+        stats.requests += 1
+        stats.by_status[413] = stats.by_status.get(413, 0) + 1
+        return refused
+    if request.version == HttpVersion11:  # as aiohttp's own expect handler
+        expect = request.headers.get("Expect", "")
+        if expect.lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the response proper has not started
+    return None
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Count responses; map HTTP errors (unknown route, wrong method, too large) and bugs to JSON errors.
@@ -115,7 +184,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     stats = request.app[STATS]
     stats.requests += 1
     try:
-        response: web.StreamResponse = await handler(request)
+        refused = _declared_too_large(request)  # (a response is a mapping: never test it for truth)
+        response: web.StreamResponse = await handler(request) if refused is None else refused
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -183,11 +253,11 @@ def _handler(route: Route) -> Any:
         args: dict[str, Any] = {}
         try:
             if raw_body:
-                args = {"body": await request.read() if request.body_exists else b"",
+                args = {"body": await _read_body(request) if request.body_exists else b"",
                         "content_type": request.content_type,
                         "headers": {k.lower(): v for k, v in request.headers.items()}}
             elif has_body and request.body_exists:
-                raw = await request.read()
+                raw = await _read_body(request)
                 if raw.strip():
                     body = _decode_body(request, raw)
                     if not isinstance(body, dict):
@@ -222,6 +292,10 @@ def _handler(route: Route) -> Any:
                 log.error("result_not_json_encodable", service=service, op=op, rid=rid, error=str(exc))
                 raise InternalError(f"op {op!r} of service {service!r} returned a result that is not "
                                     f"JSON-encodable: {exc}") from None
+        except BodyTimeout as exc:  # the rest of the body may still come: never read it as a next request
+            response = error_response(exc, rid)
+            response.force_close()
+            return response
         except MlpError as exc:
             return error_response(exc, rid)
 
@@ -235,16 +309,32 @@ async def _openapi(request: web.Request) -> web.Response:
 
 def create_app(requester: Requester, routes: Iterable[Route] = (), *,
                max_body_bytes: int = 256 * 1024 * 1024, title: str = "ml-processing",
-               version: str = "0", components: dict[str, Any] | None = None) -> web.Application:
-    """Build the REST app; tests call this too, with a real broker as `requester`."""
+               version: str = "0", components: dict[str, Any] | None = None,
+               header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+               body_timeout: float = DEFAULT_BODY_TIMEOUT) -> web.Application:
+    """Build the REST app; tests call this too, with a real broker as `requester`.
+
+    `header_timeout` takes effect when the app is served through `create_runner`; `body_timeout` and
+    `max_body_bytes` however it is served (see the module's docstring)."""
+    if not header_timeout > 0 or not body_timeout > 0:
+        raise ValueError(f"header_timeout and body_timeout must be positive, got {header_timeout}, {body_timeout}")
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     table = list(routes)
     app[REQUESTER] = requester
     app[ROUTES] = table
     app[STATS] = EdgeStats()
     app[MAX_BODY] = max_body_bytes
+    app[HEADER_TIMEOUT] = float(header_timeout)
+    app[BODY_TIMEOUT] = float(body_timeout)
     app[OPENAPI] = build_openapi(table, title=title, version=version, components=components)
     for route in table:
-        app.router.add_route(route.method, route.path, _handler(route))
+        app.router.add_route(route.method, route.path, _handler(route), expect_handler=_expect_handler)
     app.router.add_get(OPENAPI_PATH, _openapi)
     return app
+
+
+def create_runner(app: web.Application, **options: Any) -> web.AppRunner:
+    """An `aiohttp.web.AppRunner` for `app` that enforces its header timeout; `options` go to the runner
+    (``handle_signals``, ``shutdown_timeout``, ``access_log``...)."""
+    options.setdefault("keepalive_timeout", app[HEADER_TIMEOUT])
+    return web.AppRunner(app, **options)

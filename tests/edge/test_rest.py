@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
@@ -215,6 +216,23 @@ async def test_a_body_just_under_the_limit_is_served(kernel: Kernel, http: aioht
     async with http.post(f"{kernel.edge_url}{ECHO}", json=payload) as resp:
         assert resp.status == 200
         assert await resp.json() == payload
+
+
+async def test_a_declared_length_far_above_the_limit_is_refused_at_once(kernel: Kernel,
+                                                                        http: aiohttp.ClientSession) -> None:
+    host, port = kernel.edge_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"POST /api/v1/indicators HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000000000000\r\n\r\n")  # and never a byte of that body
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+    finally:
+        writer.close()
+
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert b"connection: close" in head.lower()
+    await _ping_still_answers(http, kernel)
 
 
 async def test_unknown_op_and_unknown_service_over_zeromq(kernel: Kernel, client: mdp.AsyncClient,
