@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     error: ConfigError | None = None
     try:
         config = load_config(path)
-        if wanted in BUILTIN_COMMANDS:
+        if wanted in BUILTIN_COMMANDS or (wanted is None and "--version" in argv):
             _configure_logs(config)
         else:  # help, or a command a plugin adds: only the service's warnings and errors while plugins load
             _configure_logs(config, "warning")
