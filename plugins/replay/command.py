@@ -26,11 +26,10 @@ from typing import Any, TextIO, TypeVar
 
 import numpy as np
 
-# The exception to "plugins import only the SDK": the command that runs the service (see driver.py), and the
-# `Command` it registers with the command line.
+# Beside the kernel (driver.py), the one other import from core: the `Command` this plugin registers with the
+# command line (the SDK does not offer it yet).
 from ml_processing.core.commands import Command
-from ml_processing.core.config import Config
-from ml_processing.sdk import BadRequest, atomic_write, topics
+from ml_processing.sdk import BadRequest, Config, atomic_write, topics
 
 from .driver import DEFAULT_SYMBOL, DEFAULT_TIMEFRAME, ReplayError, isolated, replay
 from .page import render_html

@@ -16,8 +16,9 @@ on its output receives ``feature.SYMBOL.TIMEFRAME`` (one row per bar, from the f
   report with timelines (`ml_processing.sdk.services.models.Models`), stops the kernel (in-flight requests
   drain, state is saved) and builds the report (`build_report`).
 
-The replay runs the service in its own process, so this module imports the kernel and its configuration:
-the one place a plugin imports ``ml_processing.core`` (everything else comes from the SDK).
+The replay runs the service in its own process, so this module imports the kernel: the one place a plugin
+imports ``ml_processing.core.kernel`` (everything else comes from the SDK, but the command line's
+`Command`).
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ import zmq
 import zmq.asyncio
 
 # The exception to "plugins import only the SDK": a command that runs the service builds its kernel.
-from ml_processing.core.config import Config
 from ml_processing.core.kernel import Kernel
-from ml_processing.sdk import MlpError, codec, topics
+from ml_processing.sdk import Config, MlpError, codec, topics
 from ml_processing.sdk.services.models import LiveReport, Models
 
 from .progress import Progress
