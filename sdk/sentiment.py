@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import numpy as np
+
+
+class AnalyzerInfo(TypedDict):
+    """What `SentimentAnalyzer.describe` tells about an analyser (op ``analyzers`` of ``sentiment``)."""
+
+    name: str
+    kind: str
+    doc: str
 
 
 class SentimentAnalyzer(ABC):
@@ -19,7 +27,7 @@ class SentimentAnalyzer(ABC):
     kind: ClassVar[str] = "text"  # "text" or "market"
     doc: ClassVar[str] = ""
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> AnalyzerInfo:
         return {"name": self.name, "kind": self.kind, "doc": self.doc}
 
 

@@ -9,7 +9,6 @@ holds, with breadth across every series the service tracks.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,17 +16,31 @@ from typing import Any
 import numpy as np
 
 from ml_processing.bus import topics
-from ml_processing.sdk import Actor, BadRequest, MlpError, TooLarge, get_logger
-from ml_processing.sdk.bars import read_columns
+from ml_processing.sdk import Actor, BadRequest, MlpError, NoArgs, get_logger, op
 from ml_processing.sdk.sentiment import MarketAnalyzer, TextAnalyzer
+from ml_processing.sdk.services.indicators import HeldBars, Indicators
 
 from .market import MIN_BARS, above_average, combine
+from .ops import (
+    MAX_TEXT_CHARS,
+    AnalyzeArgs,
+    AnalyzeReply,
+    AnalyzersReply,
+    MarketSentiment,
+    NewsSentiment,
+    SymbolArgs,
+    SymbolSentiment,
+)
 from .text import label
 
 log = get_logger(__name__)
 
-MAX_TEXTS = 10_000
-MAX_TEXT_CHARS = 10_000
+#: Texts scored on the event loop; more go to the thread pool.
+INLINE_TEXTS = 500
+#: Bars scored on the event loop (a few TA-Lib passes, well under a millisecond); more go to the thread pool.
+INLINE_BARS = 20_000
+#: Bars of a series read for its live market sentiment, and for its place in the breadth (its SMA(50)).
+LIVE_BARS, BREADTH_BARS = 200, 50
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,8 @@ class SentimentConfig:
     def __post_init__(self) -> None:
         if self.half_life_s <= 0:
             raise ValueError("half_life_s: must be positive")
+        if self.breadth_refresh_s < 0:
+            raise ValueError("breadth_refresh_s: must not be negative")
 
 
 @dataclass
@@ -61,7 +76,7 @@ class _Aggregate:
         self.at = now
         self.texts += 1
 
-    def value(self, now: float, half_life: float) -> dict[str, Any]:
+    def value(self, now: float, half_life: float) -> NewsSentiment:
         decay = 0.5 ** ((now - self.at) / half_life)
         return {"score": round(self.total / self.weight, 4) if self.weight else 0.0, "texts": self.texts,
                 "effective_texts": round(self.weight * decay, 3)}
@@ -75,6 +90,7 @@ class Sentiment(Actor):
     async def on_start(self) -> None:
         self.text = self._analyzer(self.config.text, TextAnalyzer)
         self.market = self._analyzer(self.config.market, MarketAnalyzer)
+        self.indicators = Indicators(self.request)  # the live market state, asked only once bars arrive
         self.aggregates: dict[str, _Aggregate] = {}
         self.scored = 0
         self.breadth: dict[str, tuple[float, float | None]] = {}  # timeframe -> (computed at, value)
@@ -89,50 +105,59 @@ class Sentiment(Actor):
             raise RuntimeError(f"[plugins.sentiment]: no {kind.__name__} named {name!r} is registered")
         return analyzer
 
-    def handle_analyzers(self, args: dict[str, Any]) -> dict[str, Any]:
+    @op(NoArgs, reply=AnalyzersReply, role="read")
+    def handle_analyzers(self, args: NoArgs) -> AnalyzersReply:
+        """Every registered sentiment analyser, and the configured text and market analysers."""
         return {"analyzers": [a.describe() for a in self.registries.get("sentiment", {}).values()],
                 "text": self.config.text, "market": self.config.market}
 
-    async def handle_analyze(self, args: dict[str, Any]) -> dict[str, Any]:
-        """``{texts?: [...], analyzer?, bars?: {OHLCV columns}, symbol?, timeframe?}``: text scores, market
-        sentiment of the bars (or of a tracked series), or both."""
-        out: dict[str, Any] = {}
-        if "texts" in args:
-            analyzer = self.text if args.get("analyzer") is None else self._named_text(args["analyzer"])
-            texts = _texts(args["texts"])
-            scores = analyzer.score(texts) if len(texts) < 500 else await self.run_in_thread(analyzer.score, texts)
+    @op(AnalyzeArgs, reply=AnalyzeReply, role="compute")
+    async def handle_analyze(self, args: AnalyzeArgs) -> AnalyzeReply:
+        """Score texts, and/or the market of posted bars or of a tracked series, in [-1, 1]."""
+        out: AnalyzeReply = {}
+        if args.texts is not None:
+            analyzer = self.text if args.analyzer is None else self._named_text(args.analyzer)
+            texts = args.texts
+            scores = analyzer.score(texts) if len(texts) <= INLINE_TEXTS else \
+                await self.run_in_thread(analyzer.score, texts)
             self.scored += len(texts)
             out["texts"] = {"analyzer": analyzer.name, "scores": scores, "labels": [label(s) for s in scores],
                             "mean": round(float(np.mean(scores)), 4) if scores else None}
-        if "bars" in args or "symbol" in args:
-            out["market"] = await self._market(args)
-        if not out:
-            raise BadRequest("send 'texts', 'bars' (OHLCV columns), or 'symbol' and 'timeframe'", field="texts")
+        if args.bars is not None:
+            out["market"] = {**await self._score(args.bars.columns()), "source": "bars"}  # type: ignore[typeddict-item]
+        elif args.symbol is not None and args.timeframe is not None:
+            out["market"] = await self._series_market(args.symbol, args.timeframe)
         return out
 
-    def _named_text(self, name: Any) -> TextAnalyzer:
+    def _named_text(self, name: str) -> TextAnalyzer:
         analyzer = self.registries.get("sentiment", {}).get(name)
         if not isinstance(analyzer, TextAnalyzer):
             raise BadRequest(f"no text analyser {name!r:.40} (op analyzers lists them)", field="analyzer")
         return analyzer
 
-    async def _market(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        if "bars" in args:
-            data = _columns(args["bars"])
-            result = self.market.score(data)
-            return {**result, "source": "bars"}
-        symbol, timeframe = args.get("symbol"), args.get("timeframe")
-        if not isinstance(symbol, str) or not isinstance(timeframe, str):
-            raise BadRequest("market sentiment of a series needs 'symbol' and 'timeframe'", field="symbol")
-        held = await self.request("indicators", "bars", {"symbol": symbol, "timeframe": timeframe})
-        components = self.market.components(held) if hasattr(self.market, "components") else {}
-        breadth = await self._breadth(timeframe)
+    async def _score(self, data: Mapping[str, np.ndarray], breadth: float | None = None) -> dict[str, Any]:
+        """The market analyser's score of `data` (with `breadth` when the analyser reports its components),
+        on the thread pool above `INLINE_BARS` bars."""
+        if len(data["close"]) <= INLINE_BARS:
+            return self._scored(data, breadth)
+        return await self.run_in_thread(self._scored, data, breadth)
+
+    def _scored(self, data: Mapping[str, np.ndarray], breadth: float | None) -> dict[str, Any]:
+        components = getattr(self.market, "components", None)
+        if components is None:  # another plugin's analyser: its own score, without breadth
+            result: dict[str, Any] = self.market.score(data)
+            return result
+        parts = components(data)
         if breadth is not None:
-            components["breadth"] = breadth
-        result = combine(components) if components else self.market.score(held)
+            parts["breadth"] = breadth
+        return combine(parts)
+
+    async def _series_market(self, symbol: str, timeframe: str) -> MarketSentiment:
+        held = await self.indicators.bars(symbol, timeframe)
+        result = await self._score(_ohlcv(held), await self._breadth(timeframe))
         text = self.aggregates.get(symbol)
-        return {**result, "source": f"{symbol} {timeframe}",
-                "news": text.value(time.time(), self.config.half_life_s) if text else None}
+        return {**result, "source": f"{symbol} {timeframe}",  # type: ignore[typeddict-item]
+                "news": text.value(self.clock.time(), self.config.half_life_s) if text else None}
 
     def on_indicator(self, topic: str, body: Any) -> None:
         """After each committed bar (the indicators' update): the series' market sentiment, published."""
@@ -145,18 +170,14 @@ class Sentiment(Actor):
 
     async def _publish_market(self, symbol: str, timeframe: str, ts: Any) -> None:
         try:
-            held = await self.request("indicators", "bars", {"symbol": symbol, "timeframe": timeframe,
-                                                              "limit": 200})
+            held = await self.indicators.bars(symbol, timeframe, limit=LIVE_BARS)
             if len(held["close"]) < MIN_BARS:
                 return
-            components = self.market.components(held) if hasattr(self.market, "components") else {}
-            now = time.monotonic()
+            now = self.clock.monotonic()
             last = self.breadth.get(timeframe)
             if last is None or now - last[0] > self.config.breadth_refresh_s:
                 self.breadth[timeframe] = last = (now, await self._breadth(timeframe))
-            if last[1] is not None:
-                components["breadth"] = last[1]
-            result = combine(components) if components else self.market.score(held)
+            result = self._scored(_ohlcv(held), last[1])
             self.publish(topics.sentiment(symbol), {"symbol": symbol, "timeframe": timeframe, "ts": ts,
                                                     "kind": "market", **result})
         except MlpError as exc:
@@ -167,13 +188,13 @@ class Sentiment(Actor):
     async def _breadth(self, timeframe: str) -> float | None:
         """2 x (share of tracked series of `timeframe` above their SMA(50)) - 1; None below two series."""
         try:
-            series = [s for s in await self.request("indicators", "series") if s["timeframe"] == timeframe]
+            series = [s for s in await self.indicators.series() if s["timeframe"] == timeframe]
         except MlpError as exc:
             log.info("breadth_unavailable", error=exc.message)
             return None
         above = []
         for item in series:
-            held = await self.request("indicators", "bars", {"symbol": item["symbol"], "timeframe": timeframe})
+            held = await self.indicators.bars(item["symbol"], timeframe, limit=BREADTH_BARS)
             flag = above_average(np.asarray(held["close"], dtype=np.float64))
             if flag is not None:
                 above.append(flag)
@@ -182,11 +203,13 @@ class Sentiment(Actor):
     def on_news(self, topic: str, body: Any) -> None:
         """``news.SYMBOL``: ``{"text", "ts"?}`` (ts in epoch ms; default now)."""
         parsed = topics.parse(topic)
-        if parsed.symbol is None or not isinstance(body, Mapping):
+        text = body.get("text") if isinstance(body, Mapping) else None
+        if parsed.symbol is None or not isinstance(text, str):
             raise BadRequest("news is {text, ts?} on news.SYMBOL", field="news")
-        (text,) = _texts([body.get("text")])
+        if len(text) > MAX_TEXT_CHARS:
+            raise BadRequest(f"a news text is at most {MAX_TEXT_CHARS:,} characters", field="text")
         ts = body.get("ts")
-        now = ts / 1000 if isinstance(ts, (int, float)) and not isinstance(ts, bool) else time.time()
+        now = ts / 1000 if isinstance(ts, (int, float)) and not isinstance(ts, bool) else self.clock.time()
         (score,) = self.text.score([text])
         self.scored += 1
         aggregate = self.aggregates.setdefault(parsed.symbol, _Aggregate())
@@ -196,30 +219,18 @@ class Sentiment(Actor):
             "label": label(score),
             "analyzer": self.text.name, **aggregate.value(now, self.config.half_life_s)})
 
-    def handle_symbol(self, args: dict[str, Any]) -> dict[str, Any]:
-        """The aggregated text sentiment of ``symbol`` now."""
-        symbol = args.get("symbol")
-        aggregate = self.aggregates.get(symbol) if isinstance(symbol, str) else None
+    @op(SymbolArgs, reply=SymbolSentiment, role="read")
+    def handle_symbol(self, args: SymbolArgs) -> SymbolSentiment:
+        """The aggregated news sentiment of a symbol now."""
+        aggregate = self.aggregates.get(args.symbol)
         if aggregate is None:
-            raise BadRequest(f"no news seen for {symbol!r:.40}", field="symbol")
-        return {"symbol": symbol, **aggregate.value(time.time(), self.config.half_life_s)}
+            raise BadRequest(f"no news seen for {args.symbol!r:.40}", field="symbol")
+        return {"symbol": args.symbol, **aggregate.value(self.clock.time(), self.config.half_life_s)}
 
     def metrics(self) -> dict[str, Any]:
         return {"sentiment": {"texts_scored": self.scored, "symbols": len(self.aggregates)}}
 
 
-def _texts(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-        raise BadRequest("'texts' must be a list of strings", field="texts")
-    if len(value) > MAX_TEXTS:
-        raise TooLarge(f"{len(value):,} texts; at most {MAX_TEXTS:,} per request", field="texts")
-    too_long = next((i for i, t in enumerate(value) if len(t) > MAX_TEXT_CHARS), None)
-    if too_long is not None:
-        raise BadRequest(f"texts[{too_long}] is longer than {MAX_TEXT_CHARS:,} characters", field=f"texts[{too_long}]")
-    return value
-
-
-def _columns(bars: Any) -> dict[str, np.ndarray]:
-    if not isinstance(bars, Mapping):
-        raise BadRequest("'bars' must be a map of OHLCV columns", field="bars")
-    return read_columns(bars, ("high", "low", "close", "volume", "open"), optional=("open",), prefix="bars.")[0]
+def _ohlcv(held: HeldBars) -> dict[str, np.ndarray]:
+    """The OHLCV columns of held bars, as an analyser reads them."""
+    return {name: held[name] for name in ("open", "high", "low", "close", "volume")}  # type: ignore[literal-required]

@@ -16,9 +16,10 @@ import pytest
 import zmq
 import zmq.asyncio
 
+from ml_processing.core.config import PluginSection
 from ml_processing.core.errors import BadRequest
 from ml_processing.core.kernel import Kernel
-from ml_processing.plugins.sentiment.actor import SentimentConfig, _Aggregate
+from ml_processing.plugins.sentiment.actor import Sentiment, SentimentConfig, _Aggregate
 from ml_processing.plugins.sentiment.market import PriceVolume
 from ml_processing.plugins.sentiment.text import LoughranMcDonald, VaderFinance, label, text_analyzers
 from tests.conftest import make_config
@@ -73,7 +74,9 @@ def test_market_components_follow_the_market() -> None:
 
 
 async def test_news_over_pubsub_rest_analysis_and_market_state(tmp_path: Path) -> None:
-    kernel = Kernel(make_config(tmp_path, modules=()))
+    # breadth refreshed on every bar: the first live scores (while the first symbol was ingested) had none
+    sections = {"sentiment": PluginSection(True, {"breadth_refresh_s": 0.0})}
+    kernel = Kernel(make_config(tmp_path, modules=(), sections=sections))
     await kernel.start()
     try:
         async with pubsub(kernel, b"sentiment.ACME") as (pub, sub):
@@ -108,10 +111,27 @@ async def news_rest_and_market(kernel: Kernel, pub: zmq.asyncio.Socket, sub: zmq
         market = out["market"]
         assert set(market["components"]) == {"trend", "momentum", "volatility", "volume", "breadth"}
         assert -1 <= market["score"] <= 1 and market["news"]["texts"] == 2
+        columns = {c: [1.0] * 80 for c in ("open", "high", "low", "close", "volume")}
         for bad, field in (({"texts": "hello"}, "texts"), ({"texts": ["x"], "analyzer": "nope"}, "analyzer"),
-                           ({"bars": {"close": [1.0]}}, "bars.high"), ({}, "texts")):
+                           ({"bars": {"close": [1.0]}}, "bars.high"), ({}, "texts"),
+                           ({"texts": [1]}, "texts[0]"), ({"texts": ["x" * 10_001]}, "texts[0]"),
+                           ({"bars": {**columns, "close": [1.0, True, *[1.0] * 78]}}, "bars.close[1]"),
+                           ({"bars": {**columns, "volume": [-1.0] * 80}}, "bars.volume[0]"),
+                           ({"bars": {**columns, "high": []}}, "bars.high"),
+                           ({"bars": {**columns, "low": [1.0] * 79}}, "bars.low"),
+                           ({"bars": {**columns, "vwap": [1.0] * 80}}, "bars.vwap"),
+                           ({"symbol": "ACME"}, "timeframe"), ({"symbol": "ACME", "timeframe": "1x"}, "timeframe"),
+                           ({"symbol": "AC.ME", "timeframe": "1m"}, "symbol"), ({"texts": ["x"], "mood": 1}, "mood")):
             async with http.post(kernel.edge_url + "/api/v1/sentiment/analyze", json=bad) as resp:
-                assert resp.status == 400 and (await resp.json())["error"]["field"] == field
+                assert resp.status == 400, (bad, await resp.text())
+                assert (await resp.json())["error"]["field"] == field, bad
+        async with http.post(kernel.edge_url + "/api/v1/sentiment/analyze", json={"texts": ["x"] * 10_001}) as resp:
+            assert resp.status == 413 and (await resp.json())["error"]["field"] == "texts"
+        async with http.post(kernel.edge_url + "/api/v1/sentiment/analyze", json={"bars": columns}) as resp:
+            posted = await resp.json()
+        assert resp.status == 200 and posted["market"]["source"] == "bars" and "news" not in posted["market"]
+        async with http.get(kernel.edge_url + "/api/v1/sentiment/symbol", params={"symbol": "NONE"}) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["field"] == "symbol"
         async with http.get(kernel.edge_url + "/api/v1/sentiment/symbol", params={"symbol": "ACME"}) as resp:
             assert (await resp.json())["texts"] == 2
     bar = {"ts": 60_000 * 500, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 10.0}
@@ -121,6 +141,11 @@ async def news_rest_and_market(kernel: Kernel, pub: zmq.asyncio.Socket, sub: zmq
         message = msgpack.unpackb((await sub.recv_multipart())[1])
         live = message if message["kind"] == "market" and message["ts"] == bar["ts"] else None
     assert live is not None and "breadth" in live["components"] and -1 <= live["score"] <= 1
+
+
+def test_every_op_is_declared_with_its_role() -> None:
+    declared = {name: spec.role for name, spec in Sentiment.declarations().items() if spec.args is not None}
+    assert declared == {"analyze": "compute", "analyzers": "read", "symbol": "read"}
 
 
 THIRD_PARTY = textwrap.dedent('''
