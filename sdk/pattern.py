@@ -4,8 +4,8 @@ Plugins register patterns through the ``register_patterns`` hook (``ctx.registri
 pattern declares its name, kind (``candlestick`` or ``chart``), inputs and parameters, and finds events in
 ``detect`` over whole arrays and, one bar at a time, through the `PatternStream` that ``stream`` returns.
 The contract the test suite checks for every registered pattern: the events a stream reports over a
-series are the events ``detect`` reports on it (a pattern is reported at the bar that confirms it, and
-never withdrawn, so live and batch agree).
+series are the events ``detect`` reports on it, whole (bar, ts, direction, strength, points and details):
+a pattern is reported at the bar that confirms it and never withdrawn, so live and batch agree.
 """
 
 from __future__ import annotations
