@@ -18,7 +18,7 @@ import talib
 from ml_processing.core.config import PluginSection
 from ml_processing.core.errors import BadRequest
 from ml_processing.core.kernel import Kernel
-from ml_processing.plugins.patterns.actor import INLINE_WORK
+from ml_processing.plugins.patterns.actor import INLINE_WORK, Patterns
 from ml_processing.plugins.patterns.candles import apply_candle_settings, candlesticks
 from tests.conftest import make_config
 from tests.plugins.test_indicators_batch import ohlcv
@@ -48,6 +48,11 @@ def test_live_events_equal_batch_events_and_batch_equals_talib(name: str) -> Non
     stream = pattern.stream(params)
     live = [e for i in range(len(data["close"])) for e in stream.update({k: float(v[i]) for k, v in data.items()})]
     assert [e.to_wire() for e in live] == [e.to_wire() for e in events]
+
+
+def test_every_op_is_declared_with_its_role() -> None:
+    declared = {name: spec.role for name, spec in Patterns.declarations().items() if spec.args is not None}
+    assert declared == {"detect": "compute", "list": "read", "series": "read"}
 
 
 def test_a_series_with_gaps_and_flat_bars_does_not_crash_any_pattern() -> None:
