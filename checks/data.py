@@ -13,14 +13,15 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from ml_processing.sdk.synthetic import SEED, market
 
-__all__ = ["close_enough", "columns", "rough", "row", "series"]
+__all__ = ["close_enough", "columns", "rough", "row", "series", "survived"]
 
 
 def series(n: int, seed: int = SEED) -> dict[str, np.ndarray]:
@@ -67,3 +68,22 @@ def close_enough(a: float, b: float) -> bool:
     if a != a or b != b:
         return a != a and b != b
     return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b)) or abs(a - b) < 1e-12
+
+
+@contextlib.contextmanager
+def survived(what: str) -> Iterator[None]:
+    """An exception in the block (other than the checks' own `AssertionError`) as an `AssertionError`
+    saying `what` did not survive.
+
+    >>> with survived("update at bar 3"):
+    ...     1 / 0
+    Traceback (most recent call last):
+    ...
+    AssertionError: update at bar 3 raised ZeroDivisionError: division by zero
+    """
+    try:
+        yield
+    except AssertionError:
+        raise
+    except Exception as exc:
+        raise AssertionError(f"{what} raised {type(exc).__name__}: {exc!s:.200}") from exc

@@ -16,6 +16,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import structlog
+
+from ml_processing.core import log
 from ml_processing.core.actor import Actor
 from ml_processing.core.config import (
     BusConfig,
@@ -64,7 +67,10 @@ class Discovered:
 def registries(config: Config | None = None) -> Discovered:
     """Discover the plugins of a kernel built from `config` (the service's configuration by default) and
     return what they registered; the kernel is released before this returns."""
-    kernel = Kernel(config if config is not None else load_config())
+    config = config if config is not None else load_config()
+    if not structlog.is_configured():  # outside the service (a plugin's tests): log at the configured level
+        log.configure(config.service.log_level)
+    kernel = Kernel(config)
     try:
         actors = kernel.discover()
         return Discovered(

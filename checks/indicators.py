@@ -29,7 +29,7 @@ import numpy as np
 from ml_processing.core.errors import BadRequest
 from ml_processing.sdk.indicator import Indicator
 
-from .data import close_enough, columns, rough, row, series
+from .data import close_enough, columns, rough, row, series, survived
 
 __all__ = ["check_bad_parameters", "check_declaration", "check_indicator", "check_odd_bars",
            "check_stream_equals_batch"]
@@ -128,9 +128,11 @@ def check_odd_bars(indicator: Indicator) -> None:
     params = indicator.resolve({})
     n = 150
     data = rough(n)
-    _batch(indicator, data, params)
+    with survived(f"{indicator.name}: batch over gaps, flat bars and zero volume"):
+        _batch(indicator, data, params)
     stream = indicator.stream(params)
     for i in range(n):
-        out = stream.update(row(data, indicator.inputs, i))
+        with survived(f"{indicator.name}: update at bar {i} of gaps, flat bars and zero volume"):
+            out = stream.update(row(data, indicator.inputs, i))
         assert len(out) == len(indicator.outputs), (
             f"{indicator.name}: update at bar {i} gave {len(out)} values for outputs {indicator.outputs}")

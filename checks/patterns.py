@@ -41,7 +41,7 @@ import numpy as np
 from ml_processing.core.errors import BadRequest
 from ml_processing.sdk.pattern import BEARISH, BULLISH, Pattern, PatternEvent
 
-from .data import columns, rough, series
+from .data import columns, rough, series, survived
 
 __all__ = ["check_bad_parameters", "check_live_equals_batch", "check_odd_bars", "check_pattern"]
 
@@ -98,7 +98,8 @@ def check_live_equals_batch(pattern: Pattern) -> None:
 
 def check_odd_bars(pattern: Pattern) -> None:
     """Gaps, flat bars and zero volume: ``detect`` and the stream run through and report well-formed events."""
-    _run(pattern, rough(BARS // 3), "gaps, flat bars, zero volume")
+    with survived(f"{pattern.name} on gaps, flat bars and zero volume"):
+        _run(pattern, rough(BARS // 3), "gaps, flat bars, zero volume")
 
 
 def check_bad_parameters(pattern: Pattern) -> None:

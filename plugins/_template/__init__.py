@@ -1,13 +1,23 @@
-"""A runnable plugin to copy: one actor (``echo``), one config class, one route, the three hooks.
+"""A plugin package to copy: an indicator (the common case) and a tiny service with a route (the rarer one).
 
-Copy this folder into your own package, rename it, and point an entry point at it::
+The folder is a complete package: ``pyproject.toml`` installs it as ``mlp_template`` and names its two
+plugins in the entry-point group ``ml_processing``; ``tests/`` runs the contract checks ml-processing ships
+over a real kernel with the package installed. Copy it, rename it, install it, run its tests::
 
-    [project.entry-points.ml_processing]
-    my_plugin = "my_package.my_plugin"
+    cp -r plugins/_template ~/src/acme-signals && cd ~/src/acme-signals
+    # rename in pyproject.toml: [project] name, the package (mlp_template), the entry points;
+    # in tests/test_template.py: DISTRIBUTION
+    pip install -e . && pytest
 
-or list it in plugins.toml (``[plugins] modules = ["my_package.my_plugin"]``). docs/PLUGINS.md walks
-through each part. The math belongs in plain synchronous functions with doctests, like `greet`; the actor
-only wires it to the bus.
+* `indicators` (plugin ``template_indicators``): the ``CLOSE_LOCATION`` indicator, its math with doctests,
+  registered through ``register_indicators``. Patterns, feature extractors, model kinds and sentiment
+  analysers are written the same way (docs/PLUGINS.md).
+* this module (plugin ``_template``): the ``echo`` service, for a plugin that needs its own ops: a frozen
+  config class (``[plugins._template]`` in plugins.toml), an actor whose ops are declared with `op`
+  (arguments, reply, role, doc), and a REST route to one of them.
+
+Everything is imported from ``ml_processing.sdk``, the only module a plugin imports. The project's tests
+also load this module by its path (``[plugins] modules = ["ml_processing.plugins._template"]``).
 """
 
 from __future__ import annotations
@@ -15,13 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ml_processing.bus import topics
-from ml_processing.sdk import Actor, BadRequest, Config, Route, hookimpl
+from ml_processing.sdk import Actor, Args, Config, OpenArgs, Route, hookimpl, op
 
 
 @dataclass(frozen=True)
 class TemplateConfig:
-    """``[plugins._template]`` in plugins.toml."""
+    """``[plugins._template]`` in plugins.toml: checked at start-up like the kernel's own sections."""
 
     greeting: str = "pong"
 
@@ -41,29 +50,26 @@ def greet(greeting: str, name: str | None) -> str:
     return f"{greeting}, {name}" if name else greeting
 
 
+class PingArgs(Args):
+    """What ``ping`` takes: every request is checked against this before the handler runs."""
+
+    name: str | None = None
+
+
 class Echo(Actor):
-    """Service ``echo``: ``ping``, ``echo`` (returns its args), ``stats``; counts bars it sees."""
+    """Service ``echo``: ``ping`` answers a greeting, ``echo`` returns its arguments."""
 
     name = "echo"
 
-    async def on_start(self) -> None:
-        self.bars = 0
-        self.subscribe(topics.BAR + ".", self.on_bar)
+    @op(PingArgs, reply=str, role="read")
+    def handle_ping(self, args: PingArgs) -> str:
+        "Answer the configured greeting, to a name when one is given."
+        return greet(self.config.greeting, args.name)
 
-    def on_bar(self, topic: str, body: Any) -> None:
-        self.bars += 1
-
-    def handle_ping(self, args: dict[str, Any]) -> str:
-        name = args.get("name")
-        if name is not None and not isinstance(name, str):
-            raise BadRequest("'name' must be a string", field="name")
-        return greet(self.config.greeting, name)
-
+    @op(OpenArgs, reply=dict[str, Any], role="read")
     def handle_echo(self, args: dict[str, Any]) -> dict[str, Any]:
+        "Return the arguments as they were sent."
         return args
-
-    def handle_stats(self, args: dict[str, Any]) -> dict[str, int]:
-        return {"bars": self.bars}
 
 
 @hookimpl
@@ -78,5 +84,4 @@ def register_actors(settings: Config) -> list[type[Actor]]:
 
 @hookimpl
 def register_routes() -> list[Route]:
-    return [Route("POST", "/api/v1/echo", "echo", "echo", "Echo the request body (template plugin)", "template",
-                  request_schema={"type": "object"})]
+    return [Route("POST", "/api/v1/echo", "echo", "echo", "Echo the request body (template plugin)", "template")]

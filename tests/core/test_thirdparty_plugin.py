@@ -1,11 +1,8 @@
-"""A real third-party plugin: a package built and installed by pip, found through its entry point."""
+"""A real third-party plugin: a package built and installed by pip, found through its entry point, written
+against the SDK only (declared op, route)."""
 
 from __future__ import annotations
 
-import importlib
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +10,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from ml_processing import checks
 from ml_processing.bus import mdp
 from ml_processing.core.errors import BadRequest, Unavailable
 from tests.conftest import make_config
 from tests.core.helpers import running
+from tests.support.thirdparty import on_path, pip_install
 
 PYPROJECT = """
 [build-system]
@@ -37,17 +36,13 @@ py-modules = ["acme_signals"]
 """
 
 MODULE = '''
-"""acme-signals: scores a list of values (a third party's plugin, written against the public API only)."""
+"""acme-signals: scores a list of values (a third party's plugin, written against the SDK only)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ml_processing.bus.edge.routes import Route
-from ml_processing.core.actor import Actor
-from ml_processing.core.config import Config
-from ml_processing.core.errors import BadRequest
-from ml_processing.core.hookspecs import hookimpl
+from ml_processing.sdk import Actor, Args, Config, Route, hookimpl, op
 
 
 def score(values: list[float]) -> float:
@@ -59,14 +54,21 @@ def score(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+class ScoreArgs(Args):
+    values: list[float]
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise ValueError("values: needs at least one number")
+
+
 class Scorer(Actor):
     name = "acme"
 
-    def handle_score(self, args: dict[str, Any]) -> dict[str, Any]:
-        values = args.get("values")
-        if not isinstance(values, list) or not values or not all(isinstance(v, (int, float)) for v in values):
-            raise BadRequest("'values' must be a non-empty list of numbers", field="values")
-        return {"score": score(values), "n": len(values)}
+    @op(ScoreArgs, reply=dict[str, Any], role="compute")
+    def handle_score(self, args: ScoreArgs) -> dict[str, Any]:
+        "Score values: their mean and count."
+        return {"score": score(args.values), "n": len(args.values)}
 
 
 @hookimpl
@@ -76,8 +78,7 @@ def register_actors(settings: Config) -> list[type[Actor]]:
 
 @hookimpl
 def register_routes() -> list[Route]:
-    return [Route("POST", "/api/v1/acme/score", "acme", "score", "Score values (acme)", "acme",
-                  request_schema={"type": "object"})]
+    return [Route("POST", "/api/v1/acme/score", "acme", "score", "Score values (acme)", "acme")]
 '''
 
 
@@ -89,21 +90,15 @@ def acme_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pkg.mkdir()
     (pkg / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT).lstrip(), encoding="utf-8")
     (pkg / "acme_signals.py").write_text(textwrap.dedent(MODULE).lstrip(), encoding="utf-8")
-    site = root / "site"
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INDEX": "1"}
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(pkg)], check=True, env=env, timeout=180,
-                   capture_output=True)
+    site = pip_install(pkg, root / "site")
     assert (site / "acme_signals.py").is_file()
     return site
 
 
 @pytest.fixture
 def acme_on_path(acme_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.syspath_prepend(str(acme_site))
-    importlib.invalidate_caches()
-    yield acme_site
-    sys.modules.pop("acme_signals", None)
+    with on_path(monkeypatch, acme_site):
+        yield acme_site
 
 
 async def test_installed_plugin_is_served_over_zeromq_and_rest(acme_on_path: Path, tmp_path: Path) -> None:
@@ -140,6 +135,9 @@ async def test_installed_plugin_is_served_over_zeromq_and_rest(acme_on_path: Pat
                 listed = {p["name"]: p for p in await resp.json()}
             assert listed["acme"]["status"] == "loaded"
             assert listed["acme"]["source"].startswith("entrypoint")
+
+        checks.actors.check_actor_declarations(kernel.cells["acme"].actor_cls)  # what the project's actors pass
+        await checks.actors.check_actor_answers(kernel, "acme")
 
 
 async def test_installed_plugin_is_skipped_without_autoload(acme_on_path: Path, tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
-"""The feature contract: for every registered extractor, and for whole pipelines, the rows streamed one bar
-at a time equal the batch rows (same NaNs, values within 1e-9 relative); references written here."""
+"""The feature contract: every extractor a real kernel registers (entry points included) meets the checks
+ml-processing ships (`ml_processing.checks.features`); the pipeline streams each extractor, and whole
+pipelines, exactly as it extracts them in batch (same NaNs, values within 1e-9 relative); references
+written here."""
 
 from __future__ import annotations
 
@@ -10,15 +12,19 @@ import numpy as np
 import pytest
 import talib
 
+from ml_processing import checks
 from ml_processing.core.errors import BadRequest
 from ml_processing.plugins.features import pipeline as P
 from ml_processing.plugins.features.actor import DEFAULT_SPEC
-from ml_processing.plugins.features.docs import registries
 from ml_processing.plugins.features.examples import TWENTY_FEATURES as TWENTY
+from ml_processing.sdk.feature import FeatureExtractor
+from tests.support.registries import FOUND
 
 #: What the service registers, every plugin included (the patterns plugin adds its candlestick flags):
 #: the contract below runs over all of it.
-REGISTRIES: dict[str, Any] = {kind: dict(table) for kind, table in registries().items()}
+REGISTRIES: dict[str, Any] = {kind: dict(table) for kind, table in FOUND.registries.items()}
+EXTRACTORS = checks.pytest_cases(FOUND, "features")
+
 
 def ohlcv(n: int = 800, seed: int = 11) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -53,43 +59,34 @@ def stream_all(compiled: P.Compiled, fitted: Any, data: dict[str, np.ndarray]) -
     return np.array(raw, dtype=np.float64), np.array(transformed, dtype=np.float64)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRIES["features"]))
-def test_every_extractor_streams_what_it_computes_in_batch(name: str) -> None:
-    """Alone on OHLCV, and fed by a column that starts with NaN (an indicator warming up)."""
-    extractor = REGISTRIES["features"][name]
+@pytest.mark.parametrize("extractor", EXTRACTORS)
+def test_every_extractor_streams_what_it_computes_in_batch(extractor: FeatureExtractor) -> None:
+    checks.features.check_stream_equals_batch(extractor, FOUND.registries)
+
+
+@pytest.mark.parametrize("extractor", EXTRACTORS)
+def test_every_extractor_rejects_bad_parameters_by_name(extractor: FeatureExtractor) -> None:
+    checks.features.check_bad_parameters(extractor)
+
+
+@pytest.mark.parametrize("extractor", EXTRACTORS)
+def test_every_extractor_survives_gaps_flat_bars_and_zero_volume(extractor: FeatureExtractor) -> None:
+    checks.features.check_odd_rows(extractor, FOUND.registries)
+
+
+@pytest.mark.parametrize("extractor", EXTRACTORS)
+def test_the_pipeline_streams_every_extractor_as_it_extracts(extractor: FeatureExtractor) -> None:
+    """Through compiled pipelines: alone on OHLCV, and fed by an indicator's column that starts with NaN."""
     data = ohlcv()
-    specs = [{"feature": name}]
+    specs = [{"feature": extractor.name}]
     if extractor.inputs != ("ts",):
-        chained = ["RSI_14"] * len(extractor.inputs)
-        specs.append({"feature": name, "inputs": chained})
+        specs.append({"feature": extractor.name, "inputs": ["RSI_14"] * len(extractor.inputs)})
     for spec in specs:
         compiled = P.compile_spec({"steps": [{"indicator": "RSI"}, spec]}, REGISTRIES)
         batch = P.extract(compiled, data)
         raw, _ = stream_all(compiled, None, data)
         assert_rows_equal(batch, raw, compiled.features)
         assert not np.isnan(batch[compiled.lookback:]).any(), "values start at the declared lookback"
-
-
-@pytest.mark.parametrize("name", sorted(REGISTRIES["features"]))
-def test_every_extractor_rejects_bad_parameters_and_survives_gaps(name: str) -> None:
-    extractor = REGISTRIES["features"][name]
-    with pytest.raises(BadRequest) as err:
-        P.compile_spec({"steps": [{"feature": name, "params": {"nope": 1}}]}, REGISTRIES)
-    assert err.value.field == "steps[0].params.nope"
-    for p in extractor.params:
-        if p.minimum is not None:
-            with pytest.raises(BadRequest) as err:
-                P.compile_spec({"steps": [{"feature": name, "params": {p.name: p.minimum - 1}}]}, REGISTRIES)
-            assert err.value.field == f"steps[0].params.{p.name}"
-    data = ohlcv(200)
-    for column in ("close", "volume", "high"):
-        data[column][[5, 50, 51]] = np.nan  # gaps
-    data["open"][60:80] = data["high"][60:80] = data["low"][60:80] = data["close"][60:80] = 100.0  # flat
-    data["volume"][90:100] = 0.0
-    compiled = P.compile_spec({"steps": [{"feature": name}]}, REGISTRIES)
-    batch = P.extract(compiled, data)
-    raw, _ = stream_all(compiled, None, data)
-    assert batch.shape == raw.shape and not np.isinf(raw[~np.isnan(raw)]).any()
 
 
 @pytest.mark.parametrize("spec", [DEFAULT_SPEC, TWENTY], ids=["default", "twenty"])
@@ -152,6 +149,8 @@ def test_builtin_extractors_against_formulas_written_here() -> None:
     ({"steps": [{"indicator": "RSI"}, {"indicator": "RSI"}]}, "steps[1].as"),
     ({"steps": [{"feature": "lag", "indicator": "RSI"}]}, "steps[0]"),
     ({"steps": [{"feature": "lag", "colour": 1}]}, "steps[0].colour"),
+    ({"steps": [{"feature": "lag", "params": {"nope": 1}}]}, "steps[0].params.nope"),
+    ({"steps": [{"feature": "lag", "params": {"k": 0}}]}, "steps[0].params.k"),
     ({"steps": [{"feature": "lag"}, {"transform": "nope"}]}, "steps[1]"),
     ({"steps": [{"feature": "lag"}, {"transform": "clip", "params": {"lower": 2, "upper": 1}}]},
      "steps[1].params.lower"),
@@ -186,10 +185,10 @@ def test_nan_policies() -> None:
 def test_docs_features_md_is_generated_from_the_registry() -> None:
     from pathlib import Path
 
-    from ml_processing.plugins.features.docs import render
+    from ml_processing.plugins.features.docs import registries, render
 
     path = Path(__file__).resolve().parents[2] / "docs" / "FEATURES.md"
-    assert path.read_text(encoding="utf-8") == render(REGISTRIES), (
+    assert path.read_text(encoding="utf-8") == render(registries()), (
         "docs/FEATURES.md is stale: python -m ml_processing.plugins.features.docs > docs/FEATURES.md")
     assert {"log_return", "zscore", "pattern_cdlengulfing"} <= set(REGISTRIES["features"])
     assert "RSI" in REGISTRIES["indicators"]

@@ -1,19 +1,18 @@
-"""The contract every registered indicator meets, built-in or third-party: streaming equals batch.
-
-Parametrized over the registry a kernel builds, so an indicator from any plugin runs through it too.
-"""
+"""The indicator contract over every indicator a real kernel registers, entry points included, through the
+checks ml-processing ships (`ml_processing.checks.indicators`): streaming equals batch with peeks
+interleaved, the declared lookback, bad parameters named, gaps, flat bars and zero volume survived. A
+third-party-style indicator with no stream of its own runs through them too, on the recompute fallback."""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
 
-from ml_processing.core.errors import BadRequest
-from ml_processing.plugins.indicators import builtin_indicators
+from ml_processing import checks
 from ml_processing.sdk.indicator import Indicator, Param
-from tests.plugins.test_indicators_batch import ohlcv
+from tests.support.registries import FOUND
 
 
 class Range(Indicator):
@@ -23,73 +22,41 @@ class Range(Indicator):
     inputs = ("high", "low")
     params = (Param("window", int, 5, minimum=1),)
 
-    def lookback(self, params):  # type: ignore[no-untyped-def]
-        return params["window"] - 1
+    def lookback(self, params: Mapping[str, int | float]) -> int:
+        return int(params["window"]) - 1
 
-    def batch(self, data, params):  # type: ignore[no-untyped-def]
+    def batch(self, data: Mapping[str, np.ndarray], params: Mapping[str, int | float]) -> tuple[np.ndarray, ...]:
         raw = data["high"] - data["low"]
-        w = params["window"]
+        w = int(params["window"])
         out = np.full(len(raw), np.nan)
         if len(raw) >= w:
             out[w - 1:] = np.convolve(raw, np.ones(w) / w, mode="valid")
         return (out,)
 
 
-REGISTRY = {i.name: i for i in [*builtin_indicators(), Range()]}
+CASES = [*checks.pytest_cases(FOUND, "indicators"), pytest.param(Range(), id="RANGE_MEAN")]
 
 
-def _close(a: float, b: float) -> bool:
-    if math.isnan(a) or math.isnan(b):
-        return math.isnan(a) and math.isnan(b)
-    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-300) or abs(a - b) < 1e-12
+def test_the_registry_holds_the_builtin_indicators() -> None:
+    assert {"SMA", "RSI", "MACD", "MAVP", "ICHIMOKU", "VWAP_SESSION"} <= set(FOUND["indicators"])
+    assert "indicators" not in FOUND.broken()
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_streaming_equals_batch(name: str) -> None:
-    indicator = REGISTRY[name]
-    params = indicator.resolve({})
-    n = 160 if name == "RANGE_MEAN" else 400
-    data = ohlcv(n)
-    batch = indicator.batch(data, params)
-    stream = indicator.stream(params)
-    mismatches = []
-    for i in range(n):
-        bar = {c: float(data[c][i]) for c in indicator.inputs}
-        if i % 7 == 3:  # a forming bar previewed first must not change what the commit gives
-            peeked = stream.peek(bar)
-        else:
-            peeked = None
-        got = stream.update(bar)
-        if peeked is not None and not all(_close(a, b) for a, b in zip(peeked, got, strict=True)):
-            mismatches.append((i, "peek", peeked, got))
-        expected = tuple(float(series[i]) for series in batch)
-        if not all(_close(a, b) for a, b in zip(got, expected, strict=True)):
-            mismatches.append((i, "update", got, expected))
-    assert not mismatches, f"{name}: {len(mismatches)} bars differ, first {mismatches[:3]}"
+@pytest.mark.parametrize("indicator", CASES)
+def test_declaration_and_lookback(indicator: Indicator) -> None:
+    checks.indicators.check_declaration(indicator)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_streaming_survives_gaps_flat_bars_and_zero_volume(name: str) -> None:
-    indicator = REGISTRY[name]
-    stream = indicator.stream(indicator.resolve({}))
-    data = ohlcv(150)
-    data["close"][40:45] = np.nan
-    for column in ("open", "high", "low", "close"):
-        data[column][80:110] = 50.0
-    data["volume"][:] = 0.0
-    for i in range(150):
-        out = stream.update({c: float(data[c][i]) for c in indicator.inputs})
-        assert len(out) == len(indicator.outputs)
+@pytest.mark.parametrize("indicator", CASES)
+def test_streaming_equals_batch(indicator: Indicator) -> None:
+    checks.indicators.check_stream_equals_batch(indicator)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_bad_parameters_are_rejected_with_the_parameter_named(name: str) -> None:
-    indicator = REGISTRY[name]
-    with pytest.raises(BadRequest) as unknown:
-        indicator.resolve({"no_such_parameter": 1})
-    assert unknown.value.field == "no_such_parameter" and name in unknown.value.message
-    for param in indicator.params:
-        for bad in ("7", [1], float("nan") if param.type is float else 2.5):
-            with pytest.raises(BadRequest) as caught:
-                indicator.resolve({param.name: bad})
-            assert caught.value.field == param.name and param.name in caught.value.message
+@pytest.mark.parametrize("indicator", CASES)
+def test_streaming_survives_gaps_flat_bars_and_zero_volume(indicator: Indicator) -> None:
+    checks.indicators.check_odd_bars(indicator)
+
+
+@pytest.mark.parametrize("indicator", CASES)
+def test_bad_parameters_are_rejected_with_the_parameter_named(indicator: Indicator) -> None:
+    checks.indicators.check_bad_parameters(indicator)
