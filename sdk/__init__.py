@@ -18,6 +18,7 @@ from ml_processing.bus import codec, topics
 from ml_processing.bus.edge.routes import Route
 from ml_processing.core.actor import Actor, ActorContext
 from ml_processing.core.clock import Clock, ManualClock
+from ml_processing.core.commands import Command
 from ml_processing.core.config import Config
 from ml_processing.core.errors import (
     BadRequest,
@@ -61,6 +62,7 @@ __all__ = [
     "CodecError",
     "Column",
     "Columns",
+    "Command",
     "Config",
     "Described",
     "FeatureExtractor",
