@@ -96,10 +96,14 @@ class EdgeConfig:
     port: int = 8006
     max_body_mb: float = 256.0
     access_log: bool = False
+    header_timeout_s: float = 15.0  # a connection that sends no complete request header in this time is closed
+    body_timeout_s: float = 60.0  # a request body still arriving after this long is answered 408
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "port: must be 0-65535")
         _check(self.max_body_mb > 0, "max_body_mb: must be positive")
+        _check(self.header_timeout_s > 0 and self.body_timeout_s > 0,
+               "header_timeout_s and body_timeout_s: must be positive")
 
 
 @dataclass(frozen=True)

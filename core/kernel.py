@@ -25,7 +25,7 @@ from aiohttp import web
 from prometheus_client import Histogram
 
 from ml_processing.bus import codec, mdp
-from ml_processing.bus.edge.app import STATS, EdgeStats, create_app
+from ml_processing.bus.edge.app import STATS, EdgeStats, create_app, create_runner
 from ml_processing.bus.edge.routes import Route, check_route
 from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
 from ml_processing.core.plugins import PluginHost  # the plugin host (core), not a plugin
@@ -130,7 +130,8 @@ class Kernel:
             self.broker = mdp.Broker(self.context, [*bus.broker_bind, INPROC_BROKER],
                                      heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
                                      request_timeout=bus.request_timeout_ms / 1000, max_queue=bus.max_queue,
-                                     hwm=bus.hwm, max_message_bytes=int(bus.max_message_mb * 1024 * 1024))
+                                     hwm=bus.hwm, max_message_bytes=int(bus.max_message_mb * 1024 * 1024),
+                                     clock=self.clock)
             await self.broker.start()
         else:
             self.client = mdp.AsyncClient(self.broker_address, timeout=bus.request_timeout_ms / 1000,
@@ -301,7 +302,7 @@ class Kernel:
             for _ in range(self.config.kernel.worker_concurrency):
                 worker = mdp.Worker(self.context, self.broker_address, cell.name, cell,
                                     heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
-                                    drain_timeout=self.config.kernel.drain_timeout_s)
+                                    drain_timeout=self.config.kernel.drain_timeout_s, clock=self.clock)
                 self.workers.append(worker)
                 self._worker_tasks.append(asyncio.create_task(worker.run(), name=f"mdp-worker-{cell.name}"))
 
@@ -309,10 +310,11 @@ class Kernel:
         assert self.broker is not None
         edge = self.config.edge
         app = create_app(self.broker, self.routes, max_body_bytes=int(edge.max_body_mb * 1024 * 1024),
-                         title=self.config.service.name, version=VERSION, components=self.components)
+                         title=self.config.service.name, version=VERSION, components=self.components,
+                         header_timeout=edge.header_timeout_s, body_timeout=edge.body_timeout_s)
         self.edge_stats = app[STATS]
         extra: dict[str, Any] = {} if edge.access_log else {"access_log": None}
-        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=self.config.kernel.drain_timeout_s,
+        self.runner = create_runner(app, handle_signals=False, shutdown_timeout=self.config.kernel.drain_timeout_s,
                                     **extra)
         await self.runner.setup()
         site = web.TCPSite(self.runner, edge.host, edge.port)

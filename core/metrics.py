@@ -58,10 +58,15 @@ class KernelCollector:
         if k.subscriber is not None:
             sub = CounterMetricFamily("mlp_pubsub_received", "Pub/sub messages received", labels=["outcome"])
             ss = k.subscriber.stats
-            sub.add_metric(["ok"], ss.received - ss.malformed)
-            sub.add_metric(["malformed"], ss.malformed)
+            sub.add_metric(["ok"], ss.received - ss.dropped)
+            sub.add_metric(["dropped"], ss.dropped)
             sub.add_metric(["handler_error"], ss.handler_errors)
             yield sub
+            dropped = CounterMetricFamily("mlp_pubsub_dropped", "Inbound pub/sub messages dropped, by reason",
+                                          labels=["reason"])
+            for reason, count in ss.drops().items():
+                dropped.add_metric([reason], count)
+            yield dropped
         if k.publisher is not None:
             yield CounterMetricFamily("mlp_pubsub_published", "Pub/sub messages published",
                                       value=k.publisher.published)

@@ -71,6 +71,9 @@ class KernelService(Actor):
             "bus": {"endpoints": k.endpoints,
                     "malformed_frames": (k.broker.stats.malformed if k.broker else 0)
                     + (k.subscriber.stats.malformed if k.subscriber else 0),
+                    "pubsub_dropped": k.subscriber.stats.drops() if k.subscriber else {},
+                    "messages_dropped_by_actors": sum(c.messages_rejected + c.messages_failed
+                                                      for c in k.cells.values()),
                     "inflight": k.broker.inflight if k.broker else 0},
         }
 

@@ -26,10 +26,7 @@ from typing import Any, TextIO, TypeVar
 
 import numpy as np
 
-# Beside the kernel (driver.py), the one other import from core: the `Command` this plugin registers with the
-# command line (the SDK does not offer it yet).
-from ml_processing.core.commands import Command
-from ml_processing.sdk import BadRequest, Config, atomic_write, topics
+from ml_processing.sdk import BadRequest, Command, Config, atomic_write, topics
 
 from .driver import DEFAULT_SYMBOL, DEFAULT_TIMEFRAME, ReplayError, isolated, replay
 from .page import render_html

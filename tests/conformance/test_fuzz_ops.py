@@ -124,7 +124,12 @@ def test_every_subscribed_topic_survives_arbitrary_payloads(service: Background)
     finally:
         pub.close(0)
     assert sent >= 100
-    assert service.call(_ping(service)) == "pong"
+    assert service.call(_ping(service)) == "pong"  # every message sent before it has been handled
+    stats = service.kernel.subscriber.stats if service.kernel.subscriber else None
+    assert stats is not None and stats.dropped_malformed >= 1 and stats.dropped_bad_topic >= 1
+    health = service.call(service.kernel.request("kernel", "health", {}))
+    assert health["bus"]["pubsub_dropped"]["malformed"] == stats.dropped_malformed
+    assert health["bus"]["messages_dropped_by_actors"] >= 1  # well-formed garbage refused by the actors
     for actor, (state, restarts) in service.restarts().items():
         assert (state, restarts) == ("running", 0), actor
 
