@@ -48,10 +48,10 @@ from ml_processing.sdk.pattern import Pattern
 from ml_processing.sdk.sentiment import SentimentAnalyzer
 
 from . import actors, features, indicators, models, patterns, sentiment
-from .discovery import KINDS, Discovered, local_config, pytest_cases, registries
+from .discovery import KINDS, Discovered, local_config, pytest_cases, registries, running
 
 __all__ = ["KINDS", "Discovered", "actors", "check", "features", "indicators", "local_config", "models",
-           "patterns", "pytest_cases", "registries", "sentiment"]
+           "patterns", "pytest_cases", "registries", "running", "sentiment"]
 
 
 def check(item: Any, found: Discovered | None) -> Any:

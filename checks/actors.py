@@ -47,6 +47,8 @@ from ml_processing.core.kernel import Kernel
 from ml_processing.core.ops import ROLES, Args, schemas
 from ml_processing.core.supervisor import State
 
+from .discovery import running
+
 __all__ = ["GARBAGE", "check_actor_answers", "check_actor_declarations", "check_services"]
 
 #: Arguments no op should take, and what each one is.
@@ -126,12 +128,8 @@ def check_services(config: Config, services: Iterable[str] | None = None) -> Non
     kernel's own by default), and stop it. For tests without an event loop of their own."""
 
     async def run() -> None:
-        kernel = Kernel(config)
-        try:
-            await kernel.start()
+        async with running(config) as kernel:
             for service in services if services is not None else [n for n in kernel.cells if n != "kernel"]:
                 await check_actor_answers(kernel, service)
-        finally:
-            await kernel.stop()  # also after a failed start: a half-started kernel holds sockets and threads
 
     asyncio.run(run())

@@ -4,13 +4,15 @@
 through ``MLP_CONFIG``, the environment, entry points included unless autoload is off), lets it discover
 its plugins (built-in, entry points, ``[plugins] modules``), keeps what they registered and releases the
 kernel again: no socket is bound, no actor started. `local_config` is a configuration for a kernel that
-does start (the actor checks), on free local ports with its data in a folder of the caller's.
+does start (the actor checks, a plugin's own tests), on free local ports with its data in a folder of the
+caller's, and `running` starts one for a block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -32,7 +34,7 @@ from ml_processing.core.config import (
 )
 from ml_processing.core.kernel import Kernel
 
-__all__ = ["KINDS", "Discovered", "local_config", "pytest_cases", "registries"]
+__all__ = ["KINDS", "Discovered", "local_config", "pytest_cases", "registries", "running"]
 
 #: The registries the SDK declares, by kind, and the check that runs over each.
 KINDS = ("indicators", "features", "patterns", "model_kinds", "sentiment")
@@ -83,6 +85,21 @@ def registries(config: Config | None = None) -> Discovered:
     finally:
         kernel.executor.shutdown(wait=False)
         kernel.context.destroy(linger=0)
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Kernel]:
+    """A started kernel for the block (bus, actors, REST edge), stopped after it, also after a failed start::
+
+        async with running(local_config(tmp_path)) as kernel:
+            await kernel.request("scorer", "score", {"symbol": "EURUSD"})  # kernel.edge_url: REST
+    """
+    kernel = Kernel(config)
+    try:
+        await kernel.start()
+        yield kernel
+    finally:
+        await kernel.stop()  # a half-started kernel holds sockets and threads too
 
 
 def local_config(data_dir: str | Path, *, modules: tuple[str, ...] = (), autoload: bool = True,
