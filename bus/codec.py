@@ -49,6 +49,7 @@ class Request:
     op: str
     args: dict[str, Any]
     rid: str | None = None
+    size: int = 0  # bytes of the frame it came in, when known: a large request is decoded off the loop
 
 
 def _pack_array(arr: np.ndarray) -> msgpack.ExtType:

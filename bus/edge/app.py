@@ -86,6 +86,10 @@ def wants_msgpack(request: web.Request) -> bool:
     return "msgpack" in accept and any(part.split(";")[0].strip() in _MSGPACK_TYPES for part in accept.split(","))
 
 
+#: Bodies at least this large are parsed on a thread, so the event loop keeps serving meanwhile.
+LARGE_BODY = 1 << 20
+
+
 def _decode_body(request: web.Request, raw: bytes) -> Any:
     if request.content_type in _MSGPACK_TYPES:
         try:
@@ -259,7 +263,8 @@ def _handler(route: Route) -> Any:
             elif has_body and request.body_exists:
                 raw = await _read_body(request)
                 if raw.strip():
-                    body = _decode_body(request, raw)
+                    body = (_decode_body(request, raw) if len(raw) < LARGE_BODY else await asyncio.get_running_loop()
+                            .run_in_executor(None, _decode_body, request, raw))
                     if not isinstance(body, dict):
                         raise BadRequest(f"request body must be an object (a map), got {type(body).__name__}",
                                          field="body")

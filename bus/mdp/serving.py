@@ -11,6 +11,8 @@ through `serve_request`, so a request is answered the same way wherever its serv
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -38,22 +40,46 @@ def is_plain(result: Any) -> bool:
     return type(result) in _PLAIN_TYPES
 
 
+#: Request frames at least this large are decoded on a thread, so the event loop keeps serving meanwhile.
+LARGE_FRAME = 1 << 20
+
+
 def serve_request(handler: LocalService, body: list[bytes],
                   on_malformed: Callable[[], None] | None = None) -> bytes | Awaitable[bytes]:
     """Decode a request body, call `handler`, encode its reply; every failure becomes an error reply.
 
     Returns the reply frame at once when the handler answered synchronously, else an awaitable of it. A
-    body that is not a valid request is answered ``bad_request`` and reported to `on_malformed`.
+    body that is not a valid request is answered ``bad_request`` and reported to `on_malformed`. A body of
+    `LARGE_FRAME` bytes or more is decoded on the loop's default executor (the reply is then awaitable).
     """
+    if len(body) == 1 and len(body[0]) >= LARGE_FRAME:
+        return _serve_large(handler, body[0], on_malformed)
     try:
         if len(body) != 1:
             raise CodecError(f"request must carry exactly one body frame, got {len(body)}")
         request = codec.decode_request(body[0])
     except CodecError as exc:
-        if on_malformed is not None:
-            on_malformed()
-        log.warning("malformed_request", error=exc.message)
-        return codec.encode_error(exc)
+        return _malformed(exc, on_malformed)
+    return _call(handler, request)
+
+
+def _malformed(exc: CodecError, on_malformed: Callable[[], None] | None) -> bytes:
+    if on_malformed is not None:
+        on_malformed()
+    log.warning("malformed_request", error=exc.message)
+    return codec.encode_error(exc)
+
+
+async def _serve_large(handler: LocalService, frame: bytes, on_malformed: Callable[[], None] | None) -> bytes:
+    try:
+        request = await asyncio.get_running_loop().run_in_executor(None, codec.decode_request, frame)
+    except CodecError as exc:
+        return _malformed(exc, on_malformed)
+    reply = _call(handler, dataclasses.replace(request, size=len(frame)))
+    return reply if isinstance(reply, bytes) else await reply
+
+
+def _call(handler: LocalService, request: codec.Request) -> bytes | Awaitable[bytes]:
     try:
         result = handler(request)
     except MlpError as exc:
