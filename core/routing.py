@@ -77,7 +77,9 @@ def describe(routes: Iterable[Route], specs: Mapping[tuple[str, str], OpSpec]
         query = tuple((name, str(params[name].get("type", "string")),
                        descriptions.get(name) or str(params[name].get("description", "")))
                       for name in query_names)
-        changes: dict[str, Any] = {"params": params, "query": query, "summary": route.summary or spec.doc}
+        required = set(args_schema.get("required", []))
+        changes: dict[str, Any] = {"params": params, "query": query, "summary": route.summary or spec.doc,
+                                   "required_query": frozenset(n for n in query_names if n in required)}
         if route.content_type == "json":
             changes["response_schema"] = generated[2 * n + 1]
         if route.has_body and route.content_type != "raw":

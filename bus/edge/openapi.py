@@ -37,7 +37,7 @@ def _operation(route: Route) -> dict[str, Any]:
              "schema": dict(route.params.get(name) or {"type": "string"})}
             for name in re.findall(r"{(\w+)}", route.path)
         ] + [
-            {"name": name, "in": "query", "required": False,
+            {"name": name, "in": "query", "required": name in route.required_query,
              "schema": dict(route.params.get(name) or {"type": typ}), "description": desc}
             for name, typ, desc in route.query
         ] + [{"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},

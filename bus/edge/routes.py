@@ -36,6 +36,7 @@ class Route:
     query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON type, description)
     content_type: str = "json"
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # path/query name -> JSON Schema
+    required_query: frozenset[str] = frozenset()  # query parameters the op cannot do without
 
     @property
     def has_body(self) -> bool:
