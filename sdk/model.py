@@ -155,29 +155,49 @@ class ModelKind(ABC):
 class FeatureRow:
     """One row of features as a request sends it, read by the op's declaration: a list of numbers (``null``
     for a missing value, read as NaN) or a 1-D numeric ndarray gives `values` (float64); a map of feature
-    name -> number gives `named`. Booleans, strings and infinities are refused naming the element."""
+    name -> number gives `named`. Booleans and strings are refused naming the element. `finite` says the
+    values hold neither NaN nor an infinity (so a model's check of its inputs has nothing left to do)."""
 
-    __slots__ = ("named", "values")
+    __slots__ = ("finite", "named", "values")
 
-    def __init__(self, values: np.ndarray | None = None, named: dict[str, float] | None = None) -> None:
+    def __init__(self, values: np.ndarray | None = None, named: dict[str, float] | None = None,
+                 finite: bool = False) -> None:
         self.values = values
         self.named = named
+        self.finite = finite
 
     @classmethod
     def read(cls, value: Any) -> FeatureRow:
+        if type(value) is list and value and set(map(type, value)) <= _PLAIN:  # the usual case, kept short
+            try:
+                return cls(np.array(value, dtype=np.float64), None, math.isfinite(sum(value)))
+            except OverflowError:  # an integer beyond float64: named below
+                pass
         if isinstance(value, dict):
             return cls(None, {str(k): _number(v, k) for k, v in value.items()})
+        if isinstance(value, list):
+            return cls(np.array([_number(v, i) for i, v in enumerate(value)] or _empty(), dtype=np.float64))
         if isinstance(value, np.ndarray) and value.ndim == 2 and value.shape[0] == 1:
             value = value.reshape(-1)
         return cls(read_column(value), None)
 
 
+_PLAIN = frozenset({float, int})
+
+
 def _number(value: Any, name: Any) -> float:
     if value is None:
         return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isinf(value):
-        raise ValueError(f"[{name}]: expected a finite number, got {value!r:.40}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"[{name}]: expected a number, got {value!r:.40}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"[{name}]: an integer of {len(str(value))} digits is beyond the range of a number") from None
+
+
+def _empty() -> list[float]:
+    raise ValueError("needs at least one value")
 
 
 class FeatureRows:
@@ -221,8 +241,7 @@ class FeatureRows:
 
 
 #: Rows read per slice of a batch (one C call each: the GIL changes hands between slices).
-CHUNK = 4096
-_PLAIN = frozenset({float, int})
+CHUNK = 2048
 
 
 def _read_slice(raw: list[Any], start: int, stop: int, out: np.ndarray, n_features: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from ml_processing.sdk import Actor, NoArgs, get_logger, op
 from ml_processing.sdk.services.features import Features
 from ml_processing.sdk.services.indicators import Indicators
+from ml_processing.sdk.services.models import LiveArgs, LiveReport
 
 from . import registration
 from .catalog import Catalog, Loaded
@@ -30,8 +31,6 @@ from .declarations import (
     KindInfo,
     LearnArgs,
     Learned,
-    LiveArgs,
-    LiveReport,
     ModelArgs,
     ModelDetails,
     ModelList,

@@ -84,9 +84,8 @@ class Catalog:
         """Load every model's serving version (at start)."""
         names = self.store.names()
         start = time.perf_counter()
-        for kind in {self._kind_on_disk(n) for n in names}:
-            if kind in self.kinds:
-                self.kinds[kind].prepare()
+        for kind in {self._kind_on_disk(n) for n in names} & set(self.kinds):
+            self.kinds[kind].prepare()
         if names:
             log.info("model_libraries_ready", ms=round((time.perf_counter() - start) * 1000, 1))
         for name in names:

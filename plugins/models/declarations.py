@@ -25,11 +25,10 @@ from ml_processing.sdk import Args, Columns, Int64, NoArgs, PositiveInt, Symbol,
 from ml_processing.sdk.model import FeatureRow, FeatureRows
 
 __all__ = [
-    "DeleteArgs", "Deleted", "JobArgs", "JobInfo", "JobList", "KindInfo", "LearnArgs", "Learned", "LiveArgs",
-    "LiveReport", "ModelArgs", "ModelDetails", "ModelList", "ModelName", "ModelSummary", "NoArgs", "PredictArgs",
-    "PredictBatchArgs", "Predicted", "PredictedBatch", "PromoteArgs", "RegisterArgs", "Registered", "V2InferArgs",
-    "V2Metadata", "V2ModelArgs", "V2ModelReady", "V2Raw", "V2Ready", "V2Server", "V2VersionArgs",
-    "V2VersionInferArgs", "Weights",
+    "Cancelled", "DeleteArgs", "Deleted", "JobArgs", "JobInfo", "JobList", "KindInfo", "LearnArgs", "Learned",
+    "ModelArgs", "ModelDetails", "ModelList", "ModelName", "ModelSummary", "NoArgs", "PredictArgs", "PredictBatchArgs",
+    "Predicted", "PredictedBatch", "PromoteArgs", "RegisterArgs", "Registered", "V2InferArgs", "V2Live", "V2Metadata",
+    "V2ModelArgs", "V2ModelReady", "V2Raw", "V2Ready", "V2Server", "V2VersionArgs", "V2VersionInferArgs", "Weights",
 ]
 
 #: A model's name: what its folder on disk is called.
@@ -331,16 +330,3 @@ class Weights(TypedDict):
     eta: float
     floor: float
     updates: int
-
-
-class LiveArgs(Args):
-    timelines: bool = False  # also rolling accuracy and ensemble weights over time
-
-
-class LiveReport(TypedDict):
-    counts: dict[str, int]
-    scores: dict[str, dict[str, Any]]
-    weights: dict[str, Weights]
-    drift: dict[str, dict[str, Any]]
-    attached: list[dict[str, Any]]
-    timelines: NotRequired[dict[str, Any]]

@@ -107,7 +107,7 @@ class ModelStore:
         """The verified manifest of a version; `Refused` with the reason otherwise."""
         folder = self.root / name / str(version)
         try:
-            manifest = json.loads((folder / MANIFEST).read_bytes())
+            manifest: Any = json.loads((folder / MANIFEST).read_bytes())
         except FileNotFoundError:
             raise Refused(f"{name}@{version}: no {MANIFEST}") from None
         except ValueError as exc:
@@ -124,7 +124,7 @@ class ModelStore:
                 raise Refused(f"{name}@{version}: {filename} is missing") from None
             if actual != digest:
                 raise Refused(f"{name}@{version}: {filename} does not match its sha256 (truncated or altered)")
-        return manifest  # type: ignore[no-any-return]
+        return dict(manifest)
 
     def folder(self, name: str, version: int) -> Path:
         return self.root / name / str(version)

@@ -78,6 +78,51 @@ async def test_ensemble_weights_follow_the_better_member_and_its_loss_tracks_the
         await kernel.stop()
 
 
+async def test_a_cached_prediction_is_the_answer_the_model_gives_now(tmp_path: Path) -> None:
+    """Issue 11: an ensemble whose weights moved served its old cached answer. Learning, weight changes and
+    a member's new version drop the cached predictions of the model and of the models built on it; a model
+    that did not change keeps its cache."""
+    cfg = make_config(tmp_path, modules=(), sections={"models": PluginSection(True, {"defaults": False, "live": []})})
+    kernel = Kernel(cfg)
+    await kernel.start()
+    try:
+        await kernel.request("models", "register", {"model_id": "good", "kind": "xgboost", "artifact": booster(Y)})
+        await kernel.request("models", "register", {"model_id": "bad", "kind": "xgboost",
+                                                     "artifact": booster(1 - Y, seed=2)})
+        await kernel.request("models", "register", {"model_id": "mix", "kind": "ensemble",
+                                                     "artifact": b'{"members": ["good", "bad"]}'})
+        row = X[500].tolist()
+
+        async def predict(model: str) -> dict[str, Any]:
+            out: dict[str, Any] = await kernel.request("models", "predict", {"model": model, "features": row})
+            batch = await kernel.request("models", "predict_batch", {"model": model, "rows": [row]})
+            assert out["probabilities"] == pytest.approx(batch["probabilities"][0].tolist(), abs=1e-9)
+            return out
+
+        first = await predict("mix")
+        assert not first["cached"] and (await predict("mix"))["cached"]
+        assert not (await predict("good"))["cached"]
+        for features, label in zip(X[:50].tolist(), Y[:50].tolist(), strict=True):
+            await kernel.request("models", "learn", {"model": "mix", "features": features, "label": label})
+        learned = await predict("mix")  # the weights moved: the model's answer now
+        assert not learned["cached"] and learned["probabilities"] != pytest.approx(first["probabilities"])
+        assert (await predict("good"))["cached"]  # a fixed member did not change
+        await kernel.request("models", "reset_weights", {"model_id": "mix"})
+        reset = await predict("mix")
+        assert not reset["cached"] and reset["probabilities"] == pytest.approx(first["probabilities"])
+        await kernel.request("models", "register", {"model_id": "good", "kind": "xgboost",
+                                                     "artifact": booster(Y, seed=7), "promote": True})
+        swapped = await predict("mix")  # a member's new version: the ensemble follows it
+        assert not swapped["cached"]
+        health = await kernel.request("kernel", "health", {})
+        metrics = await kernel.request("kernel", "metrics_ml", {})
+        accuracy = health["performance_metrics"]["model_accuracy"]
+        assert set(accuracy) == {"mix", "good", "bad"} and accuracy["good"] > accuracy["bad"]
+        assert metrics["performance_metrics"]["model_accuracy"] == accuracy
+    finally:
+        await kernel.stop()
+
+
 async def test_a_change_in_errors_publishes_model_drift(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, modules=(), sections={"models": PluginSection(True, {"defaults": False, "live": []})})
     kernel = Kernel(cfg)

@@ -177,6 +177,61 @@ async def test_bad_input_is_named_and_the_service_keeps_serving(service: Kernel)
         assert health["actors"]["models"]["state"] == "running" and health["actors"]["models"]["restarts"] == 0
 
 
+async def test_register_with_a_kind_that_is_not_a_string_is_a_400_and_never_restarts_the_actor(
+        service: Kernel) -> None:
+    """Issue 11: a `kind` that is an object or a list answered 500 and restarted the actor (six: failed)."""
+    await service.request("models", "register", {"model_id": "m", "kind": "xgboost", "artifact": xgb_artifact()})
+    artifact = base64.b64encode(xgb_artifact()).decode()
+    async with aiohttp.ClientSession() as http:
+        for kind in [{"name": "xgboost"}, ["xgboost"], 7, None, True] * 2:
+            out = await call(http, service, "POST", "/api/v1/models/x/versions", {"kind": kind, "artifact": artifact},
+                             status=400)
+            assert out["error"]["field"] == "kind", out
+        for artifact_value, field in [(123, "artifact"), ("", "artifact"), (["AAE="], "artifact")]:
+            out = await call(http, service, "POST", "/api/v1/models/x/versions",
+                             {"kind": "xgboost", "artifact": artifact_value}, status=400)
+            assert out["error"]["field"] == field, out
+        out = await call(http, service, "POST", "/api/v1/models/x/versions",
+                         {"kind": "xgboost", "artifact": artifact, "metrics": [1]}, status=400)
+        assert out["error"]["field"] == "metrics"
+        health = await call(http, service, "GET", "/health")
+        assert health["actors"]["models"]["state"] == "running" and health["actors"]["models"]["restarts"] == 0
+        assert health["actors"]["models"]["internal_errors"] == 0
+        ok = await call(http, service, "POST", "/api/v1/predict", {"model": "m", "features": X[0].tolist()})
+        assert ok["version"] == 1
+
+
+async def test_v2_inference_errors_are_the_protocols_with_the_fault_s_status(service: Kernel) -> None:
+    await service.request("models", "register", {"model_id": "m", "kind": "xgboost", "artifact": xgb_artifact()})
+    def infer(data: list[Any], shape: list[int], datatype: str = "FP64") -> bytes:
+        return json.dumps({"inputs": [{"name": "input-0", "datatype": datatype, "shape": shape, "data": data}]}).encode()
+
+    good = infer(X[0].tolist(), [1, 6])
+    cases = [
+        ("/v2/models/nope/infer", good, 404),
+        ("/v2/models/m/versions/9/infer", good, 404),
+        ("/v2/models/m/versions/abc/infer", good, 404),
+        ("/v2/models/m/versions/0/infer", good, 404),
+        ("/v2/models/m/infer", b"{not json", 400),
+        ("/v2/models/m/infer", infer([0.0] * 5, [1, 5]), 400),
+        ("/v2/models/m/infer", infer(["a"] * 6, [1, 6], "BYTES"), 400),
+    ]
+    async with aiohttp.ClientSession() as http:
+        for path, body, status in cases:
+            async with http.post(service.edge_url + path, data=body,
+                                 headers={"Content-Type": "application/json"}) as resp:
+                payload = await resp.json(content_type=None)
+                assert resp.status == status, (path, payload)
+                assert set(payload) == {"error"} and isinstance(payload["error"], str) and payload["error"], payload
+        async with http.post(service.edge_url + "/v2/models/m/versions/1/infer", data=good,
+                             headers={"Content-Type": "application/json"}) as resp:
+            assert resp.status == 200
+            answer = await resp.json()
+    own = await service.request("models", "predict", {"model": "m", "features": X[0].tolist()})
+    proba = next(o for o in answer["outputs"] if o["name"] == "predict_proba")
+    assert proba["data"] == pytest.approx(own["probabilities"], abs=1e-6)
+
+
 def config_small_batch(tmp_path: Path) -> Any:
     return config(tmp_path, max_batch=100)
 

@@ -104,6 +104,64 @@ async def test_a_cancelled_or_failing_job_leaves_the_registry_as_it_was(trainer:
     assert health["ml_status"]["training_active"] is False
 
 
+async def test_a_river_model_that_learns_answers_from_what_it_learned(trainer: Kernel) -> None:
+    """Issue 11: the same row, 0.6043 cached vs 0.9004 from the batch route after river learned. Learning drops
+    the cached predictions of the model and of an ensemble built on it."""
+    for model, kind in (("online", "river"), ("trees", "xgboost")):
+        done = await finished(trainer, await trainer.request("models", "train", {
+            "model_id": model, "kind": kind, **MARKET, "params": {"n_estimators": 10} if kind == "xgboost" else {}}))
+        assert done["status"] == "done", done
+    await trainer.request("models", "register", {"model_id": "both", "kind": "ensemble",
+                                                  "artifact": b'{"members": ["online", "trees"]}'})
+    row = [0.5, -1.0, 2.0, 1.5]
+
+    async def predict(model: str) -> dict[str, Any]:
+        out: dict[str, Any] = await trainer.request("models", "predict", {"model": model, "features": row})
+        batch = await trainer.request("models", "predict_batch", {"model": model, "rows": [row]})
+        assert out["probabilities"] == pytest.approx(batch["probabilities"][0].tolist(), abs=1e-9)
+        return out
+
+    before = {model: await predict(model) for model in ("online", "both")}
+    for model in ("online", "both"):
+        assert (await predict(model))["cached"]
+    label = 1 - before["online"]["prediction"]
+    for _ in range(30):
+        await trainer.request("models", "learn", {"model": "online", "features": row, "label": label})
+    for model in ("online", "both"):
+        after = await predict(model)
+        assert not after["cached"] and after["probabilities"] != pytest.approx(before[model]["probabilities"])
+    assert (await predict("online"))["prediction"] == label  # it learned the row
+
+
+async def test_checkpoints_follow_the_injected_clock(tmp_path: Path) -> None:
+    """An online model that learned is saved as a new version when the kernel's clock passes checkpoint_s."""
+    from ml_processing.core.clock import ManualClock
+
+    options = {"defaults": False, "live": [], "checkpoint_s": 60.0}
+    clock = ManualClock()
+    kernel = Kernel(make_config(tmp_path, modules=(), sections={"models": PluginSection(True, options)}), clock=clock)
+    await kernel.start()
+    try:
+        await kernel.request("features", "fit", {"pipeline": "default", **MARKET})
+        done = await finished(kernel, await kernel.request("models", "train", {
+            "model_id": "online", "kind": "river", **MARKET}))
+        assert done["status"] == "done", done
+        await kernel.request("models", "learn", {"model": "online", "features": [0.1, 0.2, 0.3, 0.4], "label": 1})
+        clock.advance(59.0)
+        await asyncio.sleep(0.2)
+        assert (await kernel.request("models", "get", {"model_id": "online"}))["current"] == 1
+        clock.advance(1.0)
+        for _ in range(100):
+            details = await kernel.request("models", "get", {"model_id": "online"})
+            if details["current"] == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert details["current"] == 2 and details["metrics"]["labels"] == 1
+        assert [v["version"] for v in details["versions"]] == [1, 2]
+    finally:
+        await kernel.stop()
+
+
 @pytest.mark.parametrize(("args", "field"), [
     ({"kind": "xgboost", "close": [1.0]}, "model_id"),
     ({"model_id": "m", "kind": "torch", "close": [1.0]}, "kind"),
