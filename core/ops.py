@@ -72,7 +72,7 @@ class NoArgs(Args):
     """The arguments of an op that takes none."""
 
 
-class OpenArgs(Args, forbid_unknown_fields=False):
+class OpenArgs(Args, forbid_unknown_fields=False, frozen=True):
     """The arguments of an op that takes any map (an echo, a relay): its handler receives the map as sent.
     Declare named fields wherever the arguments are known."""
 
