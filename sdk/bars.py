@@ -26,8 +26,9 @@ ml_processing.bus.errors.BadRequest: bars[11]: bar field 'volume' is never negat
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -43,9 +44,9 @@ _TS_MIN, _TS_MAX = -(2**63), 2**63 - 1
 def _timestamp(ts: Any) -> int:
     """The slow path of ``ts``: an integral float is taken, anything else is named."""
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or (isinstance(ts, float) and not ts.is_integer()):
-        raise BadRequest(f"bar field 'ts' must be an integer timestamp, got {ts!r:.40}", field="ts")
+        raise BadRequest(f"bar field 'ts' must be an integer timestamp, got {reprlib.repr(ts)}", field="ts")
     if not _TS_MIN <= ts <= _TS_MAX:
-        raise BadRequest(f"bar field 'ts' must fit a signed 64-bit integer, got {ts!r:.40}", field="ts")
+        raise BadRequest(f"bar field 'ts' must fit a signed 64-bit integer, got {reprlib.repr(ts)}", field="ts")
     return int(ts)
 
 
@@ -62,7 +63,7 @@ def check_bar(bar: Any) -> dict[str, Any]:
         ts = _timestamp(ts)
     final = bar.get("final", True)
     if final is not True and final is not False:
-        raise BadRequest(f"bar field 'final' must be true or false, got {final!r:.40}", field="final")
+        raise BadRequest(f"bar field 'final' must be true or false, got {reprlib.repr(final)}", field="final")
     out: dict[str, Any] = {"ts": ts, "final": final}
     for name in FIELDS:
         value = bar.get(name)
@@ -72,7 +73,7 @@ def check_bar(bar: Any) -> dict[str, Any]:
         if value is None:
             value = math.nan
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isinf(value):
-            raise BadRequest(f"bar field {name!r} must be a number, got {value!r:.40}", field=name)
+            raise BadRequest(f"bar field {name!r} must be a number, got {reprlib.repr(value)}", field=name)
         out[name] = float(value)
     if out["volume"] < 0.0:  # NaN compares false: a gap passes
         raise BadRequest(f"bar field 'volume' is never negative, got {out['volume']!r}", field="volume")
@@ -98,11 +99,29 @@ def check_bars(bars: Any, limit: int | None = None, *, offset: int = 0, name: st
     return checked
 
 
-class BarList(list):  # type: ignore[type-arg]
+class BarList(Sequence[Any]):
     """An op field holding bars as a list of ``{ts, open, high, low, close, volume, final?}`` maps.
 
-    The declaration checks only that a list came (and documents the bar); the handler checks the bars
-    with `check_bars`, in slices when they are many."""
+    The declaration checks only that a list came (and documents the bar), without copying it; the handler
+    checks the bars with `check_bars`, in slices when they are many (``args.bars[i:j]`` is a list)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return self.items[index]
+
+    def __repr__(self) -> str:
+        return f"BarList({len(self.items):,} bars)"
 
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
@@ -142,7 +161,7 @@ def read_column(value: Any, name: str, limit: int | None = None) -> np.ndarray:
         except (TypeError, ValueError):
             bad = next((i for i, v in enumerate(value)
                         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), 0)
-            raise BadRequest(f"column {name!r}: element {bad} is not a number, got {value[bad]!r:.40}",
+            raise BadRequest(f"column {name!r}: element {bad} is not a number, got {reprlib.repr(value[bad])}",
                              field=f"{name}[{bad}]") from None
         if array.ndim != 1:
             raise BadRequest(f"column {name!r} must be a flat list of numbers", field=name)

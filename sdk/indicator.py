@@ -28,6 +28,7 @@ ml_processing.bus.errors.BadRequest: parameter 'window' must be <= 2147483647, g
 from __future__ import annotations
 
 import math
+import reprlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,24 +62,24 @@ class Param:
         if value is None:
             return self.default
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadRequest(f"parameter {self.name!r} must be a number, got {value!r:.40}", field=self.name)
+            raise BadRequest(f"parameter {self.name!r} must be a number, got {reprlib.repr(value)}", field=self.name)
         checked: int | float
         if self.type is int:
             if isinstance(value, float) and not value.is_integer():
-                raise BadRequest(f"parameter {self.name!r} must be an integer, got {value!r}", field=self.name)
+                raise BadRequest(f"parameter {self.name!r} must be an integer, got {reprlib.repr(value)}", field=self.name)
             checked = int(value)
         else:
             checked = float(value)
             if not math.isfinite(checked):
-                raise BadRequest(f"parameter {self.name!r} must be finite, got {value!r}", field=self.name)
+                raise BadRequest(f"parameter {self.name!r} must be finite, got {reprlib.repr(value)}", field=self.name)
         minimum, maximum = self.minimum, self.maximum
         if self.type is int:
             minimum = INT32_MIN if minimum is None else max(minimum, INT32_MIN)
             maximum = INT32_MAX if maximum is None else min(maximum, INT32_MAX)
         if minimum is not None and checked < minimum:
-            raise BadRequest(f"parameter {self.name!r} must be >= {_bound(minimum)}, got {value!r}", field=self.name)
+            raise BadRequest(f"parameter {self.name!r} must be >= {_bound(minimum)}, got {reprlib.repr(value)}", field=self.name)
         if maximum is not None and checked > maximum:
-            raise BadRequest(f"parameter {self.name!r} must be <= {_bound(maximum)}, got {value!r}", field=self.name)
+            raise BadRequest(f"parameter {self.name!r} must be <= {_bound(maximum)}, got {reprlib.repr(value)}", field=self.name)
         return checked
 
     def describe(self) -> dict[str, Any]:

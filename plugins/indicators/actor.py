@@ -12,9 +12,7 @@ in order); the saved state loads one series at a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,17 +46,18 @@ from .ops import (
     Unsubscribed,
 )
 from .timeframes import Resampler, alignment, analyse
+from .turns import Turns
 
 log = get_logger(__name__)
 
 #: Above this many (bars x indicators) a request is computed on the thread pool, off the event loop.
 INLINE_WORK = 200_000
-#: An ingest yields to the event loop once it has held it about this long.
-SLICE_BUDGET_S = 0.004
+#: An ingest yields to the event loop once it has held it about this long ...
+SLICE_BUDGET_S = 0.002
+#: ... for this many loop turns.
+_TURNS = 8
 #: Bars checked, or committed, between two looks at the clock.
 _STEP = 64
-#: Bars of a series that arrive on pub/sub while an ingest of it runs, kept to apply after it.
-MAX_WAITING = 100_000
 
 Key = tuple[str, str]
 
@@ -96,8 +95,7 @@ class Indicators(Actor):
         self.series: dict[Key, Series] = {}
         self.resamplers: dict[Key, list[Resampler]] = {}  # base series -> its higher timeframes
         self.derived: set[Key] = set()  # series fed by resampling (never resampled again)
-        self.ingesting: dict[Key, tuple[asyncio.Lock, int]] = {}  # per series: its lock, and its holders
-        self.waiting: dict[Key, list[dict[str, Any]]] = {}  # pub/sub bars of a series being ingested
+        self.turns = Turns()  # one ingest at a time per series; live bars wait their turn
         self.defaults = [Live.parse(spec, self.registry, "live") for spec in self.config.live]
         self.state_path = self.ctx.data_dir / self.config.state_file
         if self.config.persist:
@@ -205,32 +203,13 @@ class Indicators(Actor):
         try:
             bar = check_bar(body)
             key = (parsed.symbol, parsed.timeframe)
-            if key in self.ingesting:  # an ingest of this series is running: after it, in order
-                waiting = self.waiting.setdefault(key, [])
-                if len(waiting) >= MAX_WAITING:
-                    raise TooLarge(f"{len(waiting):,} bars of {topic} already wait for an ingest to finish",
-                                   field="bar")
-                waiting.append(bar)
+            if self.turns.busy(key):  # an ingest of this series runs: after it (and those before the bar)
+                self.turns.wait(key, bar)
                 return
             self._commit(self._series(parsed.symbol, parsed.timeframe, create=True), bar)
         except BadRequest:
             self.rejected += 1
             raise
-
-    @contextlib.asynccontextmanager
-    async def _ingest_lock(self, key: Key) -> AsyncIterator[None]:
-        """One ingest at a time per series; the lock lives only while someone holds or waits for it."""
-        lock, holders = self.ingesting.get(key) or (asyncio.Lock(), 0)
-        self.ingesting[key] = (lock, holders + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, holders = self.ingesting[key]
-            if holders == 1:
-                del self.ingesting[key]
-            else:
-                self.ingesting[key] = (lock, holders - 1)
 
     @op(IngestArgs, reply=IngestReply, role="admin")
     async def handle_ingest(self, args: IngestArgs) -> IngestReply:
@@ -238,28 +217,31 @@ class Indicators(Actor):
         if len(args.bars) > MAX_BARS:
             raise TooLarge(f"{len(args.bars):,} bars; at most {MAX_BARS:,} per request", field="bars")
         key = (args.symbol, args.timeframe)
-        async with self._ingest_lock(key):
+        async with self.turns.hold(key) as number:
             budget = _Budget()
             try:
-                checked: list[dict[str, Any]] = []  # every bar is checked before any is committed
-                for start in range(0, len(args.bars), _STEP):
-                    checked += check_bars(args.bars[start:start + _STEP], offset=start)
-                    await budget.spent()
-                series = self._series(args.symbol, args.timeframe, create=True)
-                before = dict(series.counts)
-                for i, bar in enumerate(checked):
-                    self._commit(series, bar)
-                    if i % _STEP == 0:
-                        await budget.spent()
+                return await self._ingest(args, budget)
             finally:
-                await self._commit_waiting(key, budget)
+                await self._commit_waiting(key, number, budget)
+
+    async def _ingest(self, args: IngestArgs, budget: _Budget) -> IngestReply:
+        checked: list[dict[str, Any]] = []  # every bar is checked before any is committed
+        for start in range(0, len(args.bars), _STEP):
+            checked += check_bars(args.bars[start:start + _STEP], offset=start)
+            await budget.spent()
+        series = self._series(args.symbol, args.timeframe, create=True)
+        before = dict(series.counts)
+        for i, bar in enumerate(checked):
+            self._commit(series, bar)
+            if i % _STEP == 0:
+                await budget.spent()
         return IngestReply(committed=series.counts["committed"] - before["committed"],
                            forming=series.counts["forming"] - before["forming"],
                            stale=series.counts["stale"] - before["stale"], last_ts=series.last_ts)
 
-    async def _commit_waiting(self, key: Key, budget: _Budget) -> None:
-        """Commit the bars of `key` that came on pub/sub during an ingest, in their order."""
-        while waiting := self.waiting.pop(key, None):
+    async def _commit_waiting(self, key: Key, number: int, budget: _Budget) -> None:
+        """Commit the bars of `key` that came on pub/sub during ingest `number` (before the next), in order."""
+        while waiting := self.turns.due(key, number):
             series = self._series(*key, create=True)
             for i, bar in enumerate(waiting):
                 self._commit(series, bar)
@@ -319,8 +301,7 @@ class Indicators(Actor):
         """The committed bars held for a series (oldest first, the newest ``limit``) as columns: what another
         capability replays to warm its own streams from the live market state."""
         series = self._series(args.symbol, args.timeframe, create=False)
-        limit = series.ring.count if args.limit is None else args.limit
-        rows = series.ring.rows()[-limit:] if limit else series.ring.rows()[:0]
+        rows = series.ring.rows(args.limit)
         return HeldBars(symbol=series.symbol, timeframe=series.timeframe, ts=rows[:, 0].astype(np.int64),
                         open=rows[:, 1], high=rows[:, 2], low=rows[:, 3], close=rows[:, 4], volume=rows[:, 5])
 
@@ -355,12 +336,15 @@ class Indicators(Actor):
 
 
 class _Budget:
-    """How long the current slice has held the event loop; `spent` yields once it is over budget."""
+    """How long the current slice has held the event loop. `spent` yields once it is over budget, for a few
+    loop turns: a waiting request takes several (read, route to the broker, answer, write), and one turn
+    per slice would add a slice to each of them."""
 
     def __init__(self) -> None:
         self.deadline = time.perf_counter() + SLICE_BUDGET_S
 
     async def spent(self) -> None:
         if time.perf_counter() >= self.deadline:
-            await asyncio.sleep(0)
+            for _ in range(_TURNS):
+                await asyncio.sleep(0)
             self.deadline = time.perf_counter() + SLICE_BUDGET_S

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +76,7 @@ class Live:
         elif isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
             name, params = spec["name"], spec.get("params")
         else:
-            raise BadRequest(f"{where}: an indicator spec is a string or a {{name, params}} map, got {spec!r:.60}",
+            raise BadRequest(f"{where}: an indicator spec is a string or a {{name, params}} map, got {reprlib.repr(spec)}",
                              field=where)
         request = resolve(name, params, registry, where)
         return cls(request.indicator, request.params, request.keys, request.indicator.lookback(request.params))
@@ -122,11 +123,22 @@ class _Ring:
         self.count = len(rows)
         self.head = len(rows) % self.capacity
 
-    def rows(self) -> np.ndarray:
-        """The bars oldest first, as a (count, 6) array: ts, open, high, low, close, volume."""
-        if self.count < self.capacity:
-            return self.data[: self.count].copy()
-        return np.concatenate([self.data[self.head:], self.data[: self.head]])
+    def rows(self, last: int | None = None) -> np.ndarray:
+        """The bars oldest first (the newest `last` of them), as a (n, 6) array: ts, open, high, low, close,
+        volume. A copy of those rows only.
+
+        >>> ring = _Ring(3)
+        >>> for ts in range(1, 6):
+        ...     ring.append({"ts": ts, "open": 0, "high": 0, "low": 0, "close": 0, "volume": 0})
+        >>> ring.rows()[:, 0].tolist(), ring.rows(2)[:, 0].tolist(), ring.rows(0).shape
+        ([3.0, 4.0, 5.0], [4.0, 5.0], (0, 6))
+        """
+        n = self.count if last is None else max(0, min(last, self.count))
+        end = self.head if self.count == self.capacity else self.count
+        start = end - n
+        if start >= 0:
+            return self.data[start:end].copy()
+        return np.concatenate([self.data[start:], self.data[:end]])
 
     def columns(self) -> dict[str, np.ndarray]:
         """The bars oldest first as columns: ``ts`` int64, the others float64, each contiguous."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,69 @@ async def _json_ping(http: aiohttp.ClientSession, kernel: Kernel) -> Any:
     async with http.get(f"{kernel.edge_url}/api/v1/ping") as r:
         assert r.content_type == "application/json"
         return await r.json()
+
+
+NESTED = "<a list nested 1,000 levels deep>"  # written into the encoded body: no encoder nests that deep
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).replace(json.dumps(NESTED), "[" * 1000 + "1.0" + "]" * 1000).encode()
+
+
+def _msgpack(body: dict[str, Any]) -> bytes:
+    return codec.packb({"op": "compute", "args": body}).replace(codec.packb(NESTED), b"\x91" * 1000 + codec.packb(1.0))
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"close": list(range(40)), "indicators": [{"name": "SMA", "params": {"timeperiod": 2**31}}]},
+     "indicators[0].params.timeperiod"),  # was 500 (OverflowError)
+    ({"close": list(range(40)), "indicators": [{"name": "SMA", "params": {"timeperiod": 2**63}}]},
+     "indicators[0].params.timeperiod"),
+    ({"close": list(range(40)), "indicators": [{"name": "MA", "params": {"matype": -1}}]},
+     "indicators[0].params.matype"),
+    ({"close": [1.0, True, 3.0], "indicators": ["SMA"]}, "close[1]"),
+    ({"close": [], "indicators": ["SMA"]}, "close"),
+    ({"close": [1.0, 2.0], "volume": [], "indicators": ["OBV"]}, "volume"),
+    ({"close": [1.0, 2.0, 3.0], "volume": [5.0, -1.0, 2.0], "indicators": ["OBV"]}, "volume[1]"),
+    ({"close": [1.0, 2.0], "indicators": ["SMA"], "extra": 1}, "extra"),
+    ({"close": [1.0, 2.0], "indicators": [{"name": "SMA", "bogus": 1}]}, "indicators[0].bogus"),
+    ({"close": [1.0, 2.0], "indicators": [{"name": "SMA", "params": {"timeperiod": "20"}}]},
+     "indicators[0].params.timeperiod"),
+    ({"close": NESTED, "indicators": ["SMA"]}, None),  # was 500 (RecursionError)
+    ({"close": [1.0, NESTED], "indicators": ["SMA"]}, None),
+    ({"close": [1.0, 2.0], "indicators": [NESTED]}, None),
+    ({"close": [1.0, 2.0], "indicators": [{"name": "SMA", "params": {"timeperiod": NESTED}}]}, None),
+])
+async def test_nothing_a_client_sends_is_a_server_error(kernel: Kernel, body: dict[str, Any], field: str | None
+                                                        ) -> None:
+    """One answer per edge case, over REST (JSON) and MDP (msgpack) alike, and the service keeps serving."""
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{kernel.edge_url}/api/v1/indicators", data=_json(body),
+            headers={"Content-Type": "application/json"}) as r:
+        answer = await r.json()
+        assert r.status == 400, answer
+        assert field is None or answer["error"]["field"] == field, answer
+    client = mdp.AsyncClient(kernel.endpoints["broker"][0], timeout=5.0)
+    try:
+        (raw,) = await client.request_raw("indicators", [_msgpack(body)])
+        reply = codec.unpackb(raw)
+        assert reply["ok"] is False and reply["error"]["code"] == "bad_request", reply
+        assert field is None or reply["error"].get("field") == field, reply
+        reply = await client.request("indicators", "compute", {"close": [1.0, 2.0, 3.0], "indicators": ["SUM"]})
+        assert reply["n"] == 3
+    finally:
+        client.close()
+    health = await kernel.request("kernel", "health", {})
+    assert health["actors"]["indicators"]["restarts"] == 0 and health["actors"]["indicators"]["state"] == "running"
+
+
+async def test_math_operators_over_rest(kernel: Kernel) -> None:
+    data = ohlcv(50)
+    async with aiohttp.ClientSession() as http, http.post(f"{kernel.edge_url}/api/v1/indicators", json={
+            "high": data["high"].tolist(), "low": data["low"].tolist(), "close": data["close"].tolist(),
+            "indicators": ["SUB", "LN", {"name": "MAX", "params": {"timeperiod": 5}}]}) as r:
+        body = await r.json()
+        assert r.status == 200, body
+    np.testing.assert_allclose(body["values"]["SUB"], data["high"] - data["low"], rtol=1e-12)
+    np.testing.assert_allclose(body["values"]["LN"], np.log(data["close"]), rtol=1e-12)
+    assert body["values"]["MAX_5"][4] == pytest.approx(max(data["close"][:5]), rel=1e-12)

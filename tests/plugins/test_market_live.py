@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,17 @@ import zmq.asyncio
 
 from ml_processing.bus import mdp
 from ml_processing.core.config import PluginSection
+from ml_processing.core.errors import BadRequest, NotFound
 from ml_processing.core.kernel import Kernel
+from ml_processing.plugins.indicators import builtin_indicators, persist
+from ml_processing.plugins.indicators.actor import IndicatorsConfig
+from ml_processing.plugins.indicators.market import Live, Series
+from ml_processing.sdk.synthetic import market, rows
+from ml_processing.sdk.timeframes import to_ms
 from tests.conftest import make_config
 from tests.core.helpers import running
 from tests.plugins.test_indicators_batch import ohlcv
+from tests.support.feed import pubsub
 from tests.support.waiting import wait_until
 
 LIVE = {"live": ["SMA(timeperiod=5)", "RSI(timeperiod=14)", "BBANDS(timeperiod=10)"], "buffer": 500}
@@ -185,3 +194,148 @@ async def test_malformed_bars_on_pubsub_are_dropped_and_counted(live: Kernel) ->
         client.close()
         pub.close(0)
         ctx.term()
+
+
+async def test_negative_volume_is_refused_in_ingest_and_on_pubsub(live: Kernel) -> None:
+    series = bars(5)
+    series[3]["volume"] = -1.0
+    with pytest.raises(BadRequest) as caught:
+        await ask(live, "ingest", {"symbol": "VOL", "timeframe": "1m", "bars": series})
+    assert caught.value.field == "bars[3].volume"
+    with pytest.raises(NotFound):  # nothing of a refused ingest is kept
+        await ask(live, "state", {"symbol": "VOL", "timeframe": "1m"})
+    actor: Any = live.cells["indicators"].instance
+    async with pubsub(live) as (pub, _):
+        await pub.send_multipart([b"bar.VOL.1m", msgpack.packb(series[3])])
+        await wait_until(lambda: actor.rejected > 0, what="the bar with a negative volume to be rejected")
+    assert ("VOL", "1m") not in actor.series
+
+
+@pytest.mark.parametrize(("bar", "field"), [
+    ({"ts": 2**63, "close": 1.0}, "bars[0].ts"),
+    ({"ts": 1.5, "close": 1.0}, "bars[0].ts"),
+    ({"ts": 1, "close": True}, "bars[0].close"),
+    ({"ts": 1, "close": 1.0, "final": "no"}, "bars[0].final"),
+    ({"ts": 1, "close": [[[[[[[[[[1.0]]]]]]]]]]}, "bars[0].close"),
+    ("a bar", "bars[0]"),
+])
+async def test_bad_bars_are_named(live: Kernel, bar: Any, field: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        await ask(live, "ingest", {"symbol": "BAD", "timeframe": "1m", "bars": [bar]})
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    ({"symbol": "X", "timeframe": "1m"}, "bars"),
+    ({"symbol": "X", "timeframe": "1m", "bars": {"ts": 1}}, "bars"),
+    ({"symbol": "X", "timeframe": "tick", "bars": []}, "timeframe"),
+    ({"symbol": "X.Y", "timeframe": "1m", "bars": []}, "symbol"),
+])
+async def test_ingest_arguments_are_declared(live: Kernel, args: dict[str, Any], field: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        await ask(live, "ingest", args)
+    assert caught.value.field == field
+
+
+def _slow_config(tmp_path: Path, **options: Any) -> Any:
+    """A kernel whose requests may take a while (a large ingest), with sentiment not following every update."""
+    base = make_config(tmp_path, modules=(), sections={
+        "indicators": PluginSection(True, {**LIVE, "persist": False, **options}),
+        "sentiment": PluginSection(True, {"live_market": False})})
+    return dataclasses.replace(base, bus=dataclasses.replace(base.bus, request_timeout_ms=120_000))
+
+
+async def test_rest_ping_keeps_answering_during_a_large_ingest(tmp_path: Path) -> None:
+    """200,000 bars in one MDP ingest (it froze REST for 11 to 16 s): the loop keeps serving while it runs."""
+    n = 200_000
+    data = ohlcv(n, seed=5)
+    body = [{"ts": 60_000 * (i + 1), **{c: float(data[c][i]) for c in ("open", "high", "low", "close", "volume")}}
+            for i in range(n)]
+    async with running(_slow_config(tmp_path, live=["SMA(timeperiod=20)"], timeframes=["5m"])) as kernel:
+        client = mdp.AsyncClient(kernel.endpoints["broker"][0], timeout=120.0)
+        pings: list[float] = []
+        try:
+            ingest = asyncio.ensure_future(client.request("indicators", "ingest",
+                                                          {"symbol": "BIG", "timeframe": "1m", "bars": body}))
+            async with aiohttp.ClientSession() as http:
+                while not ingest.done():
+                    started = time.perf_counter()
+                    async with http.get(f"{kernel.edge_url}/api/v1/ping") as r:
+                        assert r.status == 200
+                    pings.append(time.perf_counter() - started)
+                    await asyncio.sleep(0.01)
+            reply = await ingest
+        finally:
+            client.close()
+    assert reply["committed"] == n and reply["stale"] == 0
+    assert len(pings) >= 10, f"the ingest ended before the pings could overlap it ({len(pings)} pings)"
+    assert max(pings) < 1.0, f"a ping took {max(pings):.2f} s during the ingest"
+
+
+async def test_ingests_of_one_series_never_interleave_and_live_bars_wait_their_turn(tmp_path: Path) -> None:
+    series = bars(40_001, seed=9)
+    first, second, live_bar = series[:20_000], series[20_000:40_000], series[40_000]
+    async with running(_slow_config(tmp_path)) as kernel:
+        actor: Any = kernel.cells["indicators"].instance
+        async with pubsub(kernel) as (pub, _):
+            a = asyncio.ensure_future(ask(kernel, "ingest", {"symbol": "ORD", "timeframe": "1m", "bars": first}))
+            b = asyncio.ensure_future(ask(kernel, "ingest", {"symbol": "ORD", "timeframe": "1m", "bars": second}))
+            await wait_until(lambda: actor.turns.busy(("ORD", "1m")), what="the first ingest to start")
+            await pub.send_multipart([b"bar.ORD.1m", msgpack.packb(live_bar)])
+            replies = await asyncio.gather(a, b)
+            state = await wait_until(lambda: _state_at(kernel, live_bar["ts"]), timeout=10.0,
+                                     what="the live bar to be committed")
+    assert [r["committed"] for r in replies] == [20_000, 20_000] and [r["stale"] for r in replies] == [0, 0]
+    assert state["bars"] == LIVE["buffer"]  # every bar in order: none was stale
+    assert state["values"]["SMA_5"] == pytest.approx(talib.SMA(closes(series), timeperiod=5)[-1], rel=1e-9)
+
+
+async def _state_at(kernel: Kernel, ts: int) -> Any:
+    state = await ask(kernel, "state", {"symbol": "ORD", "timeframe": "1m"})
+    return state if state["ts"] == ts else None
+
+
+async def test_a_restart_on_a_large_saved_state(tmp_path: Path) -> None:
+    """24 symbols x 6 timeframes x 3,000 bars (144 series, the saved state that failed a start): the actor
+    starts on it, serves what it saved, and saves and loads it again through a second restart."""
+    registry = {i.name: i for i in builtin_indicators()}
+    defaults = [Live.parse(spec, registry) for spec in IndicatorsConfig().live]
+    timeframes = ("1m", "5m", "15m", "1h", "4h", "1d")
+    saved, derived, columns = [], set(), {}
+    for k in range(24):
+        for tf in timeframes:
+            data = market(3_000, seed=k, step_ms=to_ms(tf))
+            series = Series(f"S{k:02d}", tf, 5_000)
+            series.ring.load(np.column_stack([data["ts"].astype(np.float64),
+                                              *(data[c] for c in ("open", "high", "low", "close", "volume"))]))
+            series.last_ts, series.committed = int(data["ts"][-1]), 3_000
+            for live in defaults:
+                series.add(live)
+            saved.append(series)
+            columns[(series.symbol, tf)] = data
+            if tf != "1m":
+                derived.add((series.symbol, tf))
+    persist.save(tmp_path / "var" / "market" / "state.msgpack", saved, derived)
+    config = make_config(tmp_path, modules=())
+    extra = market(1, seed=99, start_ms=int(columns[("S07", "1m")]["ts"][-1]) + 60_000)
+    for restart in range(2):
+        async with running(config) as kernel:
+            health = await kernel.request("kernel", "health", {})
+            assert health["actors"]["indicators"]["state"] == "running", health["actors"]["indicators"]
+            assert health["actors"]["indicators"]["restarts"] == 0
+            held = {(s["symbol"], s["timeframe"]): s["bars"] for s in await ask(kernel, "series", {})}
+            assert len(held) == 144
+            assert held.pop(("S07", "1m")) == 3_000 + restart and set(held.values()) == {3_000}
+            for key in (("S00", "1m"), ("S23", "1d"), ("S11", "4h")):
+                state = await ask(kernel, "state", {"symbol": key[0], "timeframe": key[1]})
+                high, low, close = (columns[key][c] for c in ("high", "low", "close"))
+                assert state["values"]["SMA_20"] == pytest.approx(talib.SMA(close, 20)[-1], rel=1e-12)
+                assert state["values"]["RSI_14"] == pytest.approx(talib.RSI(close, 14)[-1], rel=1e-9)
+                assert state["values"]["ATR_14"] == pytest.approx(talib.ATR(high, low, close, 14)[-1], rel=1e-9)
+                assert all(state["warm"].values())
+            if restart == 0:  # the live state carries on from the saved one
+                await ask(kernel, "ingest", {"symbol": "S07", "timeframe": "1m", "bars": rows(extra)})
+            state = await ask(kernel, "state", {"symbol": "S07", "timeframe": "1m"})
+            close = np.append(columns[("S07", "1m")]["close"], extra["close"])
+            assert state["ts"] == int(extra["ts"][0])
+            assert state["values"]["EMA_20"] == pytest.approx(talib.EMA(close, 20)[-1], rel=1e-9)
