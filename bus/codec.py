@@ -50,6 +50,8 @@ class Request:
     args: dict[str, Any]
     rid: str | None = None
     size: int = 0  # bytes of the frame it came in, when known: a large request is decoded off the loop
+    principal: str | None = None  # who asked, when the service authenticates (None: inside the process)
+    transport: str = "internal"  # "zmq", "rest" or "internal": where the request came from (audit trail)
 
 
 def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
@@ -134,7 +136,7 @@ def encode_request(op: str, args: dict[str, Any] | None = None, *, rid: str | No
     return packb(body)
 
 
-def check_request(body: Any) -> Request:
+def check_request(body: Any, principal: str | None = None, transport: str = "internal") -> Request:
     """Validate a decoded request map (also used for JSON bodies already parsed by the edge)."""
     if not isinstance(body, dict):
         raise CodecError(f"request body must be a map, got {type(body).__name__}")
@@ -149,11 +151,30 @@ def check_request(body: Any) -> Request:
     rid = body.get("id")
     if rid is not None and not isinstance(rid, str):
         rid = str(rid)
-    return Request(op, args, rid)
+    return Request(op, args, rid, 0, principal, transport)
 
 
-def decode_request(frame: bytes | memoryview) -> Request:
-    return check_request(unpackb(frame))
+def peek_op(frame: bytes | memoryview) -> str:
+    """The ``op`` of a request frame without decoding its arguments (the broker checks roles with it)."""
+    unpacker = msgpack.Unpacker(max_buffer_size=len(frame) or 1)
+    unpacker.feed(frame)
+    try:
+        size = unpacker.read_map_header()
+        for _ in range(size):
+            key = unpacker.unpack()
+            if key == "op":
+                op = unpacker.unpack()
+                if isinstance(op, str):
+                    return op
+                break
+            unpacker.skip()
+    except (msgpack.UnpackException, ValueError, TypeError, msgpack.OutOfData) as exc:
+        raise CodecError(f"request body is not a msgpack map: {exc}") from None
+    raise CodecError("request body carries no 'op' string")
+
+
+def decode_request(frame: bytes | memoryview, principal: str | None = None, transport: str = "internal") -> Request:
+    return check_request(unpackb(frame), principal, transport)
 
 
 _OK_PREFIX: bytes = msgpack.packb({"ok": True, "result": None})[:-1]  # fixmap(2) "ok" true "result"

@@ -49,6 +49,20 @@ class TooLarge(BadRequest):
     http_status = 413
 
 
+class Unauthorized(MlpError):
+    """No credentials, or credentials the service does not know (REST: a missing or bad bearer token)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(MlpError):
+    """The principal is known but lacks the role the op declares (or may not serve that service)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class NotFound(MlpError):
     """The named service, op, model, indicator or symbol does not exist."""
 
@@ -78,7 +92,8 @@ class InternalError(MlpError):
 
 
 _BY_CODE: dict[str, type[MlpError]] = {
-    cls.code: cls for cls in (BadRequest, TooLarge, NotFound, Unavailable, Timeout, InternalError)
+    cls.code: cls for cls in (BadRequest, TooLarge, Unauthorized, Forbidden, NotFound, Unavailable, Timeout,
+                              InternalError)
 }
 
 #: Every wire error code, in the order docs/PROTOCOL.md lists them.

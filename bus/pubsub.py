@@ -24,7 +24,11 @@ import zmq
 
 from . import codec, topics
 from .errors import BadRequest, CodecError, MlpError
-from .mdp.frames import SocketReader, send_frames
+from .mdp.frames import CurveKeys, SocketReader, curve_server, send_frames
+
+#: ZAP domains of the proxy's two sides: publishing needs the compute role, subscribing the read role.
+PUB_IN_DOMAIN = b"pub_in"
+PUB_OUT_DOMAIN = b"pub_out"
 
 log = structlog.get_logger(__name__)
 
@@ -160,8 +164,9 @@ class Proxy(_Dispatch):
     FLUSH_AT = 32  # outbound messages held at most before they are sent, within one loop turn
 
     def __init__(self, context: zmq.Context[Any], inputs: list[str], outputs: list[str], *,
-                 hwm: int = 10_000, max_pending: int | None = None) -> None:
+                 hwm: int = 10_000, max_pending: int | None = None, curve: tuple[str, str] | None = None) -> None:
         super().__init__()
+        self._curve = curve  # (public, secret) Z85: both sides are CURVE servers (ZAP domains pub_in, pub_out)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
         self.inputs = list(inputs)
         self.outputs = list(outputs)
@@ -194,6 +199,9 @@ class Proxy(_Dispatch):
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.SNDHWM, self.hwm)
                 sock.setsockopt(zmq.RCVHWM, self.hwm)
+            if self._curve is not None:
+                curve_server(xsub, *self._curve, PUB_IN_DOMAIN)
+                curve_server(xpub, *self._curve, PUB_OUT_DOMAIN)
             for endpoint in self.inputs:
                 xsub.bind(endpoint)
                 self.bound_inputs.append(xsub.getsockopt_string(zmq.LAST_ENDPOINT))
@@ -302,10 +310,13 @@ class Proxy(_Dispatch):
 class Publisher:
     """Publishes ``[topic, body]`` to a proxy's input; never blocks (past the high-water mark, drops)."""
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000) -> None:
+    def __init__(self, context: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000,
+                 keys: CurveKeys | None = None) -> None:
         self._sock: zmq.Socket[bytes] = zmq.Context.shadow(context.underlying).socket(zmq.PUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, hwm)
+        if keys is not None:
+            keys.apply(self._sock)
         self._sock.connect(endpoint)
         self.published = 0
 
@@ -320,11 +331,14 @@ class Publisher:
 class Subscriber(_Dispatch):
     """One SUB socket on a proxy's output; each message is decoded once and handed to matching handlers."""
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000) -> None:
+    def __init__(self, context: zmq.Context[Any], endpoint: str, *, hwm: int = 10_000,
+                 keys: CurveKeys | None = None) -> None:
         super().__init__()
         self._sock: zmq.Socket[bytes] = zmq.Context.shadow(context.underlying).socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.RCVHWM, hwm)
+        if keys is not None:
+            keys.apply(self._sock)
         self._sock.connect(endpoint)
         self._reader: SocketReader | None = None
 

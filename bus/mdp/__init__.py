@@ -31,10 +31,13 @@ from .frames import (
     REQUEST,
     W_REQUEST,
     WORKER,
+    CurveKeys,
     SocketReader,
+    curve_server,
     recv_frames,
     send_frames,
 )
+from .gate import Gate
 from .sending import BrokerStats
 from .serving import LocalService, serve_request
 from .worker import Worker
@@ -58,10 +61,13 @@ __all__ = [
     "BrokerStats",
     "Client",
     "ClockLike",
+    "CurveKeys",
+    "Gate",
     "HasMonotonic",
     "LocalService",
     "SocketReader",
     "Worker",
+    "curve_server",
     "monotonic_of",
     "recv_frames",
     "send_frames",

@@ -21,7 +21,19 @@ import zmq
 from .. import codec
 from ..errors import CodecError, InternalError, MlpError, Timeout, Unavailable
 from .clock import ClockLike, monotonic_of
-from .frames import CLIENT, DIALECTS, EMPTY, MMI_SERVICE, RFC, WORKER, Dialect, SocketReader, service_name
+from .frames import (
+    CLIENT,
+    DIALECTS,
+    EMPTY,
+    MMI_SERVICE,
+    RFC,
+    WORKER,
+    Dialect,
+    SocketReader,
+    curve_server,
+    service_name,
+)
+from .gate import Gate
 from .sending import LOCAL_ADDR
 from .services import ServiceTable
 from .serving import LocalService, is_plain, serve_request
@@ -38,7 +50,8 @@ class Broker(ServiceTable):
 
     def __init__(self, context: zmq.Context[Any], endpoints: list[str], *, heartbeat_interval: float = 2.5,
                  liveness: int = 3, request_timeout: float = 10.0, max_queue: int = 10_000,
-                 hwm: int = 100_000, max_message_bytes: int = -1, clock: ClockLike | None = None) -> None:
+                 hwm: int = 100_000, max_message_bytes: int = -1, clock: ClockLike | None = None,
+                 gate: Gate | None = None, curve: tuple[str, str] | None = None) -> None:
         super().__init__(heartbeat_interval=heartbeat_interval, liveness=liveness,
                          request_timeout=request_timeout, max_queue=max_queue, monotonic=monotonic_of(clock))
         # plain sockets: the broker polls their file descriptors itself
@@ -51,6 +64,8 @@ class Broker(ServiceTable):
         self._closing = False
         self._timer: asyncio.Task[None] | None = None
         self.bound: list[str] = []
+        self._gate = gate  # asked before any service sees a request, and before a worker is accepted
+        self._curve = curve  # (public, secret) Z85: the socket is a CURVE server (ZAP domain "broker")
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -62,6 +77,8 @@ class Broker(ServiceTable):
         sock.setsockopt(zmq.SNDHWM, self._hwm)
         sock.setsockopt(zmq.RCVHWM, self._hwm)
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message)  # a larger frame disconnects its sender
+        if self._curve is not None:
+            curve_server(sock, *self._curve, b"broker")
         try:
             for endpoint in self.endpoints:
                 sock.bind(endpoint)
@@ -70,7 +87,10 @@ class Broker(ServiceTable):
             sock.close(linger=0)
             raise
         self._sock = sock
-        self._reader = SocketReader(sock, self._on_message)
+        if self._gate is not None:
+            self._reader = SocketReader(sock, self._on_message_from, with_user=True)
+        else:
+            self._reader = SocketReader(sock, self._on_message)
         self._timer = asyncio.create_task(self._housekeeping(), name="mdp-broker-housekeeping")
         log.info("broker_started", endpoints=self.bound)
         return self.bound
@@ -133,16 +153,23 @@ class Broker(ServiceTable):
         return out
 
     async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
-                      rid: str | None = None, timeout: float | None = None) -> Any:
-        """Make a request from inside the broker's process: direct call when local, else via a worker."""
+                      rid: str | None = None, timeout: float | None = None, principal: Any = None) -> Any:
+        """Make a request from inside the broker's process: direct call when local, else via a worker.
+
+        `principal` is who asks from outside (the REST edge passes the bearer token's principal); None is
+        the process itself (an actor asking another service)."""
         name = service.encode()
         if self._closing:
             raise Unavailable("service is shutting down")
+        who: str | None = None
+        if principal is not None and self._gate is not None:
+            who = self._gate.admit(principal, service, op)
         local = self._local.get(name)
         if local is not None:
             self.stats.local_requests += 1
             try:
-                result = local(codec.Request(op, args if args is not None else {}, rid))
+                result = local(codec.Request(op, args if args is not None else {}, rid, 0, who,
+                                             "internal" if principal is None else "rest"))
                 if not is_plain(result) and inspect.isawaitable(result):
                     self._begin()
                     try:
@@ -176,6 +203,14 @@ class Broker(ServiceTable):
 
     # -- the socket side ---------------------------------------------------------------------------
 
+    def _on_message_from(self, frames: list[bytes], user: str | None) -> None:
+        """`_on_message` with the sender's ZAP User-Id (the broker has a gate)."""
+        self._user = user
+        try:
+            self._on_message(frames)
+        finally:
+            self._user = None
+
     def _on_message(self, frames: list[bytes]) -> None:
         try:
             if len(frames) < 3:
@@ -205,12 +240,28 @@ class Broker(ServiceTable):
         service = rest[1]
         body = rest[2:]
         self.stats.requests += 1
+        who: str | None = None
         if self._closing:
             self._reply_error(client, dialect, service, Unavailable("service is shutting down"))
-        elif service.startswith(b"mmi."):
+            return
+        if service.startswith(b"mmi."):
             self._on_mmi(client, dialect, service, body)
-        elif service in self._local:
-            self._call_local(client, dialect, service, body)
+            return
+        if self._gate is not None:
+            try:
+                if len(body) != 1:
+                    raise CodecError(f"request must carry exactly one body frame, got {len(body)}")
+                who = self._gate.admit(self._user, service_name(service), codec.peek_op(body[0]))
+            except CodecError as exc:
+                self.stats.malformed += 1
+                self._reply_error(client, dialect, service, exc)
+                return
+            except MlpError as exc:
+                self.stats.refused += 1
+                self._reply_error(client, dialect, service, exc)
+                return
+        if service in self._local:
+            self._call_local(client, dialect, service, body, who)
         else:
             self._route(service, client, dialect, body, self._monotonic() + self.request_timeout)
 
@@ -221,9 +272,10 @@ class Broker(ServiceTable):
             code = b"501"
         self._send_client(client, dialect, service, [code])
 
-    def _call_local(self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes]) -> None:
+    def _call_local(self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes],
+                    who: str | None = None) -> None:
         self.stats.local_requests += 1
-        reply = serve_request(self._local[service], body, self._count_malformed)
+        reply = serve_request(self._local[service], body, self._count_malformed, who)
         if isinstance(reply, bytes):
             self._send_client(client, dialect, service, [reply])
         else:

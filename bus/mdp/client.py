@@ -11,7 +11,7 @@ import zmq.asyncio
 
 from .. import codec
 from ..errors import CodecError, Timeout, Unavailable
-from .frames import C_FINAL, CLIENT, MMI_SERVICE, MORE, REQUEST, SocketReader, send_frames
+from .frames import C_FINAL, CLIENT, MMI_SERVICE, MORE, REQUEST, CurveKeys, SocketReader, send_frames
 
 log = structlog.get_logger(__name__)
 
@@ -38,9 +38,11 @@ class Client:
     >>> # with Client("tcp://127.0.0.1:5555") as c: c.request("kernel", "ping")
     """
 
-    def __init__(self, broker: str, *, timeout: float = 5.0, context: zmq.Context[Any] | None = None) -> None:
+    def __init__(self, broker: str, *, timeout: float = 5.0, context: zmq.Context[Any] | None = None,
+                 keys: CurveKeys | None = None) -> None:
         self.broker = broker
         self.timeout = timeout
+        self.keys = keys  # CURVE: a service with authentication on accepts only allowed keys
         self._context = context or zmq.Context.instance()
         self._sock = self._connect()
 
@@ -48,6 +50,8 @@ class Client:
         sock: zmq.Socket[bytes] = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVTIMEO, int(self.timeout * 1000))
+        if self.keys is not None:
+            self.keys.apply(sock)
         sock.connect(self.broker)
         return sock
 
@@ -98,9 +102,11 @@ class Client:
 class _Connection:
     """One DEALER socket of an `AsyncClient`, read from the event loop like the broker's own socket."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], broker: str) -> None:
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], broker: str, keys: CurveKeys | None) -> None:
         self.sock: zmq.Socket[bytes] = context.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            keys.apply(self.sock)
         self.sock.connect(broker)
         self.waiter: asyncio.Future[list[bytes]] | None = None
         self.reader = SocketReader(self.sock, self._on_message)
@@ -131,9 +137,10 @@ class AsyncClient:
     """
 
     def __init__(self, broker: str, *, timeout: float = 5.0,
-                 context: zmq.asyncio.Context | zmq.Context[Any] | None = None) -> None:
+                 context: zmq.asyncio.Context | zmq.Context[Any] | None = None, keys: CurveKeys | None = None) -> None:
         self.broker = broker
         self.timeout = timeout
+        self.keys = keys
         self._owner = context if context is not None else zmq.asyncio.Context.instance()  # keeps it alive
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self._owner.underlying)
         self._idle: list[_Connection] = []
@@ -142,7 +149,7 @@ class AsyncClient:
     async def request_raw(self, service: str, frames: list[bytes], *, timeout: float | None = None) -> list[bytes]:
         if self._closed:
             raise Unavailable("client closed")
-        conn = self._idle.pop() if self._idle else _Connection(self._context, self.broker)
+        conn = self._idle.pop() if self._idle else _Connection(self._context, self.broker, self.keys)
         name = service.encode()
         loop = asyncio.get_running_loop()
         waiter = conn.waiter = loop.create_future()

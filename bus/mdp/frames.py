@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 import zmq
@@ -49,6 +50,32 @@ MMI_SERVICE = b"mmi.service"
 NOBLOCK = int(zmq.NOBLOCK)
 MORE = int(zmq.SNDMORE)
 MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """A CURVE client's keys, Z85: the service's public key, and the client's own pair.
+
+    ``ml-processing keys`` prints the service's public key and makes client pairs (docs/SECURITY.md).
+    """
+
+    server: str
+    public: str
+    secret: str
+
+    def apply(self, sock: zmq.Socket[Any]) -> None:
+        """Make `sock` a CURVE client of the service (before it connects)."""
+        sock.setsockopt(zmq.CURVE_SERVERKEY, self.server.encode())
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public.encode())
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret.encode())
+
+
+def curve_server(sock: zmq.Socket[Any], public: str, secret: str, domain: bytes) -> None:
+    """Make `sock` a CURVE server whose connections the ZAP handler checks under `domain` (before it binds)."""
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, public.encode())
+    sock.setsockopt(zmq.CURVE_SECRETKEY, secret.encode())
+    sock.setsockopt(zmq.ZAP_DOMAIN, domain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +116,20 @@ def recv_frames(sock: zmq.Socket[bytes]) -> list[bytes]:
     return frames
 
 
+def recv_frames_user(sock: zmq.Socket[bytes]) -> tuple[list[bytes], str | None]:
+    """`recv_frames`, plus the ``User-Id`` the ZAP handler gave the sender's connection (None without one)."""
+    frame = sock.recv(NOBLOCK, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = sock.recv(NOBLOCK, copy=False)
+        frames.append(frame.bytes)
+    try:
+        user: str | None = frame.get("User-Id")
+    except zmq.ZMQError:
+        user = None
+    return frames, user or None
+
+
 def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
     """Send one multipart message without blocking (the counterpart of `recv_frames`)."""
     last = frames[-1]
@@ -110,11 +151,12 @@ class SocketReader:
     until ``EAGAIN`` and `kick` must be called after a send made outside the callback.
     """
 
-    def __init__(self, sock: zmq.Socket[bytes], on_message: Callable[[list[bytes]], None],
-                 *, batch: int = 256) -> None:
+    def __init__(self, sock: zmq.Socket[bytes], on_message: Callable[..., None],
+                 *, batch: int = 256, with_user: bool = False) -> None:
         self._sock = sock
         self._on_message = on_message
         self._batch = batch
+        self._with_user = with_user  # on_message(frames, user): the ZAP User-Id of each message
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
         self._fd: int = sock.getsockopt(zmq.FD)  # type: ignore[assignment]
@@ -124,15 +166,22 @@ class SocketReader:
     def _drain(self) -> None:
         self._scheduled = False
         sock = self._sock
+        with_user = self._with_user
         for _ in range(self._batch):
             try:
-                frames = recv_frames(sock)
+                if with_user:
+                    frames, user = recv_frames_user(sock)
+                else:
+                    frames = recv_frames(sock)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:  # closed under us during shutdown
                 log.debug("socket_reader_stopped", error=str(exc))
                 return
-            self._on_message(frames)
+            if with_user:
+                self._on_message(frames, user)
+            else:
+                self._on_message(frames)
         self.kick()
 
     def kick(self) -> None:

@@ -31,6 +31,8 @@ class BrokerStats:
     malformed: int = 0
     timeouts: int = 0
     workers_expired: int = 0
+    refused: int = 0  # requests the gate refused (unknown key, missing role)
+    refused_ready: int = 0  # READYs the gate refused (no worker role for that service)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from .frames import (
     send_frames,
     service_name,
 )
+from .gate import Gate
 from .sending import BrokerSocket, Pending
 
 log = structlog.get_logger(__name__)
@@ -67,6 +68,12 @@ class ServiceTable(BrokerSocket):
         self._services: dict[bytes, _Service] = {}
         self._workers: dict[bytes, _Worker] = {}
         self._held: dict[bytes, Pending] = {}  # worker identity -> the request it is serving
+        self._gate: Gate | None = None  # the broker's (asked before a worker is accepted)
+        self._user: str | None = None  # the ZAP User-Id of the message being handled (set by the broker)
+
+    def _may_serve(self, service: bytes) -> bool:
+        """Whether the sender of the READY being handled may serve `service` (always, without a gate)."""
+        return self._gate is None or bool(self._gate.may_serve(self._user, service_name(service)))
 
     # -- routing -----------------------------------------------------------------------------------
 
@@ -109,6 +116,11 @@ class ServiceTable(BrokerSocket):
                 if worker is None:
                     self._send_worker(identity, DISCONNECT, delimited=delimited)
                 self._drop_worker(identity, notify=worker is not None, reason="unexpected READY")
+                return
+            if not self._may_serve(rest[1]):
+                self.stats.refused_ready += 1
+                log.warning("worker_ready_refused", service=service_name(rest[1]), user=self._user)
+                self._send_worker(identity, DISCONNECT, delimited=delimited)
                 return
             self._add_worker(identity, rest[1], delimited)
             return

@@ -44,8 +44,8 @@ def is_plain(result: Any) -> bool:
 LARGE_FRAME = 1 << 20
 
 
-def serve_request(handler: LocalService, body: list[bytes],
-                  on_malformed: Callable[[], None] | None = None) -> bytes | Awaitable[bytes]:
+def serve_request(handler: LocalService, body: list[bytes], on_malformed: Callable[[], None] | None = None,
+                  principal: str | None = None, transport: str = "zmq") -> bytes | Awaitable[bytes]:
     """Decode a request body, call `handler`, encode its reply; every failure becomes an error reply.
 
     Returns the reply frame at once when the handler answered synchronously, else an awaitable of it. A
@@ -53,11 +53,11 @@ def serve_request(handler: LocalService, body: list[bytes],
     `LARGE_FRAME` bytes or more is decoded on the loop's default executor (the reply is then awaitable).
     """
     if len(body) == 1 and len(body[0]) >= LARGE_FRAME:
-        return _serve_large(handler, body[0], on_malformed)
+        return _serve_large(handler, body[0], on_malformed, principal, transport)
     try:
         if len(body) != 1:
             raise CodecError(f"request must carry exactly one body frame, got {len(body)}")
-        request = codec.decode_request(body[0])
+        request = codec.decode_request(body[0], principal, transport)
     except CodecError as exc:
         return _malformed(exc, on_malformed)
     return _call(handler, request)
@@ -70,9 +70,11 @@ def _malformed(exc: CodecError, on_malformed: Callable[[], None] | None) -> byte
     return codec.encode_error(exc)
 
 
-async def _serve_large(handler: LocalService, frame: bytes, on_malformed: Callable[[], None] | None) -> bytes:
+async def _serve_large(handler: LocalService, frame: bytes, on_malformed: Callable[[], None] | None,
+                       principal: str | None, transport: str) -> bytes:
     try:
-        request = await asyncio.get_running_loop().run_in_executor(None, codec.decode_request, frame)
+        request = await asyncio.get_running_loop().run_in_executor(None, codec.decode_request, frame,
+                                                                   principal, transport)
     except CodecError as exc:
         return _malformed(exc, on_malformed)
     reply = _call(handler, dataclasses.replace(request, size=len(frame)))

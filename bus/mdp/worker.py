@@ -9,7 +9,7 @@ import zmq
 import zmq.asyncio
 
 from .clock import ClockLike, monotonic_of
-from .frames import DISCONNECT, EMPTY, FINAL, HEARTBEAT, READY, W_REQUEST, WORKER
+from .frames import DISCONNECT, EMPTY, FINAL, HEARTBEAT, READY, W_REQUEST, WORKER, CurveKeys
 from .serving import LocalService, serve_request
 
 log = structlog.get_logger(__name__)
@@ -27,8 +27,9 @@ class Worker:
 
     def __init__(self, context: zmq.asyncio.Context, broker: str, service: str, handler: LocalService, *,
                  heartbeat_interval: float = 2.5, liveness: int = 3, reconnect_delay: float = 0.1,
-                 drain_timeout: float = 10.0, clock: ClockLike | None = None) -> None:
+                 drain_timeout: float = 10.0, clock: ClockLike | None = None, keys: CurveKeys | None = None) -> None:
         self._context = context
+        self.keys = keys  # CURVE: a broker with authentication on takes READY only from a worker-role key
         self.broker = broker
         self.service = service
         self._handler = handler
@@ -54,6 +55,8 @@ class Worker:
         while not self._stopped:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.keys is not None:
+                self.keys.apply(sock)
             sock.connect(self.broker)
             try:
                 served = await self._serve(sock)
