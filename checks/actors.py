@@ -3,10 +3,10 @@
 * every op is declared: an `Args` structure, a reply type (not the undeclared ``Any``), a role of
   ``read``, ``compute``, ``admin`` or ``worker``, a one-line doc, and both types have a JSON Schema (the
   OpenAPI document is generated from them); ``needs`` names services;
-* on a running kernel, every op answers an empty argument map, a map of unknown or wrongly typed fields,
-  and arguments that are not a map at all, with a result or an error the caller caused (``bad_request``,
-  ``not_found``, ``too_large``, ...), never ``internal``, never a timeout; the actor is still running
-  afterwards and was never restarted.
+* on a running kernel, every op answers arguments that are not a map, and unknown fields (unless it takes
+  any map, `OpenArgs`), with an error the caller caused (``bad_request``, ...); an empty map and wrongly
+  typed fields with such an error or a result; never ``internal``, never a timeout; the actor is still
+  running afterwards and was never restarted.
 
 `check_actor_declarations` needs only the class; `check_actor_answers` a started `Kernel`;
 `check_services` starts one from a configuration (`ml_processing.checks.local_config`), checks the services
@@ -44,22 +44,23 @@ from ml_processing.core.actor import Actor
 from ml_processing.core.config import Config
 from ml_processing.core.errors import MlpError, Timeout
 from ml_processing.core.kernel import Kernel
-from ml_processing.core.ops import ROLES, Args, schemas
+from ml_processing.core.ops import ROLES, Args, OpenArgs, schemas
 from ml_processing.core.supervisor import State
 
 from .discovery import running
 
 __all__ = ["GARBAGE", "check_actor_answers", "check_actor_declarations", "check_services"]
 
-#: Arguments no op should take, and what each one is.
-GARBAGE: tuple[tuple[str, Any], ...] = (
-    ("an empty map", {}),
-    ("an unknown field", {"no_such_field": 1}),
-    ("a nested unknown field", {"no_such_field": {"deeper": [1, None, True, "x"]}}),
-    ("a list", [1, 2, 3]),
-    ("a string", "garbage"),
-    ("a number", 7),
-    ("a boolean", True),
+#: Arguments no op should take: what each one is, and whether every op must answer it with an error (an
+#: unknown field is an error wherever the op declares its fields; an empty map may be all an op needs).
+GARBAGE: tuple[tuple[str, Any, bool], ...] = (
+    ("an empty map", {}, False),
+    ("an unknown field", {"no_such_field": 1}, True),
+    ("a nested unknown field", {"no_such_field": {"deeper": [1, None, True, "x"]}}, True),
+    ("a list", [1, 2, 3], True),
+    ("a string", "garbage", True),
+    ("a number", 7, True),
+    ("a boolean", True, True),
 )
 #: Values given to each declared field in turn (wrong for nearly every field).
 WRONG_VALUES: tuple[Any, ...] = ({"nested": {"map": True}}, [[[]]], -(2**70))
@@ -92,26 +93,31 @@ def check_actor_declarations(actor: type[Actor]) -> None:
     assert not problems, f"{where}: " + "; ".join(problems)
 
 
-def _arguments(args: type[Args] | None) -> list[tuple[str, Any]]:
-    cases = list(GARBAGE)
+def _arguments(args: type[Args] | None) -> list[tuple[str, Any, bool]]:
+    """(what, arguments, must they be refused) for one op."""
+    open_map = args is None or args is OpenArgs
+    cases = [(what, value, refuse and (not open_map or not isinstance(value, dict))) for what, value, refuse in GARBAGE]
     fields = msgspec.structs.fields(args) if args is not None else ()
     for field in fields:
-        cases += [(f"{field.encode_name}={value!r:.20}", {field.encode_name: value}) for value in WRONG_VALUES]
+        cases += [(f"{field.encode_name}={value!r:.20}", {field.encode_name: value}, False) for value in WRONG_VALUES]
     return cases
 
 
 async def check_actor_answers(kernel: Kernel, service: str, *, timeout: float = 10.0) -> None:
     """Send every op of `service` on the started `kernel` the garbage of this module: each is answered with a
-    result or a caller's error, and the actor keeps running without a restart."""
+    caller's error (an empty map or a wrongly typed field may also get a result), never ``internal`` or a
+    timeout, and the actor keeps running without a restart."""
     cell = kernel.cells.get(service)
     assert cell is not None, f"no actor serves {service!r} (services: {', '.join(sorted(kernel.cells))})"
     assert cell.state == State.RUNNING, f"actor {service!r} is {cell.state} before the check: {cell.last_error}"
     restarts, internal = cell.restarts, cell.internal_errors
     problems = []
     for op_name, spec in sorted(cell.actor_cls.declarations().items()):
-        for what, args in _arguments(spec.args):
+        for what, args, refuse in _arguments(spec.args):
             try:
                 await kernel.request(service, op_name, args, timeout=timeout)
+                if refuse:
+                    problems.append(f"{op_name}({what}): answered with a result, not an error")
             except Timeout:
                 problems.append(f"{op_name}({what}): no answer within {timeout:g} s")
             except MlpError as exc:

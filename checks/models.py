@@ -38,11 +38,12 @@ __all__ = ["Example", "KindReport", "Tripwire", "check_model_kind", "check_refus
            "examples"]
 
 ROWS = 200
+OFFERED = "offered by the kind"  # the origin of an example the kind gives itself
 
 
 @dataclass(frozen=True)
 class Example:
-    """A small artifact of a kind, and where it came from (``"offered by the kind"`` or what trained it)."""
+    """A small artifact of a kind, and where it came from (`OFFERED`, or what trained it)."""
 
     artifact: bytes
     fmt: str
@@ -76,7 +77,7 @@ def check_model_kind(kind: ModelKind, directory: Path | None = None) -> KindRepo
             try:
                 described = kind.check(example.artifact, example.fmt)
             except BadRequest as exc:
-                if example.origin == "offered by the kind":
+                if example.origin == OFFERED:
                     raise AssertionError(f"{kind.name}: check refused its own example: {exc.message}") from None
                 refused.append(f"{example.fmt} ({example.origin}): {exc.message:.80}")
                 continue
@@ -200,7 +201,7 @@ def examples(kind: ModelKind) -> list[Example]:
     offered = offer() if callable(offer) else None
     if offered is not None:
         artifact, fmt = offered
-        return [Example(bytes(artifact), fmt, "offered by the kind")]
+        return [Example(bytes(artifact), fmt, OFFERED)]
     out = []
     for fmt in kind.formats:
         if fmt in TRAINERS:

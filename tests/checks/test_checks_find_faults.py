@@ -366,6 +366,19 @@ class Fragile(Actor):
         return [][0]
 
 
+class LenientArgs(Args, forbid_unknown_fields=False):
+    key: str = "a"
+
+
+class Lenient(Actor):
+    name = "lenient_test"
+
+    @op(LenientArgs, reply=str, role="read")
+    def handle_get(self, args: LenientArgs) -> str:
+        "The value of a key (unknown fields silently dropped: garbage accepted)."
+        return args.key
+
+
 class Undeclared(Lookup):
     def handle_put(self, args):
         pass
@@ -379,7 +392,7 @@ class NoReply(Lookup):
 
 @hookimpl
 def register_actors(settings):
-    return [Lookup, Fragile]
+    return [Lookup, Fragile, Lenient]
 '''
 
 
@@ -402,8 +415,10 @@ def test_an_undeclared_op_is_named(actors: ModuleType, actor: str, says: str) ->
         checks.actors.check_actor_declarations(getattr(actors, actor))
 
 
-async def test_an_op_failing_on_garbage_is_named_and_a_sound_one_passes(actors: ModuleType, tmp_path: Path) -> None:
+async def test_an_op_failing_on_or_taking_garbage_is_named_and_a_sound_one_passes(actors: ModuleType, tmp_path: Path) -> None:
     async with running(checks.local_config(tmp_path, modules=("mlp_actors_test",), autoload=False)) as kernel:
         await checks.actors.check_actor_answers(kernel, "lookup_test")
         with pytest.raises(AssertionError, match=r"fragile_test.*first\(an empty map\): internal error"):
             await checks.actors.check_actor_answers(kernel, "fragile_test")
+        with pytest.raises(AssertionError, match=r"lenient_test.*get\(an unknown field\): answered with a result"):
+            await checks.actors.check_actor_answers(kernel, "lenient_test")
