@@ -339,3 +339,39 @@ async def test_a_restart_on_a_large_saved_state(tmp_path: Path) -> None:
             close = np.append(columns[("S07", "1m")]["close"], extra["close"])
             assert state["ts"] == int(extra["ts"][0])
             assert state["values"]["EMA_20"] == pytest.approx(talib.EMA(close, 20)[-1], rel=1e-9)
+
+
+@pytest.mark.parametrize(("op", "args", "field"), [
+    ("subscribe", {"symbol": "EURUSD", "indicators": ["CCI"]}, "timeframe"),
+    ("subscribe", {"timeframe": "1h", "indicators": ["CCI"]}, "symbol"),
+    ("subscribe", {"indicators": []}, "indicators"),
+    ("subscribe", {"indicators": ["CCI(timeperiod=2147483648)"]}, "indicators[0].params.timeperiod"),
+    ("subscribe", {"indicators": ["CCI", {"name": "NOPE"}]}, "indicators[1].name"),
+    ("subscribe", {"indicators": ["CCI(timeperiod=x)"]}, "indicators[0]"),
+    ("unsubscribe", {"indicators": [7]}, "indicators[0]"),
+    ("state", {"symbol": "EURUSD", "timeframe": "1h", "peek": {"ts": 1, "close": "x"}}, "peek.close"),
+    ("state", {"symbol": "EURUSD"}, "timeframe"),
+    ("bars", {"symbol": "EURUSD", "timeframe": "1h", "limit": -1}, "limit"),
+    ("list", {"group": 3}, "group"),
+])
+async def test_live_ops_name_what_they_refuse(live: Kernel, op: str, args: dict[str, Any], field: str) -> None:
+    await ask(live, "ingest", {"symbol": "EURUSD", "timeframe": "1h", "bars": bars(3)})
+    with pytest.raises(BadRequest) as caught:
+        await ask(live, op, args)
+    assert caught.value.field == field
+
+
+async def test_list_a_group_and_held_bars(live: Kernel) -> None:
+    listed = await ask(live, "list", {"group": "Math Transform"})
+    assert {i["name"] for i in listed} >= {"SIN", "COS", "LN", "LOG10", "SQRT", "EXP"}
+    assert {i["group"] for i in listed} == {"Math Transform"}
+    sma = next(i for i in await ask(live, "list", {"group": "Overlap Studies"}) if i["name"] == "SMA")
+    assert sma["params"][0] | {"doc": ""} == {"name": "timeperiod", "type": "int", "default": 30, "minimum": 1,
+                                              "maximum": 100_000, "doc": ""}
+    series = bars(30)
+    await ask(live, "ingest", {"symbol": "HELD", "timeframe": "1m", "bars": series})
+    held = await ask(live, "bars", {"symbol": "HELD", "timeframe": "1m", "limit": 4})
+    assert held["ts"].tolist() == [b["ts"] for b in series[-4:]]
+    np.testing.assert_array_equal(held["close"], closes(series[-4:]))
+    assert len((await ask(live, "bars", {"symbol": "HELD", "timeframe": "1m", "limit": 0}))["close"]) == 0
+    assert len((await ask(live, "bars", {"symbol": "HELD", "timeframe": "1m"}))["close"]) == 30

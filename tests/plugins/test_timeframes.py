@@ -120,5 +120,11 @@ async def test_timeframe_analysis_reads_the_live_state(tmp_path: Path) -> None:
                 assert r.status == 404 and "NONE" in (await r.json())["error"]["message"]
             async with http.get(url, params={"symbol": "UP", "timeframes": "1m,3m"}) as r:
                 assert r.status == 404 and (await r.json())["error"]["field"] == "timeframes"
+            async with http.get(url, params={"symbol": "UP", "timeframes": "1m,tick"}) as r:
+                assert r.status == 400 and (await r.json())["error"]["field"] == "timeframes"
+            async with http.get(url) as r:
+                assert r.status == 400 and (await r.json())["error"]["field"] == "symbol"
+            async with http.get(url, params={"symbol": "U.P"}) as r:
+                assert r.status == 400 and (await r.json())["error"]["field"] == "symbol"
     finally:
         await kernel.stop()
