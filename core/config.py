@@ -160,6 +160,7 @@ class SecurityConfig:
     tls_cert: str = ""  # PEM certificate chain of the REST edge; with tls_key, the edge speaks HTTPS
     tls_key: str = ""
     audit: bool = True  # every state-changing op: one fsynced line in <data_dir>/audit.log
+    client_keys: str = ""  # worker mode with auth on: the key file `ml-processing keys client` wrote
 
     def __post_init__(self) -> None:
         _check(bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key: set both or neither")

@@ -5,11 +5,13 @@ from __future__ import annotations
 from ml_processing.bus.errors import (
     BadRequest,
     CodecError,
+    Forbidden,
     InternalError,
     MlpError,
     NotFound,
     Timeout,
     TooLarge,
+    Unauthorized,
     Unavailable,
 )
 
@@ -17,12 +19,14 @@ __all__ = [
     "BadRequest",
     "CodecError",
     "ConfigError",
+    "Forbidden",
     "InternalError",
     "MlpError",
     "NotFound",
     "PluginError",
     "Timeout",
     "TooLarge",
+    "Unauthorized",
     "Unavailable",
 ]
 

@@ -37,6 +37,7 @@ from .config import Config
 from .errors import PluginError
 from .log import get_logger
 from .routing import describe
+from .security.service import Security
 from .supervisor import FAILED, RUNNING, ActorCell
 
 log = get_logger(__name__)
@@ -44,7 +45,6 @@ log = get_logger(__name__)
 #: Service names only the built-in kernel plugin may serve.
 RESERVED_SERVICES = frozenset({"kernel"})
 
-INPROC_BROKER = "inproc://mlp-broker"
 
 try:
     VERSION = importlib.metadata.version("ml-processing")
@@ -106,6 +106,7 @@ class Kernel:
         self.edge_stats: EdgeStats | None = None
         self.edge_url: str | None = None
         self.executor = ThreadPoolExecutor(config.kernel.threads, thread_name_prefix="mlp-work")
+        self.security = Security(config)
 
     # -- start ----------------------------------------------------------------------------------------
 
@@ -121,28 +122,33 @@ class Kernel:
     async def _start(self) -> None:
         self.state = "starting"
         codec.self_check()
+        self.security.check(self.mode)
         actor_classes = self.discover()
+        self.security.start(self.context, {(cls.name, op): spec.role for _, cls in actor_classes
+                                           for op, spec in cls.declarations().items()})
         bus = self.config.bus
         if self.mode == "serve":
-            self.proxy = Proxy(self.context, [bus.pub_in], [bus.pub_out], hwm=bus.hwm)
+            curve = self.security.curve
+            self.proxy = Proxy(self.context, [bus.pub_in], [bus.pub_out], hwm=bus.hwm, curve=curve)
             self.proxy.start()  # on this loop: it also delivers to and publishes for the actors here
             self.publisher = self.subscriber = self.proxy
-            self.broker = mdp.Broker(self.context, [*bus.broker_bind, INPROC_BROKER],
+            self.broker = mdp.Broker(self.context, list(bus.broker_bind),
                                      heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
                                      request_timeout=bus.request_timeout_ms / 1000, max_queue=bus.max_queue,
                                      hwm=bus.hwm, max_message_bytes=int(bus.max_message_mb * 1024 * 1024),
-                                     clock=self.clock)
+                                     clock=self.clock, gate=self.security.gate, curve=curve)
             await self.broker.start()
         else:
+            keys = self.security.client_keys()
             self.client = mdp.AsyncClient(self.broker_address, timeout=bus.request_timeout_ms / 1000,
-                                          context=self.context)
-            self.publisher = Publisher(self.context, bus.pub_in, hwm=bus.hwm)
-            self.subscriber = Subscriber(self.context, bus.pub_out, hwm=bus.hwm)
+                                          context=self.context, keys=keys)
+            self.publisher = Publisher(self.context, bus.pub_in, hwm=bus.hwm, keys=keys)
+            self.subscriber = Subscriber(self.context, bus.pub_out, hwm=bus.hwm, keys=keys)
             self.subscriber.start()
 
         for plugin, cls in actor_classes:
             self.cells[cls.name] = ActorCell(cls, plugin, self._context_for, self.config.kernel, self.subscriber,
-                                             clock=self.clock)
+                                             clock=self.clock, audit=self.security.audit)
         await self._start_cells()
         if self.broker is None:
             self._start_workers()
@@ -302,7 +308,8 @@ class Kernel:
             for _ in range(self.config.kernel.worker_concurrency):
                 worker = mdp.Worker(self.context, self.broker_address, cell.name, cell,
                                     heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
-                                    drain_timeout=self.config.kernel.drain_timeout_s, clock=self.clock)
+                                    drain_timeout=self.config.kernel.drain_timeout_s, clock=self.clock,
+                                    keys=self.security.client_keys())
                 self.workers.append(worker)
                 self._worker_tasks.append(asyncio.create_task(worker.run(), name=f"mdp-worker-{cell.name}"))
 
@@ -311,16 +318,18 @@ class Kernel:
         edge = self.config.edge
         app = create_app(self.broker, self.routes, max_body_bytes=int(edge.max_body_mb * 1024 * 1024),
                          title=self.config.service.name, version=VERSION, components=self.components,
-                         header_timeout=edge.header_timeout_s, body_timeout=edge.body_timeout_s)
+                         header_timeout=edge.header_timeout_s, body_timeout=edge.body_timeout_s,
+                         authenticator=self.security.gate, public_paths=self.config.security.public_routes)
         self.edge_stats = app[STATS]
         extra: dict[str, Any] = {} if edge.access_log else {"access_log": None}
         self.runner = create_runner(app, handle_signals=False, shutdown_timeout=self.config.kernel.drain_timeout_s,
                                     **extra)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, edge.host, edge.port)
+        tls = self.security.ssl_context()
+        site = web.TCPSite(self.runner, edge.host, edge.port, ssl_context=tls)
         await site.start()
         host, port = self.runner.addresses[0][:2]
-        self.edge_url = f"http://{host}:{port}"
+        self.edge_url = f"{'https' if tls else 'http'}://{host}:{port}"
 
     # -- what actors call -----------------------------------------------------------------------------
 
@@ -408,6 +417,7 @@ class Kernel:
             self.subscriber.close()
         if self.publisher is not None:
             self.publisher.close()
+        self.security.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.context.destroy(linger=0)
 

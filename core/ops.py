@@ -68,7 +68,7 @@ class Args(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True
     """Base of every op's argument structure: unknown fields are refused, instances are immutable."""
 
 
-class NoArgs(Args):
+class NoArgs(Args, frozen=True):
     """The arguments of an op that takes none."""
 
 

@@ -37,6 +37,7 @@ from .config import KernelConfig
 from .errors import InternalError, MlpError, NotFound, Unavailable
 from .log import REQUEST, get_logger
 from .ops import OpSpec
+from .security.audit import AuditLog
 
 log = get_logger(__name__)
 
@@ -73,7 +74,8 @@ class ActorCell:
 
     def __init__(self, actor_cls: type[Actor], plugin: str, make_context: Callable[[ActorCell], ActorContext],
                  policy: KernelConfig, subscriber: Subscriber | Proxy,
-                 on_state: Callable[[ActorCell], None] | None = None, clock: Clock = REAL) -> None:
+                 on_state: Callable[[ActorCell], None] | None = None, clock: Clock = REAL,
+                 audit: AuditLog | None = None) -> None:
         self.actor_cls = actor_cls
         self._subscriber = subscriber
         self.name = actor_cls.name
@@ -82,6 +84,7 @@ class ActorCell:
         self._make_context = make_context
         self._on_state = on_state
         self.clock = clock
+        self.audit = audit  # every admin op (it changes state) is written there with who asked and how it ended
         self.state = STOPPED
         self.instance: Actor | None = None
         self.restarts = 0
@@ -243,6 +246,8 @@ class ActorCell:
             raise NotFound(f"service {self.name!r} has no op {request.op!r} "
                            f"(ops: {', '.join(sorted(self.actor_cls._ops))})", field="op")
         self.requests += 1
+        if spec.role == "admin" and self.audit is not None:
+            return self._audited(spec, request)
         if spec.args is not None and _large(request):
             return self._decode_off_loop(spec, request)
         token = _set_request((self.name, request.op, request.rid))
@@ -255,6 +260,26 @@ class ActorCell:
         if inspect.isawaitable(result):
             return self._finish(result, request)
         return result
+
+    async def _audited(self, spec: OpSpec, request: codec.Request) -> Any:
+        """A state-changing op: handled like any other, then one line in the audit trail."""
+        assert self.audit is not None
+        outcome = "ok"
+        try:
+            if spec.args is not None and _large(request):
+                return await self._decode_off_loop(spec, request)
+            _set_request((self.name, request.op, request.rid))
+            try:
+                result = getattr(self.instance, spec.attr)(spec.decode(request.args))
+                return await result if inspect.isawaitable(result) else result
+            except Exception as exc:
+                raise self._failed(exc, request) from None
+        except MlpError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            self.audit.write(request.principal or "anonymous", request.transport, self.name, request.op,
+                             _target(request.args), outcome)
 
     async def _decode_off_loop(self, spec: OpSpec, request: codec.Request) -> Any:
         """A large request's arguments are checked on a thread, so the loop keeps serving meanwhile."""
@@ -294,6 +319,19 @@ class ActorCell:
 LARGE_FRAME = 1 << 20
 LARGE_ITEMS = 50_000
 _SIZED = (list, str, bytes)
+
+
+_TARGETS = ("model_id", "name", "pipeline", "job_id", "symbol", "model")
+
+
+def _target(args: Any) -> Any:
+    """What a state-changing request names (a model, pipeline, job or symbol), for the audit trail."""
+    if type(args) is not dict:
+        return None
+    found = {key: args[key] for key in _TARGETS if key in args and isinstance(args[key], (str, int))}
+    if "version" in args and isinstance(args["version"], (str, int)):
+        found["version"] = args["version"]
+    return found or None
 
 
 def _large(request: codec.Request) -> bool:

@@ -8,7 +8,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ("ml_processing.core", "ml_processing.bus", "ml_processing.sdk", "ml_processing.plugins")
+PACKAGES = ("ml_processing.core", "ml_processing.bus", "ml_processing.sdk", "ml_processing.checks", "ml_processing.plugins")
 
 
 def _modules() -> list[str]:

@@ -29,7 +29,17 @@ import structlog
 from aiohttp import HttpVersion11, web
 
 from .. import codec
-from ..errors import BadRequest, CodecError, InternalError, MlpError, NotFound, Timeout, TooLarge
+from ..errors import (
+    BadRequest,
+    CodecError,
+    InternalError,
+    MlpError,
+    NotFound,
+    Timeout,
+    TooLarge,
+    Unauthorized,
+)
+from .auth import CHALLENGE, Authenticator, bearer
 from .openapi import OPENAPI_PATH, build_openapi
 from .routes import Route
 
@@ -45,7 +55,7 @@ _MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.m
 
 class Requester(Protocol):
     async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
-                      rid: str | None = None, timeout: float | None = None) -> Any: ...
+                      rid: str | None = None, timeout: float | None = None, principal: Any = None) -> Any: ...
 
 
 @dataclass
@@ -103,7 +113,10 @@ def _decode_body(request: web.Request, raw: bytes) -> Any:
 
 
 def error_response(exc: MlpError, rid: str | None = None) -> web.Response:
-    return _json({"error": exc.to_wire()}, exc.http_status, rid)
+    response = _json({"error": exc.to_wire()}, exc.http_status, rid)
+    if isinstance(exc, Unauthorized):
+        response.headers["WWW-Authenticate"] = CHALLENGE
+    return response
 
 
 _HTTP_ERRORS: dict[int, type[MlpError]] = {404: NotFound, 413: TooLarge}
@@ -246,16 +259,20 @@ def _param(name: str, value: str, typ: str) -> Any:
     return value
 
 
-def _handler(route: Route) -> Any:
+def _handler(route: Route, guard: Authenticator | None, public: bool) -> Any:
     service, op, text, raw_body = route.service, route.op, route.content_type == "text", route.content_type == "raw"
     query = [name for name, _, _ in route.query]
     has_body = route.has_body
     types = {name: route.param_type(name) for name in [*route.params, *query]}
+    anyone = guard.public if guard is not None and public else None
 
     async def handle(request: web.Request) -> web.Response:
         rid = request.headers.get("X-Request-Id") or new_request_id()
         args: dict[str, Any] = {}
         try:
+            principal = anyone
+            if guard is not None and anyone is None:  # before any of the body is read
+                principal = guard.principal(bearer(request.headers.get("Authorization")))
             if raw_body:
                 args = {"body": await _read_body(request) if request.body_exists else b"",
                         "content_type": request.content_type,
@@ -275,7 +292,7 @@ def _handler(route: Route) -> Any:
             for name in query:
                 if name in request.query:
                     args[name] = _param(name, request.query[name], types[name])
-            result = await request.app[REQUESTER].request(service, op, args, rid=rid)
+            result = await request.app[REQUESTER].request(service, op, args, rid=rid, principal=principal)
             if raw_body:
                 return _raw_response(result, rid)
             if text:
@@ -316,7 +333,8 @@ def create_app(requester: Requester, routes: Iterable[Route] = (), *,
                max_body_bytes: int = 256 * 1024 * 1024, title: str = "ml-processing",
                version: str = "0", components: dict[str, Any] | None = None,
                header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-               body_timeout: float = DEFAULT_BODY_TIMEOUT) -> web.Application:
+               body_timeout: float = DEFAULT_BODY_TIMEOUT, authenticator: Authenticator | None = None,
+               public_paths: Iterable[str] = ()) -> web.Application:
     """Build the REST app; tests call this too, with a real broker as `requester`.
 
     `header_timeout` takes effect when the app is served through `create_runner`; `body_timeout` and
@@ -332,10 +350,27 @@ def create_app(requester: Requester, routes: Iterable[Route] = (), *,
     app[HEADER_TIMEOUT] = float(header_timeout)
     app[BODY_TIMEOUT] = float(body_timeout)
     app[OPENAPI] = build_openapi(table, title=title, version=version, components=components)
+    public = frozenset(public_paths)
     for route in table:
-        app.router.add_route(route.method, route.path, _handler(route), expect_handler=_expect_handler)
-    app.router.add_get(OPENAPI_PATH, _openapi)
+        app.router.add_route(route.method, route.path, _handler(route, authenticator, route.path in public),
+                             expect_handler=_expect_handler)
+    app.router.add_get(OPENAPI_PATH, _openapi if authenticator is None or OPENAPI_PATH in public
+                       else _guarded(_openapi, authenticator))
     return app
+
+
+def _guarded(handler: Any, guard: Authenticator) -> Any:
+    """`handler` behind the bearer-token check (a route of the edge's own, such as the OpenAPI document)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            guard.principal(bearer(request.headers.get("Authorization")))
+        except MlpError as exc:
+            return error_response(exc, request.headers.get("X-Request-Id") or new_request_id())
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return handle
 
 
 def create_runner(app: web.Application, **options: Any) -> web.AppRunner:

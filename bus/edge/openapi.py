@@ -21,7 +21,10 @@ _ERROR = {
     }}},
 }
 
-_ERROR_STATUSES = {"400": "bad request (the message names the field)", "404": "unknown route, service op, or entity",
+_ERROR_STATUSES = {"400": "bad request (the message names the field)",
+                   "401": "authentication is on and the bearer token is missing or unknown",
+                   "403": "the token's principal lacks the role the op declares",
+                   "404": "unknown route, service op, or entity",
                    "413": "request too large", "503": "service unavailable (no live worker, unhealthy actor, shutting down)",
                    "504": "the service did not answer in time"}
 
