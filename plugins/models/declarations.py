@@ -200,8 +200,8 @@ class PredictedBatch(TypedDict):
     model: str
     version: int
     rows: int
-    predictions: np.ndarray
-    probabilities: np.ndarray | None
+    predictions: list[Any]  # class labels or numbers, one per row (an ndarray over msgpack)
+    probabilities: list[list[float]] | None  # rows x classes (an ndarray over msgpack)
     classes: list[Any] | None
     path: str
     latency_us: float

@@ -90,6 +90,9 @@ class ModelStore:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.fullmatch(p.name))
 
     def versions(self, name: str) -> list[int]:
+        """The versions of `name` on disk (none for a name that is not a model's: never a path elsewhere)."""
+        if not _NAME.fullmatch(name):
+            return []
         folder = self.root / name
         if not folder.is_dir():
             return []
@@ -98,7 +101,7 @@ class ModelStore:
     def pointer(self, name: str) -> dict[str, Any]:
         """``{"version": N or None, "history": [...]}``."""
         path = self.root / name / CURRENT
-        if not path.exists():
+        if not _NAME.fullmatch(name) or not path.exists():
             return {"version": None, "history": []}
         data = json.loads(path.read_bytes())
         return {"version": data.get("version"), "history": list(data.get("history", []))}
