@@ -136,7 +136,10 @@ class Catalog:
             return current
         loaded = self.others.get((name, version))
         if loaded is None:
-            if version not in self.store.versions(name):
+            versions = self.store.versions(name)
+            if not versions:
+                raise NotFound(f"no model {name!r:.80}", field=field)
+            if version not in versions:
                 raise NotFound(f"model {name!r} has no version {version}", field="version")
             try:
                 loaded = self.load(name, version)

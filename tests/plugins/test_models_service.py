@@ -150,6 +150,8 @@ async def test_bad_input_is_named_and_the_service_keeps_serving(service: Kernel)
     cases = [
         ("/api/v1/predict", {"model": "nope", "features": [0.0] * 6}, 404, "model"),
         ("/api/v1/predict", {"model": "m", "version": 9, "features": [0.0] * 6}, 404, "version"),
+        ("/api/v1/predict", {"model": "../m", "version": 1, "features": [0.0] * 6}, 404, "model"),
+        ("/api/v1/predict", {"model": "x" * 200, "version": 1, "features": [0.0] * 6}, 404, "model"),
         ("/api/v1/predict", {"model": "m", "features": [0.0] * 5}, 400, "features"),
         ("/api/v1/predict", {"model": "m", "features": [0.0] * 5 + ["x"]}, 400, "features[5]"),
         ("/api/v1/predict", {"model": "m", "features": [0.0] * 5 + [True]}, 400, "features[5]"),
@@ -212,6 +214,7 @@ async def test_v2_inference_errors_are_the_protocols_with_the_fault_s_status(ser
         ("/v2/models/m/versions/9/infer", good, 404),
         ("/v2/models/m/versions/abc/infer", good, 404),
         ("/v2/models/m/versions/0/infer", good, 404),
+        ("/v2/models/" + "x" * 300 + "/versions/1/infer", good, 404),
         ("/v2/models/m/infer", b"{not json", 400),
         ("/v2/models/m/infer", infer([0.0] * 5, [1, 5]), 400),
         ("/v2/models/m/infer", infer(["a"] * 6, [1, 6], "BYTES"), 400),
@@ -223,6 +226,9 @@ async def test_v2_inference_errors_are_the_protocols_with_the_fault_s_status(ser
                 payload = await resp.json(content_type=None)
                 assert resp.status == status, (path, payload)
                 assert set(payload) == {"error"} and isinstance(payload["error"], str) and payload["error"], payload
+        for path in ("/v2/models/" + "x" * 300 + "/versions/1", "/v2/models/..%2Fm/versions/1/ready"):
+            async with http.get(service.edge_url + path) as resp:
+                assert resp.status == 404, path  # a name that is not a model's never reaches the file system
         async with http.post(service.edge_url + "/v2/models/m/versions/1/infer", data=good,
                              headers={"Content-Type": "application/json"}) as resp:
             assert resp.status == 200
