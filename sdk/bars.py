@@ -4,8 +4,9 @@ A bar is ``{ts, open, high, low, close, volume}`` with ``ts`` its open time (int
 and an optional ``final`` flag (default true; false for a still-forming bar). `check_bar` is the one place
 a bar from outside is validated, whichever capability reads it (a bar on a ``bar.*`` topic, the bars of
 an ingest); `read_columns` is its counterpart for bars sent as columns (``{"close": [...], "high": [...]}``).
-The rules: ``ts`` an integer that fits int64; open, high, low, close and volume numbers, finite or null (a
-gap, read as NaN); volume never negative; ``final`` true or false.
+The rules: ``ts`` an integer of at most 2**53 in magnitude (epoch milliseconds, held exactly as a float64
+like every column); open, high, low, close and volume numbers, finite or null (a gap, read as NaN); volume
+never negative; ``final`` true or false.
 
 An op that takes many bars declares the field as `BarList`: the declaration documents the bar's shape and
 checks that a list came, and the handler checks the bars themselves with `check_bars`, in slices when
@@ -38,15 +39,17 @@ from ml_processing.core.ops import register_type
 #: The numeric fields of a bar besides ``ts``, in their canonical order.
 FIELDS = ("open", "high", "low", "close", "volume")
 
-_TS_MIN, _TS_MAX = -(2**63), 2**63 - 1
+#: The range of ``ts``: integers a float64 holds exactly (bars are held and sent as float64 columns).
+TS_MIN, TS_MAX = -(2**53), 2**53
 
 
 def _timestamp(ts: Any) -> int:
     """The slow path of ``ts``: an integral float is taken, anything else is named."""
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or (isinstance(ts, float) and not ts.is_integer()):
         raise BadRequest(f"bar field 'ts' must be an integer timestamp, got {reprlib.repr(ts)}", field="ts")
-    if not _TS_MIN <= ts <= _TS_MAX:
-        raise BadRequest(f"bar field 'ts' must fit a signed 64-bit integer, got {reprlib.repr(ts)}", field="ts")
+    if not TS_MIN <= ts <= TS_MAX:
+        raise BadRequest(f"bar field 'ts' must be within -2**53..2**53 (epoch milliseconds), got {reprlib.repr(ts)}",
+                         field="ts")
     return int(ts)
 
 
@@ -59,7 +62,7 @@ def check_bar(bar: Any) -> dict[str, Any]:
         raise BadRequest(f"a bar must be a map of ts, open, high, low, close, volume, got {type(bar).__name__}",
                          field="bar")
     ts = bar.get("ts")
-    if type(ts) is not int or not _TS_MIN <= ts <= _TS_MAX:
+    if type(ts) is not int or not TS_MIN <= ts <= TS_MAX:
         ts = _timestamp(ts)
     final = bar.get("final", True)
     if final is not True and final is not False:
@@ -128,7 +131,7 @@ _NUMBER_OR_NULL = {"type": ["number", "null"]}
 BAR_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["ts"],
     "description": "a bar: ts its open time (integer epoch milliseconds); null prices are a gap",
-    "properties": {"ts": {"type": "integer", "minimum": _TS_MIN, "maximum": _TS_MAX},
+    "properties": {"ts": {"type": "integer", "minimum": TS_MIN, "maximum": TS_MAX},
                    **{name: dict(_NUMBER_OR_NULL) for name in FIELDS[:-1]},
                    "volume": {"type": ["number", "null"], "minimum": 0},
                    "final": {"type": "boolean", "description": "false for a bar still forming (default true)"}},

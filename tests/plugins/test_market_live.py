@@ -213,6 +213,7 @@ async def test_negative_volume_is_refused_in_ingest_and_on_pubsub(live: Kernel) 
 
 @pytest.mark.parametrize(("bar", "field"), [
     ({"ts": 2**63, "close": 1.0}, "bars[0].ts"),
+    ({"ts": 2**53 + 1, "close": 1.0}, "bars[0].ts"),  # held as float64: beyond this it is no longer exact
     ({"ts": 1.5, "close": 1.0}, "bars[0].ts"),
     ({"ts": 1, "close": True}, "bars[0].close"),
     ({"ts": 1, "close": 1.0, "final": "no"}, "bars[0].final"),
