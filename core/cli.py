@@ -32,10 +32,13 @@ from .errors import ConfigError
 from .kernel import VERSION, Kernel
 from .memory import retain_freed_memory
 from .plugins import PluginHost
+from .security.commands import COMMANDS as SECURITY_COMMANDS
 
 __all__ = ["Command", "main"]
 
-BUILTIN_COMMANDS = ("serve", "worker", "plugins")
+#: The kernel's own commands beside serve, worker and plugins: they need no plugin loaded.
+KERNEL_COMMANDS: dict[str, Command] = SECURITY_COMMANDS
+BUILTIN_COMMANDS = ("serve", "worker", "plugins", *KERNEL_COMMANDS)
 
 DESCRIPTION = """\
 ml-processing: low-latency technical analysis and machine learning for trading systems.
@@ -51,7 +54,9 @@ commands:
            SIGTERM/SIGINT drain in-flight requests (up to [kernel] drain_timeout_s), save state, exit 0.
   worker   run the configured plugins' actors as MDP workers of a remote broker (--broker), to add
            capacity from another process or host; no broker, proxy or REST edge of its own.
-  plugins  list every plugin: where it came from, its status, hooks, actors and routes."""
+  plugins  list every plugin: where it came from, its status, hooks, actors and routes.
+  tokens   REST bearer tokens: add NAME --role ROLE (printed once), list, revoke (docs/SECURITY.md).
+  keys     print the service's CURVE public key; keys client NAME --role ROLE makes a client key pair."""
 
 ENVIRONMENT = """\
 environment: MLP_<SECTION>_<KEY> overrides any key (MLP_EDGE_PORT=8010), plus MODEL_CACHE_SIZE,
@@ -108,6 +113,9 @@ def _parser(commands: dict[str, tuple[str, Command]]) -> argparse.ArgumentParser
                              description="Discover plugins as `serve` would and report each one.")
     _common(plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for name, command in KERNEL_COMMANDS.items():
+        _add_command(sub.add_parser(name, help=command.help, description=command.description or command.help),
+                     command)
     for name, (_, command) in commands.items():
         _add_command(sub.add_parser(name, help=command.help, description=command.description or command.help),
                      command)
@@ -268,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_command(args.command, plugin, command, args, config)
         if args.command == "plugins":
             return _plugins_command(config, args.json)
+        if args.command in KERNEL_COMMANDS:
+            return _run_command(args.command, "kernel", KERNEL_COMMANDS[args.command], args, config)
         kernel = Kernel(config, mode=args.command, broker=getattr(args, "broker", None))
         return _run(kernel.run(), config)
     except ConfigError as exc:

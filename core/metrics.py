@@ -47,7 +47,8 @@ class KernelCollector:
         if k.broker is not None:
             st = k.broker.stats
             broker = CounterMetricFamily("mlp_broker_messages", "MDP broker counters", labels=["kind"])
-            for kind in ("requests", "local_requests", "errors", "malformed", "timeouts", "workers_expired"):
+            for kind in ("requests", "local_requests", "errors", "malformed", "timeouts", "workers_expired",
+                         "refused", "refused_ready"):
                 broker.add_metric([kind], getattr(st, kind))
             yield broker
             workers = GaugeMetricFamily("mlp_broker_workers", "Live remote workers per service", labels=["service"])
@@ -88,6 +89,16 @@ class KernelCollector:
             yield from (hits, misses, entries, evictions)
         for histogram in k.histograms.values():
             yield from histogram.collect()
+        security = k.security
+        if security.audit is not None:
+            yield CounterMetricFamily("mlp_audit_records", "State-changing ops written to the audit trail",
+                                      value=security.audit.written)
+        if security.gate is not None:
+            refused = CounterMetricFamily("mlp_security_refused", "Requests and connections refused",
+                                          labels=["why"])
+            refused.add_metric(["forbidden"], security.gate.refused)
+            refused.add_metric(["connection"], security.zap_refused)
+            yield refused
         plugins = GaugeMetricFamily("mlp_plugins", "Plugins by status", labels=["status"])
         counts = {"loaded": 0, "broken": 0, "disabled": 0}
         for plugin in k.plugins.infos.values():

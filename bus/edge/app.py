@@ -273,6 +273,7 @@ def _handler(route: Route, guard: Authenticator | None, public: bool) -> Any:
             principal = anyone
             if guard is not None and anyone is None:  # before any of the body is read
                 principal = guard.principal(bearer(request.headers.get("Authorization")))
+                guard.admit(principal, service, op)  # a missing role is 403 before the body is looked at
             if raw_body:
                 args = {"body": await _read_body(request) if request.body_exists else b"",
                         "content_type": request.content_type,

@@ -21,6 +21,9 @@ class Authenticator(Protocol):
     def principal(self, token: str) -> Any:
         """The principal of a bearer token; raise `Unauthorized` for an unknown one."""
 
+    def admit(self, identity: Any, service: str, op: str) -> str | None:
+        """Raise `Forbidden` when `identity` lacks the role of `op` (the broker asks the same again)."""
+
 
 def bearer(authorization: str | None) -> str:
     """The token of an ``Authorization: Bearer <token>`` header; `Unauthorized` naming what is wrong."""

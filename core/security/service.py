@@ -81,6 +81,11 @@ class Security:
         log.warning("admin_token_created", store=str(self.tokens.path), printed="stdout, once")
 
     @property
+    def zap_refused(self) -> int:
+        """Connections the ZAP handler refused (unknown key, or a role the socket needs)."""
+        return self._zap.refused if self._zap is not None else 0
+
+    @property
     def curve(self) -> tuple[str, str] | None:
         """The service's key pair for its server sockets (authentication on only)."""
         return self.keys.server() if self.enabled else None
