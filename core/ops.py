@@ -165,7 +165,7 @@ def field_of(error: msgspec.ValidationError) -> tuple[str, str]:
     text = str(error)
     match = _PATH.search(text)
     message = text[:match.start()] if match else text
-    where = match.group(1).lstrip(".") if match else ""
+    where = match.group(1).lstrip(".").replace("[...]", "") if match else ""
     leading = _LEADING_FIELD.match(message)
     if leading is not None and (leading.group(1).startswith("[") or message[leading.end(1)] == ":"):
         # a decoder or __post_init__ named the element or field: "[7]: ..." or "volume[3]: ..."
@@ -195,6 +195,11 @@ def convert(raw: Any, type_: Any, *, strict: bool = True) -> Any:
         raise BadRequest(f"{where}: {message}" if where != "args" else message, field=where) from None
     except RecursionError:
         raise BadRequest("arguments nest too deeply", field="args") from None
+    except (IndexError, KeyError, TypeError, ValueError, OverflowError) as exc:
+        # msgspec raises these for a value it cannot read as the declared type (an ndarray where a
+        # structure is declared, say): the sender's fault, never a crash
+        raise BadRequest(f"arguments do not match the declaration ({type(exc).__name__}: {exc})"[:300],
+                         field="args") from None
 
 
 _STEP = re.compile(r"\.?([A-Za-z_]\w*)|\[(\d+)\]")

@@ -29,6 +29,15 @@ _ERROR_STATUSES = {"400": "bad request (the message names the field)",
                    "504": "the service did not answer in time"}
 
 
+def _error_schema(route: Route) -> dict[str, Any]:
+    """The body of an error status: the Error object, or for a route with a protocol of its own, either that
+    protocol's error or the Error object (the edge answers some errors before the op sees the request)."""
+    ours = {"$ref": "#/components/schemas/Error"}
+    if route.error_schema is None:
+        return ours
+    return {"anyOf": [dict(route.error_schema), ours]}
+
+
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": route.operation_id,
@@ -47,7 +56,7 @@ def _operation(route: Route) -> dict[str, Any]:
               "description": "carried into the bus request and every log line; echoed in the reply"}],
         "responses": {
             "200": {"description": "OK", "content": _content(route)},
-            **{status: {"description": text, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            **{status: {"description": text, "content": {"application/json": {"schema": _error_schema(route)}}}
                for status, text in _ERROR_STATUSES.items()},
         },
     }

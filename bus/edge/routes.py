@@ -37,6 +37,7 @@ class Route:
     content_type: str = "json"
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # path/query name -> JSON Schema
     required_query: frozenset[str] = frozenset()  # query parameters the op cannot do without
+    error_schema: Mapping[str, Any] | None = None  # a protocol's own error body (raw routes); else the Error object
 
     @property
     def has_body(self) -> bool:

@@ -32,6 +32,10 @@ def register_actors(settings: Config) -> list[type[Actor]]:
     return [Models]
 
 
+#: The Open Inference Protocol's error body.
+V2_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+
+
 @hookimpl
 def register_routes() -> list[Route]:
     model = "/api/v1/models/{model_id}"
@@ -74,8 +78,8 @@ def register_routes() -> list[Route]:
         Route("GET", "/v2/models/{name}/versions/{version}/ready", "models", "v2_version_ready",
               "V2 readiness of a version", "inference-v2"),
         Route("POST", "/v2/models/{name}/infer", "models", "v2_infer", "V2 inference (JSON or binary tensors)",
-              "inference-v2", content_type="raw"),
+              "inference-v2", content_type="raw", error_schema=V2_ERROR),
         Route("POST", "/v2/models/{name}/versions/{version}/infer", "models", "v2_version_infer",
-              "V2 inference on a version", "inference-v2", content_type="raw"),
+              "V2 inference on a version", "inference-v2", content_type="raw", error_schema=V2_ERROR),
     ]
 
