@@ -164,12 +164,10 @@ def render(registries: Mapping[str, Mapping[str, Any]]) -> str:
 
 def registries() -> Mapping[str, Mapping[str, Any]]:
     """What the built-in plugins register, found the way the service finds them (no plugin imported here)."""
-    # A doc generator builds a kernel; imported here, not at the top, so the plugin never imports the kernel.
-    from ml_processing.core import log
-    from ml_processing.core.config import load_config
-    from ml_processing.core.kernel import Kernel
+    # A doc generator builds a kernel; imported here, not at the top, so the plugin's runtime never does.
+    from ml_processing.sdk.service import Kernel, configure_logging, load_config
 
-    log.configure("warning")
+    configure_logging("warning")
     kernel = Kernel(load_config(None, environ={"MLP_DISABLE_AUTOLOAD": "1"}))
     kernel.discover()
     return kernel.registries

@@ -35,9 +35,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-# The exception to "plugins import only the SDK": a command that runs the service builds its kernel.
-from ml_processing.core.kernel import Kernel
 from ml_processing.sdk import Config, MlpError, codec, topics
+from ml_processing.sdk.service import Kernel  # a command that runs a private service builds its kernel
 from ml_processing.sdk.services.models import LiveReport, Models
 
 from .progress import Progress
