@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ml_processing.core.errors import BadRequest
+from ml_processing.sdk.bars import FIELDS
 from ml_processing.sdk.sentiment import MarketAnalyzer, SentimentAnalyzer, TextAnalyzer
 
 from .data import series
@@ -106,7 +107,7 @@ def _market(analyzer: MarketAnalyzer, data: dict[str, np.ndarray], what: str) ->
 def check_market_analyzer(analyzer: MarketAnalyzer) -> None:
     """Score, components and weights in range, deterministic; short histories, gaps, flat bars and zero
     volume answered or refused with `BadRequest`."""
-    data = {k: v for k, v in series(300).items() if k in ("open", "high", "low", "close", "volume")}
+    data = {k: v for k, v in series(300).items() if k in FIELDS}
     first = _market(analyzer, {k: v.copy() for k, v in data.items()}, "300 bars")
     again = _market(analyzer, {k: v.copy() for k, v in data.items()}, "300 bars")
     assert first == again, f"{analyzer.name}: the same bars scored {first!r:.100} then {again!r:.100}"

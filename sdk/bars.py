@@ -38,6 +38,8 @@ from ml_processing.core.ops import register_type
 
 #: The numeric fields of a bar besides ``ts``, in their canonical order.
 FIELDS = ("open", "high", "low", "close", "volume")
+#: Bars as columns: the open time ``ts`` (epoch ms), then `FIELDS`. The one place these names are written.
+COLUMNS = ("ts", *FIELDS)
 
 #: The range of ``ts``: integers a float64 holds exactly (bars are held and sent as float64 columns).
 TS_MIN, TS_MAX = -(2**53), 2**53

@@ -38,6 +38,8 @@ import numpy as np
 from ml_processing.core.errors import BadRequest, TooLarge
 from ml_processing.core.ops import Args, register_type
 
+from .bars import COLUMNS
+
 __all__ = ["MAX_VALUES", "NAMES", "Bars", "Column", "Columns", "OptionalColumn", "read_column"]
 
 #: Values per column unless an op says otherwise (`Bars.max_values`).
@@ -91,7 +93,7 @@ OptionalColumn = Annotated[np.ndarray | None, msgspec.Meta(description="a column
 
 
 #: The column names of bars, in their canonical order (``ts`` first).
-NAMES = ("ts", "open", "high", "low", "close", "volume")
+NAMES = COLUMNS
 
 
 class Columns(Args):

@@ -38,8 +38,10 @@ import numpy as np
 
 from ml_processing.core.errors import BadRequest
 
+from .bars import FIELDS
+
 #: The OHLCV columns an indicator may read, in their canonical order.
-COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+COLUMNS: tuple[str, ...] = FIELDS  # the inputs an indicator may read
 
 #: The bounds of a C ``int``: an integer parameter never leaves them, declared bounds or not.
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .bars import FIELDS
+
 __all__ = ["SEED", "START_MS", "market", "rows"]
 
 SEED = 20_261_126
@@ -51,6 +53,6 @@ def market(n: int, seed: int = SEED, *, momentum: float = 0.2, start_ms: int = S
 
 def rows(columns: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """The bars of `columns` as a list of ``{ts, open, high, low, close, volume}`` maps."""
-    names = ("open", "high", "low", "close", "volume")
+    names = FIELDS
     return [{"ts": int(ts), **{name: float(columns[name][i]) for name in names}}
             for i, ts in enumerate(columns["ts"])]

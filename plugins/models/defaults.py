@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.sdk import MlpError, get_logger
+from ml_processing.sdk import FIELDS, MlpError, get_logger
 from ml_processing.sdk.model import CLASSIFICATION, Described
 from ml_processing.sdk.services.features import Features
 from ml_processing.sdk.synthetic import SEED, market
@@ -48,7 +48,7 @@ async def register_defaults(catalog: Catalog, features: Features, run_in_thread:
 
 async def _register(catalog: Catalog, features: Features, run_in_thread: Callable[..., Awaitable[Any]]) -> None:
     bars = market(BARS, momentum=MOMENTUM)
-    columns = {name: bars[name] for name in ("open", "high", "low", "close", "volume")}
+    columns = {name: bars[name] for name in FIELDS}
     listed = await features.pipelines(PIPELINE)
     fitted = [v for v in listed["pipelines"][0]["versions"] if v["fitted"]]
     pipeline = f"{fitted[-1]['name']}@{fitted[-1]['version']}" if fitted else \

@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypedDict, cast
 
-from ml_processing.sdk import BadRequest, to_ms
+from ml_processing.sdk import FIELDS, BadRequest, to_ms
 from ml_processing.sdk.synthetic import market, rows
 
 DEFAULT_SEED = 1
 START_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z: the first synthetic bar
 TIME_COLUMNS = ("ts", "timestamp", "date", "datetime", "time")
-PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+PRICE_COLUMNS = FIELDS
 
 
 class Bar(TypedDict):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ml_processing.bus import topics
-from ml_processing.sdk import Actor, BadRequest, MlpError, NoArgs, get_logger, op
+from ml_processing.sdk import FIELDS, Actor, BadRequest, MlpError, NoArgs, get_logger, op
 from ml_processing.sdk.sentiment import MarketAnalyzer, TextAnalyzer
 from ml_processing.sdk.services.indicators import HeldBars, Indicators
 
@@ -233,4 +233,4 @@ class Sentiment(Actor):
 
 def _ohlcv(held: HeldBars) -> dict[str, np.ndarray]:
     """The OHLCV columns of held bars, as an analyser reads them."""
-    return {name: held[name] for name in ("open", "high", "low", "close", "volume")}  # type: ignore[literal-required]
+    return {name: held[name] for name in FIELDS}  # type: ignore[literal-required]

@@ -8,6 +8,7 @@ import numpy as np
 
 from ml_processing.core.ops import Args, NonNegInt
 
+from ..bars import COLUMNS
 from ..timeframes import Symbol, Timeframe
 from ._client import ServiceClient
 
@@ -59,4 +60,4 @@ class Indicators(ServiceClient):
 
 def columns(held: HeldBars) -> dict[str, Any]:
     """The OHLCV and ``ts`` columns of `held`, as a request's column arguments."""
-    return {name: held[name] for name in ("ts", "open", "high", "low", "close", "volume")}  # type: ignore[literal-required]
+    return {name: held[name] for name in COLUMNS}  # type: ignore[literal-required]
