@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import inspect
 import json
 import sys
@@ -109,6 +110,9 @@ def _parser(commands: dict[str, tuple[str, Command]]) -> argparse.ArgumentParser
     _common(worker)
     worker.add_argument("--broker", metavar="ENDPOINT",
                         help="broker to join, e.g. tcp://HOST:5555 (default: [bus] broker_connect)")
+    worker.add_argument("--keys", metavar="FILE",
+                        help="client key file of a broker with authentication on (ml-processing keys client NAME "
+                             "--role worker): sets [security] client_keys and auth = true for this run")
     plugins = sub.add_parser("plugins", help="list plugins, their source, hooks and actors",
                              description="Discover plugins as `serve` would and report each one.")
     _common(plugins)
@@ -242,6 +246,13 @@ def _configure_logs(config: Config, least: str | None = None) -> None:
     log.configure(level, json=True if config.service.env == "production" else config.service.log_json)
 
 
+def with_client_keys(config: Config, path: str) -> Config:
+    """`config` for a worker that joins a broker with authentication on using the key file at `path`
+    (written by ``ml-processing keys client``): ``[security] auth = true`` and ``client_keys = path``."""
+    security = dataclasses.replace(config.security, auth=True, client_keys=path)
+    return dataclasses.replace(config, security=security)
+
+
 def _config_error(exc: ConfigError) -> int:
     print(f"ml-processing: configuration error: {exc.message}", file=sys.stderr)
     return 2
@@ -278,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plugins_command(config, args.json)
         if args.command in KERNEL_COMMANDS:
             return _run_command(args.command, "kernel", KERNEL_COMMANDS[args.command], args, config)
+        if getattr(args, "keys", None):
+            config = with_client_keys(config, args.keys)
         kernel = Kernel(config, mode=args.command, broker=getattr(args, "broker", None))
         return _run(kernel.run(), config)
     except ConfigError as exc:

@@ -19,7 +19,9 @@ import pytest
 
 from ml_processing.bus import mdp
 from ml_processing.core import cli
+from ml_processing.core.config import SecurityConfig
 from ml_processing.core.kernel import Kernel
+from ml_processing.core.security.service import load_client_keys
 from tests.conftest import make_config
 from tests.core.helpers import running, wait_until, write_module
 
@@ -331,10 +333,10 @@ modules = ["ml_processing.plugins._template", "tests.support.flaky"]
     return path
 
 
-def _spawn_worker(config: Path, broker: str, cwd: Path) -> subprocess.Popen[bytes]:
+def _spawn_worker(config: Path, broker: str, cwd: Path, *options: str) -> subprocess.Popen[bytes]:
     """`ml-processing worker` in a process of its own (Popen returns at once; nothing blocks the loop)."""
     return subprocess.Popen([sys.executable, "-m", "ml_processing.core.cli", "worker", "--config", str(config),
-                             "--broker", broker], cwd=cwd, env=_env(),
+                             "--broker", broker, *options], cwd=cwd, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -402,3 +404,36 @@ async def test_worker_processes_join_the_broker_and_share_requests(serve_kernel:
         client.close()
         if not stopped:
             await _stop_workers(procs)
+
+
+async def test_a_worker_with_keys_joins_a_broker_with_authentication_on(tmp_path: Path, quiet_cli: None,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = make_config(tmp_path, modules=())
+    cfg = dataclasses.replace(cfg, bus=dataclasses.replace(cfg.bus, heartbeat_ms=200, liveness=5),
+                              security=SecurityConfig(auth=True))
+    serve_toml = tmp_path / "serve.toml"
+    serve_toml.write_text(f'[service]\ndata_dir = "{cfg.data_path}"\n', encoding="utf-8")
+    key_file = tmp_path / "w.key"
+    assert cli.main(["keys", "-c", str(serve_toml), "client", "w", "--role", "worker", "--role", "compute",
+                     "--service", "echo", "--out", str(key_file)]) == 0
+    assert cli.main(["keys", "-c", str(serve_toml), "client", "desk", "--role", "admin",
+                     "--out", str(tmp_path / "desk.key")]) == 0
+    capsys.readouterr()
+    async with running(cfg) as kernel:
+        broker = kernel.endpoints["broker"][0]
+        assert kernel.broker is not None
+        config = _worker_config(tmp_path, kernel)
+        keyless = _spawn_worker(config, broker, tmp_path)
+        keyed = _spawn_worker(config, broker, tmp_path, "--keys", str(key_file))
+        client = mdp.AsyncClient(broker, timeout=5.0, keys=load_client_keys(tmp_path / "desk.key"))
+        try:
+            await wait_until(lambda: kernel.broker.services().get("echo", {}).get("workers") == 1,
+                             timeout=30, interval=0.1, what="the keyed worker serving echo")
+            # The serving process does not load echo's plugin, so it knows no role of its ops: admin it is.
+            assert await client.request("echo", "ping", {"name": "keys"}) == "pong, keys"
+            await asyncio.sleep(1.0)  # the keyless worker had time to try; it never joins, nor serves flaky
+            services = kernel.broker.services()
+            assert services["echo"]["workers"] == 1 and "flaky" not in services
+        finally:
+            client.close()
+            assert await _stop_workers([keyed, keyless]) == [0, 0]
