@@ -23,8 +23,11 @@ from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.features import pipeline as P
 from tests.conftest import make_config
 from tests.core.helpers import running
-from tests.plugins.test_features_contract import REGISTRIES, ohlcv, rows_of
+from tests.support.registries import REGISTRIES
 from tests.support.rest import call
+from tests.support.series import quarter_hours as ohlcv
+from tests.support.series import rows_of
+from tests.support.thirdparty import plugin_module
 
 SPEC = {"steps": [{"feature": "log_return"}, {"indicator": "RSI", "params": {"timeperiod": 5}},
                   {"feature": "zscore", "params": {"window": 10}, "inputs": ["volume"]},
@@ -375,7 +378,7 @@ async def test_stream_op_gives_one_row_per_committed_bar(service: Kernel) -> Non
 THIRD_PARTY = textwrap.dedent('''
     import numpy as np
     from ml_processing.sdk.feature import FeatureExtractor, MapStream
-    from ml_processing.core.hookspecs import hookimpl
+    from ml_processing.sdk import hookimpl
     from ml_processing.sdk.indicator import Param
 
     class Spread(FeatureExtractor):
@@ -401,26 +404,21 @@ THIRD_PARTY = textwrap.dedent('''
 
 
 async def test_a_third_party_extractor_works_like_a_builtin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "acme_features.py").write_text(THIRD_PARTY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    kernel = Kernel(config(tmp_path, modules=("acme_features",)))
-    await kernel.start()
-    try:
-        listed = await kernel.request("features", "extractors", {})
-        assert "spread_pct" in {e["name"] for e in listed["extractors"]}
-        data = ohlcv(50)
-        out = await kernel.request("features", "extract", {
-            "steps": [{"feature": "spread_pct", "params": {"scale": 10}}, {"feature": "lag", "inputs": ["spread_pct_10"]}],
-            **data})
-        assert out["features"] == ["spread_pct_10", "lag_1(spread_pct_10)"]
-        np.testing.assert_allclose(out["values"][:, 0], (data["high"] - data["low"]) / data["close"] * 10, rtol=1e-12)
-        rows = await kernel.request("features", "stream", {
-            "pipeline": (await kernel.request("features", "create", {
-                "name": "acme", "steps": [{"feature": "spread_pct"}]}))["pipeline"],
-            "symbol": "A", "timeframe": "1m", "bars": [{**b, "ts": int(b["ts"])} for b in rows_of(data)[:3]]})
-        assert rows["rows"][2]["values"][0] == pytest.approx((data["high"][2] - data["low"][2]) / data["close"][2] * 100)
-    finally:
-        await kernel.stop()
+    with plugin_module(monkeypatch, tmp_path / "plugins", "acme_features", THIRD_PARTY):
+        async with running(config(tmp_path, modules=("acme_features",))) as kernel:
+            listed = await kernel.request("features", "extractors", {})
+            assert "spread_pct" in {e["name"] for e in listed["extractors"]}
+            data = ohlcv(50)
+            out = await kernel.request("features", "extract", {
+                "steps": [{"feature": "spread_pct", "params": {"scale": 10}}, {"feature": "lag", "inputs": ["spread_pct_10"]}],
+                **data})
+            assert out["features"] == ["spread_pct_10", "lag_1(spread_pct_10)"]
+            np.testing.assert_allclose(out["values"][:, 0], (data["high"] - data["low"]) / data["close"] * 10, rtol=1e-12)
+            rows = await kernel.request("features", "stream", {
+                "pipeline": (await kernel.request("features", "create", {
+                    "name": "acme", "steps": [{"feature": "spread_pct"}]}))["pipeline"],
+                "symbol": "A", "timeframe": "1m", "bars": [{**b, "ts": int(b["ts"])} for b in rows_of(data)[:3]]})
+            assert rows["rows"][2]["values"][0] == pytest.approx((data["high"][2] - data["low"][2]) / data["close"][2] * 100)
 
 
 def test_a_well_formed_file_with_unusable_fitted_numbers_is_refused(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ml_processing.plugins.indicators.custom import Ichimoku, SessionVwap
-from tests.plugins.test_indicators_batch import ohlcv
+from tests.support.series import ohlcv
 
 
 def test_ichimoku_matches_the_textbook_formula() -> None:

@@ -23,11 +23,13 @@ from ml_processing.plugins.sentiment.actor import Sentiment, SentimentConfig, _A
 from ml_processing.plugins.sentiment.market import PriceVolume
 from ml_processing.plugins.sentiment.text import LoughranMcDonald, VaderFinance, label, text_analyzers
 from tests.conftest import make_config
-from tests.plugins.test_indicators_batch import ohlcv
+from tests.core.helpers import running
 from tests.support.feed import pubsub
+from tests.support.series import ohlcv
+from tests.support.thirdparty import plugin_module
 
 SAMPLE = [(row["label"], row["text"]) for row in
-          csv.DictReader((Path(__file__).resolve().parents[1] / "data" / "headlines.csv").open(encoding="utf-8"))]
+          csv.DictReader((Path(__file__).resolve().parents[2] / "data" / "headlines.csv").open(encoding="utf-8"))]
 
 
 def accuracy(analyzer: Any) -> float:
@@ -149,7 +151,7 @@ def test_every_op_is_declared_with_its_role() -> None:
 
 
 THIRD_PARTY = textwrap.dedent('''
-    from ml_processing.core.hookspecs import hookimpl
+    from ml_processing.sdk import hookimpl
     from ml_processing.sdk.sentiment import TextAnalyzer
 
     class Shouting(TextAnalyzer):
@@ -165,14 +167,9 @@ THIRD_PARTY = textwrap.dedent('''
 
 
 async def test_a_third_party_analyzer_is_usable_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "acme_sentiment.py").write_text(THIRD_PARTY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    kernel = Kernel(make_config(tmp_path, modules=("acme_sentiment",)))
-    await kernel.start()
-    try:
-        out = await kernel.request("sentiment", "analyze", {"texts": ["BUY NOW", "meh"], "analyzer": "shouting"})
-        assert out["texts"]["scores"] == [1.0, -1.0]
-        names = {a["name"] for a in (await kernel.request("sentiment", "analyzers", {}))["analyzers"]}
-        assert names == {"vader_finance", "loughran_mcdonald", "price_volume", "shouting"}
-    finally:
-        await kernel.stop()
+    with plugin_module(monkeypatch, tmp_path / "plugins", "acme_sentiment", THIRD_PARTY):
+        async with running(make_config(tmp_path, modules=("acme_sentiment",))) as kernel:
+            out = await kernel.request("sentiment", "analyze", {"texts": ["BUY NOW", "meh"], "analyzer": "shouting"})
+            assert out["texts"]["scores"] == [1.0, -1.0]
+            names = {a["name"] for a in (await kernel.request("sentiment", "analyzers", {}))["analyzers"]}
+            assert names == {"vader_finance", "loughran_mcdonald", "price_volume", "shouting"}

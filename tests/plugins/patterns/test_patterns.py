@@ -21,8 +21,10 @@ from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.patterns.actor import INLINE_WORK, Patterns
 from ml_processing.plugins.patterns.candles import apply_candle_settings, candlesticks
 from tests.conftest import make_config
-from tests.plugins.test_indicators_batch import ohlcv
+from tests.core.helpers import running
 from tests.support.feed import pubsub
+from tests.support.series import ohlcv
+from tests.support.thirdparty import plugin_module
 
 PATTERNS = {p.name: p for p in candlesticks()}
 
@@ -164,7 +166,7 @@ async def test_live_events_and_signals_over_pubsub(tmp_path: Path) -> None:
 
 
 THIRD_PARTY = textwrap.dedent('''
-    from ml_processing.core.hookspecs import hookimpl
+    from ml_processing.sdk import hookimpl
     from ml_processing.sdk.pattern import BULLISH, Pattern, PatternEvent, PatternStream
 
     class Gap(Pattern):
@@ -224,32 +226,22 @@ async def test_a_large_detect_runs_on_the_thread_pool_and_a_small_one_inline(tmp
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The event loop is not held by a large request: above the actor's work estimate, detection moves to the
     kernel's thread pool (the probe pattern reports the thread it ran on)."""
-    (tmp_path / "thread_probe.py").write_text(PROBE)
-    monkeypatch.syspath_prepend(str(tmp_path))
     sections = {"patterns": PluginSection(True, {"live": ["CDLDOJI"]})}
-    kernel = Kernel(make_config(tmp_path, modules=("thread_probe",), sections=sections))
-    await kernel.start()
-    try:
-        where = {}
-        for n in (10, INLINE_WORK):
-            out = await kernel.request("patterns", "detect", {"close": [1.0] * n, "patterns": ["THREAD_PROBE"]})
-            (where[n],) = [d["thread"] for d in out["events"]["THREAD_PROBE"]["details"]]
-        assert where[10] == threading.current_thread().name  # the event loop's thread
-        assert where[INLINE_WORK].startswith("mlp-work")  # the kernel's thread pool
-    finally:
-        await kernel.stop()
+    with plugin_module(monkeypatch, tmp_path / "plugins", "thread_probe", PROBE):
+        async with running(make_config(tmp_path, modules=("thread_probe",), sections=sections)) as kernel:
+            where = {}
+            for n in (10, INLINE_WORK):
+                out = await kernel.request("patterns", "detect", {"close": [1.0] * n, "patterns": ["THREAD_PROBE"]})
+                (where[n],) = [d["thread"] for d in out["events"]["THREAD_PROBE"]["details"]]
+            assert where[10] == threading.current_thread().name  # the event loop's thread
+            assert where[INLINE_WORK].startswith("mlp-work")  # the kernel's thread pool
 
 
 async def test_a_third_party_pattern_is_detected_like_a_builtin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "acme_patterns.py").write_text(THIRD_PARTY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    kernel = Kernel(make_config(tmp_path, modules=("acme_patterns",)))
-    await kernel.start()
-    try:
-        listed = {p["name"]: p for p in await kernel.request("patterns", "list", {})}
-        assert listed["GAP_UP"]["kind"] == "chart" and len(listed) == 61 + 10 + 1
-        out = await kernel.request("patterns", "detect", {"open": [1.0, 1.05, 1.0], "close": [1.0, 1.04, 1.0],
-                                                          "patterns": ["GAP_UP"]})
-        assert out["events"]["GAP_UP"]["index"].tolist() == [1] and out["counts"] == {"GAP_UP": 1}
-    finally:
-        await kernel.stop()
+    with plugin_module(monkeypatch, tmp_path / "plugins", "acme_patterns", THIRD_PARTY):
+        async with running(make_config(tmp_path, modules=("acme_patterns",))) as kernel:
+            listed = {p["name"]: p for p in await kernel.request("patterns", "list", {})}
+            assert listed["GAP_UP"]["kind"] == "chart" and len(listed) == 61 + 10 + 1
+            out = await kernel.request("patterns", "detect", {"open": [1.0, 1.05, 1.0], "close": [1.0, 1.04, 1.0],
+                                                              "patterns": ["GAP_UP"]})
+            assert out["events"]["GAP_UP"]["index"].tolist() == [1] and out["counts"] == {"GAP_UP": 1}

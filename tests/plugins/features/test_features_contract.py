@@ -18,27 +18,11 @@ from ml_processing.plugins.features import pipeline as P
 from ml_processing.plugins.features.actor import DEFAULT_SPEC
 from ml_processing.plugins.features.examples import TWENTY_FEATURES as TWENTY
 from ml_processing.sdk.feature import FeatureExtractor
-from tests.support.registries import FOUND
+from tests.support.registries import FOUND, REGISTRIES
+from tests.support.series import quarter_hours as ohlcv
+from tests.support.series import rows_of
 
-#: What the service registers, every plugin included (the patterns plugin adds its candlestick flags):
-#: the contract below runs over all of it.
-REGISTRIES: dict[str, Any] = {kind: dict(table) for kind, table in FOUND.registries.items()}
 EXTRACTORS = checks.pytest_cases(FOUND, "features")
-
-
-def ohlcv(n: int = 800, seed: int = 11) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = np.concatenate([[close[0]], close[:-1]]) * (1 + rng.normal(0, 0.002, n))
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
-    return {"ts": 1_700_000_000_000 + 900_000 * np.arange(n, dtype=np.float64), "open": open_, "high": high,
-            "low": low, "close": close, "volume": rng.uniform(1e3, 1e5, n)}
-
-
-def rows_of(data: dict[str, np.ndarray]) -> list[dict[str, float]]:
-    n = len(data["close"])
-    return [{k: float(v[i]) for k, v in data.items()} for i in range(n)]
 
 
 def assert_rows_equal(batch: np.ndarray, streamed: np.ndarray, names: list[str]) -> None:
@@ -187,7 +171,7 @@ def test_docs_features_md_is_generated_from_the_registry() -> None:
 
     from ml_processing.plugins.features.docs import registries, render
 
-    path = Path(__file__).resolve().parents[2] / "docs" / "FEATURES.md"
+    path = Path(__file__).resolve().parents[3] / "docs" / "FEATURES.md"
     assert path.read_text(encoding="utf-8") == render(registries()), (
         "docs/FEATURES.md is stale: python -m ml_processing.plugins.features.docs > docs/FEATURES.md")
     assert {"log_return", "zscore", "pattern_cdlengulfing"} <= set(REGISTRIES["features"])

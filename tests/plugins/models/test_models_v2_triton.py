@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from ml_processing.core.kernel import Kernel
-from tests.plugins.test_models_service import X, config, forest_artifact, xgb_artifact
+from tests.support.model_service import forest_artifact
+from tests.support.model_service import models_config as config
+from tests.support.models import X, xgb_artifact
 
 httpclient = pytest.importorskip("tritonclient.http")
 

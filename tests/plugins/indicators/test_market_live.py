@@ -28,8 +28,8 @@ from ml_processing.sdk.synthetic import market, rows
 from ml_processing.sdk.timeframes import to_ms
 from tests.conftest import make_config
 from tests.core.helpers import running
-from tests.plugins.test_indicators_batch import ohlcv
 from tests.support.feed import pubsub
+from tests.support.series import ohlcv
 from tests.support.waiting import wait_until
 
 LIVE = {"live": ["SMA(timeperiod=5)", "RSI(timeperiod=14)", "BBANDS(timeperiod=10)"], "buffer": 500}

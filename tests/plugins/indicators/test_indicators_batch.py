@@ -22,6 +22,9 @@ from ml_processing.plugins.indicators.ops import ComputeArgs, ComputeReply
 from ml_processing.plugins.indicators.talib_indicators import EXCLUDED, GROUPS, talib_indicators
 from ml_processing.sdk.talib_functions import TalibIndicator, parameter_ranges
 from tests.conftest import make_config
+from tests.core.helpers import running
+from tests.support.series import ohlcv
+from tests.support.thirdparty import plugin_module
 
 REGISTRY = {i.name: i for i in builtin_indicators()}
 TALIB = {i.name: i for i in talib_indicators()}
@@ -30,19 +33,6 @@ TALIB = {i.name: i for i in talib_indicators()}
 def run(args: dict[str, Any]) -> ComputeReply:
     """Op ``compute`` as the service runs it: the arguments checked against the declaration, then computed."""
     return compute(convert(args, ComputeArgs), REGISTRY)
-
-
-def ohlcv(n: int = 600, seed: int = 7) -> dict[str, np.ndarray]:
-    """A real-looking series: geometric random walk, consistent high/low, positive volume."""
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = np.concatenate([[close[0]], close[:-1]]) * (1 + rng.normal(0, 0.002, n))
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
-    volume = rng.uniform(1e3, 1e5, n)
-    return {"open": open_, "high": high, "low": low, "close": close, "volume": volume,
-            "periods": rng.integers(2, 30, n).astype(np.float64),
-            "ts": 1_700_000_000_000 + 3_600_000 * np.arange(n, dtype=np.float64)}  # hourly: sessions roll
 
 
 def test_registry_is_every_function_of_the_indicator_groups() -> None:
@@ -211,7 +201,7 @@ def test_null_in_input_is_nan() -> None:
 
 CUSTOM = textwrap.dedent('''
     import numpy as np
-    from ml_processing.core.hookspecs import hookimpl
+    from ml_processing.sdk import hookimpl
     from ml_processing.sdk.indicator import Indicator, Param
 
     class Spread(Indicator):
@@ -238,33 +228,28 @@ CUSTOM = textwrap.dedent('''
 
 
 async def test_a_third_party_indicator_works_like_a_builtin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "acme_spread.py").write_text(CUSTOM)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    kernel = Kernel(make_config(tmp_path, modules=("acme_spread",)))
-    await kernel.start()
-    try:
-        client = mdp.AsyncClient(kernel.endpoints["broker"][0], timeout=5.0)
-        try:
-            listed = {item["name"]: item for item in await client.request("indicators", "list")}
-            assert listed["SPREAD"]["inputs"] == ["high", "low"] and "SMA" in listed
-            data = ohlcv(50)
-            reply = await client.request("indicators", "compute", {
-                "high": data["high"], "low": data["low"], "close": data["close"],
-                "indicators": [{"name": "SPREAD", "params": {"window": 4}}, "SMA"]})
-        finally:
-            client.close()
-        expected = np.convolve(data["high"] - data["low"], np.ones(4) / 4, mode="valid")
-        np.testing.assert_allclose(reply["values"]["SPREAD_4"][3:], expected, rtol=1e-12)
-        np.testing.assert_array_equal(reply["values"]["SMA_30"], talib.SMA(data["close"], timeperiod=30))
-        async with aiohttp.ClientSession() as http, http.post(f"{kernel.edge_url}/api/v1/indicators", json={
-                "high": data["high"].tolist(), "low": data["low"].tolist(),
-                "indicators": [{"name": "spread", "params": {"window": 2}}]}) as resp:
-            body = await resp.json()
-        assert resp.status == 200
-        assert body["values"]["SPREAD_2"][0] is None  # NaN travels as null
-        assert body["values"]["SPREAD_2"][1] == pytest.approx(float(np.mean((data["high"] - data["low"])[:2])))
-    finally:
-        await kernel.stop()
+    with plugin_module(monkeypatch, tmp_path / "plugins", "acme_spread", CUSTOM):
+        async with running(make_config(tmp_path, modules=("acme_spread",))) as kernel:
+            client = mdp.AsyncClient(kernel.endpoints["broker"][0], timeout=5.0)
+            try:
+                listed = {item["name"]: item for item in await client.request("indicators", "list")}
+                assert listed["SPREAD"]["inputs"] == ["high", "low"] and "SMA" in listed
+                data = ohlcv(50)
+                reply = await client.request("indicators", "compute", {
+                    "high": data["high"], "low": data["low"], "close": data["close"],
+                    "indicators": [{"name": "SPREAD", "params": {"window": 4}}, "SMA"]})
+            finally:
+                client.close()
+            expected = np.convolve(data["high"] - data["low"], np.ones(4) / 4, mode="valid")
+            np.testing.assert_allclose(reply["values"]["SPREAD_4"][3:], expected, rtol=1e-12)
+            np.testing.assert_array_equal(reply["values"]["SMA_30"], talib.SMA(data["close"], timeperiod=30))
+            async with aiohttp.ClientSession() as http, http.post(f"{kernel.edge_url}/api/v1/indicators", json={
+                    "high": data["high"].tolist(), "low": data["low"].tolist(),
+                    "indicators": [{"name": "spread", "params": {"window": 2}}]}) as resp:
+                body = await resp.json()
+            assert resp.status == 200
+            assert body["values"]["SPREAD_2"][0] is None  # NaN travels as null
+            assert body["values"]["SPREAD_2"][1] == pytest.approx(float(np.mean((data["high"] - data["low"])[:2])))
 
 
 async def test_rest_errors_and_health_count(kernel: Kernel) -> None:
@@ -283,7 +268,7 @@ async def test_rest_errors_and_health_count(kernel: Kernel) -> None:
 def test_docs_indicators_md_is_generated_from_the_registry() -> None:
     from ml_processing.plugins.indicators.docs import render
 
-    path = Path(__file__).resolve().parents[2] / "docs" / "INDICATORS.md"
+    path = Path(__file__).resolve().parents[3] / "docs" / "INDICATORS.md"
     assert path.read_text(encoding="utf-8") == render(builtin_indicators()), (
         "docs/INDICATORS.md is stale: python -m ml_processing.plugins.indicators.docs > docs/INDICATORS.md")
 

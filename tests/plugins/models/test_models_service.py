@@ -17,7 +17,6 @@ import aiohttp
 import numpy as np
 import pytest
 import skops.io as sio
-import xgboost as xgb
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -29,27 +28,11 @@ from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.models.kinds import SklearnKind, XGBoostKind
 from tests.conftest import make_config
 from tests.core.helpers import running
+from tests.support.model_service import forest_artifact
+from tests.support.model_service import models_config as config
+from tests.support.models import NAMES, X, Y, xgb_artifact
 from tests.support.rest import call
-
-RNG = np.random.default_rng(42)
-X = RNG.normal(size=(600, 6))
-Y = ((X[:, 0] + X[:, 1] * X[:, 2] + 0.3 * RNG.normal(size=600)) > 0).astype(int)
-NAMES = [f"f{i}" for i in range(6)]
-
-
-def xgb_artifact(fmt: str = "ubj", trees: int = 30, seed: int = 1) -> bytes:
-    booster = xgb.train({"objective": "binary:logistic", "max_depth": 4, "nthread": 1, "seed": seed},
-                        xgb.DMatrix(X, label=Y), num_boost_round=trees)
-    return bytes(booster.save_raw(raw_format=fmt))
-
-
-def forest_artifact() -> bytes:
-    return sio.dumps(RandomForestClassifier(n_estimators=20, max_depth=5, random_state=0).fit(X, Y))
-
-
-def config(tmp_path: Path, modules: tuple[str, ...] = (), **models: Any) -> Any:
-    return make_config(tmp_path, modules=modules, sections={"models": PluginSection(True, {"defaults": False,
-                                                                                            **models})})
+from tests.support.thirdparty import plugin_module
 
 
 @pytest.fixture
@@ -400,8 +383,7 @@ async def test_default_models_answer_the_seed_quick_start_and_load_fast_after(tm
 THIRD_PARTY = textwrap.dedent('''
     import json
     import numpy as np
-    from ml_processing.core.errors import BadRequest
-    from ml_processing.core.hookspecs import hookimpl
+    from ml_processing.sdk import BadRequest, hookimpl
     from ml_processing.sdk.model import REGRESSION, Described, ModelKind, Prediction, Predictor
 
     class Linear(ModelKind):
@@ -436,26 +418,17 @@ THIRD_PARTY = textwrap.dedent('''
 
 
 async def test_a_third_party_model_kind_works_like_a_builtin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "acme_models.py").write_text(THIRD_PARTY)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    kernel = Kernel(config(tmp_path, modules=("acme_models",)))
-    await kernel.start()
-    try:
-        kinds = {k["name"] for k in await kernel.request("models", "kinds", {})}
-        assert {"xgboost", "sklearn", "river", "ensemble", "linear_json"} <= kinds
-        spec = json.dumps({"weights": [1, 2, 0, 0, 0, 0], "bias": 0.5}).encode()
-        await kernel.request("models", "register", {"model_id": "lin", "kind": "linear_json", "artifact": spec})
-        out = await kernel.request("models", "predict", {"model": "lin", "features": [1.0, 1.0, 9, 9, 9, 9]})
-        assert out["prediction"] == pytest.approx(3.5) and out["path"] == "native"
-    finally:
-        await kernel.stop()
-    kernel = Kernel(config(tmp_path))  # without the plugin: its models are refused by name, not executed
-    await kernel.start()
-    try:
+    with plugin_module(monkeypatch, tmp_path / "plugins", "acme_models", THIRD_PARTY):
+        async with running(config(tmp_path, modules=("acme_models",))) as kernel:
+            kinds = {k["name"] for k in await kernel.request("models", "kinds", {})}
+            assert {"xgboost", "sklearn", "river", "ensemble", "linear_json"} <= kinds
+            spec = json.dumps({"weights": [1, 2, 0, 0, 0, 0], "bias": 0.5}).encode()
+            await kernel.request("models", "register", {"model_id": "lin", "kind": "linear_json", "artifact": spec})
+            out = await kernel.request("models", "predict", {"model": "lin", "features": [1.0, 1.0, 9, 9, 9, 9]})
+            assert out["prediction"] == pytest.approx(3.5) and out["path"] == "native"
+    async with running(config(tmp_path)) as kernel:  # without the plugin: its models are refused, not executed
         listed = await kernel.request("models", "get", {"model_id": "lin"})
         assert "no plugin registers model kind 'linear_json'" in listed["refused"]["1"]
-    finally:
-        await kernel.stop()
 
 
 def test_one_row_paths_never_start_a_thread_pool(tmp_path: Path) -> None:
