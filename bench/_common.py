@@ -271,8 +271,9 @@ class Service:
         try:
             wait_http(self.edge_url + "/health", self.start_timeout, self.proc)
         except Exception:
+            tail = self.log_tail()  # read before stop() removes the directory
             self.stop()
-            raise RuntimeError(f"ml-processing serve did not become healthy; log:\n{self.log_tail()}") from None
+            raise RuntimeError(f"ml-processing serve did not become healthy; log:\n{tail}") from None
         return self
 
     def log_tail(self, n: int = 4000) -> str:

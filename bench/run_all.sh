@@ -47,6 +47,8 @@ run bench/bench_models.py --repeat "$REPEAT"
 run bench/bench_online.py --repeat "$REPEAT"
 run bench/bench_patterns.py --repeat "$REPEAT"
 run bench/bench_sentiment.py --repeat "$REPEAT"
+run bench/bench_stall.py --repeat "$REPEAT"
+run bench/bench_security.py --repeat "$REPEAT"
 
 echo
 echo "=== summary ==="
