@@ -26,7 +26,7 @@ from prometheus_client import Histogram
 
 from ml_processing.bus import codec, mdp
 from ml_processing.bus.edge.app import STATS, EdgeStats, create_app, create_runner
-from ml_processing.bus.edge.routes import Route, check_route
+from ml_processing.bus.edge.routes import Route
 from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
 from ml_processing.core.plugins import PluginHost  # the plugin host (core), not a plugin
 
@@ -34,6 +34,7 @@ from .actor import Actor, ActorContext
 from .cache import Cache
 from .clock import REAL, Clock
 from .config import Config
+from .discovery import collect_actors, collect_registries, collect_routes
 from .errors import PluginError
 from .log import get_logger
 from .routing import describe
@@ -42,8 +43,6 @@ from .supervisor import FAILED, RUNNING, ActorCell
 
 log = get_logger(__name__)
 
-#: Service names only the built-in kernel plugin may serve.
-RESERVED_SERVICES = frozenset({"kernel"})
 
 
 try:
@@ -164,95 +163,12 @@ class Kernel:
     def discover(self) -> list[tuple[str, type[Actor]]]:
         """Load plugins and collect their actors and routes (broken ones are reported, not fatal)."""
         self.plugins.load()
-        self._collect_registries()
-        self._collect_routes()  # before actors: a plugin refused for its routes runs no actors either
-        actors = self._collect_actors()
+        self.registries.update(collect_registries(self.plugins))
+        routes = collect_routes(self.plugins)  # before actors: a plugin refused for its routes runs no actors
+        actors = collect_actors(self.plugins, self.config, self.mode)
         specs = {(cls.name, name): spec for _, cls in actors for name, spec in cls.declarations().items()}
-        self.routes, self.components = describe(self.routes, specs)
+        self.routes, self.components = describe(routes, specs)
         return actors
-
-    def _collect_registries(self) -> None:
-        kinds: dict[str, tuple[str, type[Any]]] = {}
-        for plugin, declared in self.plugins.call_each("register_registries"):
-            try:
-                for kind, (hook, base) in dict(declared).items():
-                    if kind in kinds or not isinstance(base, type) or not hasattr(self.plugins.pm.hook, hook):
-                        raise PluginError(f"registry {kind!r} is taken, or its hook {hook!r} is not declared")
-                    kinds[kind] = (hook, base)
-            except Exception as exc:  # a malformed hook result is the plugin's fault, never fatal
-                self.plugins.mark_broken(plugin, exc.message if isinstance(exc, PluginError) else
-                                         f"register_registries returned something unusable: {exc}")
-        for kind, (hook, base) in kinds.items():
-            table: dict[str, Any] = {}
-            owners: dict[str, str] = {}
-            for plugin, items in self.plugins.call_each(hook):
-                try:
-                    found = {}
-                    for item in list(items):
-                        if not isinstance(item, base):
-                            raise PluginError(f"{hook} returned {item!r:.100}, not an instance of {base.__name__}")
-                        if item.name in table or item.name in found:
-                            raise PluginError(f"{kind} {item.name!r} is already registered by plugin "
-                                              f"{owners.get(item.name, plugin)!r}")
-                        found[item.name] = item
-                except Exception as exc:  # a malformed hook result is the plugin's fault, never fatal
-                    self.plugins.mark_broken(plugin, exc.message if isinstance(exc, PluginError) else
-                                             f"{hook} returned something unusable: {exc}")
-                    continue
-                table.update(found)
-                owners.update(dict.fromkeys(found, plugin))
-            self.registries[kind] = MappingProxyType(table)
-
-    def _collect_actors(self) -> list[tuple[str, type[Actor]]]:
-        found: list[tuple[str, type[Actor]]] = []
-        names: dict[str, str] = {}
-        for plugin, classes in self.plugins.call_each("register_actors", settings=self.config):
-            if self.plugins.infos[plugin].error:
-                continue
-            try:
-                checked = []
-                for cls in list(classes):
-                    if not (isinstance(cls, type) and issubclass(cls, Actor)):
-                        raise PluginError(f"register_actors returned {cls!r:.100}, not an Actor subclass")
-                    if not isinstance(cls.name, str) or not cls.name or cls.name.startswith("mmi."):
-                        raise PluginError(f"actor {cls.__name__} needs a service name (not mmi.*)")
-                    if cls.name in RESERVED_SERVICES and self.plugins.infos[plugin].source != "builtin":
-                        raise PluginError(f"service name {cls.name!r} is reserved for the kernel")
-                    if cls.name in names:
-                        raise PluginError(f"service {cls.name!r} is already served by plugin {names[cls.name]!r}")
-                    if self.mode == "worker" and cls.name in RESERVED_SERVICES:
-                        continue  # the broker's process answers for the kernel
-                    checked.append(cls)
-            except Exception as exc:  # a malformed hook result is the plugin's fault, never fatal
-                self.plugins.mark_broken(plugin, exc.message if isinstance(exc, PluginError) else
-                                         f"register_actors returned something unusable: {exc}")
-                continue
-            for cls in checked:
-                names[cls.name] = plugin
-                found.append((plugin, cls))
-                self.plugins.infos[plugin].actors.append(cls.name)
-        return found
-
-    def _collect_routes(self) -> None:
-        taken = {(r.method, r.path) for r in self.routes}
-        for plugin, routes in self.plugins.call_each("register_routes"):
-            added: list[Route] = []
-            try:
-                for route in list(routes):
-                    if not isinstance(route, Route):
-                        raise PluginError(f"register_routes returned {route!r:.100}, not a Route")
-                    check_route(route)
-                    key = (route.method, route.path)
-                    if key in taken:
-                        raise PluginError(f"route {route.method} {route.path} is already taken")
-                    added.append(route)
-            except Exception as exc:  # a malformed hook result is the plugin's fault, never fatal
-                self.plugins.mark_broken(plugin, exc.message if isinstance(exc, PluginError) else
-                                         f"register_routes returned something unusable: {exc}")
-                continue
-            taken.update((r.method, r.path) for r in added)
-            self.routes.extend(added)
-            self.plugins.infos[plugin].routes.extend(f"{r.method} {r.path}" for r in added)
 
     async def _start_cells(self) -> None:
         """Start every actor once the services it `needs` run; independent ones start concurrently.

@@ -142,7 +142,7 @@ def test_autoload_false_skips_entry_points(plugin_dir: Path, tmp_path: Path) -> 
     _fake_distribution(plugin_dir)
     with discovered(make_config(tmp_path, modules=(), autoload=False)) as kernel:
         assert "fakeauto" not in kernel.plugins.infos
-        assert "auto" not in {cls.name for _, cls in kernel._collect_actors()} | set(kernel.cells)
+        assert "auto" not in set(kernel.cells) and not any("auto" in i.actors for i in kernel.plugins.infos.values())
         assert list(kernel.plugins.infos) == ["kernel", "sdk", "indicators", "features", "models", "patterns", "sentiment", "replay"]
 
 
