@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -65,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data directory of the replayed service (default: a fresh temporary one, deleted "
                              "afterwards)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    parser.add_argument("--auth", action="store_true",
+                        help="run the replayed service with authentication on ([security] auth): CURVE on its "
+                             "ZeroMQ sockets, the replay's feed and subscriber using a key it allows for the run")
 
 
 
@@ -108,8 +112,17 @@ def prepare(args: argparse.Namespace, config: Config, *, stderr: TextIO | None =
         bars, source = read.bars, f"CSV {args.csv}"
         _check_spacing(bars, args.timeframe, step, stderr)
     data_dir = Path(args.data_dir) if args.data_dir else None
+    if getattr(args, "auth", False):
+        config = with_auth(config)
     return Job(config, bars, source, args.symbol, args.timeframe, args.rate, out, data_dir,
                not args.no_progress)
+
+
+def with_auth(config: Config) -> Config:
+    """`config` with ``[security] auth`` on for the replayed service (no admin token printed: the replay
+    needs none, and its data directory is usually thrown away)."""
+    security = dataclasses.replace(config.security, auth=True, bootstrap_admin=False)
+    return dataclasses.replace(config, security=security)
 
 
 def _tell_skipped(read: CsvBars, stderr: TextIO) -> None:

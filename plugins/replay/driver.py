@@ -12,6 +12,9 @@ on its output receives ``feature.SYMBOL.TIMEFRAME`` (one row per bar, from the f
   feature row or prediction has come back. If nothing comes back for ``stall_timeout`` seconds while the
   window is full, the replay stops waiting for acknowledgements (reported as a warning), so it never hangs.
   A rate paces the bars in time instead of as fast as the service keeps up.
+* Authentication: with ``[security] auth`` on (``ml-processing replay --auth``) the service serves ZeroMQ
+  over CURVE only; the replay allows a key of its own (role ``compute``, which may publish and subscribe) in
+  the service's allow-list for the run, and its feed and subscriber connect with it (`_replay_keys`).
 * End: the replay waits (bounded) for the last bar's prediction, asks the ``models`` service for its live
   report with timelines (`ml_processing.sdk.services.models.Models`), stops the kernel (in-flight requests
   drain, state is saved) and builds the report (`build_report`).
@@ -27,7 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +183,7 @@ async def replay(config: Config, bars: Sequence[Bar], *, symbol: str = DEFAULT_S
         progress.note(f"replay: starting the service ({config.source}; a fresh registry trains the default "
                       "models first, a few seconds)")
     kernel = Kernel(loopback(config))
+    forget: Callable[[], None] = _nothing
     context = zmq.asyncio.Context()
     n = len(bars)
     tap = Tap.of(symbol, timeframe, [bar["ts"] for bar in bars])
@@ -187,7 +191,8 @@ async def replay(config: Config, bars: Sequence[Bar], *, symbol: str = DEFAULT_S
     try:
         await kernel.start()
         startup = time.perf_counter() - began
-        pub, sub = _sockets(context, kernel, tap)
+        keys, forget = _replay_keys(kernel)
+        pub, sub = _sockets(context, kernel, tap, keys)
         tasks.append(asyncio.create_task(listen(sub, tap), name="replay-listen"))
         await _handshake(pub, tap, flow.handshake_timeout)
         sub.setsockopt(zmq.UNSUBSCRIBE, PROBE_TOPIC.encode())
@@ -214,17 +219,46 @@ async def replay(config: Config, bars: Sequence[Bar], *, symbol: str = DEFAULT_S
         await asyncio.gather(*tasks, return_exceptions=True)
         context.destroy(linger=0)
         await kernel.stop()
+        forget()
     return build_report(bars=bars, tap=tap, live=live, symbol=symbol, timeframe=timeframe, source=source,
                         config_source=config.source, startup=startup, elapsed=elapsed, flow=flow_report,
                         warnings=warnings)
 
 
-def _sockets(context: zmq.asyncio.Context, kernel: Kernel, tap: Tap) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
-    """A PUB socket on the proxy's input, a SUB socket on its output subscribed to the replayed series."""
+def _nothing() -> None:
+    pass
+
+
+#: The CURVE keys of a client: (the service's public key, the client's public key, its secret key), Z85.
+ClientKeys = tuple[str, str, str]
+
+
+def _replay_keys(kernel: Kernel) -> tuple[ClientKeys | None, Callable[[], None]]:
+    """With authentication on: a key pair allowed (role ``compute``: it may publish and subscribe) in the
+    started service's allow-list for this run, and what removes it again; (None, nothing to do) otherwise."""
+    if not kernel.config.security.auth:
+        return None, _nothing
+    ring = kernel.security.keys
+    public, secret = ring.add_client("replay", ["compute"])
+    assert secret is not None  # a new pair
+
+    def forget() -> None:
+        ring.remove(public)
+
+    return (ring.server()[0], public, secret), forget
+
+
+def _sockets(context: zmq.asyncio.Context, kernel: Kernel, tap: Tap,
+             keys: ClientKeys | None = None) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+    """A PUB socket on the proxy's input, a SUB socket on its output subscribed to the replayed series
+    (CURVE clients with `keys` when the service authenticates)."""
     pub = context.socket(zmq.PUB)
     sub = context.socket(zmq.SUB)
     for sock in (pub, sub):
         sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:  # a CURVE client: the service's public key, then the client's own pair
+            for option, key in zip((zmq.CURVE_SERVERKEY, zmq.CURVE_PUBLICKEY, zmq.CURVE_SECRETKEY), keys, strict=True):
+                sock.setsockopt(option, key.encode())
     pub.setsockopt(zmq.SNDHWM, 0)  # flow control bounds what is queued; nothing is ever dropped here
     sub.setsockopt(zmq.RCVHWM, 0)
     pub.connect(kernel.endpoints["pub_in"][0])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ml_processing.core.config import PluginSection
-from ml_processing.plugins.replay.command import write_report
+from ml_processing.plugins.replay.command import with_auth, write_report
 from ml_processing.plugins.replay.driver import Flow, replay
 from ml_processing.plugins.replay.page import render_html
 from ml_processing.plugins.replay.sources import synthetic_bars
@@ -78,3 +78,20 @@ async def test_replay_never_hangs_when_nothing_comes_back(tmp_path: Path) -> Non
     page = render_html(report)
     assert_self_contained(page)
     assert "No scores" in page and "nothing came back" in page
+
+
+async def test_replay_with_authentication_on_reports_what_it_reports_without(tmp_path: Path) -> None:
+    bars = synthetic_bars(300, seed=5)
+    reports = {}
+    for name in ("plain", "auth"):
+        config = make_config(tmp_path / name, modules=(), sections={"models": PluginSection(True, {})})
+        if name == "auth":
+            config = with_auth(config)
+        reports[name] = await replay(config, bars, symbol="TST", source="synthetic, seed 5")
+    plain, auth = reports["plain"], reports["auth"]
+    assert auth["counts"]["predictions"] == 300 - 20 and auth["warnings"] == []
+    for part in ("counts", "scores", "weights", "flow", "source", "symbol"):
+        assert auth[part] == plain[part], part
+    ring = tmp_path / "auth" / "var" / "security"
+    assert (ring / "server.key").exists() and not (tmp_path / "plain" / "var" / "security").exists()
+    assert json.loads((ring / "clients.json").read_text(encoding="utf-8")) == {}  # its key is gone again
