@@ -129,6 +129,7 @@ def _skops_tripwire(path: str) -> bytes | None:
 
 def _garbage(sentinel: Path) -> list[tuple[str, bytes]]:
     cases = [
+        ("an empty artifact", b""),
         ("random bytes", np.random.default_rng(SEED).integers(0, 256, 512, dtype=np.uint8).tobytes()),
         ("truncated JSON", b'{"learner": {"gradient_booster": '),
         ("a JSON list", b"[1, 2, 3]"),
@@ -143,8 +144,7 @@ def _garbage(sentinel: Path) -> list[tuple[str, bytes]]:
 
 def check_refuses_garbage(kind: ModelKind, directory: Path | None = None) -> list[str]:
     """``check`` refuses each piece of garbage with `BadRequest` in every format the kind accepts, and
-    executes none of it. (An empty artifact is not tried: the service refuses it before any kind sees it.)
-    Returns the formats tried."""
+    executes none of it (an empty artifact included). Returns the formats tried."""
     formats = list(kind.formats) or [""]
     with _folder(directory) as root:
         sentinel = root / f"executed-by-{kind.name}"

@@ -107,6 +107,8 @@ class XGBoostKind(ModelKind):
     def _booster(self, data: bytes) -> Any:
         import xgboost as xgb
 
+        if not data.lstrip()[:1] == b"{":  # JSON and UBJ models open an object; an empty buffer aborts xgboost
+            raise BadRequest("not an xgboost model: expected JSON or UBJ (it opens with '{')", field="artifact")
         booster = xgb.Booster()
         try:
             booster.load_model(bytearray(data))
