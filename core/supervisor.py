@@ -317,7 +317,7 @@ class ActorCell:
 #: A request is checked off the loop when its frame was this large, or its top-level lists hold this many
 #: items (bars, rows, values): a cheap look at the map, never a walk through it.
 LARGE_FRAME = 1 << 20
-LARGE_ITEMS = 50_000
+LARGE_ITEMS = 10_000
 _SIZED = (list, str, bytes)
 
 

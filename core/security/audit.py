@@ -10,6 +10,7 @@ appended to ``<data_dir>/audit.log`` and fsynced before the reply leaves.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -38,8 +39,12 @@ class AuditLog:
         """Append one record and fsync it."""
         record = {"time": round(time.time(), 6), "principal": principal, "transport": transport,
                   "service": service, "op": op, "target": target, "outcome": outcome, **extra}
+        try:
+            line = orjson.dumps(record, default=str)
+        except TypeError:  # what a client named may be anything (an integer past 64 bits): keep the line
+            line = json.dumps(record, default=str).encode()
         fd = self._open()
-        os.write(fd, orjson.dumps(record, default=str) + b"\n")
+        os.write(fd, line + b"\n")
         os.fsync(fd)
         self.written += 1
 
