@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ from ml_processing.bus import mdp
 from ml_processing.core.errors import NotFound, Unavailable
 from ml_processing.core.kernel import Kernel
 from tests.conftest import make_config
-from tests.core.helpers import running, write_module
+from tests.core.helpers import running
+from tests.support.thirdparty import plugin_module
 
 
 @pytest.fixture
@@ -323,12 +323,8 @@ def register_routes():
 
 @pytest.fixture
 def probe_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    folder = tmp_path / "site"
-    folder.mkdir()
-    write_module(folder, "mlp_rid_probe", _PROBE)
-    monkeypatch.syspath_prepend(str(folder))
-    yield "mlp_rid_probe"
-    sys.modules.pop("mlp_rid_probe", None)
+    with plugin_module(monkeypatch, tmp_path / "site", "mlp_rid_probe", _PROBE):
+        yield "mlp_rid_probe"
 
 
 async def test_request_id_reaches_the_actor(probe_module: str, tmp_path: Path, http: aiohttp.ClientSession) -> None:
