@@ -12,14 +12,13 @@ import msgpack
 import numpy as np
 import pytest
 import xgboost as xgb
-import zmq
-import zmq.asyncio
 
 from ml_processing.core.config import PluginSection
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.models.online import Hedge, Scores
 from ml_processing.sdk import synthetic
 from tests.conftest import make_config
+from tests.core.helpers import running
 from tests.support.feed import pubsub
 from tests.support.models import X, Y
 
@@ -125,29 +124,19 @@ async def test_a_cached_prediction_is_the_answer_the_model_gives_now(tmp_path: P
 
 async def test_a_change_in_errors_publishes_model_drift(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, modules=(), sections={"models": PluginSection(True, {"defaults": False, "live": []})})
-    kernel = Kernel(cfg)
-    await kernel.start()
-    ctx = zmq.asyncio.Context()
-    sub = ctx.socket(zmq.SUB)
-    try:
+    async with running(cfg) as kernel:
         await kernel.request("models", "register", {"model_id": "m", "kind": "xgboost", "artifact": booster(Y)})
-        sub.connect(kernel.endpoints["pub_out"][0])
-        sub.setsockopt(zmq.SUBSCRIBE, b"model.drift")
-        await asyncio.sleep(0.2)  # the subscription reaches the proxy (nothing is published before the flood)
-        row = X[0].tolist()
-        predicted = (await kernel.request("models", "predict", {"model": "m", "features": row}))["prediction"]
-        for label in [predicted] * 300 + [1 - predicted] * 300:
-            await kernel.request("models", "learn", {"model": "m", "features": row, "label": label})
-        assert await sub.poll(3000), "no model.drift event"
-        topic, body = await sub.recv_multipart()
+        async with pubsub(kernel, b"model.drift") as (_, sub):
+            row = X[0].tolist()
+            predicted = (await kernel.request("models", "predict", {"model": "m", "features": row}))["prediction"]
+            for label in [predicted] * 300 + [1 - predicted] * 300:
+                await kernel.request("models", "learn", {"model": "m", "features": row, "label": label})
+            assert await sub.poll(3000), "no model.drift event"
+            topic, body = await sub.recv_multipart()
         event = msgpack.unpackb(body)
         assert topic == b"model.drift" and event["model"] == "m" and event["labels"] > 300
         health = await kernel.request("kernel", "health_models", {})
         assert health["models"][0]["live"]["drifts"] >= 1
-    finally:
-        sub.close(0)
-        ctx.term()
-        await kernel.stop()
 
 
 async def test_live_predictions_signals_self_labels_learning_and_checkpoints(tmp_path: Path) -> None:
