@@ -204,19 +204,6 @@ def register_commands():
 """
 
 
-@pytest.fixture
-def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A folder on sys.path for throwaway plugin modules; they are forgotten after the test."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    importlib.invalidate_caches()
-    yield folder
-    for name, module in list(sys.modules.items()):
-        if str(getattr(module, "__file__", "") or "").startswith(str(folder)):
-            del sys.modules[name]
-
-
 def _commands_config(folder: Path, *modules: str) -> Path:
     path = folder.parent / "commands.toml"
     listed = ", ".join(f'"{m}"' for m in modules)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,19 +28,6 @@ HOOKSPECS = sorted(name for module in SPEC_MODULES.values() for name, fn in vars
 
 def _spec(hook: str) -> object:
     return next(getattr(m, hook) for m in SPEC_MODULES.values() if hasattr(m, hook))
-
-
-@pytest.fixture
-def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A folder on sys.path for throwaway plugin modules; they are forgotten after the test."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    importlib.invalidate_caches()
-    yield folder
-    for name, module in list(sys.modules.items()):
-        if str(getattr(module, "__file__", "") or "").startswith(str(folder)):
-            del sys.modules[name]
 
 
 async def ask(kernel: Kernel, service: str, op: str, args: dict[str, object] | None = None) -> object:
