@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.support.thirdparty import pip_install
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "plugins" / "_template"
 
 
