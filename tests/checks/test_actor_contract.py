@@ -10,7 +10,7 @@ import pytest
 
 from ml_processing import checks
 from ml_processing.core.actor import Actor
-from tests.core.helpers import running
+from tests.support.kernels import running
 from tests.support.registries import FOUND
 
 

@@ -35,7 +35,7 @@ from ml_processing.sdk import (
     Predictor,
     TextAnalyzer,
 )
-from tests.core.helpers import running
+from tests.support.kernels import running
 from tests.support.thirdparty import plugin_module
 
 # -- indicators -----------------------------------------------------------------------------------------

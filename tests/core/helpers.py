@@ -1,17 +1,16 @@
-"""Helpers shared by the kernel and edge tests: bounded waiting, free ports, throwaway plugin modules."""
+"""Helpers of the kernel tests: bounded waiting (also synchronous), free ports, throwaway plugin modules; the
+kernels of `tests.support.kernels` re-exported."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ml_processing.core.config import Config
-from ml_processing.core.kernel import Kernel
+from tests.support.kernels import discovered, released, running  # noqa: F401  (re-exported)
 from tests.support.waiting import wait_until  # noqa: F401  (re-exported)
 
 T = TypeVar("T")
@@ -50,35 +49,3 @@ def write_module(folder: Path, name: str, source: str) -> Path:
     path = folder / f"{name}.py"
     path.write_text(textwrap.dedent(source).lstrip(), encoding="utf-8")
     return path
-
-
-@contextlib.asynccontextmanager
-async def running(config: Config) -> AsyncIterator[Kernel]:
-    kernel = Kernel(config)
-    try:
-        await kernel.start()
-        yield kernel
-    finally:
-        await kernel.stop()  # also after a failed start: a half-started kernel holds sockets and a thread
-
-
-@contextlib.contextmanager
-def discovered(config: Config) -> Iterator[Kernel]:
-    """A kernel that only discovered its plugins (no sockets started); its resources are released after."""
-    kernel = Kernel(config)
-    try:
-        kernel.discover()
-        yield kernel
-    finally:
-        kernel.executor.shutdown(wait=False)
-        kernel.context.destroy(linger=0)
-
-
-@contextlib.contextmanager
-def released(kernel: Kernel) -> Iterator[Kernel]:
-    """Release a kernel that was built but never started (for tests that expect start-up to fail)."""
-    try:
-        yield kernel
-    finally:
-        kernel.executor.shutdown(wait=False)
-        kernel.context.destroy(linger=0)

@@ -17,7 +17,7 @@ from ml_processing.bus import mdp
 from ml_processing.core.errors import NotFound, Unavailable
 from ml_processing.core.kernel import Kernel
 from tests.conftest import make_config
-from tests.core.helpers import running
+from tests.support.kernels import running
 from tests.support.thirdparty import plugin_module
 
 

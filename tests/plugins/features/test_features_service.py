@@ -22,7 +22,7 @@ from ml_processing.core.errors import BadRequest, NotFound
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.features import pipeline as P
 from tests.conftest import make_config
-from tests.core.helpers import running
+from tests.support.kernels import running
 from tests.support.registries import REGISTRIES
 from tests.support.rest import call
 from tests.support.series import quarter_hours as ohlcv

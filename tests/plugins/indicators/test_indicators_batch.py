@@ -22,7 +22,7 @@ from ml_processing.plugins.indicators.ops import ComputeArgs, ComputeReply
 from ml_processing.plugins.indicators.talib_indicators import EXCLUDED, GROUPS, talib_indicators
 from ml_processing.sdk.talib_functions import TalibIndicator, parameter_ranges
 from tests.conftest import make_config
-from tests.core.helpers import running
+from tests.support.kernels import running
 from tests.support.series import ohlcv
 from tests.support.thirdparty import plugin_module
 

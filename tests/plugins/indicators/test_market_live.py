@@ -27,8 +27,8 @@ from ml_processing.plugins.indicators.market import Live, Series
 from ml_processing.sdk.synthetic import market, rows
 from ml_processing.sdk.timeframes import to_ms
 from tests.conftest import make_config
-from tests.core.helpers import running
 from tests.support.feed import pubsub
+from tests.support.kernels import running
 from tests.support.series import ohlcv
 from tests.support.waiting import wait_until
 

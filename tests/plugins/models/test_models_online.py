@@ -18,8 +18,8 @@ from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.models.online import Hedge, Scores
 from ml_processing.sdk import synthetic
 from tests.conftest import make_config
-from tests.core.helpers import running
 from tests.support.feed import pubsub
+from tests.support.kernels import running
 from tests.support.models import X, Y
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

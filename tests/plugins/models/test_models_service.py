@@ -27,7 +27,7 @@ from ml_processing.core.errors import BadRequest
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.models.kinds import SklearnKind, XGBoostKind
 from tests.conftest import make_config
-from tests.core.helpers import running
+from tests.support.kernels import running
 from tests.support.model_service import forest_artifact
 from tests.support.model_service import models_config as config
 from tests.support.models import NAMES, X, Y, xgb_artifact

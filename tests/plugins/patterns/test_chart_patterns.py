@@ -17,8 +17,8 @@ from ml_processing.core.config import PluginSection
 from ml_processing.plugins.patterns.candles import candlesticks
 from ml_processing.plugins.patterns.chart import chart_patterns
 from tests.conftest import make_config
-from tests.core.helpers import running
 from tests.support.feed import pubsub
+from tests.support.kernels import running
 from tests.support.series import ohlcv
 
 CHART = {p.name: p for p in chart_patterns()}

@@ -21,8 +21,8 @@ from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.patterns.actor import INLINE_WORK, Patterns
 from ml_processing.plugins.patterns.candles import apply_candle_settings, candlesticks
 from tests.conftest import make_config
-from tests.core.helpers import running
 from tests.support.feed import pubsub
+from tests.support.kernels import running
 from tests.support.series import ohlcv
 from tests.support.thirdparty import plugin_module
 

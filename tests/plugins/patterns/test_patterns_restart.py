@@ -16,7 +16,7 @@ import talib.stream
 from ml_processing.plugins.patterns.candles import apply_candle_settings
 from ml_processing.sdk.synthetic import market, rows
 from tests.conftest import make_config
-from tests.core.helpers import running
+from tests.support.kernels import running
 
 SYMBOLS = 26  # x (1m and the five timeframes it resamples into) = 156 series
 BARS = 1_500  # per symbol, one-minute bars: enough for every live indicator of the 1m..1h series to open

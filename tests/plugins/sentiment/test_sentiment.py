@@ -23,8 +23,8 @@ from ml_processing.plugins.sentiment.actor import Sentiment, SentimentConfig, _A
 from ml_processing.plugins.sentiment.market import PriceVolume
 from ml_processing.plugins.sentiment.text import LoughranMcDonald, VaderFinance, label, text_analyzers
 from tests.conftest import make_config
-from tests.core.helpers import running
 from tests.support.feed import pubsub
+from tests.support.kernels import running
 from tests.support.series import ohlcv
 from tests.support.thirdparty import plugin_module
 
