@@ -143,8 +143,7 @@ def test_plugins_with_a_config_error_exits_2(quiet_cli: None, capsys: pytest.Cap
 HELLO = """
 import asyncio
 
-from ml_processing.core.commands import Command
-from ml_processing.core.hookspecs import hookimpl
+from ml_processing.sdk import Command, hookimpl
 
 
 def add_arguments(parser):
@@ -174,7 +173,7 @@ def register_commands():
 """
 
 RAISES = """
-from ml_processing.core.hookspecs import hookimpl
+from ml_processing.sdk import hookimpl
 
 
 @hookimpl
@@ -183,8 +182,7 @@ def register_commands():
 """
 
 CLASHES = """
-from ml_processing.core.commands import Command
-from ml_processing.core.hookspecs import hookimpl
+from ml_processing.sdk import Command, hookimpl
 
 
 def nothing(parser):

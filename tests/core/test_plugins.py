@@ -87,8 +87,7 @@ async def test_enabled_false_blocks_a_plugin(tmp_path: Path) -> None:
 # -- entry points -------------------------------------------------------------------------------------------
 
 _ENTRY_POINT_PLUGIN = """
-from ml_processing.core.actor import Actor
-from ml_processing.core.hookspecs import hookimpl
+from ml_processing.sdk import Actor, hookimpl
 
 
 class Auto(Actor):
@@ -155,8 +154,7 @@ def test_broken_entry_point_is_reported_by_name(plugin_dir: Path, tmp_path: Path
 
 _HEAD = """
 from ml_processing.bus.edge.routes import Route
-from ml_processing.core.actor import Actor
-from ml_processing.core.hookspecs import hookimpl
+from ml_processing.sdk import Actor, hookimpl
 """
 
 BROKEN: dict[str, tuple[str | None, tuple[str, ...]]] = {
@@ -469,7 +467,7 @@ def register_strategies():
 """
 
 USES_STRATEGIES = """
-from ml_processing.core.hookspecs import hookimpl
+from ml_processing.sdk import hookimpl
 from mlp_strategies import Strategy
 
 

@@ -296,10 +296,8 @@ async def test_error_responses_carry_a_generated_request_id(kernel: Kernel, http
 
 
 _PROBE = """
-from ml_processing.bus.edge.routes import Route
-from ml_processing.core import log
-from ml_processing.core.actor import Actor
-from ml_processing.core.hookspecs import hookimpl
+from ml_processing.core import log  # the request id the kernel keeps: no plugin API reads it
+from ml_processing.sdk import Actor, Route, hookimpl
 
 
 class Probe(Actor):
