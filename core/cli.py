@@ -112,7 +112,7 @@ def _parser(commands: dict[str, tuple[str, Command]]) -> argparse.ArgumentParser
                         help="broker to join, e.g. tcp://HOST:5555 (default: [bus] broker_connect)")
     worker.add_argument("--keys", metavar="FILE",
                         help="client key file of a broker with authentication on (ml-processing keys client NAME "
-                             "--role worker): sets [security] client_keys and auth = true for this run")
+                             "--role worker --role compute): sets [security] client_keys and auth = true for this run")
     plugins = sub.add_parser("plugins", help="list plugins, their source, hooks and actors",
                              description="Discover plugins as `serve` would and report each one.")
     _common(plugins)
