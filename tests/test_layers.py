@@ -5,6 +5,7 @@ sit on top of the SDK."""
 from __future__ import annotations
 
 import ast
+import graphlib
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,29 @@ def test_plugins_import_only_the_sdk_topics_and_themselves() -> None:
                     or any(name == ok or name.startswith(ok + ".") for ok in allowed)):
                 bad.append(f"{path.relative_to(ROOT)}: {name}")
     assert not bad, "\n".join(bad)
+
+
+def test_no_module_imports_itself_in_a_circle() -> None:
+    """Top-level imports only (a lazy import inside a function cannot form a circle at import time)."""
+    modules = {package if path.name == "__init__.py" else f"{package}.{path.stem}": (path, package)
+               for folder in (*ALLOWED, "plugins") for path, package in _modules(folder)}
+    graph: dict[str, set[str]] = {}
+    for name, (path, package) in modules.items():
+        deps: set[str] = set()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom):
+                base = package
+                for _ in range(max(node.level - 1, 0)):
+                    base = base.rsplit(".", 1)[0]
+                module = (f"{base}.{node.module}" if node.module else base) if node.level else (node.module or "")
+                subs = {f"{module}.{alias.name}" for alias in node.names} & set(modules)
+                deps |= subs
+                if len(subs) < len(node.names) and module in modules:
+                    deps.add(module)
+            elif isinstance(node, ast.Import):
+                deps |= {alias.name for alias in node.names} & set(modules)
+        graph[name] = deps - {name}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        raise AssertionError(f"import circle: {' -> '.join(exc.args[1])}") from None
