@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -305,3 +308,33 @@ async def test_first_start_of_a_container_prints_an_admin_token_once(tmp_path: P
             async with http.get(kernel.edge_url + "/api/v1/plugins",
                                 headers={"Authorization": f"Bearer {token}"}) as resp:
                 assert resp.status == 200
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "edge.pem", tmp_path / "edge.key"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+async def test_the_edge_speaks_tls_from_the_configured_certificate(tmp_path: Path,
+                                                                  certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    cfg = secured(tmp_path, tls_cert=str(cert), tls_key=str(key))
+    who = principals(cfg)
+    async with running(cfg) as kernel:
+        assert kernel.edge_url is not None and kernel.edge_url.startswith("https://")
+        trusted = ssl.create_default_context(cafile=str(cert))
+        async with aiohttp.ClientSession() as http:
+            async with http.get(kernel.edge_url + "/api/v1/ping", ssl=trusted,
+                                headers={"Authorization": f"Bearer {who.tokens['reader']}"}) as resp:
+                assert resp.status == 200 and await resp.json() == "pong"
+            with pytest.raises(aiohttp.ClientError):
+                async with http.get(kernel.edge_url.replace("https://", "http://") + "/health") as resp:
+                    await resp.read()
