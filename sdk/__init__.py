@@ -30,7 +30,7 @@ from ml_processing.core.errors import (
     TooLarge,
     Unavailable,
 )
-from ml_processing.core.hookspecs import hookimpl
+from ml_processing.core.hookspecs import hookimpl, hookspec
 from ml_processing.core.kernel import VERSION
 from ml_processing.core.log import get_logger
 from ml_processing.core.ops import Args, Int32, Int64, NoArgs, NonNegInt, OpenArgs, PositiveInt, op
@@ -103,6 +103,7 @@ __all__ = [
     "codec",
     "get_logger",
     "hookimpl",
+    "hookspec",
     "op",
     "read_columns",
     "resolve_params",

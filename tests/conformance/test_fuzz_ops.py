@@ -4,7 +4,6 @@ restarted."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,7 +118,7 @@ def test_every_subscribed_topic_survives_arbitrary_payloads(service: Background)
             pub.send_multipart([f"{kind}.{symbol}.{timeframe}".encode(), body])
             sent += 1
 
-        time.sleep(0.3)  # the publisher's connection reaches the proxy
+        _connected(pub, service)
         send()
     finally:
         pub.close(0)
@@ -132,6 +131,23 @@ def test_every_subscribed_topic_survives_arbitrary_payloads(service: Background)
     assert health["bus"]["messages_dropped_by_actors"] >= 1  # well-formed garbage refused by the actors
     for actor, (state, restarts) in service.restarts().items():
         assert (state, restarts) == ("running", 0), actor
+
+
+def _connected(pub: zmq.Socket[bytes], service: Background) -> None:
+    """Probe until the publisher's messages come out of the proxy (no fixed settle time)."""
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(service.kernel.endpoints["pub_out"][0])
+    probe = topics.build(topics.KERNEL) + ".fuzzprobe"
+    sub.setsockopt(zmq.SUBSCRIBE, probe.encode())
+    try:
+        for _ in range(250):
+            pub.send_multipart([probe.encode(), codec.packb({})])
+            if sub.poll(20):
+                return
+        raise AssertionError("the publisher never reached the proxy")
+    finally:
+        sub.close(0)
 
 
 async def _ping(service: Background) -> Any:
