@@ -243,4 +243,5 @@ def schema_hook(type_: type) -> dict[str, Any]:
 def schemas(types: list[Any], ref_template: str = "#/components/schemas/{name}"
             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """JSON Schemas of `types` (``Any`` is the empty schema) and the components they refer to."""
-    return msgspec.json.schema_components(types, schema_hook=schema_hook, ref_template=ref_template)
+    found, components = msgspec.json.schema_components(types, schema_hook=schema_hook, ref_template=ref_template)
+    return list(found), components

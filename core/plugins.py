@@ -14,10 +14,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 
@@ -118,7 +118,8 @@ class PluginHost:
         """Add the hooks a plugin declares (``register_hookspecs``) before any later plugin registers."""
         for impl in self.pm.hook.register_hookspecs.get_hookimpls():
             if impl.plugin_name == name:
-                for specs in impl.function() or ():
+                declared = cast("Iterable[ModuleType | type] | None", impl.function())
+                for specs in declared or ():
                     self.pm.add_hookspecs(specs)
 
     def _check_hooks(self, name: str, plugin: object) -> None:

@@ -124,10 +124,10 @@ def recv_frames_user(sock: zmq.Socket[bytes]) -> tuple[list[bytes], str | None]:
         frame = sock.recv(NOBLOCK, copy=False)
         frames.append(frame.bytes)
     try:
-        user: str | None = frame.get("User-Id")
+        user = frame.get("User-Id")
     except zmq.ZMQError:
-        user = None
-    return frames, user or None
+        return frames, None
+    return frames, user if isinstance(user, str) and user else None
 
 
 def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
