@@ -12,8 +12,9 @@ registered over REST. Then, each in its own process:
 - a pinger: ``GET /api/v1/ping`` on one keep-alive connection (``http.client``) every ``--interval-ms``
   (2 ms), recording the wall-clock time and latency of every request, until told to stop (bounded by
   ``--max-seconds``);
-- the load: one blocking ``mdp.Client`` sending one ``indicators.ingest`` of ``--bars`` one-minute bars (a list
-  of ``{ts, open, high, low, close, volume}`` maps, built before the timed request), then one
+- the load: one blocking ``mdp.Client`` sending one ``indicators.ingest`` of ``--bars`` one-minute bars as
+  ndarray columns (``--as-maps``: a list of ``{ts, open, high, low, close, volume}`` maps; built before the
+  timed request), then one
   ``models.predict_batch`` of ``--rows`` rows (a 2-D float64 ndarray over msgpack).
 
 Reported: ping p50/p99/max in each phase: baseline (``--baseline-seconds`` before the load starts: the
@@ -112,18 +113,29 @@ def make_bars(n: int) -> list[dict[str, Any]]:
                                                      volume.tolist(), strict=True))]
 
 
-def role_load(broker: str, bars: int, rows: int, timeout: float) -> int:
+def as_columns(bar_list: list[dict[str, Any]]) -> dict[str, Any]:
+    """The same bars as ndarray columns (the codec's extension type: decoded without a per-bar object)."""
+    import numpy as np
+
+    out: dict[str, Any] = {"ts": np.array([b["ts"] for b in bar_list], dtype=np.int64)}
+    for name in ("open", "high", "low", "close", "volume"):
+        out[name] = np.array([b[name] for b in bar_list], dtype=np.float64)
+    return out
+
+
+def role_load(broker: str, bars: int, rows: int, timeout: float, columns: bool) -> int:
     """One ingest of `bars` bars, then one batch prediction of `rows` rows; when each ran and what came back."""
     import numpy as np
 
     from ml_processing.bus import mdp
 
     bar_list = make_bars(bars)
+    sent: dict[str, Any] = as_columns(bar_list) if columns else {"bars": bar_list}
     matrix = np.random.default_rng(17).normal(size=(rows, M.N_FEATURES))
     out: dict[str, Any] = {}
     with mdp.Client(broker, timeout=timeout) as client:
         t0 = time.time()
-        reply = client.request("indicators", "ingest", {"symbol": SYMBOL, "timeframe": TIMEFRAME, "bars": bar_list},
+        reply = client.request("indicators", "ingest", {"symbol": SYMBOL, "timeframe": TIMEFRAME, **sent},
                                timeout=timeout)
         out["ingest"] = {"t0": t0, "t1": time.time(), "reply": reply}
         del bar_list
@@ -159,7 +171,8 @@ def one_repeat(svc: C.Service, work: Path, args: argparse.Namespace, k: int) -> 
         base_t1 = time.time()
         try:
             load = C.run_json([C.PYTHON, __file__, "_load", "--broker", svc.broker, "--bars", str(args.bars),
-                               "--rows", str(args.rows), "--timeout", str(args.op_timeout)],
+                               "--rows", str(args.rows), "--timeout", str(args.op_timeout),
+                               *(["--as-maps"] if args.as_maps else [])],
                               timeout=2 * args.op_timeout + 120)
         finally:
             stop_file.touch()
@@ -188,6 +201,8 @@ def main() -> int:
     parser.add_argument("--op-timeout", type=float, default=600.0, help="bound of each load op, s (default 600)")
     parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds for serve to answer /health")
     parser.add_argument("--quick", action="store_true", help="20,000 bars, 5,000 rows, 1 repeat, 2 s baseline")
+    parser.add_argument("--as-maps", action="store_true",
+                        help="send the ingest as a list of bar maps instead of ndarray columns")
     args = parser.parse_args()
     if args.quick:
         args.bars, args.rows, args.repeat, args.baseline_seconds = 20_000, 5_000, 1, 2.0
@@ -269,11 +284,12 @@ def _roles(argv: list[str]) -> int:
     parser.add_argument("--bars", type=int, default=1_000_000)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--as-maps", action="store_true")
     a = parser.parse_args(argv)
     if a.role == "_pinger":
         return role_pinger(a.url, a.interval_ms, a.stop_file, a.max_seconds)
     if a.role == "_load":
-        return role_load(a.broker, a.bars, a.rows, a.timeout)
+        return role_load(a.broker, a.bars, a.rows, a.timeout, not a.as_maps)
     raise SystemExit(f"unknown role {a.role!r}")
 
 

@@ -214,8 +214,8 @@ class Indicators(Actor):
     @op(IngestArgs, reply=IngestReply, role="admin")
     async def handle_ingest(self, args: IngestArgs) -> IngestReply:
         """Ingest bars of one symbol/timeframe, oldest first, into the live market state."""
-        if len(args.bars) > MAX_BARS:
-            raise TooLarge(f"{len(args.bars):,} bars; at most {MAX_BARS:,} per request", field="bars")
+        if args.count > MAX_BARS:
+            raise TooLarge(f"{args.count:,} bars; at most {MAX_BARS:,} per request", field="bars")
         key = (args.symbol, args.timeframe)
         async with self.turns.hold(key) as number:
             budget = _Budget()
@@ -226,8 +226,8 @@ class Indicators(Actor):
 
     async def _ingest(self, args: IngestArgs, budget: _Budget) -> IngestReply:
         checked: list[dict[str, Any]] = []  # every bar is checked before any is committed
-        for start in range(0, len(args.bars), _STEP):
-            checked += check_bars(args.bars[start:start + _STEP], offset=start)
+        for start in range(0, args.count, _STEP):
+            checked += check_bars(args.rows(start, start + _STEP), offset=start)
             await budget.spent()
         series = self._series(args.symbol, args.timeframe, create=True)
         before = dict(series.counts)

@@ -73,12 +73,39 @@ class ComputeArgs(Columns, kw_only=True):
             raise ValueError(f"periods: has {len(self.periods):,} values, the columns have {self.length:,}")
 
 
-class IngestArgs(Args):
-    """Bars of one series, oldest first, into the live market state."""
+class IngestArgs(Columns, kw_only=True):
+    """Bars of one series, oldest first, into the live market state: as ``bars`` (a list of maps), or as
+    columns ``ts``, ``open``, ``high``, ``low``, ``close``, ``volume`` (lists or ndarrays: a million bars as
+    ndarrays decode in milliseconds, as maps in seconds)."""
+
+    max_values: ClassVar[int] = MAX_BARS
 
     symbol: Symbol
     timeframe: Timeframe
-    bars: BarList
+    bars: BarList | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        sent = self.columns(("ts", "open", "high", "low", "close", "volume"))
+        if (self.bars is None) == (not sent):
+            raise ValueError("bars: send either bars (a list of maps) or the columns ts, open, high, low, close, "
+                             "volume, not both and not neither")
+        if sent and len(sent) != 6:
+            missing = [c for c in ("ts", "open", "high", "low", "close", "volume") if c not in sent]
+            raise ValueError(f"{missing[0]}: bars sent as columns need ts, open, high, low, close and volume")
+
+    @property
+    def count(self) -> int:
+        return len(self.bars) if self.bars is not None else self.length
+
+    def rows(self, start: int, stop: int) -> list[dict[str, Any]]:
+        """Bars `start` to `stop` as maps: the list's own, or built from the columns."""
+        if self.bars is not None:
+            return self.bars[start:stop]
+        ts = self.ts[start:stop] if self.ts is not None else np.empty(0)
+        columns = [getattr(self, name)[start:stop].tolist() for name in ("open", "high", "low", "close", "volume")]
+        return [{"ts": t, "open": o, "high": h, "low": lo, "close": c, "volume": v}
+                for t, o, h, lo, c, v in zip(ts.tolist(), *columns, strict=True)]
 
 
 class SeriesArgs(Args):

@@ -153,6 +153,26 @@ async def test_indicators_added_at_run_time_are_warm_at_once(live: Kernel) -> No
     assert "CCI_14" not in (await ask(live, "state", {"symbol": "EURUSD", "timeframe": "1h"}))["values"]
 
 
+async def test_bars_ingested_as_columns_equal_bars_ingested_as_maps(live: Kernel) -> None:
+    series = bars(300)
+    columns = {name: np.array([b[name] for b in series]) for name in ("open", "high", "low", "close", "volume")}
+    columns["ts"] = np.array([b["ts"] for b in series], dtype=np.int64)
+    client = mdp.AsyncClient(live.endpoints["broker"][0], timeout=10.0)  # ndarrays over the wire, as a feed sends
+    try:
+        as_columns = await client.request("indicators", "ingest", {"symbol": "COLS", "timeframe": "1h", **columns})
+    finally:
+        client.close()
+    as_maps = await ask(live, "ingest", {"symbol": "MAPS", "timeframe": "1h", "bars": series})
+    assert as_columns == {**as_maps, "last_ts": as_maps["last_ts"]} and as_columns["committed"] == 300
+    by_columns = await ask(live, "state", {"symbol": "COLS", "timeframe": "1h"})
+    by_maps = await ask(live, "state", {"symbol": "MAPS", "timeframe": "1h"})
+    assert by_columns["values"] == by_maps["values"] and by_columns["bars"] == by_maps["bars"] == 300
+    for wrong, field in (({"bars": series, **columns}, "bars"), ({"close": columns["close"]}, "ts"), ({}, "bars")):
+        with pytest.raises(BadRequest) as refused:
+            await ask(live, "ingest", {"symbol": "BAD", "timeframe": "1h", **wrong})
+        assert refused.value.field == field
+
+
 async def test_rest_ingest_state_and_errors(live: Kernel) -> None:
     async with aiohttp.ClientSession() as http:
         url = live.edge_url
