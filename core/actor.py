@@ -51,7 +51,7 @@ class ActorContext:
     subscribe: Callable[[str, Handler], None]
     unsubscribe: Callable[[str, Handler], None]
     request: Callable[..., Awaitable[Any]]
-    spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]
+    spawn: Callable[..., asyncio.Task[Any]]  # (coro, name, *, for_message)
     executor: Executor
     data_dir: Path
     kernel: Any = None  # read-only view of the kernel (status, plugins, services) for introspection
@@ -126,9 +126,12 @@ class Actor:
         """Ask another service over the bus (a direct call when it lives in this process)."""
         return await self.ctx.request(service, op, args, timeout=timeout)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
-        """Run a background task; if it raises, the actor has crashed and is restarted."""
-        return self.ctx.spawn(coro, name)
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "", *, for_message: bool = False
+              ) -> asyncio.Task[Any]:
+        """Run a background task; if it raises, the actor has crashed and is restarted. Work started on
+        behalf of one request or message passes ``for_message=True``: its failure is logged and counted
+        (``messages_failed``) and never restarts the actor."""
+        return self.ctx.spawn(coro, name, for_message=for_message)
 
     @property
     def registries(self) -> Mapping[str, Mapping[str, Any]]:

@@ -223,14 +223,23 @@ class ActorCell:
                 self._subscriber.unsubscribe(prefix, guarded)
                 return
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "", *, for_message: bool = False
+              ) -> asyncio.Task[Any]:
+        """A task of the actor's: its failure crashes the actor, unless it is work done `for_message` (on
+        behalf of one request or pub/sub message), which fails alone like the message itself."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
             self._tasks.discard(t)
             error = None if t.cancelled() else t.exception()
-            if error is not None:
+            if error is None:
+                return
+            if for_message:
+                self.messages_failed += 1
+                log.error("message_task_failed", actor=self.name, task=name or t.get_name(), error_id=_error_id(),
+                          exc_info=error)
+            else:
                 self.crash(error, where=f"task {name or t.get_name()}")
 
         task.add_done_callback(done)

@@ -6,7 +6,7 @@ process pool (`training`), then the version written and promoted by the job's ru
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ log = get_logger(__name__)
 
 class Trainer:
     def __init__(self, catalog: Catalog, jobs: Jobs, features: Features, indicators: Indicators,
-                 spawn: Callable[[Coroutine[Any, Any, Any], str], Any], run_in_thread: Callable[..., Awaitable[Any]],
+                 spawn: Callable[..., Any], run_in_thread: Callable[..., Awaitable[Any]],
                  clock: Clock, threads: int) -> None:
         self.catalog = catalog
         self.jobs = jobs
@@ -48,7 +48,7 @@ class Trainer:
             raise BadRequest(f"'refresh' (continue the current version) is for kinds that can: {request.kind} cannot",
                              field="refresh")
         job = self.jobs.new(request.model_id, request.kind)
-        self.spawn(self._run(job, request), job.id)
+        self.spawn(self._run(job, request), job.id, for_message=True)
         return job.describe()
 
     def active(self, model: str) -> bool:

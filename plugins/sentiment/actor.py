@@ -166,7 +166,8 @@ class Sentiment(Actor):
         if parsed.symbol is None or parsed.timeframe is None or key in self.busy:
             return  # one computation per series at a time: a burst skips bars, never queues them
         self.busy.add(key)
-        self.spawn(self._publish_market(*key, body.get("ts") if isinstance(body, Mapping) else None), "market")
+        self.spawn(self._publish_market(*key, body.get("ts") if isinstance(body, Mapping) else None), "market",
+                   for_message=True)
 
     async def _publish_market(self, symbol: str, timeframe: str, ts: Any) -> None:
         try:

@@ -50,6 +50,21 @@ async def test_a_failing_request_answers_itself_and_never_restarts_the_actor(tmp
             client.close()
 
 
+async def test_work_spawned_for_a_request_fails_alone(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path, modules=MODULES, max_restarts=1)
+    async with running(cfg) as kernel:
+        client = mdp.AsyncClient(kernel.endpoints["broker"][0], timeout=3.0)
+        try:
+            cell = kernel.cells["flaky"]
+            for _ in range(3):
+                assert await client.request("flaky", "fail_for_request") == "scheduled"
+            await wait_until(lambda: cell.messages_failed == 3, what="three failed tasks counted")
+            assert cell.state == "running" and cell.restarts == 0
+            assert await client.request("flaky", "ping") == "pong"
+        finally:
+            client.close()
+
+
 async def test_a_crash_of_the_actors_own_work_restarts_it_and_others_keep_answering(tmp_path: Path) -> None:
     # A long backoff keeps the actor down long enough to see the others answer while it restarts.
     cfg = make_config(tmp_path, modules=MODULES, backoff_initial_s=1.0, backoff_max_s=1.0)

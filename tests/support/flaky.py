@@ -41,6 +41,15 @@ class Flaky(Actor):
         self.spawn(boom(), "boom")
         return "scheduled"
 
+    def handle_fail_for_request(self, args: dict[str, Any]) -> str:
+        """Work started on behalf of this request fails later: it fails alone, like the request would."""
+
+        async def boom() -> None:
+            raise RuntimeError("work for a request failed on purpose")
+
+        self.spawn(boom(), "for-request", for_message=True)
+        return "scheduled"
+
     async def handle_slow(self, args: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(float(args.get("seconds", 0.2)))
         return {"slept": args.get("seconds", 0.2)}
