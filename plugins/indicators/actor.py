@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ml_processing.bus import topics
-from ml_processing.sdk import Actor, BadRequest, CodecError, NoArgs, NotFound, TooLarge, get_logger, op
+from ml_processing.sdk import Actor, BadRequest, CodecError, NoArgs, NotFound, get_logger, op
 from ml_processing.sdk.bars import FIELDS, check_bar, check_bars
 from ml_processing.sdk.services.indicators import BarsArgs, HeldBars, SeriesInfo
 from ml_processing.sdk.timeframes import to_ms
@@ -28,7 +28,6 @@ from . import persist
 from .compute import compute
 from .market import Live, Series
 from .ops import (
-    MAX_BARS,
     ComputeArgs,
     ComputeReply,
     IndicatorInfo,
@@ -214,8 +213,6 @@ class Indicators(Actor):
     @op(IngestArgs, reply=IngestReply, role="admin")
     async def handle_ingest(self, args: IngestArgs) -> IngestReply:
         """Ingest bars of one symbol/timeframe, oldest first, into the live market state."""
-        if args.count > MAX_BARS:
-            raise TooLarge(f"{args.count:,} bars; at most {MAX_BARS:,} per request", field="bars")
         key = (args.symbol, args.timeframe)
         async with self.turns.hold(key) as number:
             budget = _Budget()

@@ -23,7 +23,7 @@ from typing import Annotated, Any, ClassVar, NotRequired, TypedDict
 import msgspec
 import numpy as np
 
-from ml_processing.sdk import Args, Columns, OptionalColumn, Symbol, Timeframe
+from ml_processing.sdk import Args, Columns, OptionalColumn, Symbol, Timeframe, TooLarge
 from ml_processing.sdk.bars import BarList
 
 #: Bars per request, batch (values per column) and ingest alike.
@@ -90,6 +90,8 @@ class IngestArgs(Columns, kw_only=True):
         if (self.bars is None) == (not sent):
             raise ValueError("bars: send either bars (a list of maps) or the columns ts, open, high, low, close, "
                              "volume, not both and not neither")
+        if self.bars is not None and len(self.bars) > MAX_BARS:
+            raise TooLarge(f"{len(self.bars):,} bars; at most {MAX_BARS:,} per request", field="bars")
         if sent and len(sent) != 6:
             missing = [c for c in ("ts", "open", "high", "low", "close", "volume") if c not in sent]
             raise ValueError(f"{missing[0]}: bars sent as columns need ts, open, high, low, close and volume")

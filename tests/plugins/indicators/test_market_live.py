@@ -19,7 +19,7 @@ import zmq.asyncio
 
 from ml_processing.bus import mdp
 from ml_processing.core.config import PluginSection
-from ml_processing.core.errors import BadRequest, NotFound
+from ml_processing.core.errors import BadRequest, NotFound, TooLarge
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.indicators import builtin_indicators, persist
 from ml_processing.plugins.indicators.actor import IndicatorsConfig
@@ -171,6 +171,8 @@ async def test_bars_ingested_as_columns_equal_bars_ingested_as_maps(live: Kernel
         with pytest.raises(BadRequest) as refused:
             await ask(live, "ingest", {"symbol": "BAD", "timeframe": "1h", **wrong})
         assert refused.value.field == field
+    with pytest.raises(TooLarge):  # the declaration bounds a list of bars as it bounds columns
+        await ask(live, "ingest", {"symbol": "BAD", "timeframe": "1h", "bars": [series[0]] * 1_000_001})
 
 
 async def test_rest_ingest_state_and_errors(live: Kernel) -> None:
