@@ -25,24 +25,15 @@ import numpy as np
 
 from ml_processing.sdk import Args, Columns, OptionalColumn, Symbol, Timeframe, TooLarge
 from ml_processing.sdk.bars import BarList
+from ml_processing.sdk.specs import Name, NamedSpec
 
 #: Bars per request, batch (values per column) and ingest alike.
 MAX_BARS = 1_000_000
 #: Indicators per request.
 MAX_INDICATORS = 256
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
-                                   description="an indicator name, as op `list` names them (any case)")]
-Params = Annotated[dict[str, Any], msgspec.Meta(
-    description="parameter name -> value; each is checked against the indicator's declared type and range",
-    extra_json_schema={"additionalProperties": {"type": "number"}})]
-
-
-class IndicatorSpec(Args):
+class IndicatorSpec(NamedSpec):
     """One indicator of a request: its name and parameters (the defaults for those left out)."""
-
-    name: Name
-    params: Params | None = None
 
 
 Specs = Annotated[list[Name | IndicatorSpec], msgspec.Meta(

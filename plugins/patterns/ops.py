@@ -28,6 +28,7 @@ import msgspec
 import numpy as np
 
 from ml_processing.sdk import Args, Columns
+from ml_processing.sdk.specs import Name, NamedSpec
 
 #: Bars per request (values per column).
 MAX_BARS = 1_000_000
@@ -35,18 +36,8 @@ MAX_BARS = 1_000_000
 MAX_PATTERNS = 1024
 
 Kind = Literal["candlestick", "chart"]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
-                                   description="a pattern name, as op `list` names them (any case)")]
-Params = Annotated[dict[str, Any], msgspec.Meta(
-    description="parameter name -> value; each is checked against the pattern's declared type and range",
-    extra_json_schema={"additionalProperties": {"type": "number"}})]
-
-
-class PatternSpec(Args):
+class PatternSpec(NamedSpec):
     """One pattern of a request: its name and parameters (the defaults for those left out)."""
-
-    name: Name
-    params: Params | None = None
 
 
 Specs = Annotated[list[Name | PatternSpec], msgspec.Meta(
