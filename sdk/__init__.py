@@ -37,7 +37,7 @@ from ml_processing.core.ops import Args, Int32, Int64, NoArgs, NonNegInt, OpenAr
 from ml_processing.core.storage import atomic_write
 
 from . import services
-from .bars import FIELDS, check_bar, check_bars, read_columns
+from .bars import FIELDS, check_bar, check_bars
 from .columns import Bars, Column, Columns, OptionalColumn
 from .feature import FeatureExtractor, FeatureStream, MapStream
 from .indicator import Indicator, IndicatorStream, Param, resolve_params
@@ -105,7 +105,6 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "op",
-    "read_columns",
     "resolve_params",
     "services",
     "to_ms",

@@ -3,7 +3,7 @@
 A bar is ``{ts, open, high, low, close, volume}`` with ``ts`` its open time (integer epoch milliseconds)
 and an optional ``final`` flag (default true; false for a still-forming bar). `check_bar` is the one place
 a bar from outside is validated, whichever capability reads it (a bar on a ``bar.*`` topic, the bars of
-an ingest); `read_columns` is its counterpart for bars sent as columns (``{"close": [...], "high": [...]}``).
+an ingest); bars sent as columns are read by op declarations (`ml_processing.sdk.columns`).
 The rules: ``ts`` an integer of at most 2**53 in magnitude (epoch milliseconds, held exactly as a float64
 like every column); open, high, low, close and volume numbers, finite or null (a gap, read as NaN); volume
 never negative; ``final`` true or false.
@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import math
 import reprlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, overload
-
-import numpy as np
 
 from ml_processing.core.errors import BadRequest, TooLarge
 from ml_processing.core.ops import register_type
@@ -148,53 +146,3 @@ def _read_bar_list(value: Any) -> BarList:
 
 
 register_type(BarList, _read_bar_list, {"type": "array", "items": BAR_SCHEMA})
-
-
-def read_column(value: Any, name: str, limit: int | None = None) -> np.ndarray:
-    """One column of numbers (a list, null for a gap, or a 1-D numeric ndarray) as contiguous float64;
-    `BadRequest` naming the column or its first element that is not a number (``close[7]``), `TooLarge`
-    past `limit` values."""
-    if isinstance(value, np.ndarray):
-        if value.ndim != 1 or value.dtype.kind not in "biuf":
-            raise BadRequest(f"column {name!r} must be a 1-D numeric array", field=name)
-        array = np.ascontiguousarray(value, dtype=np.float64)
-    elif isinstance(value, list):
-        if limit is not None and len(value) > limit:
-            raise TooLarge(f"column {name!r} has {len(value):,} values; at most {limit:,} per request", field=name)
-        try:
-            array = np.array(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            bad = next((i for i, v in enumerate(value)
-                        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)))), 0)
-            raise BadRequest(f"column {name!r}: element {bad} is not a number, got {reprlib.repr(value[bad])}",
-                             field=f"{name}[{bad}]") from None
-        if array.ndim != 1:
-            raise BadRequest(f"column {name!r} must be a flat list of numbers", field=name)
-    else:
-        raise BadRequest(f"column {name!r} must be a list of numbers, got {type(value).__name__}", field=name)
-    if limit is not None and len(array) > limit:
-        raise TooLarge(f"column {name!r} has {len(array):,} values; at most {limit:,} per request", field=name)
-    return array
-
-
-def read_columns(args: Mapping[str, Any], names: Sequence[str], limit: int | None = None, *,
-                 optional: Collection[str] = (), prefix: str = "") -> tuple[dict[str, np.ndarray], int]:
-    """The named columns of `args`, all of one length, and that length; a column in `optional` may be absent.
-    Errors name the column as ``{prefix}{name}``, and a missing one lists what the request reads."""
-    out: dict[str, np.ndarray] = {}
-    length: int | None = None
-    first = ""
-    for name in names:
-        field = prefix + name
-        value = args.get(name)
-        if value is None:
-            if name in optional:
-                continue
-            raise BadRequest(f"missing column {field!r}; this request reads {', '.join(names)}", field=field)
-        array = read_column(value, field, limit)
-        if length is None:
-            length, first = len(array), field
-        elif len(array) != length:
-            raise BadRequest(f"column {field!r} has {len(array):,} values, {first!r} has {length:,}", field=field)
-        out[name] = array
-    return out, length or 0
