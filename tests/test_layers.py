@@ -1,6 +1,6 @@
 """The layers, checked on the source: bus imports nothing of ours; core builds on bus only; the SDK on core
 and bus; a plugin imports only the SDK, bus topics and itself (its tests the shipped checks too); the checks
-sit on top of the SDK."""
+sit on top of the SDK; an integration (a trading framework's side) speaks to the service through the bus only."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ ALLOWED = {
     "core": ("ml_processing.core", "ml_processing.bus"),
     "sdk": ("ml_processing.sdk", "ml_processing.core", "ml_processing.bus"),
     "checks": ("ml_processing.checks", "ml_processing.sdk", "ml_processing.core", "ml_processing.bus"),
+    # an integration is a client of the service: it speaks the documented protocol through the bus's clients
+    "integrations": ("ml_processing.integrations", "ml_processing.bus"),
 }
 PLUGIN_ALLOWED = ("ml_processing.sdk", "ml_processing.bus.topics")
 

@@ -1,0 +1,1 @@
+"""NautilusTrader integration (the ``nautilus`` extra)."""
