@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE_FOLDERS = ("core", "sdk", "checks", "bus", "plugins")
+CODE_FOLDERS = ("core", "sdk", "checks", "bus", "integrations", "plugins")
 NAMESPACE = "ml_processing"
 
 
@@ -91,7 +91,7 @@ def test_normal_install_lands_under_the_namespace_only(installed: Path) -> None:
     for rel in ("ml_processing/core/kernel.py", "ml_processing/bus/mdp/__init__.py", "ml_processing/bus/edge/app.py",
                 "ml_processing/plugins/_template/__init__.py"):
         assert (installed / rel).is_file(), f"{rel} missing from the install"
-    for stray in ("core", "bus", "plugins", "tests"):
+    for stray in ("core", "bus", "integrations", "plugins", "tests"):
         assert not (installed / stray).exists(), f"top-level {stray}/ must not be installed"
     assert not (installed / "ml_processing" / "__init__.py").exists()  # a PEP 420 namespace
     top = {p.name for p in installed.iterdir() if not p.name.endswith((".dist-info", ".egg-info"))}
