@@ -87,6 +87,7 @@ class OpSpec:
     reply: Any
     role: str
     doc: str
+    spread: bool = False  # stateless: with several processes, any of them may answer it
 
     def decode(self, raw: Any) -> Any:
         """The handler's argument: `raw` checked against the declaration (a `BadRequest` naming the field)."""
@@ -106,18 +107,22 @@ class OpSpec:
 
 
 def op(args: type[Args] = NoArgs, *, reply: Any = Any, role: Role = "compute",
-       doc: str | None = None) -> Callable[[F], F]:
+       doc: str | None = None, spread: bool = False) -> Callable[[F], F]:
     """Declare the op of a ``handle_<op>`` method: its `Args` structure, its reply type and its role.
 
-    `doc` defaults to the first line of the handler's docstring.
+    `doc` defaults to the first line of the handler's docstring. `spread` says the answer depends only on
+    the arguments and on state every process holds (models, pipelines): with ``serve --processes N`` the
+    broker may hand it to any process; every other op is answered by the process that owns the state.
     """
+    if spread and role == "admin":
+        raise ValueError("an admin op changes state: it cannot be spread over processes")
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
     if not (isinstance(args, type) and issubclass(args, Args)):
         raise TypeError(f"op arguments must be an Args subclass, not {args!r}")
 
     def mark(fn: F) -> F:
-        fn.__mlp_op__ = (args, reply, role, doc)  # type: ignore[attr-defined]
+        fn.__mlp_op__ = (args, reply, role, doc, spread)  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -130,8 +135,8 @@ def spec_of(name: str, attr: str, fn: Callable[..., Any]) -> OpSpec:
     first = lines[0].strip() if lines else ""
     if declared is None:
         return OpSpec(name, attr, None, Any, "admin", first)
-    args, reply, role, doc = declared
-    return OpSpec(name, attr, args, reply, role, doc if doc is not None else first)
+    args, reply, role, doc, spread = declared
+    return OpSpec(name, attr, args, reply, role, doc if doc is not None else first, spread)
 
 
 # -- decoding -------------------------------------------------------------------------------------------

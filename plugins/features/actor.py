@@ -211,7 +211,7 @@ class Features(Actor):
                                                   version.compiled, columns)
         return matrix
 
-    @op(ExtractArgs, reply=ExtractReply, role="compute")
+    @op(ExtractArgs, reply=ExtractReply, role="compute", spread=True)
     async def handle_extract(self, args: ExtractArgs) -> ExtractReply:
         """The feature matrix `values` (null for NaN), its `features`, `first_complete` row and `cached`."""
         version = self._version(args)
@@ -232,7 +232,7 @@ class Features(Actor):
             self.cache.put(key, result)
         return result
 
-    @op(TransformArgs, reply=TransformReply, role="compute")
+    @op(TransformArgs, reply=TransformReply, role="compute", spread=True)
     async def handle_transform(self, args: TransformArgs) -> TransformReply:
         """Rows through a fitted pipeline's transforms under its NaN policy; `index` lists the rows kept."""
         version = self._version(args)

@@ -129,7 +129,7 @@ class Indicators(Actor):
         """Every registered indicator (or one group's): inputs, parameters with ranges, outputs, lookback."""
         return [i.describe() for i in self.registry.values() if args.group is None or i.group == args.group]
 
-    @op(ComputeArgs, reply=ComputeReply, role="compute")
+    @op(ComputeArgs, reply=ComputeReply, role="compute", spread=True)
     def handle_compute(self, args: ComputeArgs) -> Any:
         """Compute indicators over columns of bars (large requests on the thread pool)."""
         if args.length * len(args.indicators) <= INLINE_WORK:

@@ -163,12 +163,12 @@ class Models(Actor):
 
     # -- inference ------------------------------------------------------------------------------------------
 
-    @op(PredictArgs, reply=Predicted, role="compute")
+    @op(PredictArgs, reply=Predicted, role="compute", spread=True)
     def handle_predict(self, args: PredictArgs) -> Any:
         """One prediction: a row of features (or OHLCV bars, for a model bound to a feature pipeline)."""
         return self.inference.predict(args)
 
-    @op(PredictBatchArgs, reply=PredictedBatch, role="compute")
+    @op(PredictBatchArgs, reply=PredictedBatch, role="compute", spread=True)
     def handle_predict_batch(self, args: PredictBatchArgs) -> Any:
         """Predictions (and probabilities) for every row of a batch."""
         return self.inference.predict_batch(args)
@@ -210,7 +210,7 @@ class Models(Actor):
         """V2 readiness of a version."""
         return self.v2.model_ready(self.catalog.get(args.name, args.version, field="name"))
 
-    @op(V2InferArgs, reply=V2Raw, role="compute")
+    @op(V2InferArgs, reply=V2Raw, role="compute", spread=True)
     def handle_v2_infer(self, args: V2InferArgs) -> Any:
         """V2 inference (JSON or binary tensors); errors are the protocol's {"error": "..."}."""
         return self.v2.infer(args)

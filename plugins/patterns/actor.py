@@ -115,7 +115,7 @@ class Patterns(Actor):
         """Every registered pattern (or those of one kind): name, kind, inputs, parameters."""
         return [p.describe() for p in self.registry.values() if args.kind in (None, p.kind)]
 
-    @op(DetectArgs, reply=DetectReply, role="compute")
+    @op(DetectArgs, reply=DetectReply, role="compute", spread=True)
     def handle_detect(self, args: DetectArgs) -> Any:
         """Detect candlestick and chart patterns over columns of bars: each pattern's events, as columns."""
         chosen = self._named(args.patterns, "patterns")

@@ -111,7 +111,7 @@ class Sentiment(Actor):
         return {"analyzers": [a.describe() for a in self.registries.get("sentiment", {}).values()],
                 "text": self.config.text, "market": self.config.market}
 
-    @op(AnalyzeArgs, reply=AnalyzeReply, role="compute")
+    @op(AnalyzeArgs, reply=AnalyzeReply, role="compute", spread=True)
     async def handle_analyze(self, args: AnalyzeArgs) -> AnalyzeReply:
         """Score texts, and/or the market of posted bars or of a tracked series, in [-1, 1]."""
         out: AnalyzeReply = {}
