@@ -6,6 +6,9 @@ loopback ports and, unless ``--data-dir`` names one, a fresh temporary data dire
 so the real registry is never touched (on the empty one the default models are trained first, a few
 seconds). It writes ``report.json`` and ``report.html`` into ``--out`` and prints a summary. Exit codes:
 0 done, 1 the replay failed, 2 bad arguments or CSV, 130 interrupted (SIGINT or SIGTERM).
+
+``[plugins.replay]`` (`ReplayConfig`) holds the defaults of the trading figures, which ``--cost-bps`` and
+``--periods-per-year`` override.
 """
 
 from __future__ import annotations
@@ -34,12 +37,41 @@ from .page import render_html
 from .progress import Progress
 from .report import json_ready, summary
 from .sources import DEFAULT_SEED, Bar, CsvBars, ReplayInputError, read_csv, step_ms, synthetic_bars
+from .trading import DEFAULT_COST_BPS
 
 DEFAULT_BARS = 20_000
 DEFAULT_OUT = "replay-report"
 MAX_BARS = 10_000_000
+MAX_COST_BPS = 10_000.0  # the whole size changed
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """``[plugins.replay]``: the defaults of the report's trading figures (the command's options override)."""
+
+    cost_bps: float = DEFAULT_COST_BPS  # each position change costs this many basis points of the size changed
+    periods_per_year: float = 0.0  # annualisation: bars in a year; 0 for 365.25 days over the bars' timeframe
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.cost_bps) and 0 <= self.cost_bps <= MAX_COST_BPS):
+            raise ValueError(f"cost_bps: must be 0 to {MAX_COST_BPS:,.0f} basis points, got {self.cost_bps}")
+        if not (math.isfinite(self.periods_per_year) and self.periods_per_year >= 0):
+            raise ValueError(f"periods_per_year: must be 0 (from the timeframe) or a positive number, got "
+                             f"{self.periods_per_year}")
+
+    @classmethod
+    def of(cls, config: Config) -> ReplayConfig:
+        """The ``[plugins.replay]`` section of `config` (checked again: a configuration built in code skips
+        the plugin host's check); `ReplayInputError` naming the key when it is wrong."""
+        section = config.plugins.sections.get("replay")
+        try:
+            return cls(**dict(section.options if section else {}))
+        except TypeError as exc:
+            raise ReplayInputError(f"[plugins.replay]: {exc}") from None
+        except ValueError as exc:
+            raise ReplayInputError(f"[plugins.replay] {exc}") from None
 
 
 class Interrupted(Exception):
@@ -69,6 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--auth", action="store_true",
                         help="run the replayed service with authentication on ([security] auth): CURVE on its "
                              "ZeroMQ sockets, the replay's feed and subscriber using a key it allows for the run")
+    parser.add_argument("--cost-bps", type=float, metavar="BPS",
+                        help="cost of each position change in the trading figures, basis points of the size "
+                             f"changed (default: [plugins.replay] cost_bps, else {DEFAULT_COST_BPS:g})")
+    parser.add_argument("--periods-per-year", type=float, metavar="N",
+                        help="bars in a year, to annualise the trading figures (default: [plugins.replay] "
+                             "periods_per_year, else 365.25 days over the timeframe)")
 
 
 
@@ -86,6 +124,8 @@ class Job:
     out: Path
     data_dir: Path | None
     progress: bool
+    cost_bps: float = DEFAULT_COST_BPS
+    periods_per_year: float | None = None  # None: from the timeframe
 
 
 def prepare(args: argparse.Namespace, config: Config, *, stderr: TextIO | None = None) -> Job:
@@ -100,6 +140,7 @@ def prepare(args: argparse.Namespace, config: Config, *, stderr: TextIO | None =
         raise ReplayInputError(f"--bars must be 1 to {MAX_BARS:,}, got {args.bars}")
     if not (math.isfinite(args.rate) and args.rate >= 0):
         raise ReplayInputError(f"--rate must be 0 (as fast as possible) or a positive number, got {args.rate}")
+    trading = _trading_options(args, ReplayConfig.of(config))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ReplayInputError(f"--out {out} exists and is not a directory")
@@ -115,7 +156,19 @@ def prepare(args: argparse.Namespace, config: Config, *, stderr: TextIO | None =
     if getattr(args, "auth", False):
         config = with_auth(config)
     return Job(config, bars, source, args.symbol, args.timeframe, args.rate, out, data_dir,
-               not args.no_progress)
+               not args.no_progress, trading.cost_bps, trading.periods_per_year or None)
+
+
+def _trading_options(args: argparse.Namespace, defaults: ReplayConfig) -> ReplayConfig:
+    """`defaults` with ``--cost-bps`` and ``--periods-per-year`` where given; `ReplayInputError` for bad ones."""
+    cost = defaults.cost_bps if args.cost_bps is None else args.cost_bps
+    per_year = defaults.periods_per_year if args.periods_per_year is None else args.periods_per_year
+    if not (math.isfinite(cost) and 0 <= cost <= MAX_COST_BPS):
+        raise ReplayInputError(f"--cost-bps must be 0 to {MAX_COST_BPS:,.0f}, got {cost}")
+    if not (math.isfinite(per_year) and per_year >= 0):
+        raise ReplayInputError(f"--periods-per-year must be a positive number (0: from the timeframe), "
+                               f"got {per_year}")
+    return ReplayConfig(float(cost), float(per_year))
 
 
 def with_auth(config: Config) -> Config:
@@ -174,7 +227,7 @@ async def execute(job: Job, *, stdout: TextIO | None = None, stderr: TextIO | No
     try:
         report = await _interruptible(replay(
             isolated(job.config, data_dir), job.bars, symbol=job.symbol, timeframe=job.timeframe, rate=job.rate,
-            source=job.source, progress=progress))
+            source=job.source, progress=progress, cost_bps=job.cost_bps, periods_per_year=job.periods_per_year))
     except ReplayError as exc:
         print(f"ml-processing replay: {exc}", file=stderr)
         return 1
@@ -220,7 +273,8 @@ COMMAND = Command(
          "report.json and report.html",
     description="Publish bars (a CSV file, or a seeded synthetic market) through the live path of an "
                 "in-process service (its own loopback ports and temporary data directory) and report "
-                "predictions, signals, prequential accuracy, ensemble weights and throughput into --out "
+                "predictions, signals, prequential accuracy, ensemble weights, throughput and what the "
+                "signals would have earned beside buy-and-hold (after --cost-bps) into --out "
                 "(report.json and a self-contained report.html). Exit codes: 0 done, 1 the replay failed, "
                 "2 bad arguments or CSV, 130 interrupted.",
     add_arguments=add_arguments,

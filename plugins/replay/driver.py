@@ -46,6 +46,7 @@ from .progress import Progress
 from .report import build_report
 from .sources import Bar, ReplayInputError
 from .tap import PROBE_TOPIC, Tap, listen
+from .trading import DEFAULT_COST_BPS
 
 DEFAULT_SYMBOL = "REPLAY"
 DEFAULT_TIMEFRAME = "1m"
@@ -170,9 +171,11 @@ def isolated(config: Config, data_dir: str | Path) -> Config:
 
 async def replay(config: Config, bars: Sequence[Bar], *, symbol: str = DEFAULT_SYMBOL,
                  timeframe: str = DEFAULT_TIMEFRAME, rate: float = 0.0, source: str = "bars",
-                 progress: Progress | None = None, flow: Flow | None = None) -> dict[str, Any]:
+                 progress: Progress | None = None, flow: Flow | None = None, cost_bps: float = DEFAULT_COST_BPS,
+                 periods_per_year: float | None = None) -> dict[str, Any]:
     """Start a kernel from `config` (on `loopback` ports), publish `bars` on ``bar.SYMBOL.TIMEFRAME`` as a
-    feed would, collect what comes back, stop the kernel; the report (see `build_report`)."""
+    feed would, collect what comes back, stop the kernel; the report (see `build_report`: `cost_bps` and
+    `periods_per_year`, None for the timeframe's, set its trading figures)."""
     topic = topics.bar(symbol, timeframe)
     flow = flow or Flow()
     if not bars:
@@ -222,7 +225,7 @@ async def replay(config: Config, bars: Sequence[Bar], *, symbol: str = DEFAULT_S
         forget()
     return build_report(bars=bars, tap=tap, live=live, symbol=symbol, timeframe=timeframe, source=source,
                         config_source=config.source, startup=startup, elapsed=elapsed, flow=flow_report,
-                        warnings=warnings)
+                        warnings=warnings, cost_bps=cost_bps, periods_per_year=periods_per_year)
 
 
 def _nothing() -> None:

@@ -1,5 +1,6 @@
 """``report.html``: the report as one self-contained page (inline CSS and SVG charts, no script, no external
-asset): the figures, a table of the models' prequential scores, accuracy and ensemble weights over time."""
+asset): the figures, a table of the models' prequential scores, what the signals would have earned beside
+buy-and-hold (a table, ``id="trading"``, and the equity chart), accuracy and ensemble weights over time."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .charts import PALETTE, svg_line_chart
-from .report import SCORE_HEADER, number, score_rows
+from .report import SCORE_HEADER, TRADING_HEADER, number, score_rows, trading_basis, trading_rows
 
 SAMPLED = "no data yet: the service samples these every 50 labels"
+RULES = ("Positions follow the signals: buy goes long the whole equity, sell short, flat out; a signal acts from "
+         "its bar's close (one bar late: it never earns its own bar's move), held until the next one. Each "
+         "position change pays the cost on the size changed (a flip twice). Buy and hold buys at the same first "
+         "close. Sharpe and Sortino: no risk-free rate, '-' where undefined (returns that never vary, no losing "
+         "period). Rules and fields: docs/OPERATIONS.md, Replay.")
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 60rem;
@@ -31,11 +37,12 @@ th { background: #f3f5f7; font-weight: 600; }
 """
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], *, ident: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
                    for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    opening = f'<table id="{html.escape(ident)}">' if ident else "<table>"
+    return f"{opening}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _figure_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -96,6 +103,30 @@ def _charts(report: Mapping[str, Any]) -> list[str]:
     return charts
 
 
+def _trading(report: Mapping[str, Any]) -> list[str]:
+    """The trading section: what it follows, the rules, the table, the equity chart."""
+    trading: Mapping[str, Any] = report.get("trading") or {}
+    if not trading:
+        return []
+    equity: Mapping[str, Any] = trading["equity"]
+    mine = f"signals of {trading['signals_from']}" if trading.get("signals_from") else "signals (none)"
+    series = {name: [(float(x), float(y)) for x, y in zip(equity["bar"], equity[key], strict=True)]
+              for name, key in ((mine, "strategy"), ("buy and hold", "buy_and_hold"))} if trading["periods"] else {}
+    others = ", ".join(f"{name} ({count:,} bars)" for name, count in trading.get("other_sources", {}).items())
+    parts = ["<h2>Trading (what the signals would have earned)</h2>",
+             f'<p class="meta">Following {html.escape(trading_basis(trading))}; bars from '
+             f"{number(trading['start_bar'])}, the first with a prediction.</p>",
+             f'<p class="meta">{html.escape(RULES)}</p>']
+    if others:
+        parts.append(f'<p class="meta">Signals of other sources, not traded: {html.escape(others)}.</p>')
+    parts += [_table(TRADING_HEADER, trading_rows(report), ident="trading"),
+              svg_line_chart(series, title="Equity: the signals beside buy and hold", x_label="bar",
+                             y_label="equity (start = 1)", references=[(1.0, "start")],
+                             colors={mine: PALETTE[0], "buy and hold": "#6b757d"},
+                             empty="no period to trade: a single bar")]
+    return parts
+
+
 def render_html(report: Mapping[str, Any]) -> str:
     """The report as one self-contained HTML page: inline CSS and SVG charts, no script, no external asset."""
     e = html.escape
@@ -114,6 +145,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         "<h2>Figures</h2>", _table(["figure", "value"], _figure_rows(report)),
         "<h2>Models (prequential: each scored on a label before learning from it)</h2>",
         _table(SCORE_HEADER, score_rows(report)) if report.get("scores") else "<p>No scores: no live model.</p>",
+        *_trading(report),
         "<h2>Over time</h2>", *_charts(report),
     ]
     if warnings:

@@ -2,10 +2,13 @@
 
 The report puts what came back on the SUB socket (`Tap`: feature rows, predictions, signals, latency) beside
 the ``models`` service's live report (`ml_processing.sdk.services.models.LiveReport`: prequential scores,
-ensemble weights, drift, timelines), and the accuracy of always guessing the commoner direction.
+ensemble weights, drift, timelines), the accuracy of always guessing the commoner direction, and what the
+signals would have earned beside buy-and-hold (`trading`).
 
 >>> number(1234), number(0.5), number(None), number(float("nan"))
 ('1,234', '0.5000', '-', '-')
+>>> percent(0.01234), percent(-0.5), percent(None)
+('+1.23%', '-50.00%', '-')
 """
 
 from __future__ import annotations
@@ -20,10 +23,22 @@ import numpy as np
 from ml_processing.sdk import VERSION
 from ml_processing.sdk.services.models import LiveReport
 
-from .sources import Bar
+from .sources import Bar, step_ms
 from .tap import Tap
+from .trading import DEFAULT_COST_BPS, periods_per_year, trading_section
 
 SCORE_HEADER = ["model", "labels", "accuracy", "rolling", "log loss", "drifts", "weight"]
+TRADING_HEADER = ["figure", "signals", "buy and hold"]
+#: The rows of the trading table: label, key of the figures, kind of number ("%": a return as a signed
+#: percentage, "share": a share as a percentage, "x": a plain number with 2 decimals, "n": a count).
+TRADING_ROWS = (("total return", "total_return", "%"), ("annualised return", "annualised_return", "%"),
+                ("Sharpe (annualised)", "sharpe", "x"), ("Sortino (annualised)", "sortino", "x"),
+                ("maximum drawdown", "max_drawdown", "%"),
+                ("hit rate (periods in the market)", "hit_rate", "share"),
+                ("trades (position changes)", "trades", "n"), ("turnover (x equity)", "turnover", "x"),
+                ("turnover per year", "turnover_per_year", "x"), ("exposure", "exposure", "share"),
+                ("long", "exposure_long", "share"), ("short", "exposure_short", "share"),
+                ("costs", "costs", "share"))
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float] | None:
@@ -74,10 +89,27 @@ def _lookback(bars: Sequence[Bar], tap: Tap) -> int | None:
     return next(i for i, bar in enumerate(bars) if bar["ts"] == tap.first_prediction_ts)
 
 
+def _trading(bars: Sequence[Bar], tap: Tap, attached: Sequence[Any], timeframe: str, cost_bps: float,
+             per_year: float | None) -> dict[str, Any]:
+    """The trading figures (`trading_section`) of the signals of one source: the first attached model that
+    sent any, else the source that sent most; the others are named with their counts, not traded."""
+    models = [str(entry.get("model")).partition("@")[0] for entry in attached if isinstance(entry, Mapping)]
+    chosen = next((m for m in models if m in tap.sides), None)
+    if chosen is None and tap.sides:
+        chosen = max(sorted(tap.sides), key=lambda name: len(tap.sides[name]))
+    close = np.fromiter((bar["close"] for bar in bars), dtype=np.float64, count=len(bars))
+    section = trading_section(close, tap.sides.get(chosen, {}) if chosen else {}, start=_lookback(bars, tap) or 0,
+                              cost_bps=cost_bps, periods_per_year=per_year or periods_per_year(step_ms(timeframe)))
+    others = {name: len(sides) for name, sides in sorted(tap.sides.items()) if name != chosen}
+    return {"signals_from": chosen, "other_sources": others, **section}
+
+
 def build_report(*, bars: Sequence[Bar], tap: Tap, live: LiveReport | None, symbol: str, timeframe: str,
                  source: str, config_source: str, startup: float, elapsed: float, flow: Mapping[str, Any],
-                 warnings: Sequence[str]) -> dict[str, Any]:
-    """Every figure of a replay, JSON-ready."""
+                 warnings: Sequence[str], cost_bps: float = DEFAULT_COST_BPS,
+                 periods_per_year: float | None = None) -> dict[str, Any]:
+    """Every figure of a replay, JSON-ready; `cost_bps` and `periods_per_year` (None: from the timeframe)
+    for the trading figures."""
     n = len(bars)
     service: dict[str, Any] = dict(live.get("counts") or {}) if live else {}
     attached: list[Any] = list(live.get("attached") or []) if live else []
@@ -104,6 +136,7 @@ def build_report(*, bars: Sequence[Bar], tap: Tap, live: LiveReport | None, symb
         "baseline": _baseline(bars, tap, horizon),
         "weights": dict(live.get("weights") or {}) if live else {},
         "timelines": _timelines(live) if live else {"accuracy": {}, "weights": {}},
+        "trading": _trading(bars, tap, attached, timeframe, cost_bps, periods_per_year),
         "drift": dict(live.get("drift") or {}) if live else {},
         "attached": attached,
         "flow": dict(flow),
@@ -135,6 +168,41 @@ def number(value: Any, digits: int = 4) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:,.{digits}f}" if math.isfinite(value) else "-"
+
+
+def percent(value: Any) -> str:
+    """A fraction as a signed percentage with 2 decimals; ``-`` for none."""
+    return "-" if value is None else f"{value * 100:+,.2f}%"
+
+
+def figure(value: Any, kind: str) -> str:
+    """A trading figure as a table cell, by its kind in `TRADING_ROWS`."""
+    if kind == "%":
+        return percent(value)
+    if kind == "share":
+        return "-" if value is None else f"{value * 100:,.2f}%"
+    if kind == "x":
+        return "-" if value is None else f"{value:,.2f}"
+    return number(value)
+
+
+def trading_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    """The trading figures, the signals' beside buy-and-hold's; the columns of `TRADING_HEADER`."""
+    trading: Mapping[str, Any] = report.get("trading") or {}
+    if not trading:
+        return []
+    return [[label, figure(trading["strategy"][key], kind), figure(trading["buy_and_hold"][key], kind)]
+            for label, key, kind in TRADING_ROWS]
+
+
+def trading_basis(trading: Mapping[str, Any]) -> str:
+    """One line on what the trading figures follow: the signals' source, the cost, the periods."""
+    source = trading.get("signals_from")
+    who = f"the signals of {source}" if source else "no signals (flat throughout)"
+    days = trading["years"] * 365.25
+    span = f"{days:,.1f} days" if days < 365.25 else f"{trading['years']:,.2f} years"
+    return (f"{who}, {trading['cost_bps']:g} bp per unit traded, {number(trading['periods'])} periods "
+            f"({span}; {trading['periods_per_year']:,.10g} a year)")
 
 
 def _final_weights(report: Mapping[str, Any]) -> dict[str, float]:
@@ -178,5 +246,12 @@ def summary(report: Mapping[str, Any]) -> str:
     if baseline:
         lines.append(f"always guessing the commoner direction: {baseline['majority_accuracy']:.4f} "
                      f"(up {baseline['up_rate']:.4f} of {baseline['labels']:,} labels)")
+    trading = report.get("trading")
+    if trading:
+        signals, hold = trading["strategy"], trading["buy_and_hold"]
+        lines.append(f"trading on {trading_basis(trading)}: return {percent(signals['total_return'])} "
+                     f"(buy and hold {percent(hold['total_return'])}), Sharpe {figure(signals['sharpe'], 'x')} "
+                     f"({figure(hold['sharpe'], 'x')}), max drawdown {percent(signals['max_drawdown'])} "
+                     f"({percent(hold['max_drawdown'])}), {signals['trades']:,} trades")
     lines += [f"warning: {text}" for text in report.get("warnings", [])]
     return "\n".join(lines)

@@ -1,5 +1,6 @@
-"""What comes back on the SUB socket for the replayed series: feature rows, predictions and signals, with the
-time each bar was sent and answered (the flow control and the report read it)."""
+"""What comes back on the SUB socket for the replayed series: feature rows, predictions and signals (counted by
+side, and each source's side per bar for the trading figures), with the time each bar was sent and answered
+(the flow control and the report read it)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class Tap:
     predictions: int = 0
     by_model: dict[str, int] = field(default_factory=dict)
     signals: dict[str, int] = field(default_factory=dict)
+    sides: dict[str, dict[int, str]] = field(default_factory=dict)  # signal source -> bar position -> side
     other_timeframes: int = 0
     malformed: int = 0
     first_prediction_ts: int | None = None
@@ -76,6 +78,8 @@ class Tap:
         if topic == self.signal_topic:
             side = str(body.get("side"))
             self.signals[side] = self.signals.get(side, 0) + 1
+            if position is not None:  # the last one received for a bar wins
+                self.sides.setdefault(signal_source(body), {})[position] = side
         elif position is None:
             return
         elif topic == self.feature_topic:
@@ -97,6 +101,15 @@ class Tap:
         self.acked = max(self.acked, position)
         self.last_message = now
         self.changed.set()
+
+
+def signal_source(body: Mapping[str, Any]) -> str:
+    """Who sent a signal: its model without the version, else its ``source`` (``patterns``), else ``?``.
+
+    >>> signal_source({"model": "ensemble@3"}), signal_source({"source": "patterns"}), signal_source({})
+    ('ensemble', 'patterns', '?')
+    """
+    return str(body.get("model") or body.get("source") or "?").partition("@")[0]
 
 
 async def listen(sub: zmq.asyncio.Socket, tap: Tap) -> None:

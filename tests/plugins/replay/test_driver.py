@@ -14,7 +14,7 @@ from ml_processing.plugins.replay.driver import Flow, replay
 from ml_processing.plugins.replay.page import render_html
 from ml_processing.plugins.replay.sources import synthetic_bars
 from tests.conftest import make_config
-from tests.plugins.replay.helpers import assert_self_contained
+from tests.plugins.replay.helpers import assert_self_contained, assert_trading_shown
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -54,12 +54,28 @@ async def test_replay_through_the_default_models_and_its_report(tmp_path: Path) 
     assert report["throughput"]["bars_per_s"] > 0 and report["latency_ms"]["bars"] == counts["predictions"]
     assert report["baseline"]["labels"] == counts["labels"]
 
+    trading = report["trading"]
+    assert (trading["signals_from"], trading["other_sources"]) == ("ensemble", {})
+    assert (trading["start_bar"], trading["periods"]) == (20, 400 - 20 - 1)  # from the first prediction's close
+    assert (trading["cost_bps"], trading["periods_per_year"]) == (1.0, 525_960.0)  # the default; 1m bars
+    assert 0 < trading["signals_used"] <= counts["signals"]  # a signal on the last bar acts on nothing
+    signals, hold = trading["strategy"], trading["buy_and_hold"]
+    assert 0 < signals["trades"] <= trading["signals_used"] and signals["turnover"] >= signals["trades"]
+    close = [bar["close"] for bar in bars]
+    # buy at bar 20's close, pay 1 bp in the first period, hold to the end
+    assert hold["total_return"] == pytest.approx((close[21] / close[20] - 1e-4) * close[-1] / close[21] - 1,
+                                                 abs=1e-6)
+    assert (hold["trades"], hold["exposure"], hold["costs"]) == (1, 1.0, 0.0001)
+    assert trading["equity"]["bar"][0] == 20 and trading["equity"]["bar"][-1] == 399
+    assert trading["equity"]["buy_and_hold"][-1] == pytest.approx(1 + hold["total_return"], abs=1e-6)
+
     json_path, html_path = write_report(report, tmp_path / "out")
     saved = json.loads(json_path.read_text(encoding="utf-8"))
     assert saved["counts"] == counts and saved["scores"]["ensemble"] == report["scores"]["ensemble"]
     page = html_path.read_text(encoding="utf-8")
     assert_self_contained(page)
     assert all(model in page for model in MODELS) and "Weights of ensemble" in page
+    assert_trading_shown(page, saved)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json"]
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in (tmp_path / "out").iterdir())  # for people to open
 
@@ -78,6 +94,9 @@ async def test_replay_never_hangs_when_nothing_comes_back(tmp_path: Path) -> Non
     page = render_html(report)
     assert_self_contained(page)
     assert "No scores" in page and "nothing came back" in page
+    trading = report["trading"]  # nothing predicted: the whole replay, flat
+    assert (trading["signals_from"], trading["start_bar"], trading["strategy"]["trades"]) == (None, 0, 0)
+    assert_trading_shown(page, report)
 
 
 async def test_replay_with_authentication_on_reports_what_it_reports_without(tmp_path: Path) -> None:
