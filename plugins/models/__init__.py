@@ -1,4 +1,5 @@
-"""Models: a versioned registry of xgboost, scikit-learn, river and ensemble models, and microsecond inference.
+"""Models: a versioned registry of xgboost, LightGBM, scikit-learn, ONNX, river and ensemble models, and
+microsecond inference.
 
 Registered exactly as a third-party plugin would be: ``register_model_kinds`` fills the shared registry of
 model kinds (the contract is `ml_processing.sdk.model.ModelKind`), ``register_actors`` runs the ``models``
@@ -46,7 +47,8 @@ def register_routes() -> list[Route]:
         Route("GET", "/api/v1/models", "models", "list", "List models", "models"),
         Route("GET", "/api/v1/models/{model_id}", "models", "get", "Model details", "models"),
         Route("POST", model + "/versions", "models", "register",
-              "Register a version from an artifact (xgboost JSON/UBJ, skops; base64 in JSON, bytes in msgpack)",
+              "Register a version from an artifact (xgboost JSON/UBJ, LightGBM text, skops, ONNX, ensemble JSON; "
+              "base64 in JSON, bytes in msgpack)",
               "models"),
         Route("POST", model + "/promote", "models", "promote", "Make a version the current one", "models"),
         Route("POST", model + "/rollback", "models", "rollback", "Back to the previous current version", "models"),
@@ -60,7 +62,8 @@ def register_routes() -> list[Route]:
         Route("POST", model + "/weights/reset", "models", "reset_weights", "Put an ensemble's weights back to equal",
               "models"),
         Route("POST", "/api/v1/train", "models", "train",
-              "Start a training job (xgboost, scikit-learn, river) on OHLCV columns or a held series", "models"),
+              "Start a training job (xgboost, LightGBM, scikit-learn, river) on OHLCV columns or a held series",
+              "models"),
         Route("GET", "/api/v1/train/jobs", "models", "jobs", "Training jobs and their status", "models"),
         Route("GET", "/api/v1/train/jobs/{job_id}", "models", "job", "One training job", "models"),
         Route("POST", "/api/v1/train/jobs/{job_id}/cancel", "models", "cancel", "Cancel a training job", "models"),

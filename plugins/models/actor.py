@@ -81,7 +81,8 @@ class Models(Actor):
         config: ModelsConfig = self.config
         store = ModelStore(self.ctx.data_dir / config.directory)
         store.sweep()
-        options = {"native_threads": config.native_threads, "onnx": config.onnx, "onnx_max_rows": config.onnx_max_rows}
+        options = {"native_threads": config.native_threads, "onnx": config.onnx, "onnx_max_rows": config.onnx_max_rows,
+                   "onnx_custom_ops": config.onnx_custom_ops}
         self.catalog = Catalog(store, self.registries.get("model_kinds", {}), options, self.run_in_thread)
         self.features = Features(self.request)
         cache = self.settings.cache
@@ -140,8 +141,10 @@ class Models(Actor):
 
     @op(RegisterArgs, reply=Registered, role="admin")
     async def handle_register(self, args: RegisterArgs) -> dict[str, Any]:
-        """Register a version from an artifact (xgboost JSON/UBJ, skops, ensemble JSON; base64 in JSON)."""
-        return await registration.register(self.catalog, self.features, args, self.config.max_artifact_bytes)
+        """Register a version from an artifact (xgboost, LightGBM, skops, ONNX, ensemble; base64 in JSON)."""
+        config: ModelsConfig = self.config
+        return await registration.register(self.catalog, self.features, args, config.max_artifact_bytes,
+                                           config.onnx_custom_ops)
 
     @op(PromoteArgs, reply=ModelSummary, role="admin")
     def handle_promote(self, args: PromoteArgs) -> dict[str, Any]:
@@ -224,7 +227,7 @@ class Models(Actor):
 
     @op(TrainArgs, reply=JobInfo, role="admin")
     def handle_train(self, args: TrainArgs) -> dict[str, Any]:
-        """Start a training job (xgboost, scikit-learn, river) on OHLCV columns or a held series."""
+        """Start a training job (xgboost, LightGBM, scikit-learn, river) on OHLCV columns or a held series."""
         return self.trainer.train(args)
 
     @op(NoArgs, reply=JobList, role="read")

@@ -19,6 +19,7 @@ class ModelsConfig:
     native_threads: int = 1  # xgboost nthread on the native path (large batches)
     onnx: bool = True  # the ONNX fast path for tree ensembles
     onnx_max_rows: int = 64  # requests up to this many rows take the ONNX path
+    onnx_custom_ops: bool = False  # onnx models may use operators outside ai.onnx and ai.onnx.ml
     max_batch: int = 100_000  # rows per predict_batch request (more: 413)
     max_artifact_mb: float = 200.0  # uploaded artifact size limit
     live: tuple[dict[str, Any], ...] = (  # models attached to bar series (docs/MODELS.md)

@@ -1,4 +1,5 @@
-"""The built-in model kinds: xgboost, scikit-learn, river, and ensembles of other models.
+"""The built-in model kinds: xgboost, scikit-learn, river, and ensembles of other models (LightGBM in
+`lightgbm_kind`, networks exported to ONNX in `onnx_kind`).
 
 Safe formats only. xgboost models are its own JSON or UBJ (parsed by xgboost, never executed). scikit-learn
 models travel through skops, whose loader refuses any type not on an explicit list: scikit-learn's own
@@ -25,55 +26,23 @@ import numpy as np
 from ml_processing.sdk import BadRequest
 from ml_processing.sdk.model import CLASSIFICATION, REGRESSION, Described, ModelKind, Prediction, Predictor
 
-from .onnx_path import ONNX_FILE, OnnxRunner, from_sklearn, from_xgboost
+from .lightgbm_kind import LightGBMKind
+from .onnx_kind import OnnxKind
+from .onnx_path import (
+    ONNX_FILE,
+    OnnxRunner,
+    TreePredictor,
+    compiled_runner,
+    from_sklearn,
+    from_xgboost,
+    proba_labels,
+)
 
 #: Types skops does not trust by default that scikit-learn tree models are made of.
 SKOPS_TRUSTED = ("sklearn.tree._tree.Tree", "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
                  "sklearn._loss.link.LogitLink", "sklearn._loss.link.IdentityLink",
                  "sklearn._loss.link.MultinomialLogit", "sklearn._loss.loss.HalfBinomialLoss",
                  "sklearn._loss.loss.HalfSquaredError", "sklearn._loss.loss.HalfMultinomialLoss")
-
-
-def _proba_labels(proba: np.ndarray, classes: list[Any]) -> np.ndarray:
-    return np.asarray(classes)[np.argmax(proba, axis=1)]
-
-
-class _TreePredictor(Predictor):
-    """A predictor with an optional ONNX graph for requests of at most `max_rows` rows."""
-
-    allows_nan = True  # tree models treat NaN as missing, in both paths
-
-    def __init__(self, runner: OnnxRunner | None, max_rows: int) -> None:
-        self.runner = runner
-        self.max_rows = max_rows if runner is not None else -1
-
-    #: Does the ONNX graph treat NaN as the native library does? (skl2onnx's trees do not follow the
-    #: missing-value directions scikit-learn learns, so rows with NaN take the native path there.)
-    onnx_takes_nan = True
-
-    def predict(self, x: np.ndarray) -> Prediction:
-        if len(x) <= self.max_rows and (self.onnx_takes_nan or not np.isnan(x).any()):
-            assert self.runner is not None
-            values, proba = self.runner.run(x)
-            if self.task == CLASSIFICATION and proba is not None:
-                return Prediction(np.asarray(self.classes)[values] if self._index_labels else values,
-                                  proba.astype(np.float64), "onnx")
-            return Prediction(values.astype(np.float64), None, "onnx")
-        return self.native(x)
-
-    _index_labels = False
-
-    def native(self, x: np.ndarray) -> Prediction:
-        raise NotImplementedError
-
-    def paths(self) -> list[str]:
-        return ["onnx", "native"] if self.runner is not None else ["native"]
-
-
-def _onnx(directory: Path, manifest: Mapping[str, Any], options: Mapping[str, Any]) -> OnnxRunner | None:
-    if ONNX_FILE not in manifest.get("files", {}) or not options.get("onnx", True):
-        return None
-    return OnnxRunner((directory / ONNX_FILE).read_bytes())
 
 
 # -- xgboost -----------------------------------------------------------------------------------------------
@@ -131,12 +100,12 @@ class XGBoostKind(ModelKind):
     def load(self, directory: Path, manifest: Mapping[str, Any], options: Mapping[str, Any]) -> Predictor:
         booster = self._booster((directory / manifest["artifact"]).read_bytes())
         booster.set_param({"nthread": int(options.get("native_threads", 1))})
-        return XGBoostPredictor(booster, describe_booster(booster), _onnx(directory, manifest, options),
+        return XGBoostPredictor(booster, describe_booster(booster), compiled_runner(directory, manifest, options),
                                 int(options.get("onnx_max_rows", 64)))
 
 
-class XGBoostPredictor(_TreePredictor):
-    _index_labels = True  # the ONNX graph outputs class indexes
+class XGBoostPredictor(TreePredictor):
+    index_labels = True  # the ONNX graph outputs class indexes
 
     def __init__(self, booster: Any, described: Described, runner: OnnxRunner | None, max_rows: int) -> None:
         super().__init__(runner, max_rows)
@@ -153,7 +122,7 @@ class XGBoostPredictor(_TreePredictor):
         else:
             proba = out
         assert self.classes is not None
-        return Prediction(_proba_labels(proba, self.classes), proba)
+        return Prediction(proba_labels(proba, self.classes), proba)
 
 
 # -- scikit-learn ------------------------------------------------------------------------------------------
@@ -211,7 +180,7 @@ class SklearnKind(ModelKind):
         if hasattr(estimator, "n_jobs"):
             estimator.n_jobs = 1
         described = self.describe_estimator(estimator)
-        return SklearnPredictor(estimator, described, _onnx(directory, manifest, options),
+        return SklearnPredictor(estimator, described, compiled_runner(directory, manifest, options),
                                 int(options.get("onnx_max_rows", 64)))
 
 
@@ -219,8 +188,8 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-class SklearnPredictor(_TreePredictor):
-    _index_labels = False  # skl2onnx graphs output the class labels themselves
+class SklearnPredictor(TreePredictor):
+    index_labels = False  # skl2onnx graphs output the class labels themselves
     onnx_takes_nan = False
 
     def __init__(self, estimator: Any, described: Described, runner: OnnxRunner | None, max_rows: int) -> None:
@@ -235,7 +204,7 @@ class SklearnPredictor(_TreePredictor):
         if self.task == CLASSIFICATION and hasattr(self.estimator, "predict_proba"):
             proba = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
             assert self.classes is not None
-            return Prediction(_proba_labels(proba, self.classes), proba)
+            return Prediction(proba_labels(proba, self.classes), proba)
         values = np.asarray(self.estimator.predict(x))
         return Prediction(values if self.task == CLASSIFICATION else values.astype(np.float64), None)
 
@@ -279,7 +248,7 @@ class RiverPredictor(Predictor):
                          dtype=np.float64)
         totals = proba.sum(axis=1, keepdims=True)
         proba = np.where(totals > 0, proba / np.where(totals > 0, totals, 1.0), 1.0 / len(self.classes))
-        return Prediction(_proba_labels(proba, self.classes), proba)
+        return Prediction(proba_labels(proba, self.classes), proba)
 
     def learn(self, row: np.ndarray, label: Any) -> None:
         self.model.learn_one(dict(zip(self.names, row.tolist(), strict=True)), label)
@@ -349,12 +318,17 @@ class EnsemblePredictor(Predictor):
         weights = np.asarray(self.weights)
         if self.task == REGRESSION:
             return Prediction(np.tensordot(weights, [o.values for o in outputs], axes=1), None, paths)
-        stacked = [o.proba for o in outputs]
-        proba = np.tensordot(weights, stacked, axes=1)
         assert self.classes is not None
-        return Prediction(_proba_labels(proba, self.classes), proba, paths,
+        stacked = [o.proba if o.proba is not None else _votes(o.values, self.classes) for o in outputs]
+        proba = np.tensordot(weights, stacked, axes=1)
+        return Prediction(proba_labels(proba, self.classes), proba, paths,
                           dict(zip(self.members, stacked, strict=True)))
 
 
+def _votes(labels: np.ndarray, classes: list[Any]) -> np.ndarray:
+    """A member that answers labels only (no probabilities) counts as probability 1 for its label."""
+    return (np.asarray(labels).reshape(-1, 1) == np.asarray(classes, dtype=object).reshape(1, -1)).astype(np.float64)
+
+
 def builtin_kinds() -> list[ModelKind]:
-    return [XGBoostKind(), SklearnKind(), RiverKind(), EnsembleKind()]
+    return [XGBoostKind(), LightGBMKind(), SklearnKind(), OnnxKind(), RiverKind(), EnsembleKind()]

@@ -1,6 +1,7 @@
 """Registering an uploaded artifact: its kind and format, its size, the kind's check (off the event loop),
-and the feature names it is bound to (given, or those of a feature pipeline, asked of the ``features``
-service)."""
+the custom-operator policy (a description listing ``custom_ops`` is admitted only with ``[plugins.models]
+onnx_custom_ops = true``), and the feature names it is bound to (given, or those of a feature pipeline, asked
+of the ``features`` service)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from ml_processing.sdk.services.features import Features
 
 from .catalog import Catalog
 from .declarations import RegisterArgs
+from .onnx_kind import refused_by_policy
 
 
-async def register(catalog: Catalog, features: Features, args: RegisterArgs, max_bytes: int) -> dict[str, Any]:
-    """Check, write (compiling the fast path), load and maybe promote the uploaded version."""
+async def register(catalog: Catalog, features: Features, args: RegisterArgs, max_bytes: int,
+                   custom_ops: bool = False) -> dict[str, Any]:
+    """Check, write (compiling the fast path), load and maybe promote the uploaded version. `custom_ops`:
+    may a graph use operators outside the standard ONNX domains (``[plugins.models] onnx_custom_ops``)?"""
     kind = catalog.kinds.get(args.kind)
     if kind is None:
         raise BadRequest(f"unknown model kind {args.kind!r:.40} (kinds: {', '.join(catalog.kinds)})", field="kind")
@@ -26,6 +30,9 @@ async def register(catalog: Catalog, features: Features, args: RegisterArgs, max
         raise TooLarge(f"artifact of {len(args.artifact) / 2**20:.1f} MiB; at most {max_bytes / 2**20:g} MiB",
                        field="artifact")
     described = await catalog.run_in_thread(kind.check, args.artifact, fmt)
+    refused = refused_by_policy(described, custom_ops)
+    if refused is not None:
+        raise refused
     names = await _feature_names(features, args)
     return await catalog.add(args.model_id, kind, fmt, args.artifact, described,
                              {"features": names, "pipeline": args.pipeline, "metrics": args.metrics}, args.promote)

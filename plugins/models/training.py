@@ -1,7 +1,7 @@
 """Training jobs: run in a process pool, never on the event loop; each has an id, a status, a stage and a result.
 
 `fit` is what a worker process runs: given time-ordered training and holdout rows it trains one model
-(xgboost, scikit-learn, river: `TRAINABLE`), scores it on the holdout and returns the artifact bytes in the
+(xgboost, LightGBM, scikit-learn, river: `TRAINABLE`), scores it on the holdout and returns the artifact bytes in the
 kind's own format with its description (task, features, classes, details). It never touches the registry:
 the service writes the version only when a job succeeds, so a crashed or cancelled job leaves the registry as
 it was.
@@ -30,14 +30,16 @@ from ml_processing.sdk import BadRequest, Clock, get_logger
 from ml_processing.sdk.model import CLASSIFICATION, Described
 
 from .kinds import SklearnKind, describe_booster
+from .lightgbm_kind import describe_lightgbm
 
 log = get_logger(__name__)
 
 #: The model kinds `fit` trains.
-TRAINABLE = ("xgboost", "sklearn", "river")
+TRAINABLE = ("xgboost", "lightgbm", "sklearn", "river")
 
 XGBOOST_DEFAULTS = {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "tree_method": "hist",
                     "nthread": 1, "seed": 0}
+LIGHTGBM_DEFAULTS = {"num_leaves": 31, "learning_rate": 0.1, "seed": 0, "deterministic": True, "verbose": -1}
 SKLEARN_ESTIMATORS = ("RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassifier",
                       "ExtraTreesRegressor", "GradientBoostingClassifier", "GradientBoostingRegressor",
                       "HistGradientBoostingClassifier", "HistGradientBoostingRegressor", "LogisticRegression",
@@ -46,6 +48,7 @@ SKLEARN_ESTIMATORS = ("RandomForestClassifier", "RandomForestRegressor", "ExtraT
 
 def warm() -> None:
     """Pool initializer: import the training libraries once per worker."""
+    import lightgbm  # noqa: F401
     import sklearn.ensemble  # noqa: F401
     import xgboost  # noqa: F401
 
@@ -96,6 +99,8 @@ def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarr
         artifact, fmt = bytes(model.save_raw(raw_format="ubj")), "ubj"
         about = describe_booster(model)
         described = dataclasses.replace(about, details={**about.details, "refreshed": base is not None})
+    elif kind == "lightgbm":
+        proba, values, artifact, fmt, described = _lightgbm(task, params, x, y, x_test, base, threads)
     elif kind == "sklearn":
         import sklearn.ensemble
         import sklearn.linear_model
@@ -138,6 +143,26 @@ def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarr
         raise ValueError(f"cannot train model kind {kind!r}")
     return {"format": fmt, "artifact": artifact, "metrics": scores(task, y_test, proba, values),
             "seconds": round(time.perf_counter() - start, 4), "described": described}
+
+
+def _lightgbm(task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
+              base: bytes | None, threads: int) -> tuple[np.ndarray | None, np.ndarray, bytes, str, Described]:
+    """A LightGBM booster (continued from `base` when given): (holdout probabilities, holdout values,
+    artifact, format, description)."""
+    import lightgbm as lgb
+
+    rounds = int(params.pop("n_estimators", params.pop("num_boost_round", 100)))
+    objective = "binary" if task == CLASSIFICATION else "regression"
+    init = lgb.Booster(model_str=base.decode("utf-8")) if base is not None else None
+    booster = lgb.train({**LIGHTGBM_DEFAULTS, "objective": objective, "num_threads": threads, **params},
+                        lgb.Dataset(x, label=y), num_boost_round=rounds, init_model=init)
+    p = np.asarray(booster.predict(x_test, num_threads=threads), dtype=np.float64)
+    proba = np.column_stack([1 - p, p]) if task == CLASSIFICATION else None
+    values = (p > 0.5).astype(int) if task == CLASSIFICATION else p
+    artifact = booster.model_to_string().encode()
+    about = describe_lightgbm(booster, artifact)
+    described = dataclasses.replace(about, details={**about.details, "refreshed": base is not None})
+    return proba, values, artifact, "txt", described
 
 
 @dataclass

@@ -16,6 +16,8 @@ from tests.support.registries import FOUND
 BUILTIN = {
     "xgboost": (["json: trained by the checks (xgboost)", "ubj: trained by the checks (xgboost)"], ["native", "onnx"]),
     "sklearn": (["skops: trained by the checks (scikit-learn)"], ["native", "onnx"]),
+    "lightgbm": (["txt: offered by the kind"], ["native", "onnx"]),
+    "onnx": (["onnx: offered by the kind"], []),  # one path: onnxruntime
     "river": ([], []),  # only the service writes river models: garbage refused, nothing to load
     "ensemble": ([], []),  # built of other models
 }

@@ -169,7 +169,9 @@ async def test_live_predictions_signals_self_labels_learning_and_checkpoints(tmp
         assert live["weights"]["ensemble"]["updates"] == len(predictions) - 1
         health = await kernel.request("kernel", "health", {})
         assert health["technical_analysis"]["signals_generated"] == len(signals)
-        assert set(health["performance_metrics"]["model_accuracy"]) >= {"ensemble", "river_default"}
+        assert set(health["performance_metrics"]["model_accuracy"]) >= {"ensemble", "river_default", "neural_net"}
+        metrics = await kernel.request("kernel", "metrics_ml", {})
+        assert 0.0 <= metrics["performance_metrics"]["model_accuracy"]["neural_net"] <= 1.0  # the seed's example
         weights = live["weights"]["ensemble"]["weights"]
     finally:
         await kernel.stop()  # checkpoints the river member and the ensemble weights

@@ -358,7 +358,9 @@ async def test_default_models_answer_the_seed_quick_start_and_load_fast_after(tm
             assert out["model"] == "ensemble" and out["prediction"] in (0, 1) and len(out["probabilities"]) == 2
             health = await call(http, kernel, "GET", "/health/models")
             assert {m["model"] for m in health["models"]} == {"ensemble", "xgboost_default", "sklearn_default",
-                                                              "river_default"}
+                                                              "river_default", "neural_net"}
+            network = next(m for m in health["models"] if m["model"] == "neural_net")
+            assert network["kind"] == "onnx" and network["paths"] == ["onnx"] and network["classes"] == [0, 1]
             assert all(m["pipeline"] == "default@2" and m["status"] == "ok" for m in health["models"])
             accuracy = {m["model"]: m["metrics"].get("accuracy") for m in health["models"]}
             assert all(a > 0.5 for name, a in accuracy.items() if name != "ensemble")

@@ -18,7 +18,7 @@ from tests.plugins.replay.helpers import assert_self_contained, assert_trading_s
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-MODELS = {"ensemble", "xgboost_default", "sklearn_default", "river_default"}
+MODELS = {"ensemble", "xgboost_default", "sklearn_default", "river_default", "neural_net"}
 
 
 # -- end to end ---------------------------------------------------------------------------------------------
