@@ -105,6 +105,9 @@ def _parser(commands: dict[str, tuple[str, Command]]) -> argparse.ArgumentParser
     serve = sub.add_parser("serve", help="run the service (broker, pub/sub, actors, REST edge)",
                            description="Run the whole service on this host.")
     _common(serve)
+    serve.add_argument("--processes", type=_at_least_one, metavar="N",
+                       help="this process plus N-1 worker processes that answer the stateless ops "
+                            "(default: [kernel] processes)")
     worker = sub.add_parser("worker", help="serve this host's actors for a remote broker",
                             description="Join a remote broker: each configured actor becomes an MDP worker.")
     _common(worker)
@@ -113,6 +116,7 @@ def _parser(commands: dict[str, tuple[str, Command]]) -> argparse.ArgumentParser
     worker.add_argument("--keys", metavar="FILE",
                         help="client key file of a broker with authentication on (ml-processing keys client NAME "
                              "--role worker --role compute): sets [security] client_keys and auth = true for this run")
+    worker.add_argument("--process", type=_at_least_one, metavar="INDEX", help=argparse.SUPPRESS)  # serve's own
     plugins = sub.add_parser("plugins", help="list plugins, their source, hooks and actors",
                              description="Discover plugins as `serve` would and report each one.")
     _common(plugins)
@@ -253,6 +257,16 @@ def with_client_keys(config: Config, path: str) -> Config:
     return dataclasses.replace(config, security=security)
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 256, got {value}")
+    return value
+
+
 def _config_error(exc: ConfigError) -> int:
     print(f"ml-processing: configuration error: {exc.message}", file=sys.stderr)
     return 2
@@ -291,7 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_command(args.command, "kernel", KERNEL_COMMANDS[args.command], args, config)
         if getattr(args, "keys", None):
             config = with_client_keys(config, args.keys)
-        kernel = Kernel(config, mode=args.command, broker=getattr(args, "broker", None))
+        if getattr(args, "processes", None):
+            config = dataclasses.replace(config, kernel=dataclasses.replace(config.kernel, processes=args.processes))
+        kernel = Kernel(config, mode=args.command, broker=getattr(args, "broker", None),
+                        process=getattr(args, "process", None))
         return _run(kernel.run(), config)
     except ConfigError as exc:
         return _config_error(exc)

@@ -4,6 +4,9 @@
 pub/sub proxy, every actor (served by the broker directly, with no socket hop) and the REST edge.
 ``worker`` mode runs no broker, proxy or edge: each actor joins a remote broker as MDP worker(s) and
 uses the remote proxy for pub/sub, so a second process or host adds capacity with no other change.
+With ``[kernel] processes`` N > 1, ``serve`` also starts and supervises N-1 worker processes of its own
+(`ml_processing.core.processes`): they answer the stateless ops the broker hands them and take no pub/sub
+subscriptions; the serve process keeps every piece of state.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import graphlib
 import importlib.metadata
+import os
 import signal
 import time
 from collections.abc import Mapping
@@ -27,6 +31,8 @@ from prometheus_client import Histogram
 from ml_processing.bus import codec, mdp
 from ml_processing.bus.edge.app import STATS, EdgeStats, create_app, create_runner
 from ml_processing.bus.edge.routes import Route
+from ml_processing.bus.errors import NotFound
+from ml_processing.bus.mdp.spreading import Spreader
 from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
 from ml_processing.core.plugins import PluginHost  # the plugin host (core), not a plugin
 
@@ -37,6 +43,7 @@ from .config import Config
 from .discovery import collect_actors, collect_registries, collect_routes
 from .errors import PluginError
 from .log import get_logger
+from .processes import CONTROL, ProcessGroup, identity_prefix
 from .routing import describe
 from .security.service import Security
 from .supervisor import FAILED, RUNNING, ActorCell
@@ -79,10 +86,12 @@ class Kernel:
     """One process of ml-processing. Use `start`/`stop`, or `run` for the signal-driven lifecycle."""
 
     def __init__(self, config: Config, *, mode: Literal["serve", "worker"] = "serve",
-                 broker: str | None = None, clock: Clock = REAL) -> None:
+                 broker: str | None = None, clock: Clock = REAL, process: int | None = None) -> None:
         self.config = config
         self.clock = clock
         self.mode = mode
+        self.process = process  # worker mode: the index of this worker process of a serve process group
+        self.group: ProcessGroup | None = None  # serve mode with [kernel] processes > 1
         self.broker_address = broker or config.bus.broker_connect
         self.state = "created"
         self.started_at = time.time()
@@ -128,15 +137,21 @@ class Kernel:
         bus = self.config.bus
         if self.mode == "serve":
             curve = self.security.curve
-            self.proxy = Proxy(self.context, [bus.pub_in], [bus.pub_out], hwm=bus.hwm, curve=curve)
+            group = self._group_endpoints()
+            self.proxy = Proxy(self.context, [bus.pub_in, *group[1:2]], [bus.pub_out, *group[2:3]], hwm=bus.hwm,
+                               curve=curve)
             self.proxy.start()  # on this loop: it also delivers to and publishes for the actors here
             self.publisher = self.subscriber = self.proxy
-            self.broker = mdp.Broker(self.context, list(bus.broker_bind),
+            self.broker = mdp.Broker(self.context, [*bus.broker_bind, *group[:1]],
                                      heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
                                      request_timeout=bus.request_timeout_ms / 1000, max_queue=bus.max_queue,
                                      hwm=bus.hwm, max_message_bytes=int(bus.max_message_mb * 1024 * 1024),
                                      clock=self.clock, gate=self.security.gate, curve=curve)
             await self.broker.start()
+            if self.config.kernel.processes > 1:
+                self.broker.spreader = Spreader(
+                    [(cls.name, name) for _, cls in actor_classes for name, spec in cls.declarations().items()
+                     if spec.spread], offload_after=self.config.kernel.offload_after_us / 1e6)
         else:
             keys = self.security.client_keys()
             self.client = mdp.AsyncClient(self.broker_address, timeout=bus.request_timeout_ms / 1000,
@@ -147,12 +162,16 @@ class Kernel:
 
         for plugin, cls in actor_classes:
             self.cells[cls.name] = ActorCell(cls, plugin, self._context_for, self.config.kernel, self.subscriber,
-                                             clock=self.clock, audit=self.security.audit)
+                                             clock=self.clock, audit=self.security.audit,
+                                             on_changed=self._changed if self.group is not None else None)
         await self._start_cells()
         if self.broker is None:
             self._start_workers()
         if self.mode == "serve" and self.config.edge.enabled:
             await self._start_edge()
+        if self.group is not None:
+            assert self.broker is not None
+            self.group.start(self.broker)
         self.state = "running"
         log.info("kernel_started", mode=self.mode, version=VERSION, actors=list(self.cells),
                  broker=self.broker.bound if self.broker else self.broker_address,
@@ -198,15 +217,29 @@ class Kernel:
                 order.done(name)
         await asyncio.gather(*started.values())
 
+    def _group_endpoints(self) -> list[str]:
+        """[broker, pub in, pub out] endpoints for this serve process's worker processes, or []."""
+        count = self.config.kernel.processes
+        if count <= 1:
+            return []
+        self.group = ProcessGroup(self.config, count)
+        return [self.group.broker_endpoint, self.group.pub_in, self.group.pub_out]
+
+    async def _changed(self, service: str) -> None:
+        """A state-changing op of `service` succeeded here: every worker process reloads it first."""
+        if self.group is not None:
+            await self.group.sync(service)
+
     def _context_for(self, cell: ActorCell) -> ActorContext:
         assert self.publisher is not None
+        replica = self.process is not None  # a worker process of a serve group takes no live messages
         return ActorContext(
             name=cell.name,
             settings=self.config,
             config=self.plugins.plugin_configs.get(cell.plugin),
             publish=self.publisher.publish,
-            subscribe=cell.subscribe,
-            unsubscribe=cell.unsubscribe,
+            subscribe=_ignore_subscription if replica else cell.subscribe,
+            unsubscribe=_ignore_subscription if replica else cell.unsubscribe,
             request=self.request,
             spawn=cell.spawn,
             executor=self.executor,
@@ -219,15 +252,19 @@ class Kernel:
         )
 
     def _start_workers(self) -> None:
+        served: list[tuple[str, Any]] = [(name, cell) for name, cell in self.cells.items()
+                                         for _ in range(self.config.kernel.worker_concurrency)]
+        if self.process is not None:
+            served.append((CONTROL.format(index=self.process), ProcessControl(self)))
         bus = self.config.bus
-        for cell in self.cells.values():
-            for _ in range(self.config.kernel.worker_concurrency):
-                worker = mdp.Worker(self.context, self.broker_address, cell.name, cell,
-                                    heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
-                                    drain_timeout=self.config.kernel.drain_timeout_s, clock=self.clock,
-                                    keys=self.security.client_keys())
-                self.workers.append(worker)
-                self._worker_tasks.append(asyncio.create_task(worker.run(), name=f"mdp-worker-{cell.name}"))
+        prefix = identity_prefix(self.process) if self.process is not None else b""
+        for name, handler in served:
+            worker = mdp.Worker(self.context, self.broker_address, name, handler,
+                                heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
+                                drain_timeout=self.config.kernel.drain_timeout_s, clock=self.clock,
+                                keys=self.security.client_keys(), identity_prefix=prefix)
+            self.workers.append(worker)
+            self._worker_tasks.append(asyncio.create_task(worker.run(), name=f"mdp-worker-{name}"))
 
     async def _start_edge(self) -> None:
         assert self.broker is not None
@@ -309,6 +346,8 @@ class Kernel:
         if self.broker is not None:
             self.broker.stop_accepting()
             drained = await self.broker.drain(max(0.0, deadline - time.monotonic()))
+        if self.group is not None:
+            await self.group.stop(max(0.1, deadline - time.monotonic()))
         for worker in self.workers:
             worker.stop()
         if self._worker_tasks:
@@ -333,6 +372,8 @@ class Kernel:
             self.subscriber.close()
         if self.publisher is not None:
             self.publisher.close()
+        if self.group is not None:
+            await self.group.stop(0.5)  # a start that failed half-way: no worker process outlives it
         self.security.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.context.destroy(linger=0)
@@ -351,3 +392,28 @@ class Kernel:
         finally:
             await self.stop()
         return 0
+
+
+def _ignore_subscription(prefix: str, handler: Any) -> None:
+    """A worker process of a serve group takes no pub/sub messages: the serve process handles each once."""
+
+
+class ProcessControl:
+    """The ``process.<i>`` service of a worker process: the serve process's control of it."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    async def __call__(self, request: codec.Request) -> Any:
+        if request.op == "status":
+            return {"process": self.kernel.process, "pid": os.getpid(), "status": self.kernel.status,
+                    "actors": {name: cell.status() for name, cell in self.kernel.cells.items()}}
+        if request.op != "sync":
+            raise NotFound(f"process control has no op {request.op!r} (ops: status, sync)", field="op")
+        args = request.args if isinstance(request.args, dict) else {}
+        service = args.get("service")
+        cell = self.kernel.cells.get(service) if isinstance(service, str) else None
+        if cell is None:
+            raise NotFound(f"no service {service!r} in this process", field="service")
+        await cell.sync()
+        return {"synced": service, "process": self.kernel.process}

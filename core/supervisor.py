@@ -75,7 +75,7 @@ class ActorCell:
     def __init__(self, actor_cls: type[Actor], plugin: str, make_context: Callable[[ActorCell], ActorContext],
                  policy: KernelConfig, subscriber: Subscriber | Proxy,
                  on_state: Callable[[ActorCell], None] | None = None, clock: Clock = REAL,
-                 audit: AuditLog | None = None) -> None:
+                 audit: AuditLog | None = None, on_changed: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.actor_cls = actor_cls
         self._subscriber = subscriber
         self.name = actor_cls.name
@@ -85,6 +85,7 @@ class ActorCell:
         self._on_state = on_state
         self.clock = clock
         self.audit = audit  # every admin op (it changes state) is written there with who asked and how it ended
+        self.on_changed = on_changed  # awaited after an admin op succeeds (other processes reload the state)
         self.state = STOPPED
         self.instance: Actor | None = None
         self.restarts = 0
@@ -255,7 +256,7 @@ class ActorCell:
             raise NotFound(f"service {self.name!r} has no op {request.op!r} "
                            f"(ops: {', '.join(sorted(self.actor_cls._ops))})", field="op")
         self.requests += 1
-        if spec.role == "admin" and self.audit is not None:
+        if spec.role == "admin" and (self.audit is not None or self.on_changed is not None):
             return self._audited(spec, request)
         if spec.args is not None and _large(request):
             return self._decode_off_loop(spec, request)
@@ -271,24 +272,45 @@ class ActorCell:
         return result
 
     async def _audited(self, spec: OpSpec, request: codec.Request) -> Any:
-        """A state-changing op: handled like any other, then one line in the audit trail."""
-        assert self.audit is not None
+        """A state-changing op: handled like any other, then one line in the audit trail; once it succeeded,
+        the other processes of the service reload the state (`on_changed`) before the reply leaves."""
         outcome = "ok"
         try:
             if spec.args is not None and _large(request):
-                return await self._decode_off_loop(spec, request)
-            _set_request((self.name, request.op, request.rid))
-            try:
-                result = getattr(self.instance, spec.attr)(spec.decode(request.args))
-                return await result if inspect.isawaitable(result) else result
-            except Exception as exc:
-                raise self._failed(exc, request) from None
+                result = await self._decode_off_loop(spec, request)
+            else:
+                _set_request((self.name, request.op, request.rid))
+                try:
+                    result = getattr(self.instance, spec.attr)(spec.decode(request.args))
+                    if inspect.isawaitable(result):
+                        result = await result
+                except Exception as exc:
+                    raise self._failed(exc, request) from None
+            if self.on_changed is not None:
+                await self.on_changed(self.name)
+            return result
         except MlpError as exc:
             outcome = exc.code
             raise
         finally:
-            self.audit.write(request.principal or "anonymous", request.transport, self.name, request.op,
-                             _target(request.args), outcome)
+            if self.audit is not None:
+                self.audit.write(request.principal or "anonymous", request.transport, self.name, request.op,
+                                 _target(request.args), outcome)
+
+    async def sync(self) -> None:
+        """Another process changed this service's state: the actor's ``on_sync`` reloads it, or, for an
+        actor without one, a restart reads it afresh (requests meanwhile are answered ``unavailable``)."""
+        if self.state != RUNNING or self.instance is None:
+            return
+        on_sync = getattr(self.instance, "on_sync", None)
+        if on_sync is not None:
+            await on_sync()
+            return
+        log.info("actor_resync", actor=self.name)
+        self._set_state(STOPPING)
+        await self._teardown()
+        self._set_state(STOPPED)
+        await self.start()
 
     async def _decode_off_loop(self, spec: OpSpec, request: codec.Request) -> Any:
         """A large request's arguments are checked on a thread, so the loop keeps serving meanwhile."""

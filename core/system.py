@@ -7,6 +7,7 @@ and metrics through bus requests and never imports the kernel.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from typing import Any
 
@@ -65,6 +66,8 @@ class KernelService(Actor):
             "uptime_s": round(time.time() - k.started_at, 3),
             **body,
             "actors": {name: cell.status() for name, cell in k.cells.items()},
+            "processes": [{"index": 0, "pid": os.getpid(), "state": k.state, "restarts": 0, "role": "serve"},
+                          *({**p, "role": "worker"} for p in (k.group.status() if k.group else []))],
             "plugins": {"loaded": sorted(i.name for i in k.plugins.infos.values() if i.enabled and not i.error),
                         "broken": {i.name: i.error for i in k.plugins.infos.values() if i.error},
                         "disabled": sorted(i.name for i in k.plugins.infos.values() if not i.enabled)},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -37,6 +38,7 @@ from .gate import Gate
 from .sending import LOCAL_ADDR
 from .services import ServiceTable
 from .serving import LocalService, is_plain, serve_request
+from .spreading import Spreader
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +68,7 @@ class Broker(ServiceTable):
         self.bound: list[str] = []
         self._gate = gate  # asked before any service sees a request, and before a worker is accepted
         self._curve = curve  # (public, secret) Z85: the socket is a CURVE server (ZAP domain "broker")
+        self.spreader: Spreader | None = None  # set with several processes: stateless ops may go to workers
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -165,13 +168,23 @@ class Broker(ServiceTable):
         if principal is not None and self._gate is not None:
             who = self._gate.admit(principal, service, op)
         local = self._local.get(name)
+        spreader = self.spreader
+        if local is not None and spreader is not None and name in spreader.services:
+            svc = self._services.get(name)
+            if svc is not None and svc.idle and spreader.wants_worker(name, op):
+                spreader.offloaded += 1
+                local = None
         if local is not None:
             self.stats.local_requests += 1
+            measured = spreader if spreader is not None and name in spreader.services else None
             try:
+                started = time.perf_counter()
                 result = local(codec.Request(op, args if args is not None else {}, rid, 0, who,
                                              "internal" if principal is None else "rest"))
                 if not is_plain(result) and inspect.isawaitable(result):
                     self._begin()
+                    if measured is not None:
+                        measured.began(name)
                     try:
                         async with asyncio.timeout(timeout or self.request_timeout):
                             result = await result
@@ -180,6 +193,10 @@ class Broker(ServiceTable):
                         raise Timeout(f"service {service!r} did not answer op {op!r} in time") from None
                     finally:
                         self._end()
+                        if measured is not None:
+                            measured.ended(name)
+                elif measured is not None:
+                    measured.served(name, op, time.perf_counter() - started)
             except MlpError:
                 raise
             except Exception as exc:  # as on the socket path: a LocalService bug becomes `internal`
@@ -260,7 +277,7 @@ class Broker(ServiceTable):
                 self.stats.refused += 1
                 self._reply_error(client, dialect, service, exc)
                 return
-        if service in self._local:
+        if service in self._local and not self._offload(service, body):
             self._call_local(client, dialect, service, body, who)
         else:
             self._route(service, client, dialect, body, self._monotonic() + self.request_timeout)
@@ -272,17 +289,53 @@ class Broker(ServiceTable):
             code = b"501"
         self._send_client(client, dialect, service, [code])
 
+    def _offload(self, service: bytes, body: list[bytes]) -> bool:
+        """Whether a request for a service of this process goes to an idle worker of another process
+        instead (stateless ops only, while this process is busy with the service: see `Spreader`)."""
+        spreader = self.spreader
+        if spreader is None or service not in spreader.services or len(body) != 1:
+            return False
+        svc = self._services.get(service)
+        if svc is None or not svc.idle:
+            return False
+        try:
+            if not spreader.wants_worker(service, codec.peek_op(body[0])):
+                return False
+        except CodecError:
+            return False  # answered locally, as a malformed request
+        spreader.offloaded += 1
+        return True
+
     def _call_local(self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes],
                     who: str | None = None) -> None:
         self.stats.local_requests += 1
+        spreader = self.spreader
+        if spreader is not None and service in spreader.services:
+            self._call_local_measured(spreader, client, dialect, service, body, who)
+            return
         reply = serve_request(self._local[service], body, self._count_malformed, who)
         if isinstance(reply, bytes):
             self._send_client(client, dialect, service, [reply])
         else:
             self._spawn(self._finish_local(client, dialect, service, reply))
 
+    def _call_local_measured(self, spreader: Spreader, client: bytes, dialect: Dialect, service: bytes,
+                             body: list[bytes], who: str | None) -> None:
+        """`_call_local` telling the spreader what the request cost this process."""
+        started = time.perf_counter()
+        reply = serve_request(self._local[service], body, self._count_malformed, who)
+        if isinstance(reply, bytes):
+            self._send_client(client, dialect, service, [reply])
+            try:
+                spreader.served(service, codec.peek_op(body[0]), time.perf_counter() - started)
+            except CodecError:
+                pass  # a malformed request, already answered and counted
+        else:
+            spreader.began(service)
+            self._spawn(self._finish_local(client, dialect, service, reply, spreader))
+
     async def _finish_local(self, client: bytes, dialect: Dialect, service: bytes,
-                            pending: Awaitable[bytes]) -> None:
+                            pending: Awaitable[bytes], spreader: Spreader | None = None) -> None:
         try:
             async with asyncio.timeout(self.request_timeout):
                 reply = await pending
@@ -293,6 +346,9 @@ class Broker(ServiceTable):
             self._send_client(client, dialect, service, [codec.encode_error(
                 Unavailable(f"service {service_name(service)!r} shut down before answering"))])
             raise
+        finally:
+            if spreader is not None:
+                spreader.ended(service)
         self._send_client(client, dialect, service, [reply])
 
     # -- timers ------------------------------------------------------------------------------------

@@ -202,6 +202,14 @@ class ServiceTable(BrokerSocket):
                 self._fail_pending(svc.queue.popleft(), svc.name, Unavailable(
                     f"no live worker for service {service_name(svc.name)!r}"))
 
+    def drop_workers(self, prefix: bytes, *, reason: str) -> int:
+        """Drop every worker whose identity starts with `prefix` (a process known to be gone): the requests
+        they held fail ``unavailable`` now rather than at heartbeat expiry. Returns how many were dropped."""
+        gone = [identity for identity in self._workers if identity.startswith(prefix)]
+        for identity in gone:
+            self._drop_worker(identity, notify=False, reason=reason)
+        return len(gone)
+
     def _send_worker(self, identity: bytes, command: bytes, body: list[bytes] | None = None, *,
                      delimited: bool | None = None) -> None:
         if self._sock is None:

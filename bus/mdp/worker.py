@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import structlog
 import zmq
@@ -27,10 +28,12 @@ class Worker:
 
     def __init__(self, context: zmq.asyncio.Context, broker: str, service: str, handler: LocalService, *,
                  heartbeat_interval: float = 2.5, liveness: int = 3, reconnect_delay: float = 0.1,
-                 drain_timeout: float = 10.0, clock: ClockLike | None = None, keys: CurveKeys | None = None) -> None:
+                 drain_timeout: float = 10.0, clock: ClockLike | None = None, keys: CurveKeys | None = None,
+                 identity_prefix: bytes = b"") -> None:
         self._context = context
         self.keys = keys  # CURVE: a broker with authentication on takes READY only from a worker-role key
         self.broker = broker
+        self.identity_prefix = identity_prefix  # the broker can drop a whole process's workers by it
         self.service = service
         self._handler = handler
         self.heartbeat_interval = heartbeat_interval
@@ -55,6 +58,8 @@ class Worker:
         while not self._stopped:
             sock = self._context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            if self.identity_prefix:
+                sock.setsockopt(zmq.ROUTING_ID, self.identity_prefix + os.urandom(8).hex().encode())
             if self.keys is not None:
                 self.keys.apply(sock)
             sock.connect(self.broker)

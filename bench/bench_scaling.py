@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Scaling over processes on one host: ``serve --processes 2`` against ``--processes 1``, in one run.
+
+Ours: ``ml-processing serve`` (generated plugins.toml, prediction cache off), once with ``MLP_KERNEL_PROCESSES=1``
+and once with ``2``; the second is measured only once /health shows its worker process running.
+
+1. A server-bound load: 2 client processes, each a blocking ``mdp.Client`` loop of ``models.predict_batch``
+   with 1,000 rows of the default xgboost model, started together on a time barrier, bounded in count and
+   time. Reported: batches/s of both together. Target: 2 processes >= 1.6x of 1.
+2. One-row ``models.predict`` from one client process, p50/p99 over ZeroMQ. Target: 2 processes' p50 <= 1.1x
+   of 1 process's (a cheap request is answered in the serve process, with no extra hop).
+
+The reference of each ratio is the one-process service, measured in the same repeat. Every client runs in
+its own process, every loop is bounded, everything is on 127.0.0.1. Medians of the repeats are quoted; every
+repeat is kept in bench/results/bench_scaling.json.
+
+    python bench/bench_scaling.py              # 3 repeats
+    python bench/bench_scaling.py --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+
+ROWS = 1_000
+FEATURES = 4  # the default models' inputs
+MODEL = "xgboost_default"
+
+
+def _rows(n: int, seed: int) -> list[list[float]]:
+    import random
+
+    rnd = random.Random(seed)
+    return [[rnd.uniform(-1, 1) for _ in range(FEATURES)] for _ in range(n)]
+
+
+def _client(argv: list[str]) -> int:
+    """``_client batch|one ENDPOINT START_AT SECONDS COUNT``: one client process; prints its result as JSON."""
+    from ml_processing.bus import mdp
+
+    kind, endpoint, start_at, seconds, count = argv[0], argv[1], float(argv[2]), float(argv[3]), int(argv[4])
+    client = mdp.Client(endpoint, timeout=30)
+    try:
+        if kind == "batch":
+            args: dict[str, Any] = {"model": MODEL, "rows": _rows(ROWS, 1)}
+            op = "predict_batch"
+        else:
+            args = {"model": MODEL, "features": _rows(1, 2)[0]}
+            op = "predict"
+        for _ in range(5):  # warm-up
+            client.request("models", op, args)
+        C.wait_until(start_at)
+        samples: list[int] = []
+        began = time.perf_counter()
+        deadline = began + seconds
+        for _ in range(count):
+            t0 = time.perf_counter_ns()
+            client.request("models", op, args)
+            samples.append(time.perf_counter_ns() - t0)
+            if time.perf_counter() > deadline:
+                break
+        elapsed = time.perf_counter() - began
+    finally:
+        client.close()
+    print(json.dumps({"done": len(samples), "elapsed_s": elapsed, **C.summarize_ns(samples)}))
+    return 0
+
+
+def _clients(group: C.ProcessGroup, kind: str, endpoint: str, n: int, seconds: float, count: int
+             ) -> list[dict[str, Any]]:
+    start_at = time.time() + 3.0
+    procs = [group.start([sys.executable, __file__, "_client", kind, endpoint, str(start_at), str(seconds),
+                          str(count)], stdout=C.subprocess.PIPE, stderr=C.subprocess.PIPE, text=True)
+             for _ in range(n)]
+    return C.collect(procs, seconds + 60, group)
+
+
+def _wait_processes(svc: C.Service, count: int, timeout: float = 120.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(svc.edge_url + "/health", timeout=5) as resp:
+            health = json.loads(resp.read())
+        running = [p for p in health.get("processes", []) if p["state"] == "running"]
+        services = json.loads(urllib.request.urlopen(svc.edge_url + "/api/v1/services", timeout=5).read())
+        if len(running) == count and (count == 1 or services.get("models", {}).get("workers", 0) >= count - 1):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{count} processes did not all run within {timeout}s")
+
+
+def measure(processes: int, seconds: float) -> dict[str, Any]:
+    env = {"MLP_KERNEL_PROCESSES": str(processes), "MLP_CACHE_PREDICTION_CACHE_TTL": "0"}
+    with C.Service(env=env, start_timeout=120) as svc, C.ProcessGroup() as group:
+        _wait_processes(svc, processes)
+        batch = _clients(group, "batch", svc.broker, 2, seconds, 100_000)
+        one = _clients(group, "one", svc.broker, 1, seconds, 5_000)[0]
+    done = sum(r["done"] for r in batch)
+    rate = done / max(r["elapsed_s"] for r in batch)
+    return {"processes": processes, "batch_per_s": rate, "batch_p50_us": C.median(r["p50_us"] for r in batch),
+            "one_p50_us": one["p50_us"], "one_p99_us": one["p99_us"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each load (default 8)")
+    args = parser.parse_args()
+    repeats = []
+    for i in range(args.repeat):
+        one, two = measure(1, args.seconds), measure(2, args.seconds)
+        repeats.append({"one": one, "two": two, "batch_ratio": two["batch_per_s"] / one["batch_per_s"],
+                        "p50_ratio": two["one_p50_us"] / one["one_p50_us"]})
+        print(f"repeat {i + 1}: batches/s {one['batch_per_s']:.1f} -> {two['batch_per_s']:.1f} "
+              f"({repeats[-1]['batch_ratio']:.2f}x); one-row p50 {one['one_p50_us']:.0f} -> "
+              f"{two['one_p50_us']:.0f} us ({repeats[-1]['p50_ratio']:.2f}x)", flush=True)
+    batch_ratio = C.median(r["batch_ratio"] for r in repeats)
+    p50_ratio = C.median(r["p50_ratio"] for r in repeats)
+    C.print_table(["measure", "1 process", "2 processes", "ratio"], [
+        ["batches of 1,000 rows/s (2 clients)", C.fmt(C.median(r["one"]["batch_per_s"] for r in repeats)),
+         C.fmt(C.median(r["two"]["batch_per_s"] for r in repeats)), f"{batch_ratio:.2f}x"],
+        ["one-row predict p50 (us)", C.fmt(C.median(r["one"]["one_p50_us"] for r in repeats)),
+         C.fmt(C.median(r["two"]["one_p50_us"] for r in repeats)), f"{p50_ratio:.2f}x"],
+    ])
+    verdicts = [C.verdict("server-bound load, 2 processes >= 1.6x of 1", batch_ratio >= 1.6, f"{batch_ratio:.2f}x"),
+                C.verdict("one-row predict p50, 2 processes <= 1.1x of 1", p50_ratio <= 1.1, f"{p50_ratio:.2f}x")]
+    C.write_results("bench_scaling", {"repeats": repeats, "verdicts": verdicts})
+    return 0 if all(v["pass"] for v in verdicts) else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_client":
+        sys.exit(_client(sys.argv[2:]))
+    sys.exit(main())

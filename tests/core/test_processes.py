@@ -1,0 +1,121 @@
+"""`serve --processes N`: worker processes answer the stateless ops, the serve process keeps the state, a
+state change reaches every process before its reply, a lost process is replaced, and stop takes them all.
+
+Real processes: the serve kernel runs here, its worker process is ``python -m ml_processing.core.cli worker``
+over ipc, started by the kernel itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ml_processing.core.config import load_config
+from ml_processing.core.kernel import Kernel
+from tests.core.helpers import free_ports, running, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILT_IN = ("indicators", "features", "models", "patterns", "sentiment", "replay")  # off: quick processes
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    for var in [v for v in os.environ if v.startswith("MLP_")]:
+        monkeypatch.delenv(var)
+    broker, pub_in, pub_out = free_ports(3)
+    path = tmp_path / "plugins.toml"
+    path.write_text(f"""
+[service]
+data_dir = "{tmp_path / 'var'}"
+log_level = "warning"
+
+[bus]
+broker_bind = ["tcp://127.0.0.1:{broker}"]
+broker_connect = "tcp://127.0.0.1:{broker}"
+pub_in = "tcp://127.0.0.1:{pub_in}"
+pub_out = "tcp://127.0.0.1:{pub_out}"
+
+[edge]
+enabled = false
+
+[kernel]
+processes = 2
+drain_timeout_s = 5.0
+
+[plugins]
+autoload = false
+modules = ["tests.support.ledger"]
+""" + "".join(f"\n[plugins.{name}]\nenabled = false\n" for name in BUILT_IN), encoding="utf-8")
+    return path
+
+
+async def _ready(kernel: Kernel) -> dict[str, Any]:
+    assert kernel.group is not None
+    assert await kernel.group.wait_ready(60), kernel.group.status()
+    return kernel.group.status()[0]
+
+
+async def _while_busy(kernel: Kernel, op: str) -> dict[str, Any]:
+    """Ask `op` while the serve process is busy with the service: an idle worker process takes it."""
+    assert kernel.broker is not None
+    busy = asyncio.ensure_future(kernel.broker.request("ledger", "work", {"seconds": 0.5}))
+    await asyncio.sleep(0.05)
+    try:
+        answer: dict[str, Any] = await kernel.broker.request("ledger", op)
+    finally:
+        await busy
+    return answer
+
+
+async def test_stateless_ops_are_spread_and_state_stays_with_the_serve_process(config_file: Path) -> None:
+    async with running(load_config(config_file)) as kernel:
+        member = await _ready(kernel)
+        assert member["state"] == "running" and member["pid"] != os.getpid()
+        assert kernel.broker is not None
+        work = await asyncio.gather(*(kernel.broker.request("ledger", "work", {"seconds": 0.3}) for _ in range(2)))
+        assert {w["pid"] for w in work} == {os.getpid(), member["pid"]}
+        assert (await _while_busy(kernel, "where"))["pid"] == member["pid"]
+        assert (await _while_busy(kernel, "owner"))["pid"] == os.getpid()  # not declared stateless
+        health = await kernel.broker.request("kernel", "health")
+        assert [(p["index"], p["role"], p["state"]) for p in health["processes"]] == [
+            (0, "serve", "running"), (1, "worker", "running")]
+
+
+async def test_a_state_change_reaches_every_process_before_its_reply(config_file: Path) -> None:
+    async with running(load_config(config_file)) as kernel:
+        member = await _ready(kernel)
+        assert kernel.broker is not None
+        for value in (7, 8):
+            changed = await kernel.broker.request("ledger", "set", {"value": value})
+            assert changed == {"pid": os.getpid(), "value": value}
+            seen = await _while_busy(kernel, "where")
+            assert seen == {"pid": member["pid"], "value": value}
+
+
+async def test_a_lost_worker_process_is_replaced_and_requests_keep_being_answered(config_file: Path) -> None:
+    async with running(load_config(config_file)) as kernel:
+        member = await _ready(kernel)
+        assert kernel.broker is not None and kernel.group is not None
+        os.kill(member["pid"], signal.SIGKILL)
+        for _ in range(20):  # meanwhile the serve process answers everything
+            assert (await kernel.broker.request("ledger", "where"))["pid"] == os.getpid()
+        await wait_until(lambda: kernel.group.status()[0]["restarts"] == 1, timeout=10, what="restart")
+        replaced = await _ready(kernel)
+        assert replaced["pid"] != member["pid"] and replaced["last_exit"] == -signal.SIGKILL
+        assert (await _while_busy(kernel, "where"))["pid"] == replaced["pid"]
+
+
+async def test_stop_ends_every_worker_process(config_file: Path) -> None:
+    kernel = Kernel(load_config(config_file))
+    try:
+        await kernel.start()
+        pid = (await _ready(kernel))["pid"]
+    finally:
+        await kernel.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
