@@ -187,16 +187,21 @@ def detect_grouped(chosen: Chosen, data: Mapping[str, np.ndarray], ts: np.ndarra
     """The events of each chosen pattern that fired, as columns in bar order (`ops.EventGroup`): ``index``,
     ``ts``, ``direction`` (+1 bullish, -1 bearish), ``strength``, and for other than candlesticks each
     event's ``points`` and ``details``, exactly as live events carry them. Candlesticks come straight from
-    TA-Lib's arrays, with no object per event; chart patterns share one zigzag per parameter set."""
+    TA-Lib's arrays and chart patterns from their columns (`chart.Found`), with no object per event; chart
+    patterns share one zigzag per parameter set."""
     out: dict[str, Any] = {}
     zigzags = Zigzags(data) if any(isinstance(p, ChartPattern) for p, _ in chosen) else None
     for pattern, params in chosen:
         if isinstance(pattern, Candlestick):
             index, signed = pattern.hits(data, params)
             group: dict[str, Any] = {"kind": pattern.kind, "index": index}
+        elif isinstance(pattern, ChartPattern) and zigzags:
+            columns = pattern.scan_with(zigzags, params)
+            index = columns.index
+            signed = np.where(columns.bullish, 1.0, -1.0) * columns.strength
+            group = {"kind": pattern.kind, "index": index, "points": columns.points, "details": columns.details}
         else:
-            found = (pattern.detect_with(zigzags, params) if isinstance(pattern, ChartPattern) and zigzags
-                     else pattern.detect(data, params))
+            found = pattern.detect(data, params)
             index = np.array([e.index for e in found], dtype=np.int64)
             signed = np.array([e.strength if e.direction == BULLISH else -e.strength for e in found])
             group = {"kind": pattern.kind, "index": index, "points": [[list(p) for p in e.points] for e in found],

@@ -2,25 +2,30 @@
 swings, and the event a pattern reports.
 
 A chart pattern (`ChartPattern`) writes its rule twice, side by side in its own module: ``update`` takes
-one bar live (after the zigzag has seen it), ``scan`` takes a whole series at once (its swings computed in
-one pass, each formed pattern's confirmation searched with numpy). Both report a pattern only at the bar
-that confirms it and never withdraw one, so the same bars give the same events, details included; the
-chart contract test compares them, event for event, on every pattern.
+one bar live (after the zigzag has seen it), ``scan`` takes a whole series at once, in numpy: its swings as
+columns (`zigzag.Swings`), every formation tested on them at once, every formation's confirmation found in
+one pass over the bars (`search.first_in_stretches`), and its events as columns (`Found`), which is what
+the ``detect`` reply carries. Both report a pattern only at the bar that confirms it and never withdraw
+one, so the same bars give the same events, details included; the chart contract test compares them, event
+for event, on every pattern, and recorded events pin the batch results (tests/plugins/patterns).
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ml_processing.sdk.indicator import Param
-from ml_processing.sdk.pattern import Pattern, PatternEvent, PatternStream
+from ml_processing.sdk.pattern import BEARISH, BULLISH, Pattern, PatternEvent, PatternStream
 
+from .search import first_in_stretches
 from .zigzag import Swing, SwingSeries, Zigzag, Zigzags
+
+Points = list[tuple[int, float]]  # an event's key points as (bar, price) pairs
 
 PARAMS = (Param("atr_period", int, 14, minimum=2, maximum=1000, doc="ATR window"),
           Param("swing_atr", float, 2.0, minimum=0.1, maximum=50, doc="zigzag threshold, in ATRs"),
@@ -59,8 +64,8 @@ class ChartPattern(Pattern):
         it confirmed, if any)."""
 
     @abstractmethod
-    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> list[PatternEvent]:
-        """Batch: every event over the series, in bar order (without ``ts``)."""
+    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> Found:
+        """Batch: every event over the series, in bar order, as columns."""
 
     def stream(self, params: Mapping[str, int | float]) -> PatternStream:
         return ChartStream(self, params)
@@ -69,10 +74,14 @@ class ChartPattern(Pattern):
                ts: np.ndarray | None = None) -> list[PatternEvent]:
         return self.detect_with(Zigzags(data), params, ts)
 
+    def scan_with(self, zigzags: Zigzags, params: Mapping[str, int | float]) -> Found:
+        """`scan`, reusing the swings other chart patterns of the same request already found."""
+        return self.scan(zigzags.get(params), params)
+
     def detect_with(self, zigzags: Zigzags, params: Mapping[str, int | float],
                     ts: np.ndarray | None = None) -> list[PatternEvent]:
         """`detect`, reusing the swings other chart patterns of the same request already found."""
-        events = self.scan(zigzags.get(params), params)
+        events = self.scan_with(zigzags, params).events(self.name)
         if ts is not None:
             for event in events:
                 event.ts = int(ts[event.index])
@@ -110,38 +119,66 @@ def key_points(swings: Sequence[Swing], index: int, close: float) -> list[tuple[
     return [(w.index, w.price) for w in swings] + [(index, close)]
 
 
-# -- batch helpers: formations and the stretch each one waits in -----------------------------------------
+# -- batch: events as columns --------------------------------------------------------------------------
 
 
-def formations(swings: Sequence[tuple[int, Swing]], size: int,
-               form: Callable[[Sequence[Swing]], Formation | None]) -> list[tuple[int, Formation]]:
-    """(bar, formation) for every swing confirmation that forms the pattern on the last `size` swings."""
-    out = []
-    points = [w for _, w in swings]
-    for k in range(size - 1, len(swings)):
-        formed = form(points[k - size + 1:k + 1])
-        if formed is not None:
-            out.append((swings[k][0], formed))
-    return out
+@dataclass
+class Found:
+    """A chart pattern's events over a series, as columns in bar order: the confirming bars, bullish or not,
+    the strength (the confidence clipped to [0, 1] and rounded to 4 places, as `chart_event`), each event's
+    key points and details. The ``detect`` reply carries these as they are; `events` makes the events
+    `ChartPattern.detect` returns, equal to those `chart_event` makes live.
+
+    >>> found = Found.of(np.array([7]), np.array([True]), np.array([1.25]), [[(3, 99.5), (7, 101.0)]], [{}])
+    >>> found.events("X")[0].strength, found.events("X")[0].points
+    (1.0, ((3, 99.5), (7, 101.0)))
+    """
+
+    index: np.ndarray
+    bullish: np.ndarray
+    strength: list[float]
+    points: list[Points]
+    details: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, index: np.ndarray, bullish: np.ndarray, confidence: np.ndarray, points: list[Points],
+           details: list[dict[str, Any]]) -> Found:
+        strength = [round(max(0.0, min(1.0, c)), 4) for c in confidence.tolist()]
+        return cls(index.astype(np.int64), bullish.astype(bool), strength, points, details)
+
+    @classmethod
+    def none(cls) -> Found:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), [], [], [])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def events(self, name: str) -> list[PatternEvent]:
+        return [PatternEvent(name, "chart", i, BULLISH if up else BEARISH, strength, None, tuple(points), details)
+                for i, up, strength, points, details in zip(self.index.tolist(), self.bullish.tolist(), self.strength,
+                                                            self.points, self.details, strict=True)]
 
 
-def windows(formed: list[tuple[int, Formation]], n: int) -> list[tuple[int, int, Formation]]:
-    """(start, end, formation): a formation waits for its confirmation until the next one replaces it."""
-    ends = [bar for bar, _ in formed[1:]] + [n]
-    return [(bar, end, formation) for (bar, formation), end in zip(formed, ends, strict=False)]
+def mean3(a: Any, b: Any, c: Any) -> Any:
+    """The mean of three numbers or arrays, summed left to right (as ``np.mean`` of three numbers is; written
+    out so that live and batch, numbers and arrays, add in the same order)."""
+    return (a + b + c) / 3
 
 
-def first(mask: np.ndarray) -> int | None:
-    """The first True of `mask`, or None."""
-    return int(mask.argmax()) if mask.any() else None
+def at_most_one(x: np.ndarray) -> np.ndarray:
+    """``min(1.0, x)`` for each element, as Python computes it."""
+    return np.where(x < 1.0, x, 1.0)
 
 
-def confirmed(start: int, confirm: np.ndarray, invalid: np.ndarray) -> int | None:
-    """The bar (from `start`) where a formation is confirmed: the first confirming bar, unless an
-    invalidating bar comes strictly before it (on the same bar, confirmation wins, as live)."""
-    hit = first(confirm)
-    if hit is None:
-        return None
-    miss = first(invalid)
-    return start + hit if miss is None or hit <= miss else None
+def at_least_zero(x: np.ndarray) -> np.ndarray:
+    """``max(0.0, x)`` for each element, as Python computes it."""
+    return np.where(x > 0.0, x, 0.0)
 
+
+def confirmations(owner: np.ndarray, count: int, confirm: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """For `count` formations, each waiting over its stretch of bars (`owner`, `search.stretches`): the bar that
+    confirms it (the first confirming bar, unless an invalidating bar comes strictly before it: on the same
+    bar, confirmation wins, as live), or -1."""
+    hit = first_in_stretches(confirm, owner, count)
+    miss = first_in_stretches(invalid, owner, count)
+    return np.where((hit >= 0) & ((miss < 0) | (hit <= miss)), hit, -1)

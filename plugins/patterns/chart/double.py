@@ -16,7 +16,18 @@ import numpy as np
 
 from ml_processing.sdk.pattern import BEARISH, BULLISH, PatternEvent
 
-from .base import ChartPattern, ChartState, Formation, chart_event, confirmed, formations, key_points, windows
+from .base import (
+    ChartPattern,
+    ChartState,
+    Formation,
+    Found,
+    at_most_one,
+    chart_event,
+    confirmations,
+    key_points,
+    mean3,
+)
+from .search import stretches
 from .zigzag import Swing, SwingSeries
 
 
@@ -40,10 +51,9 @@ class Double(ChartPattern):
         if gap > p["tolerance_atr"] * atr or depth < p["depth_atr"] * atr:
             return None
         legs = sorted([middle.index - first.index, second.index - middle.index])
-        confidence = np.mean([1 - gap / (p["tolerance_atr"] * atr), min(1.0, depth / (3 * atr)),
-                              legs[0] / max(1, legs[1])])
+        confidence = mean3(1 - gap / (p["tolerance_atr"] * atr), min(1.0, depth / (3 * atr)), legs[0] / max(1, legs[1]))
         extreme = max(first.price, second.price) if self.top else min(first.price, second.price)
-        return {"points": list(last), "neck": middle.price, "extreme": extreme, "confidence": float(confidence)}
+        return {"points": list(last), "neck": middle.price, "extreme": extreme, "confidence": confidence}
 
     def event(self, formed: Formation, index: int, close: float) -> PatternEvent:
         return chart_event(self.name, index, BEARISH if self.top else BULLISH, formed["confidence"],
@@ -67,16 +77,37 @@ class Double(ChartPattern):
             state.pending = None  # a new extreme beyond both: not this pattern
         return []
 
-    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> list[PatternEvent]:
-        events = []
-        close = series.close
-        for start, end, formed in windows(formations(series.swings, 3, lambda last: self.form(last, params)),
-                                          len(series)):
-            if self.top:
-                confirm, invalid = close[start:end] < formed["neck"], series.high[start:end] > formed["extreme"]
-            else:
-                confirm, invalid = close[start:end] > formed["neck"], series.low[start:end] < formed["extreme"]
-            at = confirmed(start, confirm, invalid)
-            if at is not None:
-                events.append(self.event(formed, at, float(close[at])))
-        return events
+    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> Found:
+        """`form` on every three swings at once; then, over the bars, each formation's confirmation in the
+        stretch until the next formation."""
+        w, p = series.swings, params
+        if len(w) < 3:
+            return Found.none()
+        a, m, b = np.arange(len(w) - 2), np.arange(1, len(w) - 1), np.arange(2, len(w))
+        atr, first, middle, second = w.atr[b], w.price[a], w.price[m], w.price[b]
+        gap = np.abs(first - second)
+        depth = (np.minimum(first, second) - middle) if self.top else (middle - np.maximum(first, second))
+        formed = (w.peak[a] == self.top) & (w.peak[b] == self.top) & \
+            ~(gap > p["tolerance_atr"] * atr) & ~(depth < p["depth_atr"] * atr)
+        if not formed.any():
+            return Found.none()
+        a, m, b, atr, gap, depth = a[formed], m[formed], b[formed], atr[formed], gap[formed], depth[formed]
+        legs = np.stack([w.index[m] - w.index[a], w.index[b] - w.index[m]])
+        confidence = mean3(1 - gap / (p["tolerance_atr"] * atr), at_most_one(depth / (3 * atr)),
+                           legs.min(axis=0) / np.maximum(1, legs.max(axis=0)))
+        neck = w.price[m]
+        extreme = np.maximum(w.price[a], w.price[b]) if self.top else np.minimum(w.price[a], w.price[b])
+        owner = stretches(w.at[b], len(series))
+        if self.top:
+            confirm, invalid = series.close < neck[owner], series.high > extreme[owner]
+        else:
+            confirm, invalid = series.close > neck[owner], series.low < extreme[owner]
+        at = confirmations(owner, len(b), confirm, invalid)
+        hit = at >= 0
+        at, a, m, b = at[hit], a[hit], m[hit], b[hit]
+        close = series.close[at]
+        pairs = w.pairs
+        points = [[pairs[i], pairs[j], pairs[k], (bar, c)]
+                  for i, j, k, bar, c in zip(a.tolist(), m.tolist(), b.tolist(), at.tolist(), close.tolist(), strict=True)]
+        details = [{"neckline": pairs[j][1]} for j in m.tolist()]
+        return Found.of(at, np.full(len(at), not self.top), confidence[hit], points, details)

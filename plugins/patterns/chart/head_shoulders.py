@@ -17,7 +17,19 @@ import numpy as np
 
 from ml_processing.sdk.pattern import BEARISH, BULLISH, PatternEvent
 
-from .base import ChartPattern, ChartState, Formation, chart_event, confirmed, formations, key_points, windows
+from .base import (
+    ChartPattern,
+    ChartState,
+    Formation,
+    Found,
+    at_least_zero,
+    at_most_one,
+    chart_event,
+    confirmations,
+    key_points,
+    mean3,
+)
+from .search import stretches
 from .zigzag import Swing, SwingSeries
 
 
@@ -41,9 +53,9 @@ class HeadShoulders(ChartPattern):
         if prominence < p["depth_atr"] * atr or shoulders > p["tolerance_atr"] * atr:
             return None
         slope = (n2.price - n1.price) / max(1, n2.index - n1.index)
-        confidence = np.mean([1 - shoulders / (p["tolerance_atr"] * atr), min(1.0, prominence / (3 * atr)),
-                              max(0.0, 1 - abs(slope) * (n2.index - n1.index) / atr)])
-        return {"points": list(last), "slope": slope, "n2": n2, "head": head.price, "confidence": float(confidence)}
+        confidence = mean3(1 - shoulders / (p["tolerance_atr"] * atr), min(1.0, prominence / (3 * atr)),
+                           max(0.0, 1 - abs(slope) * (n2.index - n1.index) / atr))
+        return {"points": list(last), "slope": slope, "n2": n2, "head": head.price, "confidence": confidence}
 
     def event(self, formed: Formation, index: int, close: float, neck: float) -> PatternEvent:
         return chart_event(self.name, index, BEARISH if self.peak else BULLISH, formed["confidence"],
@@ -69,18 +81,41 @@ class HeadShoulders(ChartPattern):
             state.pending = None  # beyond the head: not this pattern
         return []
 
-    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> list[PatternEvent]:
-        events = []
-        close = series.close
-        for start, end, formed in windows(formations(series.swings, 5, lambda last: self.form(last, params)),
-                                          len(series)):
-            n2 = formed["n2"]
-            neck = n2.price + formed["slope"] * (np.arange(start, end) - n2.index)
-            if self.peak:
-                confirm, invalid = close[start:end] < neck, series.high[start:end] > formed["head"]
-            else:
-                confirm, invalid = close[start:end] > neck, series.low[start:end] < formed["head"]
-            at = confirmed(start, confirm, invalid)
-            if at is not None:
-                events.append(self.event(formed, at, float(close[at]), float(neck[at - start])))
-        return events
+    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> Found:
+        """`form` on every five swings at once; then, over the bars, each formation's confirmation in the
+        stretch until the next formation, against its neckline at each bar."""
+        w, p = series.swings, params
+        if len(w) < 5:
+            return Found.none()
+        s1, n1, head, n2, s2 = (np.arange(k, len(w) - 4 + k) for k in range(5))
+        atr = w.atr[s2]
+        if self.peak:
+            prominence = w.price[head] - np.maximum(w.price[s1], w.price[s2])
+        else:
+            prominence = np.minimum(w.price[s1], w.price[s2]) - w.price[head]
+        shoulders = np.abs(w.price[s1] - w.price[s2])
+        formed = (w.peak[s2] == self.peak) & ~(prominence < p["depth_atr"] * atr) & \
+            ~(shoulders > p["tolerance_atr"] * atr)
+        if not formed.any():
+            return Found.none()
+        s1, n1, head, n2, s2 = s1[formed], n1[formed], head[formed], n2[formed], s2[formed]
+        atr, prominence, shoulders = atr[formed], prominence[formed], shoulders[formed]
+        span = w.index[n2] - w.index[n1]
+        slope = (w.price[n2] - w.price[n1]) / np.maximum(1, span)
+        confidence = mean3(1 - shoulders / (p["tolerance_atr"] * atr), at_most_one(prominence / (3 * atr)),
+                           at_least_zero(1 - np.abs(slope) * span / atr))
+        owner = stretches(w.at[s2], len(series))
+        neck = w.price[n2][owner] + slope[owner] * (np.arange(len(series)) - w.index[n2][owner])
+        if self.peak:
+            confirm, invalid = series.close < neck, series.high > w.price[head][owner]
+        else:
+            confirm, invalid = series.close > neck, series.low < w.price[head][owner]
+        at = confirmations(owner, len(s2), confirm, invalid)
+        hit = at >= 0
+        at, rows = at[hit], np.stack([s1, n1, head, n2, s2], axis=1)[hit]
+        pairs = w.pairs
+        points = [[pairs[s1], pairs[n1], pairs[head], pairs[n2], pairs[s2], (bar, c)]
+                  for (s1, n1, head, n2, s2), bar, c in zip(rows.tolist(), at.tolist(), series.close[at].tolist(),
+                                                            strict=True)]
+        details = [{"neckline_at_break": round(line, 6)} for line in neck[at].tolist()]
+        return Found.of(at, np.full(len(at), not self.peak), confidence[hit], points, details)

@@ -11,21 +11,26 @@ event's points are the level's swing points and the confirming close; ``details`
 its ``touches`` and what it ``broke``.
 
 Live, the levels are checked on every bar. Over whole arrays the level set changes only when a swing is
-confirmed, so each stretch between two confirmations is first bounded (its highest and lowest close,
-for all stretches at once), then searched for the few levels it can break (levels x bars).
+confirmed, so the levels are kept sorted by price (`LevelBook`: a swing finds its nearest level by
+bisection), each stretch between two confirmations is bounded at once for all stretches (its highest close
+less the breakout distance, its lowest plus), and only the levels within those bounds, a prefix of the
+resistances and a suffix of the supports, are searched bar by bar.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ml_processing.sdk.indicator import Param
 from ml_processing.sdk.pattern import BEARISH, BULLISH, PatternEvent
 
-from .base import PARAMS, ChartPattern, ChartState, chart_event, key_points
+from .base import PARAMS, ChartPattern, ChartState, Found, Points, chart_event, key_points
 from .zigzag import Swing, SwingSeries
 
 LEVEL_PARAMS = (*PARAMS, Param("min_touches", int, 2, minimum=2, maximum=100, doc="touches that make a level"),
@@ -110,43 +115,156 @@ class LevelBreakout(ChartPattern):
             levels.remove(j)
         return events
 
-    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> list[PatternEvent]:
-        p, close, seen = params, series.close, series.seen
-        levels = Levels(int(p["max_levels"]))
-        min_touches = int(p["min_touches"])
-        found: list[tuple[int, int, PatternEvent]] = []
-        ends = series.bars()[1:]
-        starts = np.array([bar for bar, _ in series.swings], dtype=np.intp)
-        if len(starts):
-            reach_ups = np.fmax.reduceat(np.where(np.isnan(close), -np.inf, close), starts).tolist()
-            reach_downs = np.fmin.reduceat(np.where(np.isnan(close), np.inf, close), starts).tolist()
-            least_atr = np.fmin.reduceat(np.where(np.isnan(seen), np.inf, seen), starts).tolist()
-        for number, ((start, swing), end) in enumerate(zip(series.swings, ends, strict=True)):
-            levels.add(swing, p["tolerance_atr"] * swing.atr)
-            if start >= end:
-                continue
-            reach_up, reach_down = reach_ups[number], reach_downs[number]
-            need = p["breakout_atr"] * least_atr[number]
-            eligible = [j for j, (price, touched) in enumerate(zip(levels.prices, levels.points, strict=True))
-                        if len(touched) >= min_touches
-                        and (reach_up - price >= need if touched[-1].high else price - reach_down >= need)]
-            if not eligible:
-                continue
-            price = np.array([levels.prices[j] for j in eligible])[:, None]
-            above = np.array([levels.points[j][-1].high for j in eligible])[:, None]
-            after = np.array([levels.points[j][-1].index for j in eligible])[:, None]
-            window = close[start:end][None, :]
-            excess = np.where(above, window - price, price - window)
-            beyond = (np.arange(start, end)[None, :] > after) & (excess >= p["breakout_atr"] * seen[start:end][None, :])
+    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> Found:
+        """The levels swing by swing (`LevelBook`); in each stretch until the next swing, only the levels its
+        closes can break (found from the stretch's extreme closes), searched bar by bar."""
+        w, p, close = series.swings, params, series.close
+        if not len(w):
+            return Found.none()
+        need = p["breakout_atr"] * series.seen
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(close) & np.isfinite(need)
+            slack = 1e-9 * (float(np.abs(close[finite]).max(initial=0.0)) + float(need[finite].max(initial=0.0)))
+            reach_up = (np.maximum.reduceat(np.where(finite, close - need, -np.inf), w.at) + slack).tolist()
+            reach_down = (np.minimum.reduceat(np.where(finite, close + need, np.inf), w.at) - slack).tolist()
+        book = LevelBook(int(p["max_levels"]), int(p["min_touches"]))
+        resistances, supports = book.ready[True].prices, book.ready[False].prices
+        ends = [*w.at.tolist()[1:], len(close)]
+        rows = zip(w.at.tolist(), ends, w.index.tolist(), w.price.tolist(), w.peak.tolist(),
+                   (p["tolerance_atr"] * w.atr).tolist(), reach_up, reach_down, strict=True)
+        at: list[int] = []
+        bullish: list[bool] = []
+        confidence: list[float] = []
+        points: list[Points] = []
+        details: list[dict[str, Any]] = []
+        for start, end, index, price, peak, tolerance, up, down in rows:
+            book.add(index, price, peak, tolerance)
+            if not (resistances and resistances[0] <= up) and not (supports and supports[-1] >= down):
+                continue  # no level within reach of this stretch's closes
+            closes, needs, atrs = close[start:end].tolist(), need[start:end].tolist(), series.seen[start:end].tolist()
             broken = []
-            for row in np.flatnonzero(beyond.any(axis=1)).tolist():
-                j = eligible[row]
-                hit = int(beyond[row].argmax())
-                at = start + hit
-                found.append((at, levels.orders[j], self.event(levels, j, at, float(close[at]),
-                                                              float(excess[row, hit]), float(seen[at]))))
-                broken.append(j)
-            for j in sorted(broken, reverse=True):
-                levels.remove(j)
-        found.sort(key=lambda item: (item[0], item[1]))
-        return [event for _, _, event in found]
+            for order in book.breakable(up, down):
+                level = book.levels[order]
+                for offset, (c, limit) in enumerate(zip(closes, needs, strict=True)):
+                    excess = (c - level.price) if level.peak else (level.price - c)
+                    if start + offset > level.last and excess >= limit:
+                        broken.append((start + offset, order, c, excess, atrs[offset]))
+                        break
+            for bar, order, c, excess, atr in sorted(broken):
+                level = book.levels[order]
+                touches = len(level.points)
+                at.append(bar)
+                bullish.append(level.peak)
+                confidence.append(touches / (touches + 1) * min(1.0, excess / (2 * atr)))
+                points.append([*level.points, (bar, c)])
+                details.append({"level": round(level.price, 6), "touches": touches,
+                                "broke": "resistance" if level.peak else "support"})
+                book.drop(order)
+        return Found.of(np.array(at, dtype=np.int64), np.array(bullish, dtype=bool), np.array(confidence), points,
+                        details)
+
+
+@dataclass(slots=True)
+class _Level:
+    price: float  # the mean of its points' prices
+    prices: list[float]
+    points: Points
+    peak: bool  # last touched by a peak (a resistance) or a trough (a support)
+    last: int  # the bar of its last touch
+
+
+class LevelBook:
+    """`Levels` for batch detection, kept so that a swing costs O(log levels) rather than a pass over them:
+    each level by its order (when it was started: oldest first); every level's price in ascending order (a
+    swing's nearest level is beside where its price would go), with its order alongside; and the same for
+    the levels touched `min_touches` times, resistances and supports apart (those a stretch of closes can
+    break are a prefix of the one and a suffix of the other).
+
+    >>> book = LevelBook(keep=50, min_touches=2)
+    >>> book.add(10, 100.0, True, 0.75); book.add(20, 100.5, True, 0.75); book.add(30, 97.0, False, 0.75)
+    >>> [(level.price, len(level.points)) for level in book.levels.values()], book.breakable(100.3, 90.0)
+    ([(100.25, 2), (97.0, 1)], [0])
+    """
+
+    def __init__(self, keep: int, min_touches: int) -> None:
+        self.keep, self.min_touches = keep, min_touches
+        self.levels: dict[int, _Level] = {}
+        self.sorted = _Sorted()
+        self.ready = {True: _Sorted(), False: _Sorted()}
+        self.added = 0
+
+    def add(self, index: int, price: float, peak: bool, tolerance: float) -> None:
+        """`Levels.add`: the swing joins the nearest level within `tolerance` (the oldest of equally near
+        ones), or starts a level; the oldest levels beyond `keep` go."""
+        order = self.sorted.nearest(price, tolerance)
+        if order is None:
+            self.levels[self.added] = level = _Level(price, [price], [(index, price)], peak, index)
+            self.sorted.insert(price, self.added)
+            if len(self.levels) > self.keep:
+                self.drop(next(iter(self.levels)))
+        else:
+            level = self.levels[order]
+            self._unlist(order, level)
+            level.prices.append(price)
+            level.points.append((index, price))
+            level.price = math.fsum(level.prices) / len(level.prices)
+            level.peak, level.last = peak, index
+            self.sorted.insert(level.price, order)
+            if len(level.prices) >= self.min_touches:
+                self.ready[peak].insert(level.price, order)
+        self.added += 1
+
+    def breakable(self, up: float, down: float) -> list[int]:
+        """The levels touched often enough that closes reaching `up` (resistances at or below it) or `down`
+        (supports at or above it) may break, oldest first."""
+        resistances, supports = self.ready[True], self.ready[False]
+        low = bisect.bisect_right(resistances.prices, up)
+        high = bisect.bisect_left(supports.prices, down)
+        if not low and high == len(supports.prices):
+            return []
+        return sorted(resistances.orders[:low] + supports.orders[high:])
+
+    def drop(self, order: int) -> None:
+        self._unlist(order, self.levels.pop(order))
+
+    def _unlist(self, order: int, level: _Level) -> None:
+        self.sorted.remove(level.price, order)
+        if len(level.prices) >= self.min_touches:
+            self.ready[level.peak].remove(level.price, order)
+
+
+class _Sorted:
+    """Prices in ascending order, with the order of the level each belongs to alongside."""
+
+    def __init__(self) -> None:
+        self.prices: list[float] = []
+        self.orders: list[int] = []
+
+    def insert(self, price: float, order: int) -> None:
+        at = bisect.bisect_right(self.prices, price)
+        self.prices.insert(at, price)
+        self.orders.insert(at, order)
+
+    def remove(self, price: float, order: int) -> None:
+        at = bisect.bisect_left(self.prices, price)
+        while self.orders[at] != order:  # equal prices: find this level's
+            at += 1
+        del self.prices[at], self.orders[at]
+
+    def nearest(self, price: float, tolerance: float) -> int | None:
+        """The level nearest to `price` within `tolerance` (``abs(level - price)`` as `Levels.add` computes
+        it; the oldest of equally near ones), or None. The gaps only grow away from where `price` would go,
+        so the nearest are its neighbours there, and any equally near ones beside them."""
+        prices, orders = self.prices, self.orders
+        right = bisect.bisect_left(prices, price)  # prices[:right] are below `price`
+        below = price - prices[right - 1] if right else math.inf  # == abs(prices[right - 1] - price)
+        above = prices[right] - price if right < len(prices) else math.inf
+        gap = below if below < above else above
+        if not gap <= tolerance:
+            return None
+        low, high = right, right
+        while low > 0 and price - prices[low - 1] == gap:
+            low -= 1
+        while high < len(prices) and prices[high] - price == gap:
+            high += 1
+        return min(orders[low:high])

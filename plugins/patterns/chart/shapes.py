@@ -18,7 +18,8 @@ parallel they are) and the breakout's size (capped at 1 for 2 x ATR). The event'
 swings and the confirming close; ``details`` holds the ``upper`` and ``lower`` lines as (slope per bar,
 value at bar 0).
 
-The shape at each swing is computed once per request and shared by the four patterns (`SwingSeries.memo`).
+The shapes at every swing, and where each breaks out, are computed once per request, in numpy, and shared
+by the four patterns (`SwingSeries.memo`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,18 @@ import numpy as np
 
 from ml_processing.sdk.pattern import BEARISH, BULLISH, PatternEvent
 
-from .base import ChartPattern, ChartState, Formation, chart_event, first, key_points
-from .zigzag import Swing, SwingSeries
+from .base import (
+    ChartPattern,
+    ChartState,
+    Formation,
+    Found,
+    at_least_zero,
+    at_most_one,
+    chart_event,
+    key_points,
+)
+from .search import first_in_stretches
+from .zigzag import Swing, Swings, SwingSeries
 
 SHAPES = ("TRIANGLE_ASCENDING", "TRIANGLE_DESCENDING", "TRIANGLE_SYMMETRIC", "CHANNEL")
 
@@ -80,15 +91,54 @@ def shape_of(last: Sequence[Swing], p: Mapping[str, int | float]) -> Formation |
             "atr": atr}
 
 
-def shapes(series: SwingSeries, p: Mapping[str, int | float]) -> list[Formation | None]:
-    """The shape at every swing (None for the first three), once per request for the four shape patterns."""
+def shapes(series: SwingSeries, p: Mapping[str, int | float]) -> dict[str, np.ndarray]:
+    """`shape_of` on every four swings at once, and the bar where each formation breaks out of its lines
+    before the next swing (-1 if it does not), once per request for the four shape patterns: ``shape`` (the
+    index into `SHAPES`, -1 for none) and the lines, quality and ATR of each swing's formation."""
     key = ("shapes", p["tolerance_atr"])
-    if key not in series.memo:
-        points = [w for _, w in series.swings]
-        series.memo[key] = [None] * min(3, len(points)) + [shape_of(points[k - 3:k + 1], p)
-                                                           for k in range(3, len(points))]
-    found: list[Formation | None] = series.memo[key]
-    return found
+    if key in series.memo:
+        return series.memo[key]  # type: ignore[no-any-return]
+    w = series.swings
+    k = np.arange(3, len(w))
+    first = k - 3
+    peak_first = w.peak[first]
+    peaks = np.where(peak_first, first, first + 1), np.where(peak_first, first + 2, first + 3)
+    troughs = np.where(peak_first, first + 1, first), np.where(peak_first, first + 3, first + 2)
+    (upper, upper0), (lower, lower0) = _lines(w, *peaks), _lines(w, *troughs)
+    atr = w.atr[k]
+    span = w.index[k] - w.index[first]
+    tolerance = p["tolerance_atr"] * atr
+    up_move, low_move = upper * span, lower * span
+    flat_up, flat_low = np.abs(up_move) <= tolerance, np.abs(low_move) <= tolerance
+    end = w.index[k]
+    spread = np.abs(up_move - low_move) / (4 * tolerance)
+    shape = np.select([(span <= 0) | np.isnan(atr) | (upper * end + upper0 <= lower * end + lower0),
+                       flat_up & ~flat_low & (low_move > 0), flat_low & ~flat_up & (up_move < 0),
+                       (up_move < -tolerance) & (low_move > tolerance), np.abs(up_move - low_move) <= tolerance],
+                      [-1, 0, 1, 2, 3], -1)
+    quality = at_least_zero(np.where(shape == 3, 1 - spread, at_most_one(spread)))
+    # the breakout: for each bar, the lines of the formation of the stretch it lies in
+    found = np.full(len(w), -1)
+    found[k] = shape
+    owner = series.stretch()
+    bars = np.arange(len(series))
+    slopes = {name: np.zeros(len(w)) for name in ("upper", "upper0", "lower", "lower0")}
+    for name, values in zip(slopes, (upper, upper0, lower, lower0), strict=True):
+        slopes[name][k] = values
+    top = slopes["upper"][owner] * bars + slopes["upper0"][owner]
+    bottom = slopes["lower"][owner] * bars + slopes["lower0"][owner]
+    close = series.close
+    broke = first_in_stretches(((close > top) | (close < bottom)) & (found[owner] >= 0), owner, len(w))
+    out = {"shape": found[k], "k": k, "upper": upper, "upper0": upper0, "lower": lower, "lower0": lower0,
+           "quality": quality, "atr": atr, "at": broke[k]}
+    series.memo[key] = out
+    return out
+
+
+def _lines(w: Swings, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_line` through swings `a` and `b`, for all at once."""
+    slope = (w.price[b] - w.price[a]) / np.maximum(1, w.index[b] - w.index[a])
+    return slope, w.price[a] - slope * w.index[a]
 
 
 class Shape(ChartPattern):
@@ -106,7 +156,7 @@ class Shape(ChartPattern):
             direction, size = BEARISH, (bottom - close) / formed["atr"]
         else:
             return None
-        return chart_event(self.name, index, direction, np.mean([formed["quality"], min(1.0, size / 2)]),
+        return chart_event(self.name, index, direction, (formed["quality"] + min(1.0, size / 2)) / 2,
                            key_points(formed["points"], index, close),
                            upper=[round(v, 6) for v in formed["upper"]], lower=[round(v, 6) for v in formed["lower"]])
 
@@ -125,21 +175,25 @@ class Shape(ChartPattern):
         state.pending = None
         return [event]
 
-    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> list[PatternEvent]:
-        events = []
-        bars, close = series.bars(), series.close
-        for k, formed in enumerate(shapes(series, params)):
-            if formed is None or formed["shape"] != self.name:
-                continue
-            start, end = bars[k], bars[k + 1]
-            index = np.arange(start, end)
-            top = formed["upper"][0] * index + formed["upper"][1]
-            bottom = formed["lower"][0] * index + formed["lower"][1]
-            window = close[start:end]
-            hit = first((window > top) | (window < bottom))
-            if hit is None:
-                continue
-            event = self.breakout(formed, start + hit, float(close[start + hit]))
-            assert event is not None, "the numpy search and the per-bar rule disagree"
-            events.append(event)
-        return events
+    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> Found:
+        if len(series.swings) < 4:
+            return Found.none()
+        formed = shapes(series, params)
+        mine = np.flatnonzero((formed["shape"] == SHAPES.index(self.name)) & (formed["at"] >= 0))
+        if not mine.size:
+            return Found.none()
+        at = formed["at"][mine]
+        close = series.close[at]
+        upper, upper0, lower, lower0, atr = (formed[name][mine] for name in ("upper", "upper0", "lower", "lower0", "atr"))
+        top, bottom = upper * at + upper0, lower * at + lower0
+        bullish = close > top
+        size = np.where(bullish, close - top, bottom - close) / atr
+        confidence = (formed["quality"][mine] + at_most_one(size / 2)) / 2
+        w = series.swings
+        pairs = w.pairs
+        points = [[*pairs[k - 3:k + 1], (bar, c)]
+                  for k, bar, c in zip(formed["k"][mine].tolist(), at.tolist(), close.tolist(), strict=True)]
+        details = [{"upper": [round(u, 6), round(u0, 6)], "lower": [round(lo, 6), round(lo0, 6)]}
+                   for u, u0, lo, lo0 in zip(upper.tolist(), upper0.tolist(), lower.tolist(), lower0.tolist(),
+                                             strict=True)]
+        return Found.of(at, bullish, confidence, points, details)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
+
 from ml_processing.sdk.pattern import BEARISH, BULLISH, PatternEvent
 
-from .base import ChartPattern, ChartState, chart_event
+from .base import ChartPattern, ChartState, Found, chart_event
 from .zigzag import Swing, SwingSeries
 
 
@@ -26,5 +28,8 @@ class SwingPoints(ChartPattern):
                swing: Swing | None) -> list[PatternEvent]:
         return [] if swing is None else [self.event(index, swing)]
 
-    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> list[PatternEvent]:
-        return [self.event(index, swing) for index, swing in series.swings]
+    def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> Found:
+        w = series.swings
+        kinds = [{"swing": "peak" if peak else "trough"} for peak in w.peak.tolist()]
+        points = [[pair] for pair in w.pairs]
+        return Found.of(w.at, ~w.peak, np.ones(len(w)), points, kinds)

@@ -6,21 +6,25 @@ confirmed (at that bar) and the zigzag looks for a trough the same way. Before t
 move of a threshold either way decides the direction. A bar with a NaN high or low is a gap: it moves
 nothing. The threshold uses the last known ATR (bars before the ATR has a value confirm nothing).
 
-`Zigzag` confirms swings bar by bar (a live stream); `batch_swings` is the same rule written as one tight
-loop over whole arrays, beside it so the two read as one. The chart contract test proves that they agree
-on every pattern's events.
+`Zigzag` confirms swings bar by bar (a live stream); `batch_swings` is the same rule over whole arrays, in
+numpy (`search`): for every bar, where a zigzag holding it as its extreme would next move, then the walk
+from one confirmation to the next. The chart contract test proves that they agree on every pattern's
+events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from ml_processing.sdk.indicator import IndicatorStream
 from ml_processing.sdk.talib_functions import TalibIndicator
+
+from .search import chains, next_moves, path, stretches
 
 
 @dataclass(frozen=True)
@@ -112,68 +116,117 @@ def batch_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int)
     return out
 
 
-def batch_swings(high: np.ndarray, low: np.ndarray, atr: np.ndarray,
-                 swing_atr: float) -> tuple[list[tuple[int, Swing]], np.ndarray]:
-    """Every (confirming bar, swing) of the zigzag over whole arrays, and the ATR each bar saw (the last
-    known one): `Zigzag.update` bar by bar, in one loop over local variables."""
-    highs, lows, atrs = high.tolist(), low.tolist(), atr.tolist()
-    seen = np.empty(len(highs))
-    out: list[tuple[int, Swing]] = []
-    direction, extreme, extreme_index, low0, low0_index, last = 0, float("nan"), -1, float("nan"), -1, float("nan")
-    for i, (h, lo, a) in enumerate(zip(highs, lows, atrs, strict=True)):
-        if a == a:
-            last = a
-        seen[i] = last
-        if h != h or lo != lo or last != last:
-            continue
-        threshold = swing_atr * last
-        if direction == 0:
-            if extreme != extreme:
-                extreme, extreme_index, low0, low0_index = h, i, lo, i
-                continue
-            if h > extreme:
-                extreme, extreme_index = h, i
-            if lo < low0:
-                low0, low0_index = lo, i
-            if extreme - lo >= threshold and extreme_index < i:
-                direction = 1
-            elif h - low0 >= threshold and low0_index < i:
-                direction, extreme, extreme_index = -1, low0, low0_index
-            else:
-                continue
-        if direction > 0:
-            if h > extreme:
-                extreme, extreme_index = h, i
-            elif extreme - lo >= threshold:
-                out.append((i, Swing(extreme_index, extreme, True, last)))
-                direction, extreme, extreme_index = -1, lo, i
-        elif lo < extreme:
-            extreme, extreme_index = lo, i
-        elif h - extreme >= threshold:
-            out.append((i, Swing(extreme_index, extreme, False, last)))
-            direction, extreme, extreme_index = 1, h, i
-    return out, seen
+@dataclass(frozen=True)
+class Swings:
+    """The swing points of a series as columns, in order: the bar that confirmed each, the bar of its extreme,
+    its price, peak (True) or trough, and the ATR when it was confirmed."""
+
+    at: np.ndarray
+    index: np.ndarray
+    price: np.ndarray
+    peak: np.ndarray
+    atr: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    @cached_property
+    def pairs(self) -> list[tuple[int, float]]:
+        """Each swing as the (bar, price) key point events carry (made once, shared by the events)."""
+        return list(zip(self.index.tolist(), self.price.tolist(), strict=True))
+
+
+def last_known(values: np.ndarray) -> np.ndarray:
+    """Each bar's last non-NaN value (NaN before the first).
+
+    >>> last_known(np.array([np.nan, 1.0, np.nan, 2.0])).tolist()[1:]
+    [1.0, 1.0, 2.0]
+    """
+    at = np.where(np.isnan(values), -1, np.arange(len(values)))
+    np.maximum.accumulate(at, out=at)
+    out = values[np.maximum(at, 0)]
+    out[at < 0] = np.nan
+    return out
+
+
+def batch_swings(high: np.ndarray, low: np.ndarray, atr: np.ndarray, swing_atr: float) -> tuple[Swings, np.ndarray]:
+    """Every swing of the zigzag over whole arrays, and the ATR each bar saw (the last known one): the rule of
+    `Zigzag.update`, computed for all bars at once. For every bar p, `search.next_moves` finds the bar where a
+    zigzag holding p as its extreme next moves (a new extreme, or p confirmed) and `search.chains` the extreme
+    it ends up confirming; the swings are then a walk from one confirmation to the next, one step per swing."""
+    n = len(high)
+    seen = last_known(atr)
+    threshold = swing_atr * seen
+    usable = ~(np.isnan(high) | np.isnan(low) | np.isnan(seen))  # a gap, or no ATR yet: moves nothing
+    top, bottom = np.where(usable, high, -np.inf), np.where(usable, low, np.inf)
+    first = first_swing(top, bottom, threshold)
+    if first is None:
+        none = np.zeros(0, dtype=np.int64)
+        return Swings(none, none, np.zeros(0), np.zeros(0, dtype=bool), np.zeros(0)), seen
+    bar, extreme, peak = first
+    # for every bar, as the zigzag starts looking for a trough (False) or a peak (True) there: the extreme it
+    # confirms and the bar that confirms it (n: none)
+    ends, confirm = {}, {}
+    for looking, (move, confirms) in ((False, next_moves(-bottom, -top, threshold)),  # the mirror image
+                                      (True, next_moves(top, bottom, threshold))):
+        ends[looking] = chains(move, confirms)
+        confirm[looking] = np.append(move, n)[ends[looking]]
+    # the swings of the first one's kind are confirmed at bar, then each at the bar two confirmations later
+    ours = path(confirm[peak][confirm[not peak]], bar)
+    theirs = confirm[not peak][ours]
+    at = np.stack([ours, theirs], axis=1).ravel()
+    index = np.stack([np.append(extreme, ends[peak][theirs[:-1]]), ends[not peak][ours]], axis=1).ravel()
+    count = int(np.argmax(at >= n)) if at[-1] >= n else len(at)
+    at, index = at[:count].astype(np.int64), index[:count].astype(np.int64)
+    peak_ = np.arange(count) % 2 == (0 if peak else 1)
+    price = np.where(peak_, high[index], low[index])
+    return Swings(at, index, price, peak_, seen[at]), seen
+
+
+def first_swing(top: np.ndarray, bottom: np.ndarray, threshold: np.ndarray) -> tuple[int, int, bool] | None:
+    """(confirming bar, extreme bar, peak) of the zigzag's first swing, or None: from the first usable bar it
+    tracks the highest high and the lowest low; the first bar a threshold away from one of them (made on an
+    earlier bar) confirms it, the high first."""
+    usable = np.flatnonzero(np.isfinite(top))
+    if not usable.size:
+        return None
+    f = usable[0]
+    top, bottom, threshold = top[f:], bottom[f:], threshold[f:]
+    highest, lowest = np.maximum.accumulate(top), np.minimum.accumulate(bottom)
+    with np.errstate(invalid="ignore"):
+        up = (top <= np.concatenate([[-np.inf], highest[:-1]])) & (highest - bottom >= threshold)
+        down = (bottom >= np.concatenate([[np.inf], lowest[:-1]])) & (top - lowest >= threshold)
+    decided = up | down
+    if not decided.any():
+        return None
+    d = int(decided.argmax())
+    if up[d]:
+        return f + d, f + int((top[:d] == highest[d]).argmax()), True
+    return f + d, f + int((bottom[:d] == lowest[d]).argmax()), False
 
 
 @dataclass
 class SwingSeries:
-    """One series over whole arrays as a chart pattern's batch detection reads it: its columns, its swings
-    as (confirming bar, swing) pairs, the ATR each bar saw, and a memo for what several patterns derive
-    from the same swings (it lives as long as the request: nothing is shared between requests)."""
+    """One series over whole arrays as a chart pattern's batch detection reads it: its columns, its swings,
+    the ATR each bar saw, and a memo for what several patterns derive from the same swings (it lives as long
+    as the request: nothing is shared between requests)."""
 
     high: np.ndarray
     low: np.ndarray
     close: np.ndarray
-    swings: list[tuple[int, Swing]]
+    swings: Swings
     seen: np.ndarray
     memo: dict[Any, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.close)
 
-    def bars(self) -> list[int]:
-        """The confirming bar of every swing, then the series' length (the end of the last stretch)."""
-        return [bar for bar, _ in self.swings] + [len(self.close)]
+    def stretch(self) -> np.ndarray:
+        """For each bar, the number of the last swing confirmed at or before it (-1 before the first): the
+        stretches between confirmations, in which the formations of each swing wait."""
+        if "stretch" not in self.memo:
+            self.memo["stretch"] = stretches(self.swings.at, len(self.close))
+        return self.memo["stretch"]  # type: ignore[no-any-return]
 
 
 class Zigzags:

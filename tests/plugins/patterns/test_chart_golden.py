@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ml_processing.bus.codec import packb, unpackb
 from ml_processing.plugins.patterns.actor import detect_grouped
 from ml_processing.plugins.patterns.chart import chart_patterns
 from ml_processing.sdk.synthetic import market
@@ -105,10 +106,11 @@ def test_detectors_report_the_recorded_events(seed: int, n: int, gaps: bool, k: 
 @pytest.mark.parametrize(("seed", "n", "gaps", "k"), [(13, 3000, True, 1), (14, 10_000, False, 0)])
 def test_the_grouped_batch_reply_carries_the_recorded_events(seed: int, n: int, gaps: bool, k: int,
                                                              golden: dict[str, dict[str, list[list[Any]]]]) -> None:
-    """What ``detect`` answers (columns per pattern) is the record, event for event, ts included."""
+    """What ``detect`` answers (columns per pattern), as it travels, is the record, event for event, ts
+    included."""
     data = bars(seed, n, gaps)
     ts = 1_700_000_000_000 + 60_000 * np.arange(n, dtype=np.int64)
-    grouped = detect_grouped([(p, params_for(name, PARAMS[k])) for name, p in CHART.items()], data, ts)
+    grouped = unpackb(packb(detect_grouped([(p, params_for(name, PARAMS[k])) for name, p in CHART.items()], data, ts)))
     for name, rows in golden[case_id(seed, n, gaps, k)].items():
         if not rows:
             assert name not in grouped

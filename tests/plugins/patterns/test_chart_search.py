@@ -1,0 +1,89 @@
+"""The numpy searches the chart patterns' batch detection is made of, against plain Python written from their
+definitions: the zigzag's next move from every bar (in the narrow window, the wider matrices and the blocks),
+and the zigzag over whole arrays against the live zigzag bar by bar, on series full of ties, gaps, flat
+stretches and long one-way trends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ml_processing.plugins.patterns.chart.search import confirm_key, next_moves
+from ml_processing.plugins.patterns.chart.zigzag import Zigzag, batch_atr, batch_swings
+
+
+def rough(n: int, seed: int) -> dict[str, np.ndarray]:
+    """High, low, close on a half-unit grid (many equal highs and lows), with gaps, a flat stretch and a long
+    one-way trend."""
+    rng = np.random.default_rng(seed)
+    close = np.round((100 + np.cumsum(np.round(rng.normal(0, 1, n)))) * 2) / 2
+    high = close + np.round(np.abs(rng.normal(0, 1, n)) * 2) / 2
+    low = close - np.round(np.abs(rng.normal(0, 1, n)) * 2) / 2
+    if n > 400:
+        trend = np.linspace(0, -80, 250)
+        close[100:350], high[100:350], low[100:350] = 100 + trend, 100.5 + trend, 99.5 + trend
+        for column in (high, low, close):
+            column[n - 120:n - 20] = column[n - 121]
+    for column in (high, low, close):
+        column[rng.integers(0, n, n // 40)] = np.nan
+    return {"high": high, "low": low, "close": close}
+
+
+def moves_by_definition(top: np.ndarray, bottom: np.ndarray, threshold: np.ndarray) -> tuple[list[int], list[bool]]:
+    n = len(top)
+    move, confirms = [n] * n, [False] * n
+    for p in range(n):
+        if not np.isfinite(top[p]):
+            continue
+        for i in range(p + 1, n):
+            beyond = bool(top[i] > top[p])
+            if beyond or top[p] - bottom[i] >= threshold[i]:
+                move[p], confirms[p] = i, not beyond
+                break
+    return move, confirms
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(("window", "wider"), [(8, (32, 256)), (1, ()), (2, (3,))],
+                         ids=["default", "blocks-only", "small-matrices"])
+def test_next_moves_follow_their_definition(seed: int, window: int, wider: tuple[int, ...]) -> None:
+    data = rough(700, seed)
+    usable = ~(np.isnan(data["high"]) | np.isnan(data["low"]))
+    top, bottom = np.where(usable, data["high"], -np.inf), np.where(usable, data["low"], np.inf)
+    threshold = np.full(700, 2.5)
+    for up, down in ((top, bottom), (-bottom, -top)):
+        move, confirms = next_moves(up, down, threshold, window, wider)
+        assert (move.tolist(), confirms.tolist()) == moves_by_definition(up, down, threshold)
+
+
+def test_the_confirm_key_is_the_least_float_that_confirms() -> None:
+    """Prices of like size (one ulp off at most) and of unlike size, across zero (a spread series: many off)."""
+    rng = np.random.default_rng(5)
+    bottom = np.concatenate([rng.uniform(90, 110, 10_000), rng.uniform(-200, 200, 10_000)])
+    threshold = rng.uniform(0, 3, 20_000) * rng.choice([1e-17, 1e-12, 1e-3, 1.0, 300.0], 20_000)
+    key = confirm_key(bottom, threshold)
+    assert ((key - bottom) >= threshold).all()
+    assert not ((np.nextafter(key, -np.inf) - bottom) >= threshold).any()
+
+
+def swings_live(data: dict[str, np.ndarray], params: dict[str, Any]) -> list[tuple[int, int, float, bool, float]]:
+    zigzag, out = Zigzag.open(params), []
+    for i in range(len(data["close"])):
+        swing = zigzag.update(i, {k: float(v[i]) for k, v in data.items()})
+        if swing is not None:
+            out.append((i, swing.index, swing.price, swing.high, swing.atr))
+    return out
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6, 7])
+@pytest.mark.parametrize(("atr_period", "swing_atr"), [(14, 2.0), (3, 0.5), (30, 4.0)])
+def test_the_zigzag_over_whole_arrays_is_the_live_zigzag(seed: int, atr_period: int, swing_atr: float) -> None:
+    data = rough(1500, seed)
+    swings, _ = batch_swings(data["high"], data["low"],
+                             batch_atr(data["high"], data["low"], data["close"], atr_period), swing_atr)
+    batch = list(zip(swings.at.tolist(), swings.index.tolist(), swings.price.tolist(), swings.peak.tolist(),
+                     swings.atr.tolist(), strict=True))
+    assert batch == swings_live(data, {"atr_period": atr_period, "swing_atr": swing_atr})
+    assert len(batch) > 10
