@@ -15,6 +15,10 @@ numpy arrays travel as msgpack ext type 1 (`NDARRAY_EXT`), whose payload is::
 so a C++ engine decodes them with any msgpack library and one ``memcpy``. Plain lists are accepted
 everywhere an array is. Decoding never raises anything but `CodecError`.
 
+JSON bodies (the REST edge) are read by `decode_json`: in a large body, the top-level fields a route
+declares as columns (arrays of doubles) are parsed straight to float64 ndarrays, with no Python float per
+number, and equal bit for bit to what the general parser gives (docs/PROTOCOL.md, body encodings).
+
 >>> import numpy as np
 >>> body = encode_request("compute", {"close": np.arange(3.0)}, rid="r1")
 >>> req = decode_request(body)
@@ -27,13 +31,22 @@ everywhere an array is. Decoding never raises anything but `CodecError`.
 from __future__ import annotations
 
 import struct
+import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import numpy as np
+import orjson
 
 from .errors import CodecError, MlpError, error_from_wire
+
+simdjson: Any
+try:  # the columnar JSON reader; without it, JSON bodies are read by orjson alone (same values, slower)
+    import simdjson
+except ImportError:  # pragma: no cover - the tests set `simdjson = None` to check that path
+    simdjson = None
 
 NDARRAY_EXT = 1
 
@@ -219,3 +232,113 @@ def self_check() -> None:
             raise CodecError(f"codec self-check failed for {key!r}")
     if decode_reply(encode_reply(sample["list"])) != sample["list"]:
         raise CodecError("codec self-check failed for replies")
+
+
+# -- JSON bodies ------------------------------------------------------------------------------------------
+
+#: JSON bodies at least this large read their columns straight to float64 arrays; smaller ones (and any
+#: body the columnar reader does not take) are read by orjson alone.
+COLUMNAR_JSON = 64 * 1024
+_BOM = b"\xef\xbb\xbf"
+_OPEN_BRACKET = ord("[")
+_parsers = threading.local()
+
+
+def decode_json(raw: bytes, columns: Collection[str] = ()) -> Any:
+    """A JSON body as Python values; `CodecError` for text that is not JSON.
+
+    In an object body of at least `COLUMNAR_JSON` bytes, each top-level field named in `columns` whose
+    array holds only numbers comes as a float64 ndarray instead of a list: the same numbers, bit for bit,
+    as orjson reads them (integers rounded to the nearest double as ``float()`` does). An array with a
+    ``null``, a string, a boolean or a nested array stays a list, so the op's own reader names the element.
+
+    >>> decode_json(b'{"close": [1, 2.5]}', ["close"])
+    {'close': [1, 2.5]}
+    >>> body = b'{"close": [' + b"1.5, " * 20_000 + b'2], "n": [3]}'
+    >>> read = decode_json(body, ["close"])
+    >>> read["close"].dtype, len(read["close"]), read["close"][-1], read["n"]
+    (dtype('float64'), 20001, np.float64(2.0), [3])
+    """
+    if columns and simdjson is not None and len(raw) >= COLUMNAR_JSON and not raw.startswith(_BOM):
+        body = _decode_columnar(raw, columns)
+        if body is not None:
+            return body
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CodecError(str(exc)) from None
+
+
+def _decode_columnar(raw: bytes, columns: Collection[str]) -> dict[str, Any] | None:
+    """`raw` read by simdjson with `columns` as float64 arrays; None when orjson must decide (the text is
+    not JSON simdjson takes, not an object, repeats a key, or may hold an array nested in a column)."""
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    try:
+        return _read_columns(parser.parse(raw), raw, columns)  # no proxy outlives the call: the parser is free
+    except Exception:  # anything simdjson refuses goes to orjson, which reads it or names what is wrong
+        _parsers.parser = None  # a parser that failed mid-way is not trusted again
+        return None
+
+
+def _read_columns(doc: Any, raw: bytes, columns: Collection[str]) -> dict[str, Any] | None:
+    if not isinstance(doc, simdjson.Object):
+        return None
+    keys = list(doc.keys())
+    if len(set(keys)) != len(keys):
+        return None  # a repeated key: the general reader keeps the last one
+    body: dict[str, Any] = {}
+    arrays = 0  # arrays read as columns: each opened one "[" of the text
+    for key in keys:
+        value: Any = doc[key]  # a proxy for an array or an object: nothing converted yet
+        if isinstance(value, simdjson.Array):
+            if key in columns:
+                try:
+                    body[key] = np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)
+                    arrays += 1
+                    continue
+                except (TypeError, ValueError):  # null, a string, a boolean: the op's reader names it
+                    pass
+            value = value.as_list()
+        elif isinstance(value, simdjson.Object):
+            value = value.as_dict()
+        body[key] = value
+    # simdjson flattens nested arrays into one buffer: every "[" of the text must be an array seen here
+    brackets = int(np.count_nonzero(np.frombuffer(raw, dtype=np.uint8) == _OPEN_BRACKET))
+    if brackets != arrays + _lists_in(body):
+        return None
+    return body
+
+
+def _lists_in(body: dict[str, Any]) -> int:
+    """How many lists `body` holds, at any depth (ndarrays are not lists)."""
+    count, stack = 0, list(body.values())
+    while stack:
+        item = stack.pop()
+        if type(item) is list:
+            count += 1
+            stack.extend(item)
+        elif type(item) is dict:
+            stack.extend(item.values())
+    return count
+
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def encode_json(obj: Any) -> bytes:
+    """A JSON body: numpy arrays and scalars written by orjson in one pass, without a Python object per
+    element, NaN (and an infinity) as ``null``; a non-contiguous array is made contiguous first.
+    `orjson.JSONEncodeError` for what JSON cannot hold.
+
+    >>> encode_json({"v": np.array([np.nan, 1.5, 2.0])[::-1]})
+    b'{"v":[2.0,1.5,null]}'
+    """
+    return orjson.dumps(obj, default=_json_default, option=_JSON_OPTIONS)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray) and not obj.flags.c_contiguous:
+        return np.ascontiguousarray(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__}")

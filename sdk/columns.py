@@ -45,10 +45,12 @@ __all__ = ["MAX_VALUES", "NAMES", "Bars", "Column", "Columns", "OptionalColumn",
 #: Values per column unless an op says otherwise (`Bars.max_values`).
 MAX_VALUES = 1_000_000
 
+# ``format: double`` tells the REST edge that a large JSON body may hand this field over as a float64 array
 _SCHEMA: dict[str, Any] = {
-    "type": "array", "minItems": 1, "items": {"type": ["number", "null"]},
+    "type": "array", "minItems": 1, "items": {"type": ["number", "null"], "format": "double"},
     "description": "numbers (null for a gap); or, in msgpack, a 1-D numeric ndarray (docs/PROTOCOL.md)",
 }
+_NUMBERS_OR_NULL = frozenset({float, int, type(None)})
 
 
 def _first_bad(values: list[Any]) -> int:
@@ -63,16 +65,14 @@ def read_column(value: Any) -> np.ndarray:
             raise ValueError(f"expected a 1-D numeric array, got {value.ndim}-D {value.dtype}")
         array = np.ascontiguousarray(value, dtype=np.float64)
     elif isinstance(value, list):
-        array = None
-        if all(type(v) is float or type(v) is int for v in value):  # the usual case: no None, no bool
-            array = np.array(value, dtype=np.float64)
+        if _NUMBERS_OR_NULL.issuperset(map(type, value)):  # one pass in C: numbers, perhaps nulls (no bool)
+            array = np.array(value, dtype=np.float64)  # null -> NaN
         else:
             bad = _first_bad(value)
-            if value and (value[bad] is not None and (isinstance(value[bad], bool) or
-                                                       not isinstance(value[bad], (int, float))
-                                                       or math.isinf(value[bad]))):
-                raise ValueError(f"[{bad}]: expected a number, got {value[bad]!r:.40}")
-            array = np.array([math.nan if v is None else v for v in value], dtype=np.float64)
+            item = value[bad]
+            if item is not None and (isinstance(item, bool) or not isinstance(item, (int, float)) or math.isinf(item)):
+                raise ValueError(f"[{bad}]: expected a number, got {item!r:.40}")
+            array = np.array([math.nan if v is None else v for v in value], dtype=np.float64)  # numpy scalars
     else:
         raise ValueError(f"expected a list of numbers, got {type(value).__name__}")
     if len(array) == 0:

@@ -45,7 +45,6 @@ from .routes import Route
 
 log = structlog.get_logger(__name__)
 
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 # Binary bodies for clients that move arrays: msgpack with the bus codec's ndarray extension type
 # (docs/PROTOCOL.md section 3), asked for by Content-Type (request) and Accept (reply). Errors stay JSON.
@@ -82,12 +81,29 @@ _rid_counter = itertools.count(1)
 
 def _json(data: Any, status: int = 200, rid: str | None = None) -> web.Response:
     headers = {"X-Request-Id": rid} if rid else None
-    return web.Response(body=orjson.dumps(data, option=_JSON_OPTIONS), status=status,
-                        content_type="application/json", headers=headers)
+    return web.Response(body=codec.encode_json(data), status=status, content_type="application/json",
+                        headers=headers)
 
 
-def _msgpack(data: Any, rid: str) -> web.Response:
-    return web.Response(body=codec.packb(data), content_type=MSGPACK, headers={"X-Request-Id": rid})
+#: Replies at least this large go out as two writes, the header and then the body as it is; smaller ones
+#: as one (on Python < 3.12.9 aiohttp joins header and body into a new bytes object: a copy of the body).
+LARGE_REPLY = 64 * 1024
+
+
+async def _reply(request: web.Request, body: bytes, content_type: str, rid: str) -> web.StreamResponse:
+    """A 200 response with `body`, written without a copy when it is large."""
+    if len(body) < LARGE_REPLY:
+        return web.Response(body=body, content_type=content_type, headers={"X-Request-Id": rid})
+    response = web.StreamResponse(headers={"X-Request-Id": rid})
+    response.content_type = content_type
+    response.content_length = len(body)
+    try:
+        await response.prepare(request)
+        await response.write(body)
+        await response.write_eof()
+    except ConnectionResetError:  # the client left before it had the reply: nothing more to tell it
+        log.info("edge_client_gone", path=request.path, rid=rid, bytes=len(body))
+    return response
 
 
 def wants_msgpack(request: web.Request) -> bool:
@@ -100,16 +116,30 @@ def wants_msgpack(request: web.Request) -> bool:
 LARGE_BODY = 1 << 20
 
 
-def _decode_body(request: web.Request, raw: bytes) -> Any:
+def _decode_body(request: web.Request, raw: bytes, columns: frozenset[str]) -> Any:
     if request.content_type in _MSGPACK_TYPES:
         try:
             return codec.unpackb(raw)
         except CodecError as exc:
             raise BadRequest(f"request body is not valid msgpack: {exc.message}", field="body") from None
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from None
+        return codec.decode_json(raw, columns)
+    except CodecError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc.message}", field="body") from None
+
+
+def json_columns(schema: dict[str, Any] | None) -> frozenset[str]:
+    """The top-level body fields a route reads as columns: arrays whose items are doubles
+    (``{"type": "array", "items": {"format": "double", ...}}``, alone or in an ``anyOf``). A large JSON
+    body hands them to the op as float64 ndarrays (`codec.decode_json`), as msgpack does with the
+    ndarray extension type."""
+    found = set()
+    for name, field_schema in ((schema or {}).get("properties") or {}).items():
+        options = [field_schema, *field_schema.get("anyOf", ())] if isinstance(field_schema, dict) else []
+        if any(isinstance(o, dict) and o.get("type") == "array" and isinstance(o.get("items"), dict)
+               and o["items"].get("format") == "double" for o in options):
+            found.add(name)
+    return frozenset(found)
 
 
 def error_response(exc: MlpError, rid: str | None = None) -> web.Response:
@@ -263,10 +293,11 @@ def _handler(route: Route, guard: Authenticator | None, public: bool) -> Any:
     service, op, text, raw_body = route.service, route.op, route.content_type == "text", route.content_type == "raw"
     query = [name for name, _, _ in route.query]
     has_body = route.has_body
+    columns = json_columns(route.request_schema)
     types = {name: route.param_type(name) for name in [*route.params, *query]}
     anyone = guard.public if guard is not None and public else None
 
-    async def handle(request: web.Request) -> web.Response:
+    async def handle(request: web.Request) -> web.StreamResponse:
         rid = request.headers.get("X-Request-Id") or new_request_id()
         args: dict[str, Any] = {}
         try:
@@ -281,8 +312,9 @@ def _handler(route: Route, guard: Authenticator | None, public: bool) -> Any:
             elif has_body and request.body_exists:
                 raw = await _read_body(request)
                 if raw.strip():
-                    body = (_decode_body(request, raw) if len(raw) < LARGE_BODY else await asyncio.get_running_loop()
-                            .run_in_executor(None, _decode_body, request, raw))
+                    body = (_decode_body(request, raw, columns) if len(raw) < LARGE_BODY else
+                            await asyncio.get_running_loop().run_in_executor(None, _decode_body, request, raw,
+                                                                             columns))
                     if not isinstance(body, dict):
                         raise BadRequest(f"request body must be an object (a map), got {type(body).__name__}",
                                          field="body")
@@ -301,13 +333,14 @@ def _handler(route: Route, guard: Authenticator | None, public: bool) -> Any:
                                                                          "X-Request-Id": rid})
             if wants_msgpack(request):
                 try:
-                    return _msgpack(result, rid)
+                    payload = codec.packb(result)
                 except CodecError as exc:
                     log.error("result_not_encodable", service=service, op=op, rid=rid, error=exc.message)
                     raise InternalError(f"op {op!r} of service {service!r} returned a result that cannot be "
                                         f"encoded: {exc.message}") from None
+                return await _reply(request, payload, MSGPACK, rid)
             try:
-                return _json(result, 200, rid)
+                payload = codec.encode_json(result)
             except orjson.JSONEncodeError as exc:
                 if _depth_exceeds(args, _MAX_JSON_DEPTH):
                     raise BadRequest(f"request body nests deeper than {_MAX_JSON_DEPTH} levels",
@@ -315,6 +348,7 @@ def _handler(route: Route, guard: Authenticator | None, public: bool) -> Any:
                 log.error("result_not_json_encodable", service=service, op=op, rid=rid, error=str(exc))
                 raise InternalError(f"op {op!r} of service {service!r} returned a result that is not "
                                     f"JSON-encodable: {exc}") from None
+            return await _reply(request, payload, "application/json", rid)
         except BodyTimeout as exc:  # the rest of the body may still come: never read it as a next request
             response = error_response(exc, rid)
             response.force_close()
