@@ -47,7 +47,7 @@ from .wire import (
 )
 
 
-class MlProcessingConfig(ActorConfig, frozen=True):
+class MlProcessingConfig(ActorConfig, frozen=True, forbid_unknown_fields=True):
     """Configuration of `MlProcessing`.
 
     ``bar_type``: the bars to stream (time bars). ``mode``: ``backtest`` or ``live``. ``model``: the model
@@ -81,6 +81,13 @@ class MlProcessingConfig(ActorConfig, frozen=True):
     server_key: str | None = None
     public_key: str | None = None
     secret_key: str | None = None
+
+    def __post_init__(self) -> None:
+        buy = 1.0 if self.buy_above is None else self.buy_above
+        sell = 0.0 if self.sell_below is None else self.sell_below
+        if not 0.0 <= sell <= buy <= 1.0:
+            raise ValueError(f"buy_above, sell_below: need 0 <= sell_below ({self.sell_below}) <= buy_above "
+                             f"({self.buy_above}) <= 1")
 
 
 class MlProcessing(Actor):

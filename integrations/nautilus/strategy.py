@@ -22,7 +22,7 @@ from .data import MlSignal, signal_type
 from .wire import TARGETS, model_name
 
 
-class SignalFollowerConfig(StrategyConfig, frozen=True):
+class SignalFollowerConfig(StrategyConfig, frozen=True, forbid_unknown_fields=True):
     """``instrument_id``: what to trade (the `MlProcessing` actor's bar type's instrument). ``trade_size``:
     the position a signal asks for, in the instrument's quantity. ``model``: follow only this model's signals
     (``NAME``; None follows every signal of the instrument). ``close_positions_on_stop``: flatten at stop."""

@@ -33,6 +33,7 @@ TARGETS = {"buy": 1, "sell": -1, "flat": 0}
 COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 
 _NOT_IN_SYMBOL = re.compile(r"[^A-Za-z0-9_\-/:+^=$]")
+_TIMEFRAME = re.compile(r"^([1-9][0-9]{0,3})([smhdw])$")
 
 
 def timeframe_of(aggregation: str, step: int) -> str:
@@ -57,9 +58,16 @@ def step_ms(timeframe: str) -> int:
 
     >>> step_ms("15m")
     900000
+    >>> step_ms("1 hour")
+    Traceback (most recent call last):
+    ...
+    ValueError: timeframe: '1 hour' is not N followed by s, m, h, d or w (N from 1 to 9999)
     """
+    match = _TIMEFRAME.match(timeframe)
+    if match is None:
+        raise ValueError(f"timeframe: {timeframe!r} is not N followed by s, m, h, d or w (N from 1 to 9999)")
     units = {unit: ms for unit, ms in UNITS.values()}
-    return int(timeframe[:-1]) * units[timeframe[-1]]
+    return int(match.group(1)) * units[match.group(2)]
 
 
 def service_symbol(symbol: str) -> str:

@@ -1,5 +1,5 @@
 """The NautilusTrader integration against a real ml-processing kernel (real sockets, no mocks): a
-``BacktestEngine`` over 3,000 hourly EUR/USD bars of the seeded synthetic market with the `MlProcessing`
+``BacktestEngine`` over 2,000 hourly EUR/USD bars of the seeded synthetic market with the `MlProcessing`
 actor and the `SignalFollower` strategy, the live mode over the service's pub/sub, and CURVE keys."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -23,7 +24,8 @@ from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
 from nautilus_trader.cache.cache import Cache
 from nautilus_trader.common.actor import Actor
 from nautilus_trader.common.component import LiveClock, MessageBus
-from nautilus_trader.config import LoggingConfig
+from nautilus_trader.common.config import ActorFactory
+from nautilus_trader.config import ImportableActorConfig, LoggingConfig
 from nautilus_trader.core.data import Data
 from nautilus_trader.data.engine import DataEngine
 from nautilus_trader.model.currencies import USD
@@ -178,7 +180,7 @@ def position_at(fills: list[tuple[int, Decimal, bool]], ts: int) -> Decimal:
 
 
 async def test_a_backtest_gets_a_prediction_for_every_bar_and_trades_the_signals(service: Kernel) -> None:
-    columns = market(3_000, seed=11)
+    columns = market(2_000, seed=11)
     bars = nautilus_bars(columns)
     run = await asyncio.to_thread(backtest, bars, broker=service.endpoints["broker"][0])
 
@@ -202,19 +204,19 @@ async def test_a_backtest_gets_a_prediction_for_every_bar_and_trades_the_signals
 
     # the orders followed the signals: after each signal the position is the signal's side, one size
     for ts, side in expected:
-        assert position_at(run.fills, ts) == wire.TARGETS[side] * SIZE, (ts, side)
+        assert position_at(run.fills, ts) == {"buy": SIZE, "sell": -SIZE}[side], (ts, side)
     opened = [f for f in run.fills if not f[2]]
     assert {stamp for stamp, _, _ in opened} <= {ts for ts, _ in expected}  # no order without a signal
     assert sum(q for _, q, _ in run.fills) == 0  # closed at the end (close_positions_on_stop)
 
 
 async def test_a_backtest_is_deterministic_and_repeatable(service: Kernel) -> None:
-    bars = nautilus_bars(market(400, seed=12))
+    bars = nautilus_bars(market(200, seed=12))
     first = await asyncio.to_thread(backtest, bars, broker=service.endpoints["broker"][0])
     again = await asyncio.to_thread(backtest, bars, broker=service.endpoints["broker"][0])
     assert [p.probabilities for p in first.predictions] == [p.probabilities for p in again.predictions]
     assert [(s.ts_event, s.side) for s in first.signals] == [(s.ts_event, s.side) for s in again.signals]
-    assert first.fills == again.fills and len(first.predictions) == 400 - LOOKBACK
+    assert first.fills == again.fills and len(first.predictions) == 200 - LOOKBACK
 
 
 @dataclasses.dataclass
@@ -328,6 +330,13 @@ def test_bad_configurations_are_refused_before_anything_connects() -> None:
     with pytest.raises(ValueError, match="together"):
         MlProcessing(MlProcessingConfig(bar_type=BAR_TYPE, server_key="S" * 40))
     with pytest.raises(ValueError, match="sell_below"):
-        wire.SignalRule(buy_above=0.4, sell_below=0.6)
+        MlProcessingConfig(bar_type=BAR_TYPE, buy_above=0.4, sell_below=0.6)
+    with pytest.raises(ValueError, match="timeframe"):
+        MlProcessing(MlProcessingConfig(bar_type=BAR_TYPE, timeframe="1 hour"))
+    with pytest.raises(msgspec.ValidationError, match="unknown field `modle`"):  # a misspelt option is refused
+        ActorFactory.create(ImportableActorConfig(
+            actor_path="ml_processing.integrations.nautilus:MlProcessing",
+            config_path="ml_processing.integrations.nautilus:MlProcessingConfig",
+            config={"bar_type": str(BAR_TYPE), "modle": "m"}))
     actor = MlProcessing(MlProcessingConfig(bar_type=BAR_TYPE))
     assert (actor.symbol, actor.timeframe, actor.step_ms) == ("EUR/USD", "1h", HOUR_MS)
