@@ -70,10 +70,11 @@ def test_repository_plugins_toml_documents_the_embedded_defaults(section: str) -
     from ml_processing.plugins.indicators.actor import IndicatorsConfig
     from ml_processing.plugins.models.actor import ModelsConfig
     from ml_processing.plugins.patterns.actor import PatternsConfig
+    from ml_processing.plugins.replay.command import ReplayConfig
     from ml_processing.plugins.sentiment.actor import SentimentConfig
 
     plugin_defaults = {"indicators": IndicatorsConfig, "features": FeaturesConfig, "models": ModelsConfig,
-                       "patterns": PatternsConfig, "sentiment": SentimentConfig}
+                       "patterns": PatternsConfig, "sentiment": SentimentConfig, "replay": ReplayConfig}
     assert set(shipped.plugins.sections) <= set(plugin_defaults)
     for name, options in shipped.plugins.sections.items():
         assert build_section(plugin_defaults[name], options.options, "plugins.toml", name) == plugin_defaults[name]()
