@@ -22,7 +22,7 @@ with the traceback) and is counted; it never restarts the actor. Only what an ac
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +35,23 @@ from .clock import REAL, Clock
 from .config import Config
 from .ops import Args, OpSpec, op, spec_of
 
-__all__ = ["Actor", "ActorContext", "Args", "op"]
+__all__ = ["Actor", "ActorContext", "Args", "Batched", "Messages", "op"]
 
 T = TypeVar("T")
+
+#: What a batch handler is given: the ``(topic, body)`` messages of one socket drain, to iterate once.
+Messages = Iterable[tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A handler subscribed with `Actor.subscribe_batch`: the kernel hands it every message of a drain in one
+    call. Called as a per-message handler (where no kernel batches), it gets a batch of one."""
+
+    handler: Callable[[Messages], None]
+
+    def __call__(self, topic: str, body: Any) -> None:
+        self.handler(((topic, body),))
 
 
 @dataclass(frozen=True)
@@ -48,8 +62,8 @@ class ActorContext:
     settings: Config
     config: Any  # the plugin's own config object (from ``register_config_schemas``), or None
     publish: Callable[[str, Any], None]
-    subscribe: Callable[[str, Handler], None]
-    unsubscribe: Callable[[str, Handler], None]
+    subscribe: Callable[[str, Handler], None]  # a `Batched` handler gets each drain's messages at once
+    unsubscribe: Callable[[str, Callable[..., None]], None]  # the handler given to subscribe (or batched)
     request: Callable[..., Awaitable[Any]]
     spawn: Callable[..., asyncio.Task[Any]]  # (coro, name, *, for_message)
     executor: Executor
@@ -59,6 +73,9 @@ class ActorContext:
     make_cache: Callable[[str, int, float], Cache] = Cache  # the kernel's: reported in the metrics
     make_histogram: Callable[..., Any] | None = None  # the kernel's: Prometheus histograms in /metrics
     clock: Clock = REAL  # the kernel's: tests inject a ManualClock
+    #: Say that this service's shared state changed outside an admin op (a training job registered a model):
+    #: every other process serving it reloads it before the awaitable completes. Admin ops do this by themselves.
+    changed: Callable[[], Awaitable[None]] = field(default=lambda: _nothing())
 
 
 class Actor:
@@ -118,7 +135,15 @@ class Actor:
         """Call ``handler(topic, body)`` for every message whose topic starts with `prefix`."""
         self.ctx.subscribe(prefix, handler)
 
-    def unsubscribe(self, prefix: str, handler: Handler) -> None:
+    def subscribe_batch(self, prefix: str, handler: Callable[[Messages], None]) -> None:
+        """Call ``handler(messages)`` once per socket drain with every ``(topic, body)`` whose topic starts
+        with `prefix`, in arrival order: per-drain work (lookups, the publish burst) is paid once. Handle
+        each message as it is taken from `messages`: when one raises, that message alone is counted as
+        rejected or failed (as with `subscribe`) and the handler is called again with the rest."""
+        self.ctx.subscribe(prefix, Batched(handler))
+
+    def unsubscribe(self, prefix: str, handler: Handler | Callable[[Messages], None]) -> None:
+        """End a subscription made with `subscribe` or `subscribe_batch` (the same handler)."""
         self.ctx.unsubscribe(prefix, handler)
 
     async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
@@ -156,3 +181,7 @@ class Actor:
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run GIL-releasing work (numpy, xgboost) on the kernel's thread pool, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.ctx.executor, fn, *args)
+
+
+async def _nothing() -> None:
+    """`ActorContext.changed` of a process that serves its state alone."""

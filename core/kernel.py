@@ -249,6 +249,7 @@ class Kernel:
             make_cache=self.cache,
             make_histogram=self.histogram,
             clock=self.clock,
+            changed=lambda: self._changed(cell.name),
         )
 
     def _start_workers(self) -> None:

@@ -95,6 +95,12 @@ async def test_a_state_change_reaches_every_process_before_its_reply(config_file
             assert changed == {"pid": os.getpid(), "value": value}
             seen = await _while_busy(kernel, "where")
             assert seen == {"pid": member["pid"], "value": value}
+        await kernel.broker.request("ledger", "set_later", {"value": 9})  # changed outside an admin op
+
+        async def worker_value() -> Any:
+            return (await _while_busy(kernel, "where"))["value"] == 9
+
+        await wait_until(worker_value, timeout=10, interval=0.1, what="the worker process reloaded the background change")
 
 
 async def test_a_lost_worker_process_is_replaced_and_requests_keep_being_answered(config_file: Path) -> None:

@@ -53,6 +53,19 @@ class Ledger(Actor):
         self.value = args.value
         return {"pid": os.getpid(), "value": self.value}
 
+    @op(SetArgs, reply=dict[str, Any], role="compute")
+    def handle_set_later(self, args: SetArgs) -> dict[str, Any]:
+        "Change the state in the background (as a training job registers a model), then say so."
+
+        async def later() -> None:
+            await asyncio.sleep(0.05)
+            atomic_write(self.path, json.dumps({"value": args.value}).encode())
+            self.value = args.value
+            await self.ctx.changed()
+
+        self.ctx.spawn(later(), "set-later", for_message=True)
+        return {"pid": os.getpid()}
+
 
 @hookimpl
 def register_actors(settings: Config) -> list[type[Actor]]:
