@@ -36,7 +36,7 @@ from ml_processing.sdk.model import CLASSIFICATION, REGRESSION, Described, Model
 from ml_processing.sdk.synthetic import SEED
 
 from .onnx_graph import class_lists, custom_ops, opsets, parse, refuse, single_input, without_zipmap
-from .onnx_path import proba_labels, session
+from .onnx_path import session
 
 #: Rows run through an uploaded graph to read its outputs (the first is all zeros).
 PROBE_ROWS = 16
@@ -64,8 +64,7 @@ class OnnxKind(ModelKind):
     formats = ("onnx",)
 
     def prepare(self) -> None:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401  (loading needs no more; `onnx` is for checking uploads)
 
     def check(self, data: bytes, fmt: str) -> Described:
         model = parse(data)
@@ -184,17 +183,24 @@ class OnnxPredictor(Predictor):
         self.task = manifest["task"]
         self.n_features = int(manifest["n_features"])
         self.classes = manifest.get("classes")
+        self.labels = np.asarray(self.classes if self.classes is not None else [])
         self.answer = "probabilities" if details["probabilities"] else "score" if details["score"] else "label"
         self.fetch = [details[self.answer]]
         self.session = runner
         self._run = runner.run
 
     def predict(self, x: np.ndarray) -> Prediction:
-        (out,) = self._run(self.fetch, {self.input: x.astype(self.dtype, copy=False)})
+        rows = x.astype(self.dtype, copy=False)
+        if rows is not x:  # float64 values past float32's range became infinite
+            finite = np.isfinite(rows)
+            if not finite.flat[finite.argmin()]:  # the first False, if any (argmin: cheaper than all())
+                row, column = (int(i) for i in np.argwhere(~finite)[0])
+                raise BadRequest(f"row {row}, feature {column}: {x[row, column]:g} is beyond the range of float32, "
+                                 "the type of this network's input")
+        (out,) = self._run(self.fetch, {self.input: rows})
         if self.answer == "probabilities":
-            assert self.classes is not None
             proba = np.asarray(out, dtype=np.float64)
-            return Prediction(proba_labels(proba, self.classes), proba, "onnx")
+            return Prediction(self.labels[proba.argmax(axis=1)], proba, "onnx")
         if self.answer == "score":
             return Prediction(np.asarray(out, dtype=np.float64).reshape(-1), None, "onnx")
         return Prediction(np.asarray(out).reshape(-1), None, "onnx")

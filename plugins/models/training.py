@@ -47,8 +47,8 @@ SKLEARN_ESTIMATORS = ("RandomForestClassifier", "RandomForestRegressor", "ExtraT
 
 
 def warm() -> None:
-    """Pool initializer: import the training libraries once per worker."""
-    import lightgbm  # noqa: F401
+    """Pool initializer: import the training libraries once per worker (LightGBM, whose import takes over a
+    second, on its first job)."""
     import sklearn.ensemble  # noqa: F401
     import xgboost  # noqa: F401
 

@@ -31,7 +31,8 @@ from tests.support.model_service import models_config as config
 from tests.support.models import X, Y, xgb_artifact
 from tests.support.rest import call
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+              pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")]  # 1e300 as float32
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", ConvergenceWarning)
@@ -118,6 +119,10 @@ async def test_an_mlp_from_skl2onnx_answers_what_scikit_learn_answers_and_surviv
         nan = await call(http, kernel, "POST", "/api/v1/predict", {"model": "mlp", "features": [0.0] * 5 + [None]},
                          status=400)
         assert nan["error"]["field"] == "features[5]"  # a network takes finite values only
+        huge = await call(http, kernel, "POST", "/api/v1/predict/batch",
+                          {"model": "mlp", "version": 1, "rows": [[0.0] * 6, [1e300] * 6]},
+                          status=400)  # float64 values the float32 graph of version 1 cannot hold
+        assert "row 1, feature 0: 1e+300 is beyond the range of float32" in huge["error"]["message"]
         await kernel.request("models", "register", {"model_id": "trees", "kind": "xgboost", "artifact": xgb_artifact()})
         mixed = await kernel.request("models", "register", {"model_id": "mixed", "kind": "ensemble",
                                                              "artifact": b'{"members": ["mlp", "trees"]}'})
