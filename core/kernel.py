@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -171,6 +172,7 @@ class Kernel:
             await self._start_edge()
         if self.group is not None:
             assert self.broker is not None
+            self.group.keys_file = self.security.process_keys(Path(self.group.run_dir))
             self.group.start(self.broker)
         self.state = "running"
         log.info("kernel_started", mode=self.mode, version=VERSION, actors=list(self.cells),

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ml_processing.bus import mdp
@@ -77,6 +78,7 @@ class ProcessGroup:
         self.pub_out = f"ipc://{self.run_dir}/pub-out"
         self.backoff = backoff
         self.backoff_max = backoff_max
+        self.keys_file: Path | None = None  # authentication on: the worker processes' client keys
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -134,6 +136,8 @@ class ProcessGroup:
         env = dict(os.environ)
         env.update(MLP_BUS_PUB_IN=self.pub_in, MLP_BUS_PUB_OUT=self.pub_out, MLP_KERNEL_PROCESSES="1",
                    MLP_SERVICE_DATA_DIR=str(self.config.data_path.resolve()))
+        if self.keys_file is not None:
+            env["MLP_SECURITY_CLIENT_KEYS"] = str(self.keys_file)
         return env
 
     # -- one registry ---------------------------------------------------------------------------------

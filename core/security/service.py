@@ -22,6 +22,7 @@ from ml_processing.bus.mdp import CurveKeys
 from ..config import Config
 from ..errors import ConfigError
 from ..log import get_logger
+from ..storage import atomic_write
 from .audit import AuditLog
 from .exposure import check_exposure
 from .gate import KernelGate
@@ -40,6 +41,10 @@ def load_client_keys(path: str | Path) -> CurveKeys:
         return CurveKeys(data["server"], data["public"], data["secret"])
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise ConfigError(f"client key file {path}: {exc}") from None
+
+
+#: The allow-list name of the key a serve process gives its own worker processes (``serve --processes``).
+PROCESS_KEY_NAME = "serve-processes"
 
 
 class Security:
@@ -79,6 +84,17 @@ class Security:
                          f"{self.tokens.path}):\n{token}\n")
         sys.stdout.flush()
         log.warning("admin_token_created", store=str(self.tokens.path), printed="stdout, once")
+
+    def process_keys(self, folder: Path) -> Path | None:
+        """A client key file in `folder` for this serve process's own worker processes (worker and compute
+        roles; the key of the previous start is replaced), or None with authentication off."""
+        if not self.enabled:
+            return None
+        self.keys.remove(PROCESS_KEY_NAME)
+        public, secret = self.keys.add_client(PROCESS_KEY_NAME, ("worker", "compute"))
+        path = folder / "process-keys.json"
+        atomic_write(path, orjson.dumps({"server": self.keys.server()[0], "public": public, "secret": secret}))
+        return path
 
     @property
     def zap_refused(self) -> int:

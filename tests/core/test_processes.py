@@ -125,3 +125,14 @@ async def test_stop_ends_every_worker_process(config_file: Path) -> None:
         await kernel.stop()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_worker_processes_join_a_broker_with_authentication_on(config_file: Path) -> None:
+    config_file.write_text(config_file.read_text() + "\n[security]\nauth = true\n", encoding="utf-8")
+    async with running(load_config(config_file)) as kernel:
+        member = await _ready(kernel)  # its READYs were admitted: the key it was given has the worker role
+        assert kernel.broker is not None
+        work = await asyncio.gather(*(kernel.broker.request("ledger", "work", {"seconds": 0.3}) for _ in range(2)))
+        assert {w["pid"] for w in work} == {os.getpid(), member["pid"]}
+        clients = kernel.security.keys.clients()
+        assert [c["roles"] for c in clients.values() if c["name"] == "serve-processes"] == [["compute", "worker"]]
