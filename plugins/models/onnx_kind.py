@@ -121,10 +121,11 @@ def read_outputs(runner: Any, model: Any, name: str, dtype: np.dtype, n_features
     answers = _probe(runner, name, rows.astype(dtype))
     label = answers[labels[0]].reshape(-1) if labels else None
     if not floats:
-        classes = next((c for c in class_lists(model, None, zipmap_classes) if set(label.tolist()) <= set(c)), None)
+        seen = set(label.tolist())
+        classes = next((c for c in class_lists(model, None, zipmap_classes) if seen <= set(c)), None)
         if classes is None:
             raise refuse(f"a label output without probabilities needs its classes: name them in the model's "
-                         f"metadata_props 'classes' (a JSON list); the probe rows answered {sorted(set(label.tolist()))[:10]}")
+                         f"metadata_props 'classes' (a JSON list); the probe rows answered {sorted(seen)[:10]}")
         return Outputs(CLASSIFICATION, classes, label=labels[0])
     values = answers[floats[0]]
     if values.ndim == 1 or values.shape[1] == 1:

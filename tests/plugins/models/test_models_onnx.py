@@ -152,7 +152,8 @@ def bad_uploads() -> list[tuple[str, bytes, str]]:
     weight.data_location = TensorProto.EXTERNAL
     weight.external_data.add(key="location", value="../../../../etc/passwd")
     w = numpy_helper.from_array(np.ones((6, 2), dtype=np.float32), "w")
-    logits = graph([helper.make_node("MatMul", ["x", "w"], ["p"])], [tensor("x", ["N", 6])], [tensor("p", ["N", 2])], [w])
+    logits = graph([helper.make_node("MatMul", ["x", "w"], ["p"])], [tensor("x", ["N", 6])], [tensor("p", ["N", 2])],
+                   [w])
     return [
         ("a custom-domain operator", graph([helper.make_node("MyOp", ["x"], ["p"], domain="com.acme")],
                                            [tensor("x", ["N", 6])], [tensor("p", ["N", 2])],
@@ -198,7 +199,8 @@ async def test_custom_operators_only_where_allowed_and_only_those_onnxruntime_im
         out = await kernel.request("models", "predict", {"model": "fused", "features": [2.0, 1.0, 0, 0, 0, 0]})
         assert out["probabilities"] == pytest.approx(np.exp([2, 1]) / np.exp([2, 1]).sum(), abs=1e-6)
         with pytest.raises(BadRequest, match=r"does not implement: com\.acme:FusedMatMul") as err:
-            await kernel.request("models", "register", {"model_id": "acme", "kind": "onnx", "artifact": fused("com.acme")})
+            await kernel.request("models", "register", {"model_id": "acme", "kind": "onnx",
+                                                         "artifact": fused("com.acme")})
         assert err.value.field == "artifact"
     async with running(config(tmp_path)) as kernel:  # turned off: the stored version is refused, never run
         listed = await kernel.request("models", "get", {"model_id": "fused"})
