@@ -136,27 +136,47 @@ class Found:
 
     index: np.ndarray
     bullish: np.ndarray
-    strength: list[float]
+    strength: np.ndarray
     points: list[Points]
     details: list[dict[str, Any]]
 
     @classmethod
     def of(cls, index: np.ndarray, bullish: np.ndarray, confidence: np.ndarray, points: list[Points],
            details: list[dict[str, Any]]) -> Found:
-        strength = [round(max(0.0, min(1.0, c)), 4) for c in confidence.tolist()]
-        return cls(index.astype(np.int64), bullish.astype(bool), strength, points, details)
+        return cls(index.astype(np.int64), bullish.astype(bool), strengths(confidence), points, details)
 
     @classmethod
     def none(cls) -> Found:
-        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), [], [], [])
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0), [], [])
 
     def __len__(self) -> int:
         return len(self.index)
 
     def events(self, name: str) -> list[PatternEvent]:
         return [PatternEvent(name, "chart", i, BULLISH if up else BEARISH, strength, None, tuple(points), details)
-                for i, up, strength, points, details in zip(self.index.tolist(), self.bullish.tolist(), self.strength,
-                                                            self.points, self.details, strict=True)]
+                for i, up, strength, points, details in zip(self.index.tolist(), self.bullish.tolist(),
+                                                            self.strength.tolist(), self.points, self.details,
+                                                            strict=True)]
+
+
+def strengths(confidence: np.ndarray) -> np.ndarray:
+    """``round(max(0.0, min(1.0, c)), 4)`` for each confidence, as `chart_event` computes it: numpy's rounding
+    (scaled by 10^4 to the nearest integer, divided back) gives Python's, the decimal rounding of the exact
+    value, except where the scaled value lies within a hair of a half, whose scaling may have rounded across
+    it: those few are rounded by Python.
+
+    >>> strengths(np.array([0.12345, 0.98765432, 1.5, -0.2, np.nan])).tolist()
+    [0.1235, 0.9877, 1.0, 0.0, 1.0]
+    >>> [round(0.12345, 4), np.round(0.12345, 4).item()]
+    [0.1235, 0.1234]
+    """
+    clipped = np.where(confidence < 1.0, confidence, 1.0)
+    clipped = np.where(clipped > 0.0, clipped, 0.0)
+    scaled = clipped * 10_000
+    out = np.rint(scaled) / 10_000
+    near = np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6)  # the error of the scaling: < 2e-12
+    out[near] = [round(c, 4) for c in clipped[near].tolist()]
+    return out
 
 
 def mean3(a: Any, b: Any, c: Any) -> Any:

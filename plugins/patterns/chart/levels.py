@@ -12,9 +12,11 @@ its ``touches`` and what it ``broke``.
 
 Live, the levels are checked on every bar. Over whole arrays the level set changes only when a swing is
 confirmed, so the levels are kept sorted by price (`LevelBook`: a swing finds its nearest level by
-bisection), each stretch between two confirmations is bounded at once for all stretches (its highest close
-less the breakout distance, its lowest plus), and only the levels within those bounds, a prefix of the
-resistances and a suffix of the supports, are searched bar by bar.
+bisection) and each stretch between two confirmations is summed up, for all stretches at once, by the
+highest level its closes break upwards and the lowest they break downwards (exactly: `breakout_keys`): the
+levels it breaks are a prefix of the resistances and a suffix of the supports, and the bars of all their
+breakouts are found together at the end. A level's last touch always comes before the stretch it is checked
+in (a swing is confirmed after its extreme), so that condition of the live rule holds by construction.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ import bisect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ml_processing.sdk.indicator import Param
 from ml_processing.sdk.pattern import BEARISH, BULLISH, PatternEvent
 
-from .base import PARAMS, ChartPattern, ChartState, Found, Points, chart_event, key_points
+from .base import PARAMS, ChartPattern, ChartState, Found, Points, at_most_one, chart_event, key_points
+from .search import confirm_key, first_in_stretches
 from .zigzag import Swing, SwingSeries
 
 LEVEL_PARAMS = (*PARAMS, Param("min_touches", int, 2, minimum=2, maximum=100, doc="touches that make a level"),
@@ -116,52 +118,64 @@ class LevelBreakout(ChartPattern):
         return events
 
     def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> Found:
-        """The levels swing by swing (`LevelBook`); in each stretch until the next swing, only the levels its
-        closes can break (found from the stretch's extreme closes), searched bar by bar."""
+        """The levels swing by swing (`LevelBook`); after each swing, the levels the closes of its stretch
+        break, found exactly from the stretch's bound (`breakout_keys`); then, for all broken levels at once,
+        the bar of each breakout."""
         w, p, close = series.swings, params, series.close
         if not len(w):
             return Found.none()
-        need = p["breakout_atr"] * series.seen
-        with np.errstate(invalid="ignore"):
-            finite = np.isfinite(close) & np.isfinite(need)
-            slack = 1e-9 * (float(np.abs(close[finite]).max(initial=0.0)) + float(need[finite].max(initial=0.0)))
-            reach_up = (np.maximum.reduceat(np.where(finite, close - need, -np.inf), w.at) + slack).tolist()
-            reach_down = (np.minimum.reduceat(np.where(finite, close + need, np.inf), w.at) - slack).tolist()
+        up_key, down_key = breakout_keys(close, p["breakout_atr"] * series.seen)
         book = LevelBook(int(p["max_levels"]), int(p["min_touches"]))
-        resistances, supports = book.ready[True].prices, book.ready[False].prices
-        ends = [*w.at.tolist()[1:], len(close)]
-        rows = zip(w.at.tolist(), ends, w.index.tolist(), w.price.tolist(), w.peak.tolist(),
-                   (p["tolerance_atr"] * w.atr).tolist(), reach_up, reach_down, strict=True)
-        at: list[int] = []
-        bullish: list[bool] = []
-        confidence: list[float] = []
-        points: list[Points] = []
-        details: list[dict[str, Any]] = []
-        for start, end, index, price, peak, tolerance, up, down in rows:
+        broken: list[tuple[int, int, _Level]] = []  # (swing, order, level) of each level broken
+        rows = zip(w.index.tolist(), w.price.tolist(), w.peak.tolist(), (p["tolerance_atr"] * w.atr).tolist(),
+                   np.maximum.reduceat(up_key, w.at).tolist(), np.minimum.reduceat(down_key, w.at).tolist(),
+                   strict=True)
+        for k, (index, price, peak, tolerance, up, down) in enumerate(rows):
             book.add(index, price, peak, tolerance)
-            if not (resistances and resistances[0] <= up) and not (supports and supports[-1] >= down):
-                continue  # no level within reach of this stretch's closes
-            closes, needs, atrs = close[start:end].tolist(), need[start:end].tolist(), series.seen[start:end].tolist()
-            broken = []
-            for order in book.breakable(up, down):
-                level = book.levels[order]
-                for offset, (c, limit) in enumerate(zip(closes, needs, strict=True)):
-                    excess = (c - level.price) if level.peak else (level.price - c)
-                    if start + offset > level.last and excess >= limit:
-                        broken.append((start + offset, order, c, excess, atrs[offset]))
-                        break
-            for bar, order, c, excess, atr in sorted(broken):
-                level = book.levels[order]
-                touches = len(level.points)
-                at.append(bar)
-                bullish.append(level.peak)
-                confidence.append(touches / (touches + 1) * min(1.0, excess / (2 * atr)))
-                points.append([*level.points, (bar, c)])
-                details.append({"level": round(level.price, 6), "touches": touches,
-                                "broke": "resistance" if level.peak else "support"})
+            for order in book.breaking(up, down):
+                broken.append((k, order, book.levels[order]))
                 book.drop(order)
-        return Found.of(np.array(at, dtype=np.int64), np.array(bullish, dtype=bool), np.array(confidence), points,
-                        details)
+        if not broken:
+            return Found.none()
+        return self._breakouts(series, up_key, down_key, broken)
+
+    def _breakouts(self, series: SwingSeries, up_key: np.ndarray, down_key: np.ndarray,
+                   broken: list[tuple[int, int, _Level]]) -> Found:
+        """The events of the levels broken in each stretch: the first bar of the stretch beyond each, all at
+        once (every bar of those stretches, once per level broken in it)."""
+        swing, order = np.array([k for k, _, _ in broken]), np.array([o for _, o, _ in broken])
+        levels = [level for _, _, level in broken]
+        price = np.array([level.price for level in levels])
+        peak = np.array([level.peak for level in levels])
+        touches = np.array([len(level.points) for level in levels])
+        starts = series.swings.at[swing]
+        lengths = np.append(series.swings.at, len(series))[swing + 1] - starts
+        row = np.repeat(np.arange(len(levels)), lengths)  # each level's stretch, bar by bar, one after another
+        bars = starts[row] + np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        beyond = np.where(peak[row], up_key[bars] >= price[row], down_key[bars] <= price[row])
+        first = first_in_stretches(beyond, row, len(levels))
+        assert (first >= 0).all(), "a level broken in a stretch has a bar that breaks it"
+        at = bars[first]
+        close = series.close[at]
+        excess = np.where(peak, close - price, price - close)
+        confidence = touches / (touches + 1) * at_most_one(excess / (2 * series.seen[at]))
+        sequence = np.lexsort((order, at))  # by bar, levels broken on the same bar oldest first
+        points = [[*levels[j].points, (bar, c)] for j, bar, c in zip(sequence.tolist(), at[sequence].tolist(),
+                                                                      close[sequence].tolist(), strict=True)]
+        details = [{"level": round(levels[j].price, 6), "touches": len(levels[j].points),
+                    "broke": "resistance" if levels[j].peak else "support"} for j in sequence.tolist()]
+        return Found.of(at[sequence], peak[sequence], confidence[sequence], points, details)
+
+
+def breakout_keys(close: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each bar: the highest level its close breaks upwards (``close - level >= need``, in float
+    arithmetic) and the lowest it breaks downwards (``level - close >= need``), from `search.confirm_key`:
+    a level breaks at a bar exactly when it is at most the first or at least the second, so the levels a
+    stretch breaks follow from the stretch's highest first key and lowest second key (-inf and +inf where
+    the close or the ATR is unknown)."""
+    up = -confirm_key(-close, need)
+    down = confirm_key(close, need)
+    return up, down
 
 
 @dataclass(slots=True)
@@ -170,101 +184,91 @@ class _Level:
     prices: list[float]
     points: Points
     peak: bool  # last touched by a peak (a resistance) or a trough (a support)
-    last: int  # the bar of its last touch
 
 
 class LevelBook:
     """`Levels` for batch detection, kept so that a swing costs O(log levels) rather than a pass over them:
     each level by its order (when it was started: oldest first); every level's price in ascending order (a
     swing's nearest level is beside where its price would go), with its order alongside; and the same for
-    the levels touched `min_touches` times, resistances and supports apart (those a stretch of closes can
-    break are a prefix of the one and a suffix of the other).
+    the levels touched `min_touches` times, resistances and supports apart (those a stretch breaks are a
+    prefix of the one and a suffix of the other).
 
     >>> book = LevelBook(keep=50, min_touches=2)
     >>> book.add(10, 100.0, True, 0.75); book.add(20, 100.5, True, 0.75); book.add(30, 97.0, False, 0.75)
-    >>> [(level.price, len(level.points)) for level in book.levels.values()], book.breakable(100.3, 90.0)
+    >>> [(level.price, len(level.points)) for level in book.levels.values()], book.breaking(100.3, 90.0)
     ([(100.25, 2), (97.0, 1)], [0])
     """
 
     def __init__(self, keep: int, min_touches: int) -> None:
         self.keep, self.min_touches = keep, min_touches
         self.levels: dict[int, _Level] = {}
-        self.sorted = _Sorted()
-        self.ready = {True: _Sorted(), False: _Sorted()}
+        self.prices: list[float] = []  # every level's, ascending
+        self.orders: list[int] = []
+        self.ready: dict[bool, tuple[list[float], list[int]]] = {True: ([], []), False: ([], [])}
         self.added = 0
 
     def add(self, index: int, price: float, peak: bool, tolerance: float) -> None:
-        """`Levels.add`: the swing joins the nearest level within `tolerance` (the oldest of equally near
-        ones), or starts a level; the oldest levels beyond `keep` go."""
-        order = self.sorted.nearest(price, tolerance)
-        if order is None:
-            self.levels[self.added] = level = _Level(price, [price], [(index, price)], peak, index)
-            self.sorted.insert(price, self.added)
-            if len(self.levels) > self.keep:
-                self.drop(next(iter(self.levels)))
-        else:
+        """`Levels.add`: the swing joins the nearest level within `tolerance` (``abs(level - price)`` as
+        `Levels.add` computes it; the oldest of equally near ones), or starts a level; the oldest levels
+        beyond `keep` go. The gaps only grow away from where `price` would go among the sorted prices, so
+        the nearest are its neighbours there and any equally near ones beside them."""
+        prices = self.prices
+        right = bisect.bisect_left(prices, price)  # prices[:right] are below `price`
+        below = price - prices[right - 1] if right else math.inf  # == abs(prices[right - 1] - price)
+        above = prices[right] - price if right < len(prices) else math.inf
+        gap = below if below < above else above
+        if gap <= tolerance:
+            low, high = right, right
+            while low > 0 and price - prices[low - 1] == gap:
+                low -= 1
+            while high < len(prices) and prices[high] - price == gap:
+                high += 1
+            order = min(self.orders[low:high])
             level = self.levels[order]
             self._unlist(order, level)
             level.prices.append(price)
             level.points.append((index, price))
             level.price = math.fsum(level.prices) / len(level.prices)
-            level.peak, level.last = peak, index
-            self.sorted.insert(level.price, order)
-            if len(level.prices) >= self.min_touches:
-                self.ready[peak].insert(level.price, order)
+            level.peak = peak
+        else:
+            order = self.added
+            self.levels[order] = level = _Level(price, [price], [(index, price)], peak)
+        self._list(order, level)
+        if len(self.levels) > self.keep:
+            self.drop(next(iter(self.levels)))
         self.added += 1
 
-    def breakable(self, up: float, down: float) -> list[int]:
-        """The levels touched often enough that closes reaching `up` (resistances at or below it) or `down`
-        (supports at or above it) may break, oldest first."""
+    def breaking(self, up: float, down: float) -> list[int]:
+        """The levels touched often enough that a close broke: resistances at or below `up`, supports at or
+        above `down` (`breakout_keys`), oldest first."""
         resistances, supports = self.ready[True], self.ready[False]
-        low = bisect.bisect_right(resistances.prices, up)
-        high = bisect.bisect_left(supports.prices, down)
-        if not low and high == len(supports.prices):
+        low = bisect.bisect_right(resistances[0], up)
+        high = bisect.bisect_left(supports[0], down)
+        if not low and high == len(supports[0]):
             return []
-        return sorted(resistances.orders[:low] + supports.orders[high:])
+        return sorted(resistances[1][:low] + supports[1][high:])
 
     def drop(self, order: int) -> None:
         self._unlist(order, self.levels.pop(order))
 
-    def _unlist(self, order: int, level: _Level) -> None:
-        self.sorted.remove(level.price, order)
-        if len(level.prices) >= self.min_touches:
-            self.ready[level.peak].remove(level.price, order)
-
-
-class _Sorted:
-    """Prices in ascending order, with the order of the level each belongs to alongside."""
-
-    def __init__(self) -> None:
-        self.prices: list[float] = []
-        self.orders: list[int] = []
-
-    def insert(self, price: float, order: int) -> None:
-        at = bisect.bisect_right(self.prices, price)
-        self.prices.insert(at, price)
+    def _list(self, order: int, level: _Level) -> None:
+        at = bisect.bisect_right(self.prices, level.price)
+        self.prices.insert(at, level.price)
         self.orders.insert(at, order)
+        if len(level.prices) >= self.min_touches:
+            prices, orders = self.ready[level.peak]
+            at = bisect.bisect_right(prices, level.price)
+            prices.insert(at, level.price)
+            orders.insert(at, order)
 
-    def remove(self, price: float, order: int) -> None:
-        at = bisect.bisect_left(self.prices, price)
-        while self.orders[at] != order:  # equal prices: find this level's
-            at += 1
-        del self.prices[at], self.orders[at]
+    def _unlist(self, order: int, level: _Level) -> None:
+        _remove(self.prices, self.orders, level.price, order)
+        if len(level.prices) >= self.min_touches:
+            _remove(*self.ready[level.peak], level.price, order)
 
-    def nearest(self, price: float, tolerance: float) -> int | None:
-        """The level nearest to `price` within `tolerance` (``abs(level - price)`` as `Levels.add` computes
-        it; the oldest of equally near ones), or None. The gaps only grow away from where `price` would go,
-        so the nearest are its neighbours there, and any equally near ones beside them."""
-        prices, orders = self.prices, self.orders
-        right = bisect.bisect_left(prices, price)  # prices[:right] are below `price`
-        below = price - prices[right - 1] if right else math.inf  # == abs(prices[right - 1] - price)
-        above = prices[right] - price if right < len(prices) else math.inf
-        gap = below if below < above else above
-        if not gap <= tolerance:
-            return None
-        low, high = right, right
-        while low > 0 and price - prices[low - 1] == gap:
-            low -= 1
-        while high < len(prices) and prices[high] - price == gap:
-            high += 1
-        return min(orders[low:high])
+
+def _remove(prices: list[float], orders: list[int], price: float, order: int) -> None:
+    at = bisect.bisect_left(prices, price)
+    while orders[at] != order:  # equal prices: find this level's
+        at += 1
+    del prices[at], orders[at]

@@ -23,8 +23,9 @@ CELLS = 1 << 20  # the most (row, bar) pairs one matrix holds
 
 def confirm_key(bottom: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     """For each bar i, the least float x with ``x - bottom[i] >= threshold[i]`` in float arithmetic (+inf where
-    bottom is not finite): the subtraction rounds, so ``bottom + threshold`` may be off, mostly by an ulp; where
-    it is not the least, a bisection over the floats in order finds it.
+    bottom is not finite): the subtraction rounds, so ``bottom + threshold`` may be off, mostly by an ulp (then
+    the next float up is the answer); where it is still not the least, a bisection over the floats in order
+    finds it.
 
     >>> bottom, threshold = np.array([0.1, -0.3, -1.5]), np.array([0.2, 0.2, 1.5000001])
     >>> key = confirm_key(bottom, threshold)
@@ -37,6 +38,8 @@ def confirm_key(bottom: np.ndarray, threshold: np.ndarray) -> np.ndarray:
         key = bottom + threshold
         none = ~np.isfinite(bottom) | np.isnan(threshold)
         key[none] = np.inf
+        short = np.flatnonzero(~none & ~(key - bottom >= threshold))  # rounded down: an ulp up
+        key[short] = np.nextafter(key[short], np.inf)
         off = np.flatnonzero(~none & ~((key - bottom >= threshold) & ~(_below(key) - bottom >= threshold)))
         if off.size:
             key[off] = _least(bottom[off], threshold[off])
