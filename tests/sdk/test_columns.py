@@ -59,3 +59,20 @@ def test_a_column_past_the_limit_is_too_large(column: Any) -> None:
     with pytest.raises(TooLarge) as caught:
         convert({"close": column}, Small)
     assert caught.value.field == "close" and "at most 10" in caught.value.message
+
+
+def test_every_list_of_numbers_reads_alike() -> None:
+    """Python floats and ints, nulls, and subclasses of float (numpy float64 scalars) give one array."""
+    expected = [1.0, 2.0, math.nan, 4.5]
+    for column in ([1.0, 2, None, 4.5], [np.float64(1.0), np.float64(2), None, 4.5], [1, 2, None, 4.5]):
+        read = convert({"close": column}, Bars).close
+        assert read.dtype == np.float64 and np.array_equal(read, expected, equal_nan=True), column
+    big = 2**63 + 2**11  # past int64: still the nearest double, as float() gives
+    assert convert({"close": [big, 1]}, Bars).close.tolist() == [float(big), 1.0]
+
+
+def test_a_column_is_declared_as_an_array_of_doubles() -> None:
+    """The REST edge reads fields declared so straight into float64 arrays (``items.format: double``)."""
+    from ml_processing.sdk.columns import _SCHEMA
+
+    assert _SCHEMA["type"] == "array" and _SCHEMA["items"]["format"] == "double"
