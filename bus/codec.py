@@ -123,13 +123,80 @@ _packer_default = _default
 
 
 def packb(obj: Any) -> bytes:
-    """Encode any body (dicts, lists, scalars, numpy arrays and scalars)."""
+    """Encode any body (dicts, lists, scalars, numpy arrays and scalars); a `Packed` body is encoded already."""
+    if type(obj) is Packed:
+        return obj
     try:
         return msgpack.packb(obj, default=_packer_default, use_bin_type=True)  # type: ignore[no-any-return]
     except MlpError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"cannot encode body: {exc}") from None
+
+
+class Packed(bytes):
+    """A body encoded already (by a `Template`): `packb` returns it as it is, so it is never encoded twice."""
+
+
+class _Slot:
+    def __init__(self, code: str, marker: int) -> None:
+        self.code, self.marker = code, bytes((marker,))
+
+
+#: A `Template` slot for an integer, sent as msgpack int64.
+INT = _Slot("q", 0xD3)
+#: A `Template` slot for a float, sent as msgpack float64.
+FLOAT = _Slot("d", 0xCB)
+
+
+class Template:
+    """Encodes maps of one fixed shape fast: the constant parts are packed once, the slots filled per call.
+
+    `shape` is a map (string keys) whose values are constants, the slots `INT` and `FLOAT`, or maps of the
+    same kind. `encode` fills the slots in order with one `struct` call and gives the map `packb` would
+    (an integer in its int64 form, which every msgpack reader takes); for a body updated on every market
+    bar that is several times cheaper. Floats are sent as they are: a caller that sends NaN as null
+    encodes such a body with `packb` instead.
+
+    >>> template = Template({"symbol": "ES", "ts": INT, "values": {"a": FLOAT, "b": FLOAT}, "warm": True})
+    >>> unpackb(template.encode(7, 1.5, -2.0))
+    {'symbol': 'ES', 'ts': 7, 'values': {'a': 1.5, 'b': -2.0}, 'warm': True}
+    """
+
+    def __init__(self, shape: dict[str, Any]) -> None:
+        parts: list[bytes | _Slot] = []
+        self._walk(shape, parts)
+        constants, codes = [b""], []  # constants[i] precedes slot i; the last one follows every slot
+        for part in parts:
+            if isinstance(part, _Slot):
+                constants[-1] += part.marker
+                codes.append(part.code)
+                constants.append(b"")
+            else:
+                constants[-1] += part
+        self.slots = len(codes)
+        self._struct = struct.Struct(">" + "".join(f"{len(c)}s{code}" for c, code in zip(constants[:-1], codes, strict=True))
+                                     + f"{len(constants[-1])}s")
+        self._args: list[Any] = [None] * (2 * self.slots + 1)  # constant, slot, constant, ..., constant
+        self._args[0::2] = constants
+
+    def _walk(self, shape: dict[str, Any], parts: list[bytes | _Slot]) -> None:
+        n = len(shape)
+        parts.append(bytes((0x80 | n,)) if n < 16 else b"\xde" + n.to_bytes(2, "big"))
+        for key, value in shape.items():
+            parts.append(packb(key))
+            if isinstance(value, _Slot):
+                parts.append(value)
+            elif type(value) is dict:
+                self._walk(value, parts)
+            else:
+                parts.append(packb(value))
+
+    def encode(self, *values: Any) -> Packed:
+        """The map with the slots filled by `values`, in order (`struct.error` if one does not fit its slot)."""
+        args = self._args.copy()
+        args[1::2] = values
+        return Packed(self._struct.pack(*args))
 
 
 def unpackb(data: bytes | memoryview) -> Any:
