@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Candlestick patterns: all 61 of TA-Lib's, in the actor, over REST and live, against TA-Lib in the same run.
+"""Patterns: TA-Lib's 61 candlestick patterns and our chart patterns, in the actor, over REST and live, against
+TA-Lib in the same run.
 
-1. In the actor: the 61 patterns on 10,000 bars as the ``patterns`` service detects them (TA-Lib's call
-   per pattern, then the events), against the same 61 TA-Lib calls made directly. Target: within 1.2x.
-2. ``POST /api/v1/patterns/detect`` with every pattern on 10,000 bars (JSON, one client), p50. Target:
-   under 25 ms.
-3. Live: one bar published on ``bar.SYM.1m`` with every pattern live (61 candlestick, 10 chart) -> the ``pattern.SYM.1m`` events of
-   that bar received (bars that confirm at least one pattern), p50. Target: under 1 ms. Reference: the
-   raw pyzmq forwarder of bench_live.py under the same feed.
+1. In the actor: the 61 candlestick patterns on 10,000 bars as the ``patterns`` service detects them (TA-Lib's
+   call per pattern, then the events), against the same 61 TA-Lib calls made directly. Target: within 1.2x.
+   Beside it, the chart patterns alone on the same bars (swings, formations, confirmations, events as
+   columns), as a ratio to the same TA-Lib reference.
+2. ``POST /api/v1/patterns/detect`` on 10,000 bars (JSON, one client), p50 and p99: the chart patterns alone
+   (``kind: chart``; target under 10 ms), the candlestick patterns alone, and every pattern (target under
+   25 ms).
+3. Live: one bar published on ``bar.SYM.1m`` with every pattern live (61 candlestick, 10 chart) -> the
+   ``pattern.SYM.1m`` events of that bar received (bars that confirm at least one pattern), p50. Target: under
+   1 ms. Reference: the raw pyzmq forwarder of bench_live.py under the same feed.
 
     python bench/bench_patterns.py [--repeat 3] [--iterations 30]
 """
@@ -34,6 +38,7 @@ import bench_live as L
 
 from ml_processing.plugins.patterns.actor import detect_grouped
 from ml_processing.plugins.patterns.candles import candlesticks
+from ml_processing.plugins.patterns.chart import chart_patterns
 
 TOML = """
 [plugins.indicators]
@@ -81,17 +86,22 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--bars", type=int, default=1500)
     args = parser.parse_args()
+    machine = C.machine_info()
     patterns = candlesticks()
     chosen = [(p, p.resolve({})) for p in patterns]
+    chart = [(p, p.resolve({})) for p in chart_patterns()]
     data = {k: v for k, v in I.series(10_000).items() if k != "volume"}
     ohlc = [data[k] for k in ("open", "high", "low", "close")]
     funcs = [getattr(talib, p.name) for p in patterns]
-    body = json.dumps({k: v.tolist() for k, v in data.items()}).encode()
+    columns = {k: v.tolist() for k, v in data.items()}
+    bodies = {"rest_chart": json.dumps({**columns, "kind": "chart"}).encode(),
+              "rest_candles": json.dumps({**columns, "kind": "candlestick"}).encode(),
+              "rest": json.dumps(columns).encode()}
     runs = []
     with C.Service(extra_toml=TOML, start_timeout=120) as svc, C.ProcessGroup() as group:
         url = svc.edge_url + "/api/v1/patterns/detect"
 
-        def rest() -> None:
+        def rest(body: bytes) -> None:
             request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request) as resp:
                 resp.read()
@@ -117,33 +127,48 @@ def main() -> int:
             expect = {int(i) for group in events.values() for i in group["index"]}
             run = {"talib": C.timed(lambda: [f(*ohlc) for f in funcs], args.iterations),
                    "actor": C.timed(lambda: detect_grouped(chosen, data, None), args.iterations),
-                   "rest": C.timed(rest, args.iterations),
+                   "chart": C.timed(lambda: detect_grouped(chart, data, None), args.iterations),
+                   **{name: C.timed(lambda body=body: rest(body), args.iterations) for name, body in bodies.items()},
                    "raw_live": L.latency(*raw, bars),
                    "live": live_latency(pub, sub, bars, expect)}
             runs.append(run)
             print(f"repeat {repeat}: TA-Lib {run['talib']['p50_us']:.0f} us, actor {run['actor']['p50_us']:.0f} us, "
-                  f"REST {run['rest']['p50_us'] / 1000:.1f} ms, live p50 {run['live']['p50_us']:.0f} us "
-                  f"(raw forwarder {run['raw_live']['p50_us']:.0f} us)")
+                  f"chart {run['chart']['p50_us']:.0f} us; REST chart {run['rest_chart']['p50_us'] / 1000:.1f} ms, "
+                  f"candlesticks {run['rest_candles']['p50_us'] / 1000:.1f} ms, all {run['rest']['p50_us'] / 1000:.1f} ms; "
+                  f"live p50 {run['live']['p50_us']:.0f} us (raw forwarder {run['raw_live']['p50_us']:.0f} us)")
         for sock in (pub, sub, *raw):
             sock.close(0)
         ctx.term()
     med = {k: C.median(r[k]["p50_us"] for r in runs) for k in runs[0]}
-    print(f"\n61 candlestick patterns; medians of {len(runs)} repeats")
-    C.print_table(["measure", "reference", "ours", "ratio"], [
-        ("10,000 bars in the actor", f"{med['talib']:,.0f} us (TA-Lib direct)", f"{med['actor']:,.0f} us",
+    p99 = {k: C.median(r[k]["p99_us"] for r in runs) for k in runs[0]}
+    talib_ms = med["talib"] / 1000
+    print(f"\n61 candlestick and {len(chart)} chart patterns on 10,000 bars; medians of {len(runs)} repeats; "
+          f"reference: the 61 TA-Lib calls direct, {talib_ms:.2f} ms")
+    C.print_table(["measure", "p50", "p99", "p50 / TA-Lib direct"], [
+        ("61 candlestick patterns in the actor", f"{med['actor'] / 1000:.2f} ms", f"{p99['actor'] / 1000:.2f} ms",
          f"{med['actor'] / med['talib']:.2f}"),
-        ("POST /api/v1/patterns/detect, 10,000 bars", "", f"{med['rest'] / 1000:.1f} ms", ""),
-        ("live: bar -> pattern events, p50", f"{med['raw_live']:.0f} us (raw forwarder)", f"{med['live']:.0f} us",
-         f"{med['live'] / med['raw_live']:.2f}")])
+        (f"{len(chart)} chart patterns in the actor", f"{med['chart'] / 1000:.2f} ms", f"{p99['chart'] / 1000:.2f} ms",
+         f"{med['chart'] / med['talib']:.2f}"),
+        ("REST detect, chart patterns", f"{med['rest_chart'] / 1000:.1f} ms", f"{p99['rest_chart'] / 1000:.1f} ms",
+         f"{med['rest_chart'] / med['talib']:.2f}"),
+        ("REST detect, candlestick patterns", f"{med['rest_candles'] / 1000:.1f} ms",
+         f"{p99['rest_candles'] / 1000:.1f} ms", f"{med['rest_candles'] / med['talib']:.2f}"),
+        ("REST detect, all patterns", f"{med['rest'] / 1000:.1f} ms", f"{p99['rest'] / 1000:.1f} ms",
+         f"{med['rest'] / med['talib']:.2f}"),
+        ("live: bar -> pattern events", f"{med['live']:.0f} us", f"{p99['live']:.0f} us",
+         f"raw forwarder {med['raw_live']:.0f} us: {med['live'] / med['raw_live']:.2f}x")])
     print()
     verdicts = [
         C.verdict("patterns: 61 candlestick patterns on 10,000 bars in the actor within 1.2x of TA-Lib",
                   med["actor"] / med["talib"] <= 1.2, f"{med['actor'] / med['talib']:.2f}x"),
+        C.verdict("patterns: POST /api/v1/patterns/detect, chart patterns, 10,000 bars, p50 < 10 ms",
+                  med["rest_chart"] < 10_000, f"{med['rest_chart'] / 1000:.1f} ms ({len(chart)} chart patterns; "
+                  f"in the actor {med['chart'] / 1000:.2f} ms, {med['chart'] / med['talib']:.2f}x TA-Lib's 61 calls)"),
         C.verdict("patterns: POST /api/v1/patterns/detect, all patterns, 10,000 bars, p50 < 25 ms",
-                  med["rest"] < 25_000, f"{med['rest'] / 1000:.1f} ms (61 candlestick and 10 chart patterns)"),
+                  med["rest"] < 25_000, f"{med['rest'] / 1000:.1f} ms (61 candlestick and {len(chart)} chart patterns)"),
         C.verdict("patterns: live bar -> events p50 < 1 ms", med["live"] < 1000, f"{med['live']:.0f} us"),
     ]
-    C.write_results("bench_patterns", {"params": vars(args), "runs": runs, "verdicts": verdicts})
+    C.write_results("bench_patterns", {"params": vars(args), "runs": runs, "verdicts": verdicts}, machine)
     return 0
 
 
