@@ -26,7 +26,15 @@ class Authenticator(Protocol):
 
 
 def bearer(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header; `Unauthorized` naming what is wrong."""
+    """The token of an ``Authorization: Bearer <token>`` header; `Unauthorized` naming what is wrong.
+
+    >>> bearer("Bearer mlp_1_x"), bearer("bearer  mlp_1_x ")
+    ('mlp_1_x', 'mlp_1_x')
+    """
+    if authorization is not None and authorization.startswith("Bearer "):  # as every client writes it
+        token = authorization[7:].strip()
+        if token:
+            return token
     if not authorization:
         raise Unauthorized("this route needs Authorization: Bearer <token> (ml-processing tokens add)",
                            field="Authorization")

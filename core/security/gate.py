@@ -3,9 +3,10 @@
 
 A request's principal comes from the CURVE key of its ZeroMQ connection (the ``User-Id`` the ZAP handler
 set: the key itself, looked up in the allow-list at each request, so removing a key takes effect at once)
-or from the REST bearer token (looked up in the token store, re-read when it changes). The op's declared
-role (`ml_processing.core.ops`) must be among the principal's; otherwise ``forbidden``. Refused
-state-changing requests are written to the audit trail too.
+or from the REST bearer token (looked up in the token store). Both are re-read when a command changed them
+(`shared`: a memory read per request). The op's declared role (`ml_processing.core.ops`) must be among
+the principal's; otherwise ``forbidden``. Refused state-changing requests are written to the audit trail
+too.
 """
 
 from __future__ import annotations

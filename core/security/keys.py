@@ -25,15 +25,28 @@ from typing import Any
 import orjson
 import zmq
 
+from ..log import get_logger
 from ..storage import atomic_write
 from .principals import Principal
+from .shared import Records, SharedMap
+
+log = get_logger(__name__)
+
+
+def _index(records: Records) -> dict[str, Principal]:
+    known: dict[str, Principal] = {}
+    for public, entry in records.items():
+        try:
+            known[public] = Principal(entry["name"], frozenset(entry["roles"]), frozenset(entry.get("services", ())))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # refuses that key, not every key
+            log.error("client_key_unreadable", key=public, error=repr(exc), consequence="key refused")
+    return known
 
 
 class KeyRing:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
-        self._clients: dict[str, dict[str, Any]] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._shared = SharedMap(self.folder / "clients.json", _index)
 
     @property
     def server_file(self) -> Path:
@@ -41,7 +54,7 @@ class KeyRing:
 
     @property
     def clients_file(self) -> Path:
-        return self.folder / "clients.json"
+        return self._shared.path
 
     def server(self) -> tuple[str, str]:
         """The service's (public, secret) key pair, Z85; created on first use."""
@@ -53,17 +66,8 @@ class KeyRing:
         return public, secret
 
     def clients(self) -> dict[str, dict[str, Any]]:
-        """The allow-list: public key -> {name, roles, services}; re-read when the file changes."""
-        try:
-            st = self.clients_file.stat()
-        except FileNotFoundError:
-            self._clients, self._stamp = {}, None
-            return self._clients
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            self._clients = orjson.loads(self.clients_file.read_bytes()) if st.st_size else {}
-            self._stamp = stamp
-        return self._clients
+        """The allow-list as it is on disk now: public key -> {name, roles, services}."""
+        return self._shared.read()
 
     def add_client(self, name: str, roles: Iterable[str], services: Iterable[str] = (),
                    public: str | None = None) -> tuple[str, str | None]:
@@ -75,26 +79,22 @@ class KeyRing:
             public, secret = (k.decode() for k in zmq.curve_keypair())
         if len(public) != 40:
             raise ValueError("a CURVE public key is 40 characters of Z85")
-        clients = dict(self.clients())
+        clients = self._shared.read()
         clients[public] = {"name": name, "roles": sorted(principal.roles), "services": sorted(principal.services)}
-        atomic_write(self.clients_file, orjson.dumps(clients, option=orjson.OPT_INDENT_2))
-        self._stamp = None
+        self._shared.write(clients)
         return public, secret
 
     def remove(self, name_or_key: str) -> int:
-        clients = dict(self.clients())
+        """Remove every key of a name, or one key; the broker refuses their requests from the next one on."""
+        clients = self._shared.read()
         gone = [k for k, c in clients.items() if k == name_or_key or c["name"] == name_or_key]
         for key in gone:
             del clients[key]
         if gone:
-            atomic_write(self.clients_file, orjson.dumps(clients, option=orjson.OPT_INDENT_2))
-            self._stamp = None
+            self._shared.write(clients)
         return len(gone)
 
     def principal(self, public: bytes | str) -> Principal | None:
-        """The principal of a client public key (Z85), or None when it is not allowed."""
-        key = public.decode() if isinstance(public, bytes) else public
-        entry = self.clients().get(key)
-        if entry is None:
-            return None
-        return Principal(entry["name"], frozenset(entry["roles"]), frozenset(entry.get("services", ())))
+        """The principal of a client public key (Z85), or None when it is not allowed (checked at each
+        request: a memory read unless the allow-list changed, `shared`)."""
+        return self._shared.current().get(public.decode() if isinstance(public, bytes) else public)

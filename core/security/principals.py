@@ -27,15 +27,14 @@ class Principal:
     name: str
     roles: frozenset[str]
     services: frozenset[str] = field(default_factory=frozenset)  # worker role: empty means every service
+    #: every role held, directly or implied (made once: the gate asks it at each request)
+    grants: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         unknown = set(self.roles) - set(ROLES)
         if unknown:
             raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; roles: {', '.join(ROLES)}")
-
-    @property
-    def grants(self) -> frozenset[str]:
-        return frozenset().union(*(IMPLIES[r] for r in self.roles)) if self.roles else frozenset()
+        object.__setattr__(self, "grants", frozenset().union(*(IMPLIES[r] for r in self.roles)))
 
     def may_serve(self, service: str) -> bool:
         """May this principal register as an MDP worker of `service`?"""

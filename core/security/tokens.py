@@ -2,8 +2,8 @@
 
 A token reads ``mlp_<id>_<secret>``: the id finds its record, the secret (32 random bytes) is checked
 against ``sha256(salt + secret)``. The store is ``<data_dir>/security/tokens.json`` (owner-only, written
-atomically); a running service re-reads it when it changes, so ``ml-processing tokens revoke`` takes effect
-at once.
+atomically); a running service re-reads it when a command changed it (`shared`: a memory read per request,
+no system call), so ``ml-processing tokens revoke`` takes effect at once.
 
 >>> import tempfile, pathlib
 >>> store = TokenStore(pathlib.Path(tempfile.mkdtemp()) / "tokens.json")
@@ -23,44 +23,47 @@ import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import orjson
-
-from ..storage import atomic_write
+from ..log import get_logger
 from .principals import Principal
+from .shared import Records, SharedMap
+
+log = get_logger(__name__)
 
 PREFIX = "mlp_"
 
 
-def _digest(salt: bytes, secret: str) -> str:
-    return hashlib.sha256(salt + secret.encode()).hexdigest()
+def _digest(salt: bytes, secret: str) -> bytes:
+    return hashlib.sha256(salt + secret.encode(errors="surrogatepass")).digest()
+
+
+class _Known(NamedTuple):
+    """A token as the check needs it: made once per change of the store, not at each request."""
+
+    salt: bytes
+    digest: bytes
+    principal: Principal
+
+
+def _index(records: Records) -> dict[str, _Known]:
+    known: dict[str, _Known] = {}
+    for token_id, record in records.items():
+        try:
+            known[token_id] = _Known(bytes.fromhex(record["salt"]), bytes.fromhex(record["hash"]),
+                                     Principal(record["name"], frozenset(record["roles"])))
+        except (KeyError, TypeError, ValueError) as exc:  # one bad record refuses its token, not every token
+            log.error("token_record_unreadable", id=token_id, error=repr(exc), consequence="token refused")
+    return known
 
 
 class TokenStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._records: dict[str, dict[str, Any]] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._shared = SharedMap(path, _index)
 
-    # -- the file -------------------------------------------------------------------------------------
-
-    def _load(self) -> dict[str, dict[str, Any]]:
-        """The records, re-read when the file changed (one stat per call)."""
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            self._records, self._stamp = {}, None
-            return self._records
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            self._records = orjson.loads(self.path.read_bytes()) if st.st_size else {}
-            self._stamp = stamp
-        return self._records
-
-    def _save(self, records: dict[str, dict[str, Any]]) -> None:
-        atomic_write(self.path, orjson.dumps(records, option=orjson.OPT_INDENT_2))
-        self._stamp = None
+    @property
+    def path(self) -> Path:
+        return self._shared.path
 
     # -- commands -------------------------------------------------------------------------------------
 
@@ -69,40 +72,41 @@ class TokenStore:
         principal = Principal(name, frozenset(roles))  # checks the roles
         if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ValueError("a token name is letters, digits, '-', '_' and '.'")
-        records = dict(self._load())
+        records = self._shared.read()
         token_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
         records[token_id] = {"name": name, "roles": sorted(principal.roles), "salt": salt.hex(),
-                             "hash": _digest(salt, secret), "created": round(time.time(), 3)}
-        self._save(records)
+                             "hash": _digest(salt, secret).hex(), "created": round(time.time(), 3)}
+        self._shared.write(records)
         return f"{PREFIX}{token_id}_{secret}"
 
     def list(self) -> list[dict[str, Any]]:
         """Every token's id, name, roles and creation time (never a secret or hash)."""
         return [{"id": token_id, "name": r["name"], "roles": r["roles"], "created": r["created"]}
-                for token_id, r in sorted(self._load().items(), key=lambda item: item[1]["created"])]
+                for token_id, r in sorted(self._shared.read().items(), key=lambda item: item[1]["created"])]
 
     def revoke(self, name_or_id: str) -> int:
-        """Remove every token of a name, or one token by id; how many were removed."""
-        records = dict(self._load())
+        """Remove every token of a name, or one token by id; how many were removed. Every running service
+        refuses them from its next request on."""
+        records = self._shared.read()
         gone = [t for t, r in records.items() if t == name_or_id or r["name"] == name_or_id]
         for token_id in gone:
             del records[token_id]
         if gone:
-            self._save(records)
+            self._shared.write(records)
         return len(gone)
 
     # -- the edge's check -----------------------------------------------------------------------------
 
     def verify(self, token: str) -> Principal | None:
-        """The principal of a token, or None; the secret is compared in constant time."""
+        """The principal of a token, or None; the secret's hash is compared in constant time."""
         if not token.startswith(PREFIX):
             return None
         token_id, _, secret = token[len(PREFIX):].partition("_")
-        record = self._load().get(token_id)
-        if record is None or not secret:
+        known = self._shared.current().get(token_id)
+        if known is None or not secret:
             return None
-        if not hmac.compare_digest(_digest(bytes.fromhex(record["salt"]), secret), record["hash"]):
+        if not hmac.compare_digest(_digest(known.salt, secret), known.digest):
             return None
-        return Principal(record["name"], frozenset(record["roles"]))
+        return known.principal

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import os
 import shutil
 import ssl
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,12 @@ from ml_processing.bus.mdp import CLIENT, READY, REQUEST, WORKER
 from ml_processing.core.config import Config, SecurityConfig
 from ml_processing.core.errors import ConfigError
 from ml_processing.core.kernel import Kernel
+from ml_processing.core.security import shared
 from ml_processing.core.security.audit import AuditLog
 from ml_processing.core.security.exposure import check_exposure
 from ml_processing.core.security.keys import KeyRing
 from ml_processing.core.security.tokens import TokenStore
-from tests.conftest import make_config
+from tests.conftest import ROOT, make_config
 from tests.core.helpers import running, wait_until
 from tests.support.models import xgb_artifact
 
@@ -57,7 +60,8 @@ def principals(cfg: Config) -> Principals:
 
 
 @pytest.fixture
-async def secure(tmp_path: Path) -> AsyncIterator[tuple[Kernel, Principals]]:
+async def secure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Kernel, Principals]]:
+    monkeypatch.setattr(shared, "BACKSTOP_S", 3600.0)  # only the stamp tells the service of a change
     cfg = secured(tmp_path)
     who = principals(cfg)
     async with running(cfg) as kernel:
@@ -170,6 +174,52 @@ async def test_revoking_a_token_takes_effect_at_once(secure: tuple[Kernel, Princ
         assert store.revoke("computer") == 1
         async with http.get(kernel.edge_url + "/api/v1/ping", headers=headers) as resp:
             assert resp.status == 401
+
+
+def security_command(kernel: Kernel, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``ml-processing tokens|keys ...`` in another process, on the running kernel's data directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLP_")}
+    env["MLP_SERVICE_DATA_DIR"] = str(kernel.config.data_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-m", "ml_processing.core.cli", *argv], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=kernel.config.data_path, check=True)
+
+
+async def test_the_token_commands_take_effect_at_the_next_request(secure: tuple[Kernel, Principals]) -> None:
+    kernel, who = secure
+    async with aiohttp.ClientSession() as http:
+        async def status(token: str) -> int:
+            async with http.get(kernel.edge_url + "/api/v1/ping", headers={"Authorization": f"Bearer {token}"}) as r:
+                return r.status
+
+        assert await status(who.tokens["computer"]) == 200
+        security_command(kernel, "tokens", "revoke", "computer")
+        assert await status(who.tokens["computer"]) == 401  # at once: no wait, no retry
+        assert await status(who.tokens["reader"]) == 200
+        added = security_command(kernel, "tokens", "add", "late", "--role", "read").stdout.strip()
+        assert await status(added) == 200
+        security_command(kernel, "tokens", "revoke", "late")
+        assert await status(added) == 401
+        for _ in range(3):  # again and again: each change is seen by the very next request
+            token = security_command(kernel, "tokens", "add", "again", "--role", "read").stdout.strip()
+            assert await status(token) == 200
+            security_command(kernel, "tokens", "revoke", token.split("_")[1])  # by id
+            assert await status(token) == 401
+
+
+async def test_a_key_revoked_by_the_command_is_refused_at_the_next_request(secure: tuple[Kernel, Principals]) -> None:
+    kernel, who = secure
+    ctx = zmq.asyncio.Context()
+    try:
+        sock = curve_socket(ctx, zmq.DEALER, who, "reader")
+        sock.connect(kernel.endpoints["broker"][0])
+        assert await mdp_call(sock, "kernel", "ping") == {"ok": True, "result": "pong"}
+        security_command(kernel, "keys", "revoke", "reader")
+        reply = await mdp_call(sock, "kernel", "ping")  # the same connection, made while the key was allowed
+        assert reply is not None and reply["ok"] is False and reply["error"]["code"] == "unauthorized"
+        sock.close()
+    finally:
+        ctx.destroy(linger=0)
 
 
 async def test_requests_without_a_key_never_reach_an_actor(secure: tuple[Kernel, Principals]) -> None:
