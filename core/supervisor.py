@@ -25,13 +25,13 @@ import enum
 import inspect
 import os
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 from ml_processing.bus import codec
-from ml_processing.bus.pubsub import Handler, Proxy, Subscriber
+from ml_processing.bus.pubsub import BatchHandler, Handler, Proxy, Subscriber
 
-from .actor import Actor, ActorContext
+from .actor import Actor, ActorContext, Batched, Messages
 from .clock import REAL, Clock
 from .config import KernelConfig
 from .errors import InternalError, MlpError, NotFound, Unavailable
@@ -96,7 +96,7 @@ class ActorCell:
         self.internal_errors = 0  # requests answered ``internal``: a bug of ours, isolated to the request
         self.messages_failed = 0  # pub/sub messages whose handler raised unexpectedly
         self.messages_rejected = 0  # pub/sub messages refused for their content
-        self._subs: list[tuple[str, Handler]] = []
+        self._subs: list[tuple[str, Callable[..., None], BatchHandler]] = []  # (prefix, handler, guarded)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restart_task: asyncio.Task[None] | None = None
         self._backoff = policy.backoff_initial_s
@@ -137,7 +137,7 @@ class ActorCell:
 
     async def _teardown(self) -> None:
         instance, self.instance = self.instance, None
-        for prefix, guarded in self._subs:
+        for prefix, _, guarded in self._subs:
             self._subscriber.unsubscribe(prefix, guarded)
         self._subs.clear()
         tasks = [t for t in self._tasks if not t.done()]
@@ -197,32 +197,64 @@ class ActorCell:
     # -- what the actor's context calls ---------------------------------------------------------------
 
     def subscribe(self, prefix: str, handler: Handler) -> None:
-        """Subscribe for the actor; teardown unsubscribes it. A message its handler refuses (`MlpError`) or
-        fails on is counted and logged, never a crash: one message cannot switch the actor off."""
+        """Subscribe for the actor; teardown unsubscribes it. Each socket drain's messages come in one call
+        (a `Batched` handler gets them together, a per-message handler one after another). A message its
+        handler refuses (`MlpError`) or fails on is counted and logged alone, never a crash: one message
+        cannot switch the actor off, nor keep the others of its drain from being handled."""
+        if isinstance(handler, Batched):
+            inner: Callable[..., None] = handler.handler
+            guarded = self._guard_batch(handler.handler)
+        else:
+            inner, guarded = handler, self._guard_each(handler)
+        self._subs.append((prefix, inner, guarded))
+        self._subscriber.subscribe_batch(prefix, guarded)
 
-        def guarded(topic: str, body: Any) -> None:
-            if self.state != RUNNING and self.state != STARTING:
-                return
-            try:
-                handler(topic, body)
-            except MlpError as exc:  # bad message content: the sender's fault
-                self.messages_rejected += 1
-                log.warning("topic_message_rejected", actor=self.name, topic=topic, error=exc.message)
-            except Exception as exc:  # a bug of ours, isolated to this message
-                self.messages_failed += 1
-                log.error("topic_message_failed", actor=self.name, topic=topic, error_id=_error_id(),
-                          exc_info=exc)
-
-        guarded.__wrapped__ = handler  # type: ignore[attr-defined]
-        self._subs.append((prefix, guarded))
-        self._subscriber.subscribe(prefix, guarded)
-
-    def unsubscribe(self, prefix: str, handler: Handler) -> None:
-        for i, (p, guarded) in enumerate(self._subs):
-            if p == prefix and guarded.__wrapped__ is handler:  # type: ignore[attr-defined]
+    def unsubscribe(self, prefix: str, handler: Callable[..., None]) -> None:
+        if isinstance(handler, Batched):
+            handler = handler.handler
+        for i, (p, inner, guarded) in enumerate(self._subs):
+            if p == prefix and inner == handler:  # ==: a bound method is a new object at each access
                 del self._subs[i]
                 self._subscriber.unsubscribe(prefix, guarded)
                 return
+
+    def _live(self) -> bool:
+        return self.state is RUNNING or self.state is STARTING
+
+    def _guard_each(self, handler: Handler) -> BatchHandler:
+        def guarded(messages: Sequence[tuple[str, Any]]) -> None:
+            if not self._live():
+                return
+            for topic, body in messages:
+                try:
+                    handler(topic, body)
+                except Exception as exc:
+                    self._message_failed(topic, exc)
+
+        return guarded
+
+    def _guard_batch(self, handler: Callable[[Messages], None]) -> BatchHandler:
+        def guarded(messages: Sequence[tuple[str, Any]]) -> None:
+            if not self._live():
+                return
+            cursor = _Cursor(messages)
+            while cursor.left:
+                before = cursor.taken
+                try:
+                    handler(cursor)
+                    return
+                except Exception as exc:
+                    self._message_failed(cursor.failed(before), exc)
+
+        return guarded
+
+    def _message_failed(self, topic: str, exc: Exception) -> None:
+        if isinstance(exc, MlpError):  # bad message content: the sender's fault
+            self.messages_rejected += 1
+            log.warning("topic_message_rejected", actor=self.name, topic=topic, error=exc.message)
+        else:  # a bug of ours, isolated to this message
+            self.messages_failed += 1
+            log.error("topic_message_failed", actor=self.name, topic=topic, error_id=_error_id(), exc_info=exc)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "", *, for_message: bool = False
               ) -> asyncio.Task[Any]:
@@ -376,6 +408,41 @@ def _large(request: codec.Request) -> bool:
         if type(value) in _SIZED:
             items += len(value)
     return items >= LARGE_ITEMS
+
+
+class _Cursor:
+    """One drain's messages as a batch handler takes them, remembering how far it got: when handling one
+    raises, that message is counted alone and the handler is called again with the rest.
+
+    >>> cursor = _Cursor([("bar.A.1m", 1), ("bar.B.1m", 2), ("bar.C.1m", 3)])
+    >>> [body for _, body in zip(range(2), cursor)], cursor.taken, cursor.left
+    ([1, 2], 2, True)
+    >>> cursor.failed(before=0), [body for _, body in cursor], cursor.left
+    ('bar.B.1m', [3], False)
+    """
+
+    __slots__ = ("_messages", "taken")
+
+    def __init__(self, messages: Sequence[tuple[str, Any]]) -> None:
+        self._messages = messages
+        self.taken = 0  # messages handed out so far
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        messages = self._messages
+        while self.taken < len(messages):
+            self.taken += 1
+            yield messages[self.taken - 1]
+
+    @property
+    def left(self) -> bool:
+        return self.taken < len(self._messages)
+
+    def failed(self, before: int) -> str:
+        """The topic of the message whose handling raised: the last one taken, or (when the handler raised
+        before taking any since `before`) the next one, which is then skipped."""
+        if self.taken == before:
+            self.taken += 1
+        return str(self._messages[self.taken - 1][0])
 
 
 def _error_id() -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,11 +96,12 @@ class Indicators(Actor):
         self.resamplers: dict[Key, list[Resampler]] = {}  # base series -> its higher timeframes
         self.derived: set[Key] = set()  # series fed by resampling (never resampled again)
         self.turns = Turns()  # one ingest at a time per series; live bars wait their turn
+        self.routes: dict[str, _Route] = {}  # bar topic -> its series and update topic, once one came
         self.defaults = [Live.parse(spec, self.registry, "live") for spec in self.config.live]
         self.state_path = self.ctx.data_dir / self.config.state_file
         if self.config.persist:
             await self._load()
-        self.subscribe(topics.BAR + ".", self.on_bar)
+        self.subscribe_batch(topics.BAR + ".", self.on_bars)
 
     async def _load(self) -> None:
         try:
@@ -158,13 +160,14 @@ class Indicators(Actor):
                 series.add(live)
         return series
 
-    def _commit(self, series: Series, bar: dict[str, Any]) -> bool:
-        """Apply one checked bar to a series; publish and resample what it commits."""
+    def _commit(self, series: Series, bar: dict[str, Any], topic: str | None = None) -> bool:
+        """Apply one checked bar to a series; publish (on `topic`, its update topic) and resample what it
+        commits."""
         update = series.on_bar(bar)
         if update is None:
             return False
-        self.publish(topics.indicator(series.symbol, series.timeframe), update)
-        self.computed += len(update["values"])
+        self.publish(topic or topics.indicator(series.symbol, series.timeframe), update)
+        self.computed += series.width
         key = (series.symbol, series.timeframe)
         if key in self.derived:
             return True
@@ -195,20 +198,28 @@ class Indicators(Actor):
             out.append(resampler)
         return out
 
-    def on_bar(self, topic: str, body: Any) -> None:
-        parsed = topics.parse(topic)
-        if parsed.symbol is None or parsed.timeframe is None:
-            raise BadRequest(f"bar topic {topic!r} needs a symbol and a timeframe", field="topic")
-        try:
-            bar = check_bar(body)
-            key = (parsed.symbol, parsed.timeframe)
-            if self.turns.busy(key):  # an ingest of this series runs: after it (and those before the bar)
-                self.turns.wait(key, bar)
-                return
-            self._commit(self._series(parsed.symbol, parsed.timeframe, create=True), bar)
-        except BadRequest:
-            self.rejected += 1
-            raise
+    def on_bars(self, messages: Iterable[tuple[str, Any]]) -> None:
+        """The bars of one socket drain, in arrival order: each committed bar's update is published (the
+        bus sends the drain's updates in one burst)."""
+        routes, turns, commit = self.routes, self.turns, self._commit
+        for topic, body in messages:
+            route = routes.get(topic)
+            key = _key_of(topic) if route is None else route.key
+            try:
+                bar = check_bar(body)
+                if route is None:  # the first good bar of this topic: its series is made (or found) once
+                    route = self._route(topic, key)
+                if turns.busy(route.key):  # an ingest of this series runs: after it (and those before the bar)
+                    turns.wait(route.key, bar)
+                    continue
+                commit(route.series, bar, route.topic)
+            except BadRequest:
+                self.rejected += 1
+                raise
+
+    def _route(self, topic: str, key: Key) -> _Route:
+        route = self.routes[topic] = _Route(self._series(*key, create=True), key, topics.indicator(*key))
+        return route
 
     @op(IngestArgs, reply=IngestReply, role="admin")
     async def handle_ingest(self, args: IngestArgs) -> IngestReply:
@@ -330,6 +341,23 @@ class Indicators(Actor):
 
     def health(self) -> dict[str, Any]:
         return {"technical_analysis": {"indicators_calculated": self.computed}}
+
+
+def _key_of(topic: str) -> Key:
+    """``(symbol, timeframe)`` of a bar topic; `BadRequest` when it lacks either."""
+    parsed = topics.parse(topic)
+    if parsed.symbol is None or parsed.timeframe is None:
+        raise BadRequest(f"bar topic {topic!r} needs a symbol and a timeframe", field="topic")
+    return parsed.symbol, parsed.timeframe
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Where the bars of one topic go: the series, its key, the topic of its updates."""
+
+    series: Series
+    key: Key
+    topic: str
 
 
 class _Budget:

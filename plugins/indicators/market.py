@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ml_processing.sdk import BadRequest
+from ml_processing.sdk import BadRequest, codec
 from ml_processing.sdk.bars import FIELDS
 from ml_processing.sdk.indicator import Indicator, IndicatorStream
 
@@ -163,6 +163,7 @@ class Series:
         self._keys: list[str] = []
         self._outputs: list[float] = []
         self._warm_all: dict[str, bool] | None = None  # once every lookback is filled the flags are fixed
+        self._template: codec.Template | None = None  # the update's encoding once the flags are fixed
         self.committed = 0
         self.counts = {"committed": 0, "forming": 0, "stale": 0}
 
@@ -178,7 +179,7 @@ class Series:
         self._streams.append(stream)
         self._keys.extend(live.keys)
         self._outputs.extend(outputs)
-        self._warm_all = None
+        self._warm_all = self._template = None
 
     def remove(self, key: str) -> bool:
         entry = self.live.pop(key, None)
@@ -188,7 +189,7 @@ class Series:
         self._streams = [stream for _, stream in self.live.values()]
         self._keys = [k for live, _ in self.live.values() for k in live.keys]
         self._outputs = [values[k] for k in self._keys]
-        self._warm_all = None
+        self._warm_all = self._template = None
         return True
 
     @property
@@ -196,8 +197,14 @@ class Series:
         """The latest output of every live indicator, by output key."""
         return dict(zip(self._keys, self._outputs, strict=True))
 
-    def on_bar(self, bar: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Apply a checked bar (see the module's rule); the update to publish when one was committed."""
+    @property
+    def width(self) -> int:
+        """How many values an update carries (every output of every live indicator)."""
+        return len(self._keys)
+
+    def on_bar(self, bar: Mapping[str, Any]) -> Any:
+        """Apply a checked bar (see the module's rule); the update to publish (`update`) when one was
+        committed, else None."""
         ts = bar["ts"]
         if self.last_ts is not None and ts <= self.last_ts:
             self.counts["stale"] += 1
@@ -215,7 +222,36 @@ class Series:
         for stream in self._streams:
             outputs += stream.update(bar)
         self._outputs = outputs
-        return self.snapshot()
+        return self.update()
+
+    def update(self) -> Any:
+        """The body of ``indicator.SYMBOL.TIMEFRAME`` for the last committed bar: `snapshot`, or the same map
+        encoded already (`codec.Packed`) once every indicator is warm and every value a number, the usual
+        case on the per-bar path (then only the timestamp and the values are encoded per bar).
+
+        >>> from ml_processing.sdk.bars import check_bar
+        >>> from ml_processing.plugins.indicators.talib_indicators import TalibIndicator
+        >>> series = Series("ES", "1m", capacity=10)
+        >>> series.add(Live.parse("SMA(timeperiod=2)", {"SMA": TalibIndicator("SMA")}))
+        >>> updates = [series.on_bar(check_bar({"ts": t, "open": 1, "high": 1, "low": 1, "close": float(t),
+        ...                                     "volume": 1})) for t in (1, 2, 3)]
+        >>> [type(u).__name__ for u in updates], codec.unpackb(updates[-1]) == series.snapshot()
+        (['dict', 'dict', 'Packed'], True)
+        """
+        template, outputs, ts = self._template, self._outputs, self.last_ts
+        if template is None:
+            if self._warm_all is None or type(ts) is not int:
+                return self.snapshot()
+            template = self._template = codec.Template(self._shape(self._warm_all))
+        total = sum(outputs)
+        if total - total != 0.0 or type(ts) is not int:  # a NaN or an infinity somewhere: null goes as null
+            return self.snapshot()
+        return template.encode(ts, *outputs)
+
+    def _shape(self, warm: dict[str, bool]) -> dict[str, Any]:
+        """`snapshot`'s map as a `codec.Template` shape: the timestamp and the values are its slots."""
+        return {"symbol": self.symbol, "timeframe": self.timeframe, "ts": codec.INT,
+                "values": dict.fromkeys(self._keys, codec.FLOAT), "warm": warm}
 
     def peek(self, bar: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Indicator values on `bar` (default: the forming bar) without committing anything."""
