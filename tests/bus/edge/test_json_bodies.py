@@ -61,8 +61,9 @@ def same_bits(array: np.ndarray, values: list[float]) -> bool:
                          ids=["stdlib", "orjson", "indented"])
 def test_columns_are_read_to_the_same_doubles_bit_for_bit(dumps: Any) -> None:
     values = tricky_floats(PAD)
-    ints = np.arange(-PAD // 2, PAD // 2) * 1_234_567_891  # integers in a column, some past 2**53
-    raw = dumps({"close": values.tolist(), "volume": ints.tolist(), "indicators": ["SMA", {"name": "RSI"}]})
+    ints = (np.arange(-PAD // 2, PAD // 2) * 1_234_567_891).tolist()  # integers in a column
+    ints[:7] = [2**53 + 1, 2**53 + 3, 2**62 + 1, 2**63 - 1, -(2**63), 2**63 + 2**11 + 1, 2**64 - 1]  # rounded
+    raw = dumps({"close": values.tolist(), "volume": ints, "indicators": ["SMA", {"name": "RSI"}]})
     read = codec.decode_json(raw, COLUMNS)
     plain = general(raw)
     assert isinstance(read["close"], np.ndarray) and isinstance(read["volume"], np.ndarray)
