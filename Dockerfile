@@ -9,6 +9,7 @@ COPY bus ./bus
 COPY sdk ./sdk
 COPY checks ./checks
 COPY plugins ./plugins
+COPY integrations ./integrations
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim AS runtime
@@ -38,7 +39,8 @@ ENV PYTHONUNBUFFERED=1 \
     OMP_NUM_THREADS=1 \
     OPENBLAS_NUM_THREADS=1
 EXPOSE 8006 5555 5556 5557
-# /health is a public route ([security] public_routes): no token needed.
-HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
+# /health is a public route ([security] public_routes): no token needed. The first start trains the default
+# models (start period).
+HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 \
   CMD curl -fsS http://localhost:8006/health || exit 1
 CMD ["ml-processing", "serve"]
