@@ -34,6 +34,7 @@ commands:
   batch MODEL --rows-file FILE              rows of a CSV file as one ndarray (op predict_batch)
   live SYMBOL TIMEFRAME --bars-file FILE    subscribe to prediction.SYMBOL, publish the bars of FILE
        [--count N]                          (ts,open,high,low,close,volume per line), print N predictions
+                                            (without --count: until --timeout-ms passes without one)
   latency MODEL (X1,X2,... | --rows-file FILE) [--count N] [--warmup N] [--max-seconds S]
                                             one-row predict round trips; p50/p99 in microseconds
   json                                      one msgpack body on stdin as JSON (ndarrays as nested arrays)
@@ -61,7 +62,16 @@ struct Command {
   }
   double number(const std::string& name, double fallback) const {
     const auto found = options.find(name);
-    return found == options.end() ? fallback : std::stod(found->second);
+    if (found == options.end()) return fallback;
+    char* end = nullptr;
+    const double value = std::strtod(found->second.c_str(), &end);
+    if (end == found->second.c_str() || *end != '\0') throw UsageError("--" + name + " takes a number");
+    return value;
+  }
+  const std::string& required(const std::string& name) const {
+    const auto found = options.find(name);
+    if (found == options.end()) throw UsageError("missing --" + name);
+    return found->second;
   }
   const std::string& word(std::size_t index, const char* what) const {
     if (index >= words.size()) throw UsageError(std::string("missing ") + what);
@@ -160,7 +170,7 @@ int predict(mlp::Client& client, const Command& command) {
 }
 
 int batch(mlp::Client& client, const Command& command) {
-  const auto rows = read_csv(command.option("rows-file", ""));
+  const auto rows = read_csv(command.required("rows-file"));
   std::vector<double> flat;
   for (const auto& row : rows) flat.insert(flat.end(), row.begin(), row.end());
   const mlp::BatchPrediction b = client.predict_batch(command.word(1, "MODEL"), flat, rows.front().size());
@@ -176,8 +186,9 @@ int live(zmq::context_t& context, const Command& command, const std::optional<ml
          std::chrono::milliseconds timeout) {
   const std::string& symbol = command.word(1, "SYMBOL");
   const std::string& timeframe = command.word(2, "TIMEFRAME");
-  const auto bars = read_csv(command.option("bars-file", ""));
-  const auto count = static_cast<std::size_t>(command.number("count", static_cast<double>(bars.size())));
+  const auto bars = read_csv(command.required("bars-file"));
+  const bool counted = command.options.count("count") != 0;  // without --count: until `timeout` of silence
+  const auto count = static_cast<std::size_t>(command.number("count", 0));
   mlp::Subscriber subscriber(context, command.option("pub-out", "tcp://127.0.0.1:5557"), keys);
   mlp::Publisher publisher(context, command.option("pub-in", "tcp://127.0.0.1:5556"), keys, true);
   const std::string topic = mlp::topics::prediction(symbol);
@@ -189,8 +200,9 @@ int live(zmq::context_t& context, const Command& command, const std::optional<ml
                           {static_cast<std::int64_t>(bar[0]), bar[1], bar[2], bar[3], bar[4], bar[5], true});
   }
   std::size_t received = 0;
-  while (received < count) {
+  while (!counted || received < count) {
     auto message = subscriber.receive(timeout);  // the time allowed between two predictions
+    if (!message && !counted) break;
     if (!message) throw mlp::TimeoutError("received " + std::to_string(received) + " of " + std::to_string(count) +
                                           " predictions");
     if (message->topic != topic) continue;
@@ -203,7 +215,7 @@ int live(zmq::context_t& context, const Command& command, const std::optional<ml
 
 int latency(mlp::Client& client, const Command& command) {
   const std::string& model = command.word(1, "MODEL");
-  const auto rows = command.options.count("rows-file") ? read_csv(command.option("rows-file", ""))
+  const auto rows = command.options.count("rows-file") ? read_csv(command.required("rows-file"))
                                                        : std::vector<std::vector<double>>{parse_row(command.word(2, "X1,X2,..."))};
   const auto count = static_cast<std::size_t>(command.number("count", 20000));
   const auto warmup = static_cast<std::size_t>(command.number("warmup", 1000));
@@ -218,6 +230,7 @@ int latency(mlp::Client& client, const Command& command) {
     round_trips_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
     service_us.push_back(p.latency_us);
   }
+  if (round_trips_us.empty()) throw UsageError("no request measured: --count and --max-seconds must be positive");
   std::sort(round_trips_us.begin(), round_trips_us.end());
   std::sort(service_us.begin(), service_us.end());
   const double mean = std::accumulate(round_trips_us.begin(), round_trips_us.end(), 0.0) /

@@ -78,8 +78,10 @@ Array read_ndarray(const msgpack::object_ext& ext) {
   need(pos + 8 * ndim);
   std::uint64_t count = 1;
   for (std::size_t d = 0; d < ndim; ++d, pos += 8) {
-    array.shape.push_back(load<std::uint64_t>(bytes + pos, !little_endian_host()));
-    count *= array.shape.back();
+    const std::uint64_t dim = load<std::uint64_t>(bytes + pos, !little_endian_host());
+    if (dim != 0 && count > size / dim) throw ProtocolError("ndarray shape larger than its payload");
+    array.shape.push_back(dim);
+    count *= dim;
   }
   if (array.dtype.size() < 3 || std::string_view("<>|=").find(array.dtype[0]) == std::string_view::npos) {
     throw ProtocolError("malformed ndarray dtype '" + array.dtype + "'");
@@ -375,9 +377,6 @@ Array read_array(const msgpack::object& value) {
     array.shape.push_back(level->via.array.size);
     if (level->via.array.size == 0) break;
     level = &level->via.array.ptr[0];
-  }
-  if (!array.shape.empty() && array.shape.back() == 0) {  // an empty array: nothing below to read
-    return array;
   }
   flatten(value, 0, array);
   return array;
