@@ -49,6 +49,8 @@ run bench/bench_patterns.py --repeat "$REPEAT"
 run bench/bench_sentiment.py --repeat "$REPEAT"
 run bench/bench_stall.py --repeat "$REPEAT"
 run bench/bench_security.py --repeat "$REPEAT"
+run bench/bench_scaling.py --repeat "$REPEAT"
+run bench/bench_cpp_client.py --repeat "$REPEAT"
 
 echo
 echo "=== summary ==="
