@@ -88,7 +88,12 @@ async def drive(kernel: Any, admin: str, computer: str, key: tuple[str, str], se
                              headers={"Authorization": f"Bearer {computer}"}) as resp:
             assert resp.status == 403  # compute may not change the registry
         await publish_bars(kernel, key, server)
-        await wait_until(lambda: kernel.subscriber.stats.received >= BARS, what="the bars received")
+
+        async def bars_held() -> bool:
+            series = await kernel.request("indicators", "series", {})
+            return any(s["symbol"] == "EURUSD" and s["timeframe"] == "1m" and s["bars"] >= BARS - 1 for s in series)
+
+        await wait_until(bars_held, what="the published bars in the market state")
         async with http.get(f"{url}/metrics", headers=bearer) as resp:
             assert resp.status == 200
             return await resp.text()
