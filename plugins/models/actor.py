@@ -5,7 +5,9 @@ a declared request to its collaborator:
 * `Catalog` (catalog.py): the loaded versions and the registry's changes; registration.py adds uploads;
 * `Inference` (inference.py): predictions, the prediction cache, the input checks every route shares;
 * `V2Endpoints` (v2_endpoints.py): the Open Inference Protocol;
-* `Trainer` (trainer.py): training jobs in a process pool;
+* `Trainer` (trainer.py): training jobs on the executor (executors.py: the local process pool or Dask);
+* `Backfill` (backfill.py): feature rows of many series computed on the executor, stored as datasets
+  (datasets.py) that training jobs read;
 * `LiveLearning` (live.py) and `EnsembleWeights` (weights.py): predictions on live bars, labels, learning.
 """
 
@@ -19,10 +21,14 @@ from ml_processing.sdk.services.indicators import Indicators
 from ml_processing.sdk.services.models import LiveArgs, LiveReport
 
 from . import registration
+from .backfill import Backfill
 from .catalog import Catalog, Loaded
 from .config import ModelsConfig
+from .datasets import DatasetStore
 from .declarations import (
+    BackfillArgs,
     Cancelled,
+    DatasetList,
     DeleteArgs,
     Deleted,
     JobArgs,
@@ -55,6 +61,7 @@ from .declarations import (
     Weights,
 )
 from .defaults import register_defaults
+from .executors import make_executor
 from .inference import Inference
 from .live import LiveLearning
 from .registry import ModelStore
@@ -95,9 +102,17 @@ class Models(Actor):
                               self.run_in_thread)
         self.weights = EnsembleWeights(store.root, config.hedge_eta, config.hedge_floor, self.inference.invalidate)
         self.catalog.on_change.append(self._rebind)
-        self.trainer = Trainer(self.catalog, Jobs(config.training_workers, clock=self.clock), self.features,
-                               Indicators(self.request), self.spawn, self.run_in_thread, self.clock,
-                               config.training_threads)
+        self.executor = make_executor(config.executor, config.training_workers, config.dask_timeout_s,
+                                      config.dask_partition_rows, self.run_in_thread)
+        self.spawn(self.executor.start(), "executor_start", for_message=True)  # never delays serving
+        datasets = DatasetStore(self.ctx.data_dir / config.datasets_directory, config.keep_datasets)
+        datasets.sweep()
+        jobs = Jobs(clock=self.clock)
+        indicators = Indicators(self.request)
+        self.trainer = Trainer(self.catalog, jobs, self.executor, datasets, self.features, indicators, self.spawn,
+                               self.run_in_thread, self.ctx.changed, self.clock, config.training_threads)
+        self.backfill = Backfill(datasets, jobs, self.executor, self.features, indicators, self.registries, self.spawn,
+                                 self.run_in_thread, self.clock)
         self.live = LiveLearning(config, self.catalog, self.inference, self.weights, self.trainer, self.publish,
                                  self.clock)
         self.catalog.load_all()
@@ -114,10 +129,10 @@ class Models(Actor):
             self.weights.bind(loaded)
 
     async def on_stop(self) -> None:
-        jobs = self.trainer.jobs
-        for job in list(jobs.jobs.values()):
-            jobs.cancel(job)
-        jobs.close()
+        for job in list(self.trainer.jobs.jobs.values()):
+            if job.active:
+                await self.trainer.cancel(job.id)
+        await self.executor.close()
         saved = await self.live.checkpoint()
         if saved:
             log.info("models_checkpointed", models=saved)
@@ -232,19 +247,30 @@ class Models(Actor):
 
     @op(NoArgs, reply=JobList, role="read")
     def handle_jobs(self, args: NoArgs) -> dict[str, Any]:
-        """Training jobs and their status."""
+        """Training and backfill jobs, their status, and where they run."""
         jobs = self.trainer.jobs
-        return {"jobs": [job.describe() for job in jobs.jobs.values()], "active": jobs.active}
+        return {"jobs": [job.describe() for job in jobs.jobs.values()], "active": jobs.active,
+                "executor": self.executor.describe()}
 
     @op(JobArgs, reply=JobInfo, role="read")
     def handle_job(self, args: JobArgs) -> dict[str, Any]:
-        """One training job."""
+        """One training or backfill job."""
         return self.trainer.job(args.job_id).describe()
 
     @op(JobArgs, reply=Cancelled, role="admin")
-    def handle_cancel(self, args: JobArgs) -> dict[str, Any]:
-        """Cancel a training job."""
-        return self.trainer.cancel(args.job_id)
+    async def handle_cancel(self, args: JobArgs) -> dict[str, Any]:
+        """Cancel a training or backfill job."""
+        return await self.trainer.cancel(args.job_id)
+
+    @op(BackfillArgs, reply=JobInfo, role="admin")
+    async def handle_backfill(self, args: BackfillArgs) -> dict[str, Any]:
+        """Start a backfill: a pipeline's feature rows for many series, computed on the executor, stored as a dataset."""
+        return await self.backfill.start(args)
+
+    @op(NoArgs, reply=DatasetList, role="read")
+    async def handle_datasets(self, args: NoArgs) -> dict[str, Any]:
+        """The datasets backfills stored: versions, pipeline, features, series and rows."""
+        return {"datasets": await self.run_in_thread(self.backfill.store.describe)}
 
     # -- live learning --------------------------------------------------------------------------------------
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from ml_processing.sdk import BadRequest
 
 from .online import LiveSpec
+
+#: A Dask scheduler's address: a protocol Dask speaks, a host and a port.
+_ADDRESS = re.compile(r"^(tcp|tls|ws|wss|ucx)://[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}/?$")
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,11 @@ class ModelsConfig:
     window: int = 500  # labels in the rolling accuracy
     training_workers: int = 1  # processes in the training pool (spawned on the first job)
     training_threads: int = 1  # threads each training job uses (xgboost nthread, scikit-learn n_jobs)
+    executor: str = "local"  # where training and backfill tasks run: "local" (the pool) or a Dask scheduler address
+    dask_timeout_s: float = 10.0  # connecting to the Dask scheduler (and each of its answers) may take this long
+    dask_partition_rows: int = 100_000  # xgboost on Dask: rows per partition (at least one partition per worker)
+    datasets_directory: str = "datasets"  # under [service] data_dir: the feature rows backfills write
+    keep_datasets: int = 3  # versions kept per dataset (older ones are deleted after a backfill writes a new one)
 
     def __post_init__(self) -> None:
         if not 1 <= self.native_threads <= 64:
@@ -43,11 +53,25 @@ class ModelsConfig:
             raise ValueError("checkpoint_s, keep_checkpoints and window must be positive")
         if not 0 < self.hedge_eta <= 100 or not 0 <= self.hedge_floor < 1:
             raise ValueError("hedge_eta: (0, 100]; hedge_floor: [0, 1)")
+        if self.executor != "local" and not _ADDRESS.fullmatch(self.executor):
+            raise ValueError(f"executor: 'local' or a Dask scheduler address such as tcp://HOST:8786, got "
+                             f"{self.executor!r:.80}")
+        if self.dask and importlib.util.find_spec("distributed") is None:
+            raise ValueError("executor: a Dask scheduler needs Dask's client: pip install 'ml-processing[dask]'")
+        if not 0 < self.dask_timeout_s <= 600 or not 1_000 <= self.dask_partition_rows <= 100_000_000:
+            raise ValueError("dask_timeout_s: (0, 600]; dask_partition_rows: 1,000 to 100,000,000")
+        if self.keep_datasets < 1:
+            raise ValueError("keep_datasets: must be at least 1")
         for i, spec in enumerate(self.live):
             try:
                 LiveSpec.parse(spec, i)
             except BadRequest as exc:
                 raise ValueError(exc.message) from None
+
+    @property
+    def dask(self) -> bool:
+        """Do training and backfill tasks run on a Dask cluster?"""
+        return self.executor != "local"
 
     @property
     def max_artifact_bytes(self) -> int:

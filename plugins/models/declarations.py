@@ -25,7 +25,7 @@ from ml_processing.sdk import Args, Columns, Int64, NoArgs, PositiveInt, Symbol,
 from ml_processing.sdk.model import FeatureRow, FeatureRows
 
 __all__ = [
-    "Cancelled", "DeleteArgs", "Deleted", "JobArgs", "JobInfo", "JobList", "KindInfo", "LearnArgs", "Learned",
+    "BackfillArgs", "BackfillSeries", "Cancelled", "DatasetList", "DeleteArgs", "Deleted", "JobArgs", "JobInfo", "JobList", "KindInfo", "LearnArgs", "Learned",
     "ModelArgs", "ModelDetails", "ModelList", "ModelName", "ModelSummary", "NoArgs", "PredictArgs", "PredictBatchArgs",
     "Predicted", "PredictedBatch", "PromoteArgs", "RegisterArgs", "Registered", "V2InferArgs", "V2Live", "V2Metadata",
     "V2ModelArgs", "V2ModelReady", "V2Raw", "V2Ready", "V2Server", "V2VersionArgs", "V2VersionInferArgs", "Weights",
@@ -293,13 +293,93 @@ class JobInfo(TypedDict):
     error: str | None
 
 
+class Executor(TypedDict):
+    """Where jobs run: ``local`` (the process pool) or ``dask`` (a scheduler's address, connected or not)."""
+
+    executor: Literal["local", "dask"]
+    workers: NotRequired[int]
+    address: NotRequired[str]
+    connected: NotRequired[bool]
+    error: NotRequired[str | None]
+
+
 class JobList(TypedDict):
     jobs: list[JobInfo]
     active: int
+    executor: Executor
 
 
 class Cancelled(JobInfo):
     cancelled: bool
+
+
+# -- backfills and datasets ---------------------------------------------------------------------------------
+
+#: A dataset's name: what its folder on disk is called.
+DatasetName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}$",
+                                          description="1-64 letters, digits, '_' or '-'")]
+#: A dataset in a training request: NAME (its newest version) or NAME@VERSION.
+DatasetRef = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}(@[0-9]{1,9})?$",
+                                         description="a dataset: NAME (its newest version) or NAME@VERSION")]
+PipelineRef = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_\-]{1,64}(@[0-9]{1,9})?$",
+                                          description="a feature pipeline: NAME (its newest version) or "
+                                                      "NAME@VERSION")]
+
+
+class BackfillSeries(Columns, kw_only=True):
+    """One series of a backfill: its bars as columns (``ts`` and ``close`` among them), or none to take the
+    bars the ``indicators`` service holds for ``symbol`` and ``timeframe``."""
+
+    max_values = 10_000_000
+
+    symbol: Symbol
+    timeframe: Timeframe
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.length and self.ts is None:
+            raise ValueError("ts: a dataset orders rows by bar time: send the 'ts' column")
+        if self.length and self.close is None:
+            raise ValueError("close: training labels need the 'close' column")
+
+
+class BackfillArgs(Args):
+    """Compute the feature rows of `pipeline` for every series and store them as a new version of `dataset`."""
+
+    dataset: DatasetName
+    series: Annotated[list[BackfillSeries], msgspec.Meta(min_length=1, max_length=10_000)]
+    pipeline: PipelineRef = "default"
+
+    def __post_init__(self) -> None:
+        seen: set[tuple[str, str]] = set()
+        for i, item in enumerate(self.series):
+            if (item.symbol, item.timeframe) in seen:
+                raise ValueError(f"series[{i}]: {item.symbol} {item.timeframe} is already in the backfill")
+            seen.add((item.symbol, item.timeframe))
+
+
+class DatasetSeries(TypedDict):
+    symbol: str
+    timeframe: str
+    bars: int
+    rows: int
+    first_ts: int | None
+    last_ts: int | None
+
+
+class DatasetInfo(TypedDict):
+    name: str
+    versions: list[int]
+    latest: int
+    pipeline: str  # NAME@VERSION of the feature pipeline the rows are from
+    features: list[str]
+    created: str
+    rows: int
+    series: list[DatasetSeries]
+
+
+class DatasetList(TypedDict):
+    datasets: list[DatasetInfo]
 
 
 # -- live learning ------------------------------------------------------------------------------------------

@@ -1,13 +1,15 @@
-"""Training jobs: run in a process pool, never on the event loop; each has an id, a status, a stage and a result.
+"""Training jobs: each has an id, a status, a stage and a result; the work runs on an executor
+(`executors`: the local process pool or a Dask cluster), never on the event loop.
 
-`fit` is what a worker process runs: given time-ordered training and holdout rows it trains one model
-(xgboost, LightGBM, scikit-learn, river: `TRAINABLE`), scores it on the holdout and returns the artifact bytes in the
+`fit` is what a worker runs: given time-ordered training and holdout rows it trains one model (xgboost,
+LightGBM, scikit-learn, river: `TRAINABLE`), scores it on the holdout and returns the artifact bytes in the
 kind's own format with its description (task, features, classes, details). It never touches the registry:
 the service writes the version only when a job succeeds, so a crashed or cancelled job leaves the registry as
-it was.
+it was. xgboost on Dask trains with ``xgboost.dask`` instead (`dask_xgboost`) and ends the same way
+(`booster_result`, `result`).
 
-Workers are started with the ``spawn`` method (a fork of a process running ZeroMQ and an event loop is
-not safe) and import their libraries once, when the pool starts. Each job trains on ``training_threads``
+Local workers are started with the ``spawn`` method (a fork of a process running ZeroMQ and an event loop
+is not safe) and import their libraries once, when the pool starts. Each job trains on ``training_threads``
 threads (1 by default: on a small machine the event loop keeps its core).
 """
 
@@ -16,17 +18,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import multiprocessing
 import time
-from collections.abc import Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ml_processing.sdk import BadRequest, Clock, get_logger
+from ml_processing.sdk import BadRequest, Clock, MlpError, get_logger
 from ml_processing.sdk.model import CLASSIFICATION, Described
 
 from .kinds import SklearnKind, describe_booster
@@ -85,21 +84,15 @@ def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarr
     if kind == "xgboost":
         import xgboost as xgb
 
-        rounds = int(params.pop("n_estimators", params.pop("num_boost_round", 100)))
-        objective = "binary:logistic" if task == "classification" else "reg:squarederror"
+        rounds, full = xgboost_params(task, params, threads)
         booster = None
         if base is not None:  # incremental refresh: continue from the current booster
             booster = xgb.Booster()
             booster.load_model(bytearray(base))
-        model = xgb.train({**XGBOOST_DEFAULTS, "objective": objective, "nthread": threads, **params},
-                          xgb.DMatrix(x, label=y), num_boost_round=rounds, xgb_model=booster)
+        model = xgb.train(full, xgb.DMatrix(x, label=y), num_boost_round=rounds, xgb_model=booster)
         p = model.predict(xgb.DMatrix(x_test))
-        proba = np.column_stack([1 - p, p]) if task == "classification" else None
-        values = (p > 0.5).astype(int) if task == "classification" else p
-        artifact, fmt = bytes(model.save_raw(raw_format="ubj")), "ubj"
-        about = describe_booster(model)
-        described = dataclasses.replace(about, details={**about.details, "refreshed": base is not None})
-    elif kind == "lightgbm":
+        return result(task, y_test, start, *booster_result(model, task, p, base is not None))
+    if kind == "lightgbm":
         proba, values, artifact, fmt, described = _lightgbm(task, params, x, y, x_test, base, threads)
     elif kind == "sklearn":
         import sklearn.ensemble
@@ -141,6 +134,32 @@ def fit(kind: str, task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarr
                               {"model": f"river.{name}"})
     else:
         raise ValueError(f"cannot train model kind {kind!r}")
+    return result(task, y_test, start, proba, values, artifact, fmt, described)
+
+
+def xgboost_params(task: str, params: dict[str, Any], threads: int) -> tuple[int, dict[str, Any]]:
+    """(boosting rounds, xgboost's parameters) of a request's `params` (``n_estimators`` is the rounds)."""
+    params = dict(params)
+    rounds = int(params.pop("n_estimators", params.pop("num_boost_round", 100)))
+    objective = "binary:logistic" if task == CLASSIFICATION else "reg:squarederror"
+    return rounds, {**XGBOOST_DEFAULTS, "objective": objective, "nthread": threads, **params}
+
+
+def booster_result(model: Any, task: str, p: np.ndarray, refreshed: bool
+                   ) -> tuple[np.ndarray | None, np.ndarray, bytes, str, Described]:
+    """A trained xgboost booster and its holdout predictions `p` -> (probabilities, values, artifact,
+    format, description)."""
+    p = np.asarray(p, dtype=np.float64)
+    proba = np.column_stack([1 - p, p]) if task == CLASSIFICATION else None
+    values = (p > 0.5).astype(int) if task == CLASSIFICATION else p
+    about = describe_booster(model)
+    described = dataclasses.replace(about, details={**about.details, "refreshed": refreshed})
+    return proba, values, bytes(model.save_raw(raw_format="ubj")), "ubj", described
+
+
+def result(task: str, y_test: np.ndarray, start: float, proba: np.ndarray | None, values: np.ndarray,
+           artifact: bytes, fmt: str, described: Described) -> dict[str, Any]:
+    """What a training job returns: ``{"format", "artifact", "metrics", "seconds", "described"}``."""
     return {"format": fmt, "artifact": artifact, "metrics": scores(task, y_test, proba, values),
             "seconds": round(time.perf_counter() - start, 4), "described": described}
 
@@ -167,16 +186,25 @@ def _lightgbm(task: str, params: dict[str, Any], x: np.ndarray, y: np.ndarray, x
 
 @dataclass
 class Job:
+    """A training job (``kind``: a model kind) or a backfill (``kind`` ``backfill``; ``model`` names the
+    dataset)."""
+
     id: str
     model: str
     kind: str
     status: str = "queued"  # queued, running, done, failed, cancelled
-    stage: str = "queued"  # preparing rows, training, writing the version
+    stage: str = "queued"  # preparing rows, training, writing the version (backfill: its own stages)
     created: float = 0.0
     finished: float | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
-    future: Future[Any] | None = field(default=None, repr=False)
+    task: asyncio.Task[Any] | None = field(default=None, repr=False)  # the job's coroutine on the loop
+    handles: list[Any] = field(default_factory=list, repr=False)  # the executor's futures of its tasks
+    token: str = ""  # the executor's name for the job (Dask: its cancellation event)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running")
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "model": self.model, "kind": self.kind, "status": self.status, "stage": self.stage,
@@ -184,59 +212,44 @@ class Job:
 
 
 class Jobs:
-    """The pool and the jobs it ran (bounded history)."""
+    """The jobs of this service (a bounded history); their work runs on an executor."""
 
-    def __init__(self, workers: int, keep: int = 200, clock: Clock | None = None) -> None:
-        self.workers = workers
+    def __init__(self, keep: int = 200, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
         self.keep = keep
         self.jobs: dict[str, Job] = {}
         self._ids = itertools.count(1)
-        self._pool: ProcessPoolExecutor | None = None
-
-    def pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=warm)
-        return self._pool
 
     def new(self, model: str, kind: str) -> Job:
         job = Job(f"job-{next(self._ids)}", model, kind, created=self.clock.time())
         self.jobs[job.id] = job
         while len(self.jobs) > self.keep:
             oldest = next(iter(self.jobs.values()))
-            if oldest.status in ("queued", "running"):
+            if oldest.active:
                 break
             self.jobs.pop(oldest.id)
         return job
 
     @property
     def active(self) -> int:
-        return sum(1 for j in self.jobs.values() if j.status in ("queued", "running"))
+        return sum(1 for j in self.jobs.values() if j.active)
 
-    async def run(self, job: Job, *args: Any) -> dict[str, Any]:
-        job.status, job.stage = "running", "training"
-        job.future = self.pool().submit(fit, *args)
-        try:
-            return await asyncio.wrap_future(job.future)
-        except BrokenProcessPool:
-            self._pool = None  # a worker died (or was stopped): the next job gets a fresh pool
-            raise
 
-    def cancel(self, job: Job) -> bool:
-        """Cancel a job: a queued one is dropped; a running one has its worker stopped (the pool restarts)."""
-        if job.status not in ("queued", "running"):
-            return False
-        if job.future is not None and not job.future.cancel():
-            pool, self._pool = self._pool, None
-            if pool is not None:
-                for process in list(getattr(pool, "_processes", {}).values()):  # no public way to stop one task
-                    process.terminate()
-                pool.shutdown(wait=False, cancel_futures=True)
-        job.status, job.stage, job.finished = "cancelled", "cancelled", self.clock.time()
-        return True
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+async def run_job(job: Job, work: Coroutine[Any, Any, dict[str, Any]], clock: Clock) -> None:
+    """Run `work` as `job`: done with its result, failed with the reason (an error the caller can act on:
+    its message; anything else: its type and message, logged), or cancelled. The registry and the datasets
+    change only in the work's last step, so a job that fails or is cancelled before it changed nothing."""
+    try:
+        outcome = await work
+        job.status, job.stage, job.result = "done", "done", outcome
+    except asyncio.CancelledError:
+        job.status, job.stage = "cancelled", "cancelled"
+        raise
+    except MlpError as exc:
+        job.status, job.error = "failed", exc.message
+    except Exception as exc:  # the worker's failure (or a stopped pool)
+        if job.status != "cancelled":
+            job.status, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.error("job_failed", job=job.id, kind=job.kind, model=job.model, error=job.error)
+    finally:
+        job.finished = job.finished or clock.time()

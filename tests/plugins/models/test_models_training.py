@@ -1,6 +1,6 @@
-"""Training jobs on a real kernel: a process pool, time-ordered holdout metrics in the manifest, promotion
-rules, incremental xgboost refresh, river and scikit-learn, cancellation and failures that leave the
-registry as it was."""
+"""Training jobs on a real kernel: on both executors (the local process pool and a Dask cluster),
+time-ordered holdout metrics in the manifest, promotion rules, incremental xgboost refresh, river and
+scikit-learn, cancellation and failures that leave the registry as it was."""
 
 from __future__ import annotations
 
@@ -20,13 +20,33 @@ from tests.conftest import make_config
 MARKET = market(3_000, seed=5, momentum=0.25)
 
 
-@pytest.fixture
-async def trainer(tmp_path: Path) -> AsyncIterator[Kernel]:
-    cfg = make_config(tmp_path, modules=(), sections={"models": PluginSection(True, {"defaults": False, "live": []})})
-    kernel = Kernel(cfg)
+async def start_trainer(tmp_path: Path, executor: str) -> Kernel:
+    options = {"defaults": False, "live": [], "executor": executor}
+    kernel = Kernel(make_config(tmp_path, modules=(), sections={"models": PluginSection(True, options)}))
     await kernel.start()
     try:
         await kernel.request("features", "fit", {"pipeline": "default", **MARKET})
+    except BaseException:
+        await kernel.stop()
+        raise
+    return kernel
+
+
+@pytest.fixture
+async def trainer(tmp_path: Path, executor: str) -> AsyncIterator[Kernel]:
+    """A kernel whose training jobs run on `executor` (each test runs on both)."""
+    kernel = await start_trainer(tmp_path, executor)
+    try:
+        yield kernel
+    finally:
+        await kernel.stop()
+
+
+@pytest.fixture
+async def local_trainer(tmp_path: Path) -> AsyncIterator[Kernel]:
+    """A kernel with the local pool: for requests refused before any job starts."""
+    kernel = await start_trainer(tmp_path, "local")
+    try:
         yield kernel
     finally:
         await kernel.stop()
@@ -177,11 +197,11 @@ async def test_checkpoints_follow_the_injected_clock(tmp_path: Path) -> None:
     ({"model_id": "m", "kind": "xgboost", "symbol": "EURUSD"}, "close"),
     ({"model_id": "m", "kind": "xgboost", "volume": [1.0]}, "close"),
 ])
-async def test_bad_training_requests_are_named(trainer: Kernel, args: dict[str, Any], field: str) -> None:
+async def test_bad_training_requests_are_named(local_trainer: Kernel, args: dict[str, Any], field: str) -> None:
     from ml_processing.core.errors import BadRequest
 
     with pytest.raises(BadRequest) as err:
-        await trainer.request("models", "train", args)
+        await local_trainer.request("models", "train", args)
     assert err.value.field == field
 
 
