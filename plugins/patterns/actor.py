@@ -24,7 +24,7 @@ from ml_processing.sdk.columns import NAMES
 from ml_processing.sdk.pattern import BULLISH, Pattern, PatternInfo, PatternStream
 
 from .candles import Candlestick, apply_candle_settings, candle_settings
-from .chart import ChartPattern, Zigzags
+from .chart import ChartPattern, Zigzags, jit
 from .ops import DetectArgs, DetectReply, ListArgs, PatternSpec, SeriesInfo
 
 log = get_logger(__name__)
@@ -32,12 +32,13 @@ log = get_logger(__name__)
 #: Above this estimated work (in units of about 10 ns) a ``detect`` runs on the thread pool, so the event
 #: loop is held for about a millisecond at most. The estimate, per pattern: bars x its weight, plus
 #: `PATTERN_WORK` (the call and its reply's columns, about 5 us). Weights per bar, measured on a 2-core
-#: machine: a candlestick pattern about 20 ns (one TA-Lib call); a chart pattern 300 to 1,500 ns (Python
-#: over swing points; the levels the most), and another plugin's pattern, whose cost is unknown, alike.
-#: So every pattern on 100 bars, one chart pattern on 2,000 or one candlestick pattern on 50,000 stay inline.
+#: machine: a candlestick pattern about 20 ns (one TA-Lib call); a chart pattern about 50 ns (numpy over
+#: whole arrays, the zigzag and levels compiled: docs/PATTERNS.md); another plugin's pattern, whose cost is
+#: unknown, 500 ns. So every pattern on 100 bars, the ten chart patterns on 1,500 or one candlestick pattern
+#: on 50,000 stay inline.
 INLINE_WORK = 100_000
 PATTERN_WORK = 500
-CANDLE_WEIGHT, OTHER_WEIGHT = 2, 50
+CANDLE_WEIGHT, CHART_WEIGHT, OTHER_WEIGHT = 2, 5, 50
 
 Chosen = list[tuple[Pattern, dict[str, int | float]]]
 
@@ -74,6 +75,7 @@ class Patterns(Actor):
     async def on_start(self) -> None:
         # in force already (the plugin applied them before any stream opened): then this changes nothing
         self.candle_settings = apply_candle_settings(self.config.candle_settings)
+        await self.run_in_thread(jit.warm)  # the compiled chart walks, so no request (nor the loop) waits for them
         self.live_patterns = self._named(list(self.config.live), "live")
         self.series: dict[tuple[str, str], _Series] = {}
         self.detected = 0
@@ -128,8 +130,7 @@ class Patterns(Actor):
                              f"{', '.join(NAMES)}", field="patterns")
         data = args.require([c for c in NAMES if c in used])
         n = args.length
-        if sum(n * (CANDLE_WEIGHT if isinstance(p, Candlestick) else OTHER_WEIGHT) + PATTERN_WORK
-               for p, _ in chosen) > INLINE_WORK:
+        if sum(n * weight(p) + PATTERN_WORK for p, _ in chosen) > INLINE_WORK:
             return self._detect_in_thread(chosen, data, args.ts, n)
         return self._count(detect_grouped(chosen, data, args.ts), n, len(chosen))
 
@@ -181,6 +182,13 @@ class Patterns(Actor):
 
     def health(self) -> dict[str, Any]:
         return {"technical_analysis": {"patterns_detected": self.detected, "signals_generated": self.signals}}
+
+
+def weight(pattern: Pattern) -> int:
+    """A pattern's estimated work per bar, in units of about 10 ns (`INLINE_WORK`)."""
+    if isinstance(pattern, Candlestick):
+        return CANDLE_WEIGHT
+    return CHART_WEIGHT if isinstance(pattern, ChartPattern) else OTHER_WEIGHT
 
 
 def detect_grouped(chosen: Chosen, data: Mapping[str, np.ndarray], ts: np.ndarray | None) -> dict[str, Any]:

@@ -25,15 +25,17 @@ import bisect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 from ml_processing.sdk.indicator import Param
 from ml_processing.sdk.pattern import BEARISH, BULLISH, PatternEvent
 
+from . import jit
 from .base import PARAMS, ChartPattern, ChartState, Found, Points, at_most_one, chart_event, key_points
 from .search import confirm_key, first_in_stretches
-from .zigzag import Swing, SwingSeries
+from .zigzag import Swing, Swings, SwingSeries
 
 LEVEL_PARAMS = (*PARAMS, Param("min_touches", int, 2, minimum=2, maximum=100, doc="touches that make a level"),
                 Param("breakout_atr", float, 0.25, minimum=0.0, maximum=20, doc="close beyond the level, in ATRs"),
@@ -118,53 +120,86 @@ class LevelBreakout(ChartPattern):
         return events
 
     def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> Found:
-        """The levels swing by swing (`LevelBook`); after each swing, the levels the closes of its stretch
-        break, found exactly from the stretch's bound (`breakout_keys`); then, for all broken levels at once,
-        the bar of each breakout."""
+        """The levels swing by swing (the compiled walk, `compiled.level_walk`, or else `LevelBook`); after each
+        swing, the levels the closes of its stretch break, found exactly from the stretch's bounds
+        (`breakout_keys`); then, for all broken levels at once, the bar of each breakout."""
         w, p, close = series.swings, params, series.close
         if not len(w):
             return Found.none()
         up_key, down_key = breakout_keys(close, p["breakout_atr"] * series.seen)
-        book = LevelBook(int(p["max_levels"]), int(p["min_touches"]))
-        broken: list[tuple[int, int, _Level]] = []  # (swing, order, level) of each level broken
-        rows = zip(w.index.tolist(), w.price.tolist(), w.peak.tolist(), (p["tolerance_atr"] * w.atr).tolist(),
-                   np.maximum.reduceat(up_key, w.at).tolist(), np.minimum.reduceat(down_key, w.at).tolist(),
-                   strict=True)
-        for k, (index, price, peak, tolerance, up, down) in enumerate(rows):
-            book.add(index, price, peak, tolerance)
-            for order in book.breaking(up, down):
-                broken.append((k, order, book.levels[order]))
-                book.drop(order)
-        if not broken:
+        walk = (p["tolerance_atr"] * w.atr, np.maximum.reduceat(up_key, w.at), np.minimum.reduceat(down_key, w.at),
+                int(p["max_levels"]), int(p["min_touches"]))
+        compiled = jit.walks()
+        broken = _walked(compiled, w, *walk) if compiled is not None else _booked(w, *walk)
+        if not broken.points:
             return Found.none()
         return self._breakouts(series, up_key, down_key, broken)
 
-    def _breakouts(self, series: SwingSeries, up_key: np.ndarray, down_key: np.ndarray,
-                   broken: list[tuple[int, int, _Level]]) -> Found:
+    def _breakouts(self, series: SwingSeries, up_key: np.ndarray, down_key: np.ndarray, broken: Broken) -> Found:
         """The events of the levels broken in each stretch: the first bar of the stretch beyond each, all at
         once (every bar of those stretches, once per level broken in it)."""
-        swing, order = np.array([k for k, _, _ in broken]), np.array([o for _, o, _ in broken])
-        levels = [level for _, _, level in broken]
-        price = np.array([level.price for level in levels])
-        peak = np.array([level.peak for level in levels])
-        touches = np.array([len(level.points) for level in levels])
-        starts = series.swings.at[swing]
-        lengths = np.append(series.swings.at, len(series))[swing + 1] - starts
-        row = np.repeat(np.arange(len(levels)), lengths)  # each level's stretch, bar by bar, one after another
+        price, peak, count = broken.price, broken.peak, len(broken.points)
+        touches = np.array([len(points) for points in broken.points])
+        starts = series.swings.at[broken.swing]
+        lengths = np.append(series.swings.at, len(series))[broken.swing + 1] - starts
+        row = np.repeat(np.arange(count), lengths)  # each level's stretch, bar by bar, one after another
         bars = starts[row] + np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         beyond = np.where(peak[row], up_key[bars] >= price[row], down_key[bars] <= price[row])
-        first = first_in_stretches(beyond, row, len(levels))
+        first = first_in_stretches(beyond, row, count)
         assert (first >= 0).all(), "a level broken in a stretch has a bar that breaks it"
         at = bars[first]
         close = series.close[at]
         excess = np.where(peak, close - price, price - close)
         confidence = touches / (touches + 1) * at_most_one(excess / (2 * series.seen[at]))
-        sequence = np.lexsort((order, at))  # by bar, levels broken on the same bar oldest first
-        points = [[*levels[j].points, (bar, c)] for j, bar, c in zip(sequence.tolist(), at[sequence].tolist(),
-                                                                      close[sequence].tolist(), strict=True)]
-        details = [{"level": round(levels[j].price, 6), "touches": len(levels[j].points),
-                    "broke": "resistance" if levels[j].peak else "support"} for j in sequence.tolist()]
+        sequence = np.lexsort((broken.order, at))  # by bar, levels broken on the same bar oldest first
+        points = [[*broken.points[j], (bar, c)] for j, bar, c in zip(sequence.tolist(), at[sequence].tolist(),
+                                                                     close[sequence].tolist(), strict=True)]
+        details = [{"level": round(level, 6), "touches": touched, "broke": "resistance" if resists else "support"}
+                   for level, touched, resists in zip(price[sequence].tolist(), touches[sequence].tolist(),
+                                                      peak[sequence].tolist(), strict=True)]
         return Found.of(at[sequence], peak[sequence], confidence[sequence], points, details)
+
+
+@dataclass
+class Broken:
+    """The levels broken over a series, in the order they broke: the swing whose stretch broke each, its
+    order (the swing that started it), its price, side (last touched by a peak) and its points."""
+
+    swing: np.ndarray
+    order: np.ndarray
+    price: np.ndarray
+    peak: np.ndarray
+    points: list[Points]
+
+
+def _walked(compiled: ModuleType, w: Swings, tolerance: np.ndarray, up: np.ndarray, down: np.ndarray, keep: int,
+            min_touches: int) -> Broken:
+    """The broken levels from the compiled walk: its levels are numbered by the swing that started them, and
+    each swing names the level it touched, so a level's points are its swings in order."""
+    member, mean, side, _, (order, swing) = compiled.level_walk(w.price, w.peak, tolerance, up, down, keep,
+                                                               min_touches)
+    by_level = np.argsort(member, kind="stable")
+    bounds = np.searchsorted(member[by_level], np.stack([order, order + 1]))
+    pairs = w.pairs
+    points = [[pairs[k] for k in by_level[low:high].tolist()] for low, high in bounds.T.tolist()]
+    return Broken(swing, order, mean[order], side[order], points)
+
+
+def _booked(w: Swings, tolerance: np.ndarray, up: np.ndarray, down: np.ndarray, keep: int,
+            min_touches: int) -> Broken:
+    """The broken levels from `LevelBook`, swing by swing in Python (without numba)."""
+    book = LevelBook(keep, min_touches)
+    broken: list[tuple[int, int, _Level]] = []
+    rows = zip(w.pairs, w.peak.tolist(), tolerance.tolist(), up.tolist(), down.tolist(), strict=True)
+    for k, ((index, price), peak, near, high, low) in enumerate(rows):
+        book.add(index, price, peak, near)
+        for order in book.breaking(high, low):
+            broken.append((k, order, book.levels[order]))
+            book.drop(order)
+    return Broken(np.array([k for k, _, _ in broken], dtype=np.intp), np.array([o for _, o, _ in broken], dtype=np.intp),
+                  np.array([level.price for _, _, level in broken]), np.array([level.peak for _, _, level in broken],
+                                                                              dtype=bool),
+                  [level.points for _, _, level in broken])
 
 
 def breakout_keys(close: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ import numpy as np
 from ml_processing.sdk.indicator import IndicatorStream
 from ml_processing.sdk.talib_functions import TalibIndicator
 
+from . import jit
 from .search import chains, next_moves, path, stretches
 
 
@@ -151,11 +152,16 @@ def last_known(values: np.ndarray) -> np.ndarray:
 
 def batch_swings(high: np.ndarray, low: np.ndarray, atr: np.ndarray, swing_atr: float) -> tuple[Swings, np.ndarray]:
     """Every swing of the zigzag over whole arrays, and the ATR each bar saw (the last known one): the rule of
-    `Zigzag.update`, computed for all bars at once. For every bar p, `search.next_moves` finds the bar where a
-    zigzag holding p as its extreme next moves (a new extreme, or p confirmed) and `search.chains` the extreme
-    it ends up confirming; the swings are then a walk from one confirmation to the next, one step per swing."""
+    `Zigzag.update` as a compiled loop (`compiled.zigzag_walk`, with numba), or else computed for all bars at
+    once in numpy: for every bar p, `search.next_moves` finds the bar where a zigzag holding p as its extreme
+    next moves (a new extreme, or p confirmed) and `search.chains` the extreme it ends up confirming; the
+    swings are then the path from one confirmation to the next (`search.path`)."""
     n = len(high)
     seen = last_known(atr)
+    compiled = jit.walks()
+    if compiled is not None:  # the rule as a plain loop, compiled
+        at, index, peak = compiled.zigzag_walk(high, low, seen, float(swing_atr))
+        return Swings(at, index, np.where(peak, high[index], low[index]), peak, seen[at]), seen
     threshold = swing_atr * seen
     usable = ~(np.isnan(high) | np.isnan(low) | np.isnan(seen))  # a gap, or no ATR yet: moves nothing
     top, bottom = np.where(usable, high, -np.inf), np.where(usable, low, np.inf)

@@ -4,7 +4,8 @@ recorded in ``data/chart_golden.json`` (bar, direction, confidence, points and d
 and in the service's grouped batch reply.
 
 The record was written by the chart detectors as they stood before their batch path was vectorised (a
-Python walk over every bar and swing); it pins that behaviour. Rewrite it only for a change of events made
+Python walk over every bar and swing); it pins that behaviour, for both batch paths (the walks compiled by
+numba, and the numpy formulations used without it). Rewrite it only for a change of events made
 on purpose, and say so in the commit: ``python -m tests.plugins.patterns.test_chart_golden --write``.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import pytest
 
 from ml_processing.bus.codec import packb, unpackb
 from ml_processing.plugins.patterns.actor import detect_grouped
-from ml_processing.plugins.patterns.chart import chart_patterns
+from ml_processing.plugins.patterns.chart import chart_patterns, jit
 from ml_processing.sdk.synthetic import market
 
 GOLDEN = Path(__file__).parent / "data" / "chart_golden.json"
@@ -85,6 +87,18 @@ def golden() -> dict[str, dict[str, list[list[Any]]]]:
     return json.loads(GOLDEN.read_text())  # type: ignore[no-any-return]
 
 
+@pytest.fixture(params=[True, False], ids=["compiled", "numpy"])
+def walks(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Batch detection with the compiled walks (where numba is installed) and with the numpy formulations."""
+    if request.param and jit.walks() is None:
+        pytest.skip("numba is not installed")
+    jit.ENABLED = request.param
+    try:
+        yield request.param
+    finally:
+        jit.ENABLED = True
+
+
 CASES = [(seed, n, gaps, k) for seed, n, gaps, sets in MARKETS for k in sets]
 
 
@@ -95,7 +109,7 @@ def test_the_record_covers_every_chart_pattern_and_case(golden: dict[str, dict[s
 
 
 @pytest.mark.parametrize(("seed", "n", "gaps", "k"), CASES, ids=[case_id(*case) for case in CASES])
-def test_detectors_report_the_recorded_events(seed: int, n: int, gaps: bool, k: int,
+def test_detectors_report_the_recorded_events(seed: int, n: int, gaps: bool, k: int, walks: bool,
                                               golden: dict[str, dict[str, list[list[Any]]]]) -> None:
     data = bars(seed, n, gaps)
     expected = golden[case_id(seed, n, gaps, k)]
@@ -104,7 +118,7 @@ def test_detectors_report_the_recorded_events(seed: int, n: int, gaps: bool, k: 
 
 
 @pytest.mark.parametrize(("seed", "n", "gaps", "k"), [(13, 3000, True, 1), (14, 10_000, False, 0)])
-def test_the_grouped_batch_reply_carries_the_recorded_events(seed: int, n: int, gaps: bool, k: int,
+def test_the_grouped_batch_reply_carries_the_recorded_events(seed: int, n: int, gaps: bool, k: int, walks: bool,
                                                              golden: dict[str, dict[str, list[list[Any]]]]) -> None:
     """What ``detect`` answers (columns per pattern), as it travels, is the record, event for event, ts
     included."""

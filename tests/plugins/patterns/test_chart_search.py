@@ -1,15 +1,17 @@
-"""The numpy searches the chart patterns' batch detection is made of, against plain Python written from their
+"""The searches the chart patterns' batch detection is made of, against plain Python written from their
 definitions: the zigzag's next move from every bar (in the narrow window, the wider matrices and the blocks),
-and the zigzag over whole arrays against the live zigzag bar by bar, on series full of ties, gaps, flat
-stretches and long one-way trends."""
+the compiled ``math.fsum``, and the zigzag over whole arrays (compiled, and in numpy) against the live zigzag
+bar by bar, on series full of ties, gaps, flat stretches and long one-way trends."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pytest
 
+from ml_processing.plugins.patterns.chart import jit
 from ml_processing.plugins.patterns.chart.search import confirm_key, next_moves
 from ml_processing.plugins.patterns.chart.zigzag import Zigzag, batch_atr, batch_swings
 
@@ -58,6 +60,20 @@ def test_next_moves_follow_their_definition(seed: int, window: int, wider: tuple
         assert (move.tolist(), confirms.tolist()) == moves_by_definition(up, down, threshold)
 
 
+def test_the_compiled_fsum_is_pythons() -> None:
+    """The level walk's mean price needs ``math.fsum``, which numba lacks: its port must agree to the bit."""
+    if jit.walks() is None:
+        pytest.skip("numba is not installed")
+    from ml_processing.plugins.patterns.chart.compiled import fsum
+
+    rng = np.random.default_rng(8)
+    for trial in range(3000):
+        size = int(rng.integers(1, 12))
+        values = [rng.uniform(90, 110, size), rng.normal(0, 1, size) * 10.0 ** rng.integers(-20, 20, size),
+                  np.array([1e-16, 1.0, 1e16, -1e16, 3.3, 0.1, 0.2, 0.3, 5e-324, 7.0, -1.0])[:size]][trial % 3]
+        assert fsum(values) == math.fsum(values.tolist()), values.tolist()
+
+
 def test_the_confirm_key_is_the_least_float_that_confirms() -> None:
     """Prices of like size (one ulp off at most) and of unlike size, across zero (a spread series: many off)."""
     rng = np.random.default_rng(5)
@@ -77,12 +93,20 @@ def swings_live(data: dict[str, np.ndarray], params: dict[str, Any]) -> list[tup
     return out
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
 @pytest.mark.parametrize("seed", [4, 5, 6, 7])
 @pytest.mark.parametrize(("atr_period", "swing_atr"), [(14, 2.0), (3, 0.5), (30, 4.0)])
-def test_the_zigzag_over_whole_arrays_is_the_live_zigzag(seed: int, atr_period: int, swing_atr: float) -> None:
+def test_the_zigzag_over_whole_arrays_is_the_live_zigzag(seed: int, atr_period: int, swing_atr: float,
+                                                         compiled: bool) -> None:
+    if compiled and jit.walks() is None:
+        pytest.skip("numba is not installed")
     data = rough(1500, seed)
-    swings, _ = batch_swings(data["high"], data["low"],
-                             batch_atr(data["high"], data["low"], data["close"], atr_period), swing_atr)
+    jit.ENABLED = compiled
+    try:
+        swings, _ = batch_swings(data["high"], data["low"],
+                                 batch_atr(data["high"], data["low"], data["close"], atr_period), swing_atr)
+    finally:
+        jit.ENABLED = True
     batch = list(zip(swings.at.tolist(), swings.index.tolist(), swings.price.tolist(), swings.peak.tolist(),
                      swings.atr.tolist(), strict=True))
     assert batch == swings_live(data, {"atr_period": atr_period, "swing_atr": swing_atr})
