@@ -198,6 +198,22 @@ class DatasetStore:
             shutil.rmtree(trash, ignore_errors=True)
 
     def sweep(self) -> None:
-        """Remove what an interrupted write or prune left behind."""
-        for path in list(self.root.glob("*/.tmp-*")) + list(self.root.glob("*/.deleted-*")):
+        """Remove what an interrupted write or prune left behind: trash, and temporary versions of processes
+        that no longer run (another process of the service may be writing one right now)."""
+        for path in self.root.glob("*/.deleted-*"):
             shutil.rmtree(path, ignore_errors=True)
+        for path in self.root.glob("*/.tmp-*"):
+            pid = path.name.split("-")[1]
+            if not (pid.isdigit() and _running(int(pid))):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    """Is process `pid` alive on this host?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
