@@ -125,6 +125,11 @@ class Actor:
         """A fragment of ``/metrics/ml``, merged like `health`."""
         return {}
 
+    def counters(self) -> Mapping[str, float]:
+        """Event counts of the actor's own (``{"bars": 1200, "drifts": 2}``), exported to Prometheus as
+        ``mlp_actor_events{actor, event}``; read at each scrape, so keep it cheap."""
+        return {}
+
     # -- bus verbs -----------------------------------------------------------------------------------
 
     def publish(self, topic: str, body: Any) -> None:

@@ -6,12 +6,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
 if TYPE_CHECKING:
     from .kernel import Kernel
 
+from .opstats import BUCKETS
 from .supervisor import State
 
 
@@ -44,6 +45,22 @@ class KernelCollector:
             for s in State:
                 state.add_metric([name, s.value], 1.0 if cell.state == s else 0.0)
         yield from (requests, errors, restarts, internal, messages, state)
+        yield from self._ops()
+        events = CounterMetricFamily("mlp_actor_events", "What an actor counts of its own (bars committed, "
+                                     "predictions, signals, labels, drifts ...)", labels=["actor", "event"])
+        for name, cell in k.cells.items():
+            if cell.instance is not None:
+                for event, count in cell.instance.counters().items():
+                    events.add_metric([name, event], count)
+        yield events
+        processes = GaugeMetricFamily("mlp_processes", "Processes of this service by state (serve --processes)",
+                                      labels=["state"])
+        by_state = {"running": 1.0 if k.state == "running" else 0.0, "starting": 0.0, "exited": 0.0}
+        for member in k.group.status() if k.group is not None else []:
+            by_state[member["state"]] = by_state.get(member["state"], 0.0) + 1
+        for name, count in by_state.items():
+            processes.add_metric([name], count)
+        yield processes
         if k.broker is not None:
             st = k.broker.stats
             broker = CounterMetricFamily("mlp_broker_messages", "MDP broker counters", labels=["kind"])
@@ -106,6 +123,20 @@ class KernelCollector:
         for name, count in counts.items():
             plugins.add_metric([name], count)
         yield plugins
+
+
+    def _ops(self) -> Iterator[Metric]:
+        latency = HistogramMetricFamily("mlp_op_latency_seconds", "Time from a request reaching its actor to "
+                                        "its answer, per op", labels=["actor", "op"])
+        errors = CounterMetricFamily("mlp_op_errors", "Requests answered with an error, per op",
+                                     labels=["actor", "op"])
+        bounds = [*(repr(b) for b in BUCKETS), "+Inf"]
+        for name, cell in self.kernel.cells.items():
+            for op, stats in cell.op_stats.items():
+                latency.add_metric([name, op], list(zip(bounds, stats.cumulative(), strict=True)), stats.total)
+                errors.add_metric([name, op], stats.errors)
+        yield latency
+        yield errors
 
 
 def make_registry(kernel: Kernel) -> CollectorRegistry:

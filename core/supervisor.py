@@ -26,6 +26,7 @@ import inspect
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from time import perf_counter
 from typing import Any
 
 from ml_processing.bus import codec
@@ -37,6 +38,7 @@ from .config import KernelConfig
 from .errors import InternalError, MlpError, NotFound, Unavailable
 from .log import REQUEST, get_logger
 from .ops import OpSpec
+from .opstats import OpStats
 from .security.audit import AuditLog
 
 log = get_logger(__name__)
@@ -96,6 +98,7 @@ class ActorCell:
         self.internal_errors = 0  # requests answered ``internal``: a bug of ours, isolated to the request
         self.messages_failed = 0  # pub/sub messages whose handler raised unexpectedly
         self.messages_rejected = 0  # pub/sub messages refused for their content
+        self.op_stats: dict[str, OpStats] = {}  # per op: requests, errors, latency (read by /metrics)
         self._subs: list[tuple[str, Callable[..., None], BatchHandler]] = []  # (prefix, handler, guarded)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restart_task: asyncio.Task[None] | None = None
@@ -288,19 +291,36 @@ class ActorCell:
             raise NotFound(f"service {self.name!r} has no op {request.op!r} "
                            f"(ops: {', '.join(sorted(self.actor_cls._ops))})", field="op")
         self.requests += 1
+        stats = self.op_stats.get(request.op)
+        if stats is None:
+            stats = self.op_stats[request.op] = OpStats()
+        started = perf_counter()
         if spec.role == "admin" and (self.audit is not None or self.on_changed is not None):
-            return self._audited(spec, request)
+            return self._timed(self._audited(spec, request), stats, started)
         if spec.args is not None and _large(request):
-            return self._decode_off_loop(spec, request)
+            return self._timed(self._decode_off_loop(spec, request), stats, started)
         token = _set_request((self.name, request.op, request.rid))
         try:
             result = getattr(self.instance, spec.attr)(spec.decode(request.args))
         except Exception as exc:
+            stats.observe(perf_counter() - started, failed=True)
             raise self._failed(exc, request) from None
         finally:
             _reset_request(token)
         if inspect.isawaitable(result):
-            return self._finish(result, request)
+            return self._timed(self._finish(result, request), stats, started)
+        stats.observe(perf_counter() - started, failed=False)
+        return result
+
+    @staticmethod
+    async def _timed(pending: Awaitable[Any], stats: OpStats, started: float) -> Any:
+        """`pending`, with its latency and outcome counted when it completes."""
+        try:
+            result = await pending
+        except BaseException:
+            stats.observe(perf_counter() - started, failed=True)
+            raise
+        stats.observe(perf_counter() - started, failed=False)
         return result
 
     async def _audited(self, spec: OpSpec, request: codec.Request) -> Any:

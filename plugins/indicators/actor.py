@@ -342,6 +342,14 @@ class Indicators(Actor):
     def health(self) -> dict[str, Any]:
         return {"technical_analysis": {"indicators_calculated": self.computed}}
 
+    def counters(self) -> dict[str, float]:
+        """Bars of every live series, for Prometheus: committed, still forming, refused as stale."""
+        totals = {"bars_committed": 0.0, "bars_forming": 0.0, "bars_stale": 0.0}
+        for series in self.series.values():
+            for kind, count in series.counts.items():
+                totals[f"bars_{kind}"] += count
+        return totals
+
 
 def _key_of(topic: str) -> Key:
     """``(symbol, timeframe)`` of a bar topic; `BadRequest` when it lacks either."""

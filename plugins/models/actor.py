@@ -315,6 +315,10 @@ class Models(Actor):
                 "models": models,
                 "technical_analysis": {"signals_generated": self.live.counts["signals"]}}
 
+    def counters(self) -> dict[str, float]:
+        """Live learning's events (predictions, signals, labels, drifts, retrains ...) for Prometheus."""
+        return dict(self.live.counts)
+
     def metrics(self) -> dict[str, Any]:
         return {"performance_metrics": self._performance(),
                 "model_stats": {name: {"version": loaded.version, "load_ms": round(loaded.load_ms, 3),
