@@ -435,10 +435,11 @@ class _Cursor:
     raises, that message is counted alone and the handler is called again with the rest.
 
     >>> cursor = _Cursor([("bar.A.1m", 1), ("bar.B.1m", 2), ("bar.C.1m", 3)])
-    >>> [body for _, body in zip(range(2), cursor)], cursor.taken, cursor.left
-    ([1, 2], 2, True)
-    >>> cursor.failed(before=0), [body for _, body in cursor], cursor.left
-    ('bar.B.1m', [3], False)
+    >>> handler = iter(cursor)  # a handler takes two messages; handling the second raises
+    >>> next(handler), next(handler), cursor.left
+    (('bar.A.1m', 1), ('bar.B.1m', 2), True)
+    >>> cursor.failed(before=0), list(cursor), cursor.left  # the one counted, then the rest
+    ('bar.B.1m', [('bar.C.1m', 3)], False)
     """
 
     __slots__ = ("_messages", "taken")

@@ -28,6 +28,7 @@ Bar rule (the order bars arrive in is not trusted):
 from __future__ import annotations
 
 import math
+import operator
 import re
 import reprlib
 from collections.abc import Mapping
@@ -43,6 +44,7 @@ from ml_processing.sdk.indicator import Indicator, IndicatorStream
 from .compute import resolve
 from .ops import IndicatorSpec
 
+_ROW = operator.itemgetter("ts", *FIELDS)  # a bar as a ring row
 _SPEC = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 
 
@@ -109,10 +111,7 @@ class _Ring:
         self.data = np.empty((self.capacity, 1 + len(FIELDS)), dtype=np.float64)
 
     def append(self, bar: Mapping[str, Any]) -> None:
-        row = self.data[self.head]
-        row[0] = bar["ts"]
-        for i, name in enumerate(FIELDS, 1):
-            row[i] = bar[name]
+        self.data[self.head] = _ROW(bar)
         self.head = (self.head + 1) % self.capacity
         self.count = min(self.count + 1, self.capacity)
 

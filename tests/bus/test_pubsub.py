@@ -17,7 +17,7 @@ import zmq.asyncio
 
 from ml_processing.bus import codec, topics
 from ml_processing.bus.errors import BadRequest, CodecError
-from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
+from ml_processing.bus.pubsub import DRAIN_MAX, Proxy, Publisher, Subscriber
 
 from .helpers import wait_until
 
@@ -38,6 +38,20 @@ class Collector:
 
     def bodies(self, prefix: str = "") -> list[Any]:
         return [b for t, b in self.messages if t.startswith(prefix)]
+
+
+@dataclass(eq=False)
+class BatchCollector:
+    """A real batch handler: records each call's messages."""
+
+    calls: list[list[tuple[str, Any]]] = field(default_factory=list)
+
+    def __call__(self, messages: Any) -> None:
+        self.calls.append(list(messages))
+
+    @property
+    def messages(self) -> list[tuple[str, Any]]:
+        return [m for call in self.calls for m in call]
 
 
 @dataclass
@@ -235,6 +249,136 @@ async def test_slow_joiner_is_handled_by_retrying(bus: Bus) -> None:
     assert got.messages, "never received"
     assert got.topics() == ["label.AAPL"] * len(got.messages)
     assert got.bodies()[0]["attempt"] <= attempts
+
+
+# -- a socket drain at a time ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def inproc_proxy(zctx: zmq.asyncio.Context) -> Iterator[tuple[Bus, zmq.Socket[bytes]]]:
+    """A proxy on inproc endpoints and a plain PUB on its input: what a test sends without awaiting is queued
+    whole before the proxy's next drain (inproc has no I/O thread in between)."""
+    with running_proxy(zctx, *endpoints("inproc")) as running:
+        yield running, running.raw_socket(zmq.PUB, running.pub_in)
+
+
+def sender(raw: zmq.Socket[bytes]) -> Callable[[str, Any], None]:
+    return lambda topic, body: raw.send_multipart([topic.encode(), codec.packb(body)])
+
+
+async def test_a_batch_handler_gets_each_drain_in_one_call_in_order(zctx: zmq.asyncio.Context) -> None:
+    with inproc_proxy(zctx) as (running, raw):
+        proxy, batches, each = running.proxy, BatchCollector(), Collector()
+        proxy.subscribe_batch(topics.prefix(topics.BAR), batches)
+        proxy.subscribe(topics.prefix(topics.BAR), each)
+        await handshake(sender(raw), proxy)
+        for i in range(50):  # no await in between: all of them wait for one drain
+            raw.send_multipart([topics.bar(f"S{i % 7}", "1m").encode(), codec.packb({"i": i})])
+        await wait_until(lambda: len(batches.messages) == 50, what="the 50 bars")
+
+        assert [len(call) for call in batches.calls] == [50]
+        assert [body["i"] for _, body in batches.messages] == list(range(50))
+        assert batches.messages == each.messages  # a per-message handler sees the same, one at a time
+        assert proxy.stats.handler_errors == 0
+
+
+async def test_a_drain_reads_at_most_drain_max_and_the_rest_follows(zctx: zmq.asyncio.Context) -> None:
+    with inproc_proxy(zctx) as (running, raw):
+        proxy, batches = running.proxy, BatchCollector()
+        proxy.subscribe_batch(topics.prefix(topics.TICK), batches)
+        await handshake(sender(raw), proxy)
+        count = DRAIN_MAX + 10
+        for i in range(count):
+            raw.send_multipart([topics.tick("ES").encode(), codec.packb({"i": i})])
+        await wait_until(lambda: len(batches.messages) == count, what="every tick")
+
+        assert [len(call) for call in batches.calls] == [DRAIN_MAX, 10]
+        assert [body["i"] for _, body in batches.messages] == list(range(count))
+
+
+async def test_what_a_drain_publishes_is_sent_in_one_burst_when_it_ends(zctx: zmq.asyncio.Context) -> None:
+    """Updates published while a drain is handled wait for its end (no loop turn is scheduled for them) and
+    then leave together, in order."""
+    with inproc_proxy(zctx) as (running, raw):
+        proxy, outside, seen = running.proxy, running.subscriber(), Collector()
+        waiting: list[int] = []
+
+        def on_bars(messages: Any) -> None:
+            for topic, body in messages:
+                proxy.publish(topics.indicator(topics.parse(topic).symbol or "", "1m"), {"i": body["i"]})
+            waiting.append(len(proxy._outbox))
+            assert not proxy._flush_scheduled
+
+        proxy.subscribe_batch(topics.prefix(topics.BAR), on_bars)
+        outside.subscribe(topics.prefix(topics.INDICATOR), seen)
+        await handshake(sender(raw), proxy)
+        await handshake(proxy.publish, outside)
+        for i in range(40):
+            raw.send_multipart([topics.bar("ES", "1m").encode(), codec.packb({"i": i})])
+        await wait_until(lambda: len(seen.messages) == 40, timeout=5.0, what="the 40 updates outside")
+
+        assert waiting == [40] and not proxy._outbox
+        assert [body["i"] for body in seen.bodies()] == list(range(40))
+        assert proxy.stats.handler_errors == 0
+
+
+async def test_local_publishes_of_one_loop_turn_reach_a_batch_handler_together(zctx: zmq.asyncio.Context) -> None:
+    with inproc_proxy(zctx) as (running, _):
+        proxy, batches = running.proxy, BatchCollector()
+        proxy.subscribe_batch(topics.prefix(topics.SIGNAL), batches)
+        for i in range(5):
+            proxy.publish(topics.signal("ES"), {"i": i})
+        await wait_until(lambda: batches.messages, what="the local signals")
+
+        assert [[body["i"] for _, body in call] for call in batches.calls] == [[0, 1, 2, 3, 4]]
+
+
+async def test_a_batch_handler_that_raises_is_counted_once_and_keeps_its_subscription(
+        zctx: zmq.asyncio.Context) -> None:
+    with inproc_proxy(zctx) as (running, raw):
+        proxy, batches = running.proxy, BatchCollector()
+
+        def breaks(messages: Any) -> None:
+            if any(body.get("crash") for _, body in messages):
+                raise RuntimeError("batch handler crashed on purpose")
+            batches(messages)
+
+        proxy.subscribe_batch(topics.prefix(topics.LABEL), breaks)
+        await handshake(sender(raw), proxy)
+        before = len(batches.messages)
+        for body in ({"n": 1}, {"crash": True}, {"n": 2}):
+            raw.send_multipart([topics.label("ES").encode(), codec.packb(body)])
+        await wait_until(lambda: proxy.stats.handler_errors == 1, what="the failed drain counted")
+        raw.send_multipart([topics.label("ES").encode(), codec.packb({"n": 3})])
+        await wait_until(lambda: len(batches.messages) > before, what="the next drain")
+
+        assert batches.messages[before:] == [("label.ES", {"n": 3})]
+        assert proxy.stats.handler_errors == 1
+
+
+async def test_a_bound_method_unsubscribes_like_the_function_it_wraps(bus: Bus) -> None:
+    """``obj.method`` is a new object at each access: unsubscribing it still ends the subscription."""
+
+    class Owner:
+        def __init__(self) -> None:
+            self.got: list[Any] = []
+
+        def on_label(self, topic: str, body: Any) -> None:
+            self.got.append(body)
+
+    pub, sub, owner, marker = bus.publisher(), bus.subscriber(), Owner(), Collector()
+    sub.subscribe(topics.prefix(topics.LABEL), owner.on_label)
+    sub.subscribe(topics.prefix(topics.TICK), marker)
+    await handshake(pub.publish, sub)
+    pub.publish(topics.label("ES"), {"n": 1})
+    await flush(pub, sub)
+    sub.unsubscribe(topics.prefix(topics.LABEL), owner.on_label)
+    pub.publish(topics.label("ES"), {"n": 2})
+    pub.publish(topics.tick("END"), {})
+    await wait_until(lambda: marker.messages, what="the end marker")
+
+    assert owner.got == [{"n": 1}]
+    assert topics.prefix(topics.LABEL) not in sub.prefixes
 
 
 # -- bad input and failing handlers -----------------------------------------------------------------------------

@@ -17,13 +17,14 @@ import talib
 import zmq
 import zmq.asyncio
 
-from ml_processing.bus import mdp
+from ml_processing.bus import codec, mdp
 from ml_processing.core.config import PluginSection
 from ml_processing.core.errors import BadRequest, NotFound, TooLarge
 from ml_processing.core.kernel import Kernel
 from ml_processing.plugins.indicators import builtin_indicators, persist
 from ml_processing.plugins.indicators.actor import IndicatorsConfig
 from ml_processing.plugins.indicators.market import Live, Series
+from ml_processing.sdk.bars import check_bar
 from ml_processing.sdk.synthetic import market, rows
 from ml_processing.sdk.timeframes import to_ms
 from tests.conftest import make_config
@@ -93,6 +94,34 @@ async def test_bars_published_in_become_indicator_updates_out(live: Kernel) -> N
         assert (got is None) == bool(np.isnan(sma[i])) and (got is None or got == pytest.approx(sma[i], rel=1e-12))
         assert update["warm"]["SMA_5"] == (i >= 4) and update["warm"]["RSI_14"] == (i >= 14)
     assert updates[-1]["values"]["BBANDS_10_2_2_0.upperband"] == pytest.approx(upper[-1], rel=1e-12)
+
+
+def test_encoded_updates_equal_the_snapshot_through_warm_up_gaps_and_changes() -> None:
+    """Once every indicator is warm, the per-bar update goes out encoded by a template: it decodes to exactly
+    the snapshot, a bar with a NaN output goes out as the snapshot itself (NaN as null), and adding or
+    removing an indicator changes the update's shape at once."""
+    registry = {i.name: i for i in builtin_indicators()}
+    series = Series("ES", "1m", 200)
+    for spec in ("SMA(timeperiod=3)", "MACD", "OBV"):
+        series.add(Live.parse(spec, registry))
+    items = bars(80)
+    items[50]["volume"] = float("nan")  # a gap: OBV has no value at that bar
+    kinds, obv = [], []
+    for i, bar in enumerate(items):
+        if i == 60:
+            series.add(Live.parse("RSI(timeperiod=5)", registry))
+        if i == 70:
+            assert series.remove("OBV")
+        update = series.on_bar(check_bar(bar))
+        kinds.append(type(update).__name__)
+        decoded = codec.unpackb(update) if isinstance(update, codec.Packed) else update
+        assert decoded == series.snapshot(), i
+        assert ("RSI_5" in decoded["values"]) == (i >= 60) and ("OBV" in decoded["values"]) == (i < 70)
+        obv.append(decoded["values"].get("OBV"))
+    assert kinds[:34] == ["dict"] * 34  # MACD's first value comes with the 34th bar, then the flags are fixed
+    assert kinds[50] == "dict" and obv[50] is None and None not in obv[51:70]  # null for the gap alone
+    assert kinds[60:62] == ["dict", "Packed"] and kinds[70:72] == ["dict", "Packed"]  # a new shape at once
+    assert kinds.count("Packed") == len(items) - 34 - 3
 
 
 async def test_the_bar_rule_forming_stale_duplicate(live: Kernel) -> None:
