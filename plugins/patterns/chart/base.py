@@ -160,22 +160,35 @@ class Found:
 
 
 def strengths(confidence: np.ndarray) -> np.ndarray:
-    """``round(max(0.0, min(1.0, c)), 4)`` for each confidence, as `chart_event` computes it: numpy's rounding
-    (scaled by 10^4 to the nearest integer, divided back) gives Python's, the decimal rounding of the exact
-    value, except where the scaled value lies within a hair of a half, whose scaling may have rounded across
-    it: those few are rounded by Python.
+    """``round(max(0.0, min(1.0, c)), 4)`` for each confidence, as `chart_event` computes it.
 
     >>> strengths(np.array([0.12345, 0.98765432, 1.5, -0.2, np.nan])).tolist()
     [0.1235, 0.9877, 1.0, 0.0, 1.0]
+    """
+    clipped = np.where(confidence < 1.0, confidence, 1.0)
+    return rounded(np.where(clipped > 0.0, clipped, 0.0), 4)
+
+
+def rounded(values: np.ndarray, digits: int) -> np.ndarray:
+    """Python's ``round(v, digits)`` for each value (the decimal rounding of its exact value, half to even),
+    in numpy: scaled by 10^digits to the nearest integer and divided back, which is the same number except
+    where the scaled value lies within its rounding error of a half (the scaling may have rounded across
+    it) or is too large to carry a fraction: those few are rounded by Python.
+
+    >>> rounded(np.array([0.12345, 2.5e-7, -1.23456789, 1e300]), 4).tolist()
+    [0.1235, 0.0, -1.2346, 1e+300]
     >>> [round(0.12345, 4), np.round(0.12345, 4).item()]
     [0.1235, 0.1234]
     """
-    clipped = np.where(confidence < 1.0, confidence, 1.0)
-    clipped = np.where(clipped > 0.0, clipped, 0.0)
-    scaled = clipped * 10_000
-    out = np.rint(scaled) / 10_000
-    near = np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6)  # the error of the scaling: < 2e-12
-    out[near] = [round(c, 4) for c in clipped[near].tolist()]
+    scale = 10.0 ** digits
+    scaled = values * scale
+    out = np.rint(scaled) / scale
+    with np.errstate(invalid="ignore"):
+        doubt = (np.abs(scaled - np.floor(scaled) - 0.5) <= 4 * np.abs(np.spacing(scaled)) + 1e-9) | \
+            (np.abs(scaled) >= 2.0 ** 52)
+    near = np.flatnonzero(doubt)
+    if near.size:
+        out[near] = [round(v, digits) for v in values[near].tolist()]
     return out
 
 

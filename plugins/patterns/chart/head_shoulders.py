@@ -28,6 +28,7 @@ from .base import (
     confirmations,
     key_points,
     mean3,
+    rounded,
 )
 from .search import stretches
 from .zigzag import Swing, SwingSeries
@@ -117,5 +118,5 @@ class HeadShoulders(ChartPattern):
         points = [[pairs[s1], pairs[n1], pairs[head], pairs[n2], pairs[s2], (bar, c)]
                   for (s1, n1, head, n2, s2), bar, c in zip(rows.tolist(), at.tolist(), series.close[at].tolist(),
                                                             strict=True)]
-        details = [{"neckline_at_break": round(line, 6)} for line in neck[at].tolist()]
+        details = [{"neckline_at_break": line} for line in rounded(neck[at], 6).tolist()]
         return Found.of(at, np.full(len(at), not self.peak), confidence[hit], points, details)

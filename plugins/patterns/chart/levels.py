@@ -33,7 +33,17 @@ from ml_processing.sdk.indicator import Param
 from ml_processing.sdk.pattern import BEARISH, BULLISH, PatternEvent
 
 from . import jit
-from .base import PARAMS, ChartPattern, ChartState, Found, Points, at_most_one, chart_event, key_points
+from .base import (
+    PARAMS,
+    ChartPattern,
+    ChartState,
+    Found,
+    Points,
+    at_most_one,
+    chart_event,
+    key_points,
+    rounded,
+)
 from .search import confirm_key, first_in_stretches
 from .zigzag import Swing, Swings, SwingSeries
 
@@ -154,8 +164,8 @@ class LevelBreakout(ChartPattern):
         sequence = np.lexsort((broken.order, at))  # by bar, levels broken on the same bar oldest first
         points = [[*broken.points[j], (bar, c)] for j, bar, c in zip(sequence.tolist(), at[sequence].tolist(),
                                                                      close[sequence].tolist(), strict=True)]
-        details = [{"level": round(level, 6), "touches": touched, "broke": "resistance" if resists else "support"}
-                   for level, touched, resists in zip(price[sequence].tolist(), touches[sequence].tolist(),
+        details = [{"level": level, "touches": touched, "broke": "resistance" if resists else "support"}
+                   for level, touched, resists in zip(rounded(price[sequence], 6).tolist(), touches[sequence].tolist(),
                                                       peak[sequence].tolist(), strict=True)]
         return Found.of(at[sequence], peak[sequence], confidence[sequence], points, details)
 
@@ -180,8 +190,8 @@ def _walked(compiled: ModuleType, w: Swings, tolerance: np.ndarray, up: np.ndarr
                                                                min_touches)
     by_level = np.argsort(member, kind="stable")
     bounds = np.searchsorted(member[by_level], np.stack([order, order + 1]))
-    pairs = w.pairs
-    points = [[pairs[k] for k in by_level[low:high].tolist()] for low, high in bounds.T.tolist()]
+    pairs, ordered = w.pairs, by_level.tolist()
+    points = [[pairs[k] for k in ordered[low:high]] for low, high in bounds.T.tolist()]
     return Broken(swing, order, mean[order], side[order], points)
 
 

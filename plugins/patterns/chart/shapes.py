@@ -39,6 +39,7 @@ from .base import (
     at_most_one,
     chart_event,
     key_points,
+    rounded,
 )
 from .search import first_in_stretches
 from .zigzag import Swing, Swings, SwingSeries
@@ -193,7 +194,6 @@ class Shape(ChartPattern):
         pairs = w.pairs
         points = [[*pairs[k - 3:k + 1], (bar, c)]
                   for k, bar, c in zip(formed["k"][mine].tolist(), at.tolist(), close.tolist(), strict=True)]
-        details = [{"upper": [round(u, 6), round(u0, 6)], "lower": [round(lo, 6), round(lo0, 6)]}
-                   for u, u0, lo, lo0 in zip(upper.tolist(), upper0.tolist(), lower.tolist(), lower0.tolist(),
-                                             strict=True)]
+        lines = (rounded(values, 6).tolist() for values in (upper, upper0, lower, lower0))
+        details = [{"upper": [u, u0], "lower": [lo, lo0]} for u, u0, lo, lo0 in zip(*lines, strict=True)]
         return Found.of(at, bullish, confidence, points, details)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ml_processing.plugins.patterns.chart import jit
+from ml_processing.plugins.patterns.chart.base import rounded
 from ml_processing.plugins.patterns.chart.search import confirm_key, next_moves
 from ml_processing.plugins.patterns.chart.zigzag import Zigzag, batch_atr, batch_swings
 
@@ -72,6 +73,20 @@ def test_the_compiled_fsum_is_pythons() -> None:
         values = [rng.uniform(90, 110, size), rng.normal(0, 1, size) * 10.0 ** rng.integers(-20, 20, size),
                   np.array([1e-16, 1.0, 1e16, -1e16, 3.3, 0.1, 0.2, 0.3, 5e-324, 7.0, -1.0])[:size]][trial % 3]
         assert fsum(values) == math.fsum(values.tolist()), values.tolist()
+
+
+def test_rounding_in_numpy_is_pythons() -> None:
+    """Confidences and details are rounded in numpy, to the bit of Python's ``round``: halves, signs, zeros,
+    tiny and huge values."""
+    rng = np.random.default_rng(9)
+    for digits in (4, 6):
+        for scale in (1e-6, 1.0, 100.0, 1e4, 1e9, 1e20):
+            values = rng.normal(0, scale, 20_000)
+            values = np.concatenate([values, np.round(values, digits + 1), [0.0, -0.0, 5e-324, -5e-324, 0.12345]])
+            expected = [round(v, digits) for v in values.tolist()]
+            found = rounded(values, digits).tolist()
+            assert found == expected
+            assert [math.copysign(1, v) for v in found] == [math.copysign(1, v) for v in expected]
 
 
 def test_the_confirm_key_is_the_least_float_that_confirms() -> None:
