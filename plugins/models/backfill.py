@@ -179,27 +179,29 @@ class Backfill:
     async def _run(self, job: Job, args: BackfillArgs, ref: str, inputs: list[str], plan: Plan) -> dict[str, Any]:
         job.status, job.stage = "running", "reading bars"
         bars = [await self._bars(i, item) for i, item in enumerate(args.series)]
-        job.stage = f"computing rows (0 of {len(bars)} series)"
         tasks = [(tuple(inputs), *(np.asarray(b[name], dtype=np.float64) for name in inputs)) for b in bars]
-        done: list[dict[str, Any]] = [{} for _ in bars]
-        finished = 0
-        async for i, raw in self.executor.map(job, extract_series, plan, tasks):
-            values, index = await self._transform(ref, raw)
-            item = args.series[i]
-            done[i] = {"symbol": item.symbol, "timeframe": item.timeframe, "values": values, "index": index,
-                       "ts": np.asarray(bars[i]["ts"], dtype=np.int64),
-                       "close": np.asarray(bars[i]["close"], dtype=np.float64)}
-            finished += 1
-            job.stage = f"computing rows ({finished} of {len(bars)} series)"
-        job.stage = "writing the dataset"
-        manifest = await self.run_in_thread(self.store.write, args.dataset,
-                                            {"pipeline": ref, "features": list(plan.features)}, done)
-        rows = sum(s["rows"] for s in manifest["series"])
-        log.info("dataset_written", dataset=args.dataset, version=manifest["version"], series=len(done), rows=rows,
+        writer = await self.run_in_thread(self.store.writer, args.dataset)
+        try:
+            entries: list[dict[str, Any]] = [{} for _ in bars]
+            job.stage = f"computing rows (0 of {len(bars)} series)"
+            async for i, raw in self.executor.map(job, extract_series, plan, tasks):
+                values, index = await self._transform(ref, raw)
+                item = {"symbol": args.series[i].symbol, "timeframe": args.series[i].timeframe, "values": values,
+                        "index": index, "ts": np.asarray(bars[i]["ts"], dtype=np.int64),
+                        "close": np.asarray(bars[i]["close"], dtype=np.float64)}
+                entries[i] = await self.run_in_thread(writer.add, i, item)
+                job.stage = f"computing rows ({sum(1 for e in entries if e)} of {len(bars)} series)"
+            job.stage = "writing the dataset"
+            manifest = await self.run_in_thread(writer.commit, {"pipeline": ref, "features": list(plan.features)},
+                                                entries)
+        finally:
+            writer.abort()  # nothing once committed; a failed or cancelled backfill leaves no version
+        rows = sum(e["rows"] for e in entries)
+        log.info("dataset_written", dataset=args.dataset, version=manifest["version"], series=len(entries), rows=rows,
                  job=job.id)
         return {"dataset": args.dataset, "version": manifest["version"], "pipeline": ref,
-                "features": list(plan.features), "series": len(done),
-                "rows": rows, "bars": sum(s["bars"] for s in manifest["series"])}
+                "features": list(plan.features), "series": len(entries), "rows": rows,
+                "bars": sum(e["bars"] for e in entries)}
 
     async def _bars(self, i: int, item: BackfillSeries) -> Mapping[str, Any]:
         """A series' columns: as sent, or the bars the ``indicators`` service holds."""

@@ -142,38 +142,22 @@ class DatasetStore:
 
     # -- writing ------------------------------------------------------------------------------------------
 
-    def write(self, name: str, manifest: Mapping[str, Any], series: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """A new version of `name` (the next number) from `series` (symbol, timeframe and the `ARRAYS`), written
-        atomically; then the versions past ``keep`` are removed. Returns the manifest."""
+    def writer(self, name: str) -> DatasetWriter:
+        """A new version of `name`, written series by series into a temporary directory (`DatasetWriter`)."""
         if not _NAME.fullmatch(name):
             raise BadRequest(f"a dataset name is 1-64 letters, digits, '_' or '-', got {name!r:.80}", field="dataset")
-        folder = self.root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
-        tmp.mkdir()
-        try:
-            entries = []
-            for i, item in enumerate(series):
-                data = _npz(item)
-                (tmp / f"{i}.npz").write_bytes(data)
-                ts = item["ts"]
-                entries.append({"symbol": item["symbol"], "timeframe": item["timeframe"], "bars": len(ts),
-                                "rows": len(item["index"]), "first_ts": int(ts[0]) if len(ts) else None,
-                                "last_ts": int(ts[-1]) if len(ts) else None, "file": f"{i}.npz",
-                                "sha256": hashlib.sha256(data).hexdigest()})
-            body = {**manifest, "name": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "series": entries}
-            for path in tmp.iterdir():
-                with open(path, "rb") as fh:
-                    os.fsync(fh.fileno())
-            version = self._rename(folder, tmp, body)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        self._prune(name)
-        return {**body, "version": version}
+        return DatasetWriter(self, name)
 
-    def _rename(self, folder: Path, tmp: Path, body: dict[str, Any]) -> int:
+    def write(self, name: str, manifest: Mapping[str, Any], series: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """A new version of `name` from every item of `series` at once (`DatasetWriter`); its manifest."""
+        writer = self.writer(name)
+        try:
+            entries = [writer.add(i, item) for i, item in enumerate(series)]
+            return writer.commit(manifest, entries)
+        finally:
+            writer.abort()
+
+    def rename(self, folder: Path, tmp: Path, body: dict[str, Any]) -> int:
         """Move `tmp` into place as the next version (another process may take a number first: then the one
         after it)."""
         for _ in range(100):
@@ -190,7 +174,7 @@ class DatasetStore:
             return version
         raise RuntimeError(f"could not write a new version of dataset {folder.name!r}")
 
-    def _prune(self, name: str) -> None:
+    def prune(self, name: str) -> None:
         for version in self.versions(name)[:-self.keep]:
             folder = self.root / name / str(version)
             trash = folder.with_name(f".deleted-{version}-{time.monotonic_ns()}")
@@ -206,6 +190,46 @@ class DatasetStore:
             pid = path.name.split("-")[1]
             if not (pid.isdigit() and _running(int(pid))):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+class DatasetWriter:
+    """One version being written: `add` each series as it is ready (its file is written at once, so only one
+    series is held in memory), then `commit` moves the whole version into place; `abort` (harmless after a
+    commit) removes what was written."""
+
+    def __init__(self, store: DatasetStore, name: str) -> None:
+        self.store = store
+        self.folder = store.root / name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.folder / f".tmp-{os.getpid()}-{time.monotonic_ns()}"
+        self.tmp.mkdir()
+        self.committed = False
+
+    def add(self, i: int, item: Mapping[str, Any]) -> dict[str, Any]:
+        """Write series `i` (``symbol``, ``timeframe`` and the `ARRAYS`); its manifest entry."""
+        data = _npz(item)
+        path = self.tmp / f"{i}.npz"
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        ts = item["ts"]
+        return {"symbol": item["symbol"], "timeframe": item["timeframe"], "bars": len(ts), "rows": len(item["index"]),
+                "first_ts": int(ts[0]) if len(ts) else None, "last_ts": int(ts[-1]) if len(ts) else None,
+                "file": path.name, "sha256": hashlib.sha256(data).hexdigest()}
+
+    def commit(self, manifest: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Move the version into place under the next number, prune the old ones; the manifest written."""
+        body = {**manifest, "name": self.folder.name,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "series": list(entries)}
+        version = self.store.rename(self.folder, self.tmp, body)
+        self.committed = True
+        self.store.prune(self.folder.name)
+        return {**body, "version": version}
+
+    def abort(self) -> None:
+        if not self.committed:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _running(pid: int) -> bool:

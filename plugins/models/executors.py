@@ -110,9 +110,11 @@ class LocalExecutor:
         pool = self.pool()
         futures = [pool.submit(fn, shared, *item) for item in items]
         job.handles.extend(futures)
+        waiting = {asyncio.wrap_future(f): i for i, f in enumerate(futures)}
         try:
-            async for done in _completed({asyncio.wrap_future(f): i for i, f in enumerate(futures)}):
-                yield done
+            async for i, value in _completed(waiting):
+                job.handles.remove(futures[i])  # its result is not held past its use
+                yield i, value
         except BrokenProcessPool:
             self._pool = None
             raise
@@ -227,25 +229,28 @@ class DaskExecutor:
         the workers once)."""
         client = await self.client()
         common = await client.scatter(shared, broadcast=True, hash=False)
-        futures = []
+        futures, keys = [], []
         for i, item in enumerate(items):
             args = [await self._scatter(client, value) for value in item]
-            futures.append(client.submit(fn, common, *args, pure=False,
-                                         key=f"{getattr(fn, '__name__', 'task')}-{job.id}-{i}-{uuid.uuid4().hex}"))
+            keys.append(f"{getattr(fn, '__name__', 'task')}-{job.id}-{i}-{uuid.uuid4().hex}")
+            futures.append(client.submit(fn, common, *args, pure=False, key=keys[i]))
         job.handles.extend(futures)
-        async for done in _completed({asyncio.ensure_future(_result(f)): i for i, f in enumerate(futures)}):
-            yield done
+        waiting = {asyncio.ensure_future(_result(f)): i for i, f in enumerate(futures)}
+        del futures
+        async for i, value in _completed(waiting):
+            job.handles = [f for f in job.handles if f.key != keys[i]]  # its result leaves the cluster's memory
+            yield i, value
 
     async def cancel(self, job: Job) -> None:
         """Release the job's tasks; a running xgboost training stops after its current round."""
         from distributed import Event, Future
 
+        futures = [f for f in job.handles if isinstance(f, Future)]  # before any await: the job lets go of them
         client = self._client
         if client is None:
             return
         if job.token:
             await Event(job.token, client=client).set()
-        futures = [f for f in job.handles if isinstance(f, Future)]
         if futures:
             await client.cancel(futures)
 

@@ -253,3 +253,4 @@ async def run_job(job: Job, work: Coroutine[Any, Any, dict[str, Any]], clock: Cl
             log.error("job_failed", job=job.id, kind=job.kind, model=job.model, error=job.error)
     finally:
         job.finished = job.finished or clock.time()
+        job.handles.clear()  # a Dask future held would keep its result in the cluster's memory

@@ -128,6 +128,15 @@ async def test_other_kinds_run_as_dask_tasks_and_failures_report_their_error(tmp
         out = await kernel.request("models", "predict", {"model": "forest", "features": [0.1, 0.2, 0.3, 0.4]})
         assert out["version"] == 1
 
+        # a backfill that fails after its first rows (a pipeline that rejects warm-up rows) stores nothing
+        await kernel.request("features", "create", {"name": "strict", "steps": [{"feature": "log_return"}],
+                                                    "nan": "reject"})
+        failed = await finished(kernel, await kernel.request("models", "backfill", {
+            "dataset": "fx", "pipeline": "strict", "series": [{"symbol": "AAA", "timeframe": "1m", **SERIES["AAA"]}]}))
+        assert failed["status"] == "failed" and "'reject'" in failed["error"], failed
+        assert (await kernel.request("models", "datasets", {}))["datasets"] == []
+        assert list((tmp_path / "var" / "datasets").rglob("*")) == [tmp_path / "var" / "datasets" / "fx"]
+
 
 async def test_an_unreachable_scheduler_fails_jobs_with_a_clear_message(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port nothing listens on
