@@ -153,6 +153,7 @@ class DaskExecutor:
 
     async def start(self) -> None:
         """Connect; a scheduler that cannot be reached is logged, and each job tries again."""
+        await self.run_in_thread(_import_dask)  # about a second of imports, off the event loop
         try:
             await self.client()
         except Unavailable as exc:
@@ -265,6 +266,13 @@ class DaskExecutor:
         async with self._lock:
             if self._client is not None:
                 await self._close_client()
+
+
+def _import_dask() -> None:
+    """Import Dask's client and xgboost's Dask module (what a job on Dask needs) once."""
+    import distributed  # noqa: F401
+
+    from . import dask_xgboost  # noqa: F401  (dask.array, xgboost.dask)
 
 
 async def _result(future: Any) -> Any:
