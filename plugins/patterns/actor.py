@@ -75,7 +75,7 @@ class Patterns(Actor):
     async def on_start(self) -> None:
         # in force already (the plugin applied them before any stream opened): then this changes nothing
         self.candle_settings = apply_candle_settings(self.config.candle_settings)
-        await self.run_in_thread(jit.warm)  # the compiled chart walks, so no request (nor the loop) waits for them
+        jit.in_background()  # the compiled chart walks load on a thread at first use: no request waits for them
         self.live_patterns = self._named(list(self.config.live), "live")
         self.series: dict[tuple[str, str], _Series] = {}
         self.detected = 0
@@ -181,7 +181,8 @@ class Patterns(Actor):
                 for (s, tf), v in self.series.items()]
 
     def health(self) -> dict[str, Any]:
-        return {"technical_analysis": {"patterns_detected": self.detected, "signals_generated": self.signals}}
+        return {"technical_analysis": {"patterns_detected": self.detected, "signals_generated": self.signals,
+                                       "chart_walks": jit.status()}}
 
 
 def weight(pattern: Pattern) -> int:

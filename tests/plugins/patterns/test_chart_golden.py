@@ -90,8 +90,10 @@ def golden() -> dict[str, dict[str, list[list[Any]]]]:
 @pytest.fixture(params=[True, False], ids=["compiled", "numpy"])
 def walks(request: pytest.FixtureRequest) -> Iterator[bool]:
     """Batch detection with the compiled walks (where numba is installed) and with the numpy formulations."""
-    if request.param and jit.walks() is None:
-        pytest.skip("numba is not installed")
+    if request.param:
+        jit.warm()  # loaded now, whether or not a kernel of this process set the background mode
+        if jit.walks() is None:
+            pytest.skip("numba is not installed")
     jit.ENABLED = request.param
     try:
         yield request.param

@@ -63,6 +63,7 @@ def test_next_moves_follow_their_definition(seed: int, window: int, wider: tuple
 
 def test_the_compiled_fsum_is_pythons() -> None:
     """The level walk's mean price needs ``math.fsum``, which numba lacks: its port must agree to the bit."""
+    jit.warm()
     if jit.walks() is None:
         pytest.skip("numba is not installed")
     from ml_processing.plugins.patterns.chart.compiled import fsum
@@ -113,8 +114,10 @@ def swings_live(data: dict[str, np.ndarray], params: dict[str, Any]) -> list[tup
 @pytest.mark.parametrize(("atr_period", "swing_atr"), [(14, 2.0), (3, 0.5), (30, 4.0)])
 def test_the_zigzag_over_whole_arrays_is_the_live_zigzag(seed: int, atr_period: int, swing_atr: float,
                                                          compiled: bool) -> None:
-    if compiled and jit.walks() is None:
-        pytest.skip("numba is not installed")
+    if compiled:
+        jit.warm()
+        if jit.walks() is None:
+            pytest.skip("numba is not installed")
     data = rough(1500, seed)
     jit.ENABLED = compiled
     try:
