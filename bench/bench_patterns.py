@@ -5,10 +5,12 @@ TA-Lib in the same run.
 1. In the actor: the 61 candlestick patterns on 10,000 bars as the ``patterns`` service detects them (TA-Lib's
    call per pattern, then the events), against the same 61 TA-Lib calls made directly. Target: within 1.2x.
    Beside it, the chart patterns alone on the same bars (swings, formations, confirmations, events as
-   columns), as a ratio to the same TA-Lib reference.
+   columns), as a ratio to the same TA-Lib reference: with the walks compiled by numba (where installed)
+   and with the numpy formulations that stand in without it.
 2. ``POST /api/v1/patterns/detect`` on 10,000 bars (JSON, one client), p50 and p99: the chart patterns alone
    (``kind: chart``; target under 10 ms), the candlestick patterns alone, and every pattern (target under
-   25 ms).
+   25 ms). The service loads its compiled chart walks on a thread at the first chart request; the benchmark
+   waits (up to 60 s) until its health says ``chart_walks: compiled`` before measuring.
 3. Live: one bar published on ``bar.SYM.1m`` with every pattern live (61 candlestick, 10 chart) -> the
    ``pattern.SYM.1m`` events of that bar received (bars that confirm at least one pattern), p50. Target: under
    1 ms. Reference: the raw pyzmq forwarder of bench_live.py under the same feed.
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ import bench_live as L
 
 from ml_processing.plugins.patterns.actor import detect_grouped
 from ml_processing.plugins.patterns.candles import candlesticks
-from ml_processing.plugins.patterns.chart import chart_patterns
+from ml_processing.plugins.patterns.chart import chart_patterns, jit
 
 TOML = """
 [plugins.indicators]
@@ -80,6 +83,28 @@ def live_latency(pub: zmq.Socket[bytes], sub: zmq.Socket[bytes], bars: list[dict
     return C.summarize_ns(samples[20:])
 
 
+def service_walks(edge_url: str, chart_request: Callable[[], None]) -> str:
+    """Start the service's compiled chart walks loading (a chart request) and wait, up to 60 s, for its health
+    to say which walks it uses."""
+    chart_request()
+    deadline = time.monotonic() + 60
+    while True:
+        with urllib.request.urlopen(edge_url + "/health") as resp:
+            status = str(json.load(resp)["technical_analysis"].get("chart_walks", "numpy"))
+        if status != "loading" or time.monotonic() > deadline:
+            return status
+        time.sleep(0.2)
+
+
+def numpy_walks(measure: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """`measure` with the compiled chart walks switched off (the numpy formulations)."""
+    jit.ENABLED = False
+    try:
+        return measure()
+    finally:
+        jit.ENABLED = True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
@@ -97,6 +122,8 @@ def main() -> int:
     bodies = {"rest_chart": json.dumps({**columns, "kind": "chart"}).encode(),
               "rest_candles": json.dumps({**columns, "kind": "candlestick"}).encode(),
               "rest": json.dumps(columns).encode()}
+    jit.warm()
+    walks = jit.status()
     runs = []
     with C.Service(extra_toml=TOML, start_timeout=120) as svc, C.ProcessGroup() as group:
         url = svc.edge_url + "/api/v1/patterns/detect"
@@ -105,6 +132,8 @@ def main() -> int:
             request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request) as resp:
                 resp.read()
+
+        served = service_walks(svc.edge_url, lambda: rest(bodies["rest_chart"]))
 
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         raw_in, raw_out = C.free_ports(2)
@@ -128,6 +157,8 @@ def main() -> int:
             run = {"talib": C.timed(lambda: [f(*ohlc) for f in funcs], args.iterations),
                    "actor": C.timed(lambda: detect_grouped(chosen, data, None), args.iterations),
                    "chart": C.timed(lambda: detect_grouped(chart, data, None), args.iterations),
+                   "chart_numpy": numpy_walks(lambda: C.timed(lambda: detect_grouped(chart, data, None),
+                                                              args.iterations)),
                    **{name: C.timed(lambda body=body: rest(body), args.iterations) for name, body in bodies.items()},
                    "raw_live": L.latency(*raw, bars),
                    "live": live_latency(pub, sub, bars, expect)}
@@ -143,12 +174,15 @@ def main() -> int:
     p99 = {k: C.median(r[k]["p99_us"] for r in runs) for k in runs[0]}
     talib_ms = med["talib"] / 1000
     print(f"\n61 candlestick and {len(chart)} chart patterns on 10,000 bars; medians of {len(runs)} repeats; "
-          f"reference: the 61 TA-Lib calls direct, {talib_ms:.2f} ms")
+          f"reference: the 61 TA-Lib calls direct, {talib_ms:.2f} ms; chart walks {walks} here, {served} in the "
+          "service")
     C.print_table(["measure", "p50", "p99", "p50 / TA-Lib direct"], [
         ("61 candlestick patterns in the actor", f"{med['actor'] / 1000:.2f} ms", f"{p99['actor'] / 1000:.2f} ms",
          f"{med['actor'] / med['talib']:.2f}"),
-        (f"{len(chart)} chart patterns in the actor", f"{med['chart'] / 1000:.2f} ms", f"{p99['chart'] / 1000:.2f} ms",
-         f"{med['chart'] / med['talib']:.2f}"),
+        (f"{len(chart)} chart patterns in the actor ({walks})", f"{med['chart'] / 1000:.2f} ms",
+         f"{p99['chart'] / 1000:.2f} ms", f"{med['chart'] / med['talib']:.2f}"),
+        (f"{len(chart)} chart patterns in the actor (numpy walks)", f"{med['chart_numpy'] / 1000:.2f} ms",
+         f"{p99['chart_numpy'] / 1000:.2f} ms", f"{med['chart_numpy'] / med['talib']:.2f}"),
         ("REST detect, chart patterns", f"{med['rest_chart'] / 1000:.1f} ms", f"{p99['rest_chart'] / 1000:.1f} ms",
          f"{med['rest_chart'] / med['talib']:.2f}"),
         ("REST detect, candlestick patterns", f"{med['rest_candles'] / 1000:.1f} ms",
@@ -168,7 +202,8 @@ def main() -> int:
                   med["rest"] < 25_000, f"{med['rest'] / 1000:.1f} ms (61 candlestick and {len(chart)} chart patterns)"),
         C.verdict("patterns: live bar -> events p50 < 1 ms", med["live"] < 1000, f"{med['live']:.0f} us"),
     ]
-    C.write_results("bench_patterns", {"params": vars(args), "runs": runs, "verdicts": verdicts}, machine)
+    C.write_results("bench_patterns", {"params": vars(args), "chart_walks": {"in_process": walks, "service": served},
+                                       "runs": runs, "verdicts": verdicts}, machine)
     return 0
 
 
