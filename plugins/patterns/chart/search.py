@@ -39,7 +39,7 @@ def confirm_key(bottom: np.ndarray, threshold: np.ndarray) -> np.ndarray:
         none = ~np.isfinite(bottom) | np.isnan(threshold)
         key[none] = np.inf
         short = np.flatnonzero(~none & ~(key - bottom >= threshold))  # rounded down: an ulp up
-        key[short] = np.nextafter(key[short], np.inf)
+        key[short] = -_below(-key[short])
         off = np.flatnonzero(~none & ~((key - bottom >= threshold) & ~(_below(key) - bottom >= threshold)))
         if off.size:
             key[off] = _least(bottom[off], threshold[off])
@@ -47,7 +47,8 @@ def confirm_key(bottom: np.ndarray, threshold: np.ndarray) -> np.ndarray:
 
 
 def _below(x: np.ndarray) -> np.ndarray:
-    """The float just below each of `x` (finite values; `np.nextafter` towards -inf, without its cost)."""
+    """The float just below each of `x` (finite values; `np.nextafter` towards -inf, without its cost; the
+    float just above is ``-_below(-x)``)."""
     bits = x.view(np.int64)
     below = np.where(x > 0, bits - 1, bits + 1).view(np.float64)
     below[x == 0] = -np.nextafter(0.0, 1.0)
