@@ -76,6 +76,9 @@ class ActorContext:
     #: Say that this service's shared state changed outside an admin op (a training job registered a model):
     #: every other process serving it reloads it before the awaitable completes. Admin ops do this by themselves.
     changed: Callable[[], Awaitable[None]] = field(default=lambda: _nothing())
+    #: True in a worker process of ``serve --processes N``: it serves the stateless ops from the state on disk
+    #: and must not write the data directory (no sweeping of others' temporary files, no defaults to create).
+    replica: bool = False
 
 
 class Actor:

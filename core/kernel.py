@@ -252,6 +252,7 @@ class Kernel:
             make_histogram=self.histogram,
             clock=self.clock,
             changed=lambda: self._changed(cell.name),
+            replica=replica,
         )
 
     def _start_workers(self) -> None:

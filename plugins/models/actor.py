@@ -87,7 +87,8 @@ class Models(Actor):
     async def on_start(self) -> None:
         config: ModelsConfig = self.config
         store = ModelStore(self.ctx.data_dir / config.directory)
-        store.sweep()
+        if not self.ctx.replica:  # a worker process of a serve group reads; only the serve process writes
+            store.sweep()
         options = {"native_threads": config.native_threads, "onnx": config.onnx, "onnx_max_rows": config.onnx_max_rows,
                    "onnx_custom_ops": config.onnx_custom_ops}
         self.catalog = Catalog(store, self.registries.get("model_kinds", {}), options, self.run_in_thread)
@@ -106,7 +107,8 @@ class Models(Actor):
                                       config.dask_partition_rows, self.run_in_thread)
         self.spawn(self.executor.start(), "executor_start", for_message=True)  # never delays serving
         datasets = DatasetStore(self.ctx.data_dir / config.datasets_directory, config.keep_datasets)
-        datasets.sweep()
+        if not self.ctx.replica:
+            datasets.sweep()
         jobs = Jobs(clock=self.clock)
         indicators = Indicators(self.request)
         self.trainer = Trainer(self.catalog, jobs, self.executor, datasets, self.features, indicators, self.spawn,
@@ -116,13 +118,13 @@ class Models(Actor):
         self.live = LiveLearning(config, self.catalog, self.inference, self.weights, self.trainer, self.publish,
                                  self.clock)
         self.catalog.load_all()
-        if not self.catalog.current and config.defaults:
+        if not self.catalog.current and config.defaults and not self.ctx.replica:
             await register_defaults(self.catalog, self.features, self.run_in_thread)
         for loaded in self.catalog.current.values():
             self.weights.bind(loaded)
         for prefix, handler in self.live.subscriptions():
             self.subscribe(prefix, handler)
-        self.spawn(self.live.run_checkpoints(), "checkpoints")
+        self.spawn(self.live.run_checkpoints(self.ctx.changed), "checkpoints")
 
     def _rebind(self, name: str, loaded: Loaded | None) -> None:
         if loaded is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -244,11 +244,13 @@ class LiveLearning:
 
     # -- persistence and reports -------------------------------------------------------------------------
 
-    async def run_checkpoints(self) -> None:
-        """Every ``checkpoint_s`` of the clock: save what learned (a spawned task)."""
+    async def run_checkpoints(self, changed: Callable[[], Awaitable[None]]) -> None:
+        """Every ``checkpoint_s`` of the clock: save what learned (a spawned task); the other processes of a
+        serve group reload what was saved (`changed`)."""
         while True:
             await self.clock.sleep(self.config.checkpoint_s)
-            await self.checkpoint()
+            if await self.checkpoint():
+                await changed()
 
     async def checkpoint(self) -> list[str]:
         """Save online models that learned as new versions (promoted), and ensemble weights."""
