@@ -240,7 +240,9 @@ class Zigzags:
     of a request."""
 
     def __init__(self, data: Mapping[str, np.ndarray]) -> None:
-        self.high, self.low, self.close = (np.asarray(data[c], dtype=np.float64) for c in ("high", "low", "close"))
+        # fresh, writable and contiguous: the compiled walks are compiled for such arrays only (a read-only
+        # array, as msgpack decodes, would make numba compile another version while a request waits)
+        self.high, self.low, self.close = (np.array(data[c], dtype=np.float64) for c in ("high", "low", "close"))
         self._atr: dict[int, np.ndarray] = {}
         self._series: dict[tuple[int, float], SwingSeries] = {}
 

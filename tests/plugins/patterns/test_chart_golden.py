@@ -125,6 +125,8 @@ def test_the_grouped_batch_reply_carries_the_recorded_events(seed: int, n: int, 
     """What ``detect`` answers (columns per pattern), as it travels, is the record, event for event, ts
     included."""
     data = bars(seed, n, gaps)
+    for column in data.values():
+        column.setflags(write=False)  # as the service decodes them from msgpack
     ts = 1_700_000_000_000 + 60_000 * np.arange(n, dtype=np.int64)
     grouped = unpackb(packb(detect_grouped([(p, params_for(name, PARAMS[k])) for name, p in CHART.items()], data, ts)))
     for name, rows in golden[case_id(seed, n, gaps, k)].items():
@@ -139,6 +141,10 @@ def test_the_grouped_batch_reply_carries_the_recorded_events(seed: int, n: int, 
         assert group["strength"].tolist() == [row[2] for row in rows]
         assert group["points"] == [row[3] for row in rows]
         assert group["details"] == [row[4] for row in rows]
+    if walks:  # one machine-code version each, the one warmed: read-only columns did not make numba compile again
+        compiled = jit.walks()
+        assert compiled is not None
+        assert len(compiled.zigzag_walk.signatures) == len(compiled.level_walk.signatures) == 1
 
 
 if __name__ == "__main__":
