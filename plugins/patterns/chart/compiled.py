@@ -60,20 +60,22 @@ def zigzag_walk(high: np.ndarray, low: np.ndarray, seen: np.ndarray,
 
 
 @jit
-def level_walk(price: np.ndarray, peak: np.ndarray, tolerance: np.ndarray, up: np.ndarray, down: np.ndarray,
-               keep: int, min_touches: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """`levels.Levels` over the swings in order (their `price`, `peak`, each joining within `tolerance`),
-    each followed by the breakouts of its stretch (the resistances at or below `up`, the supports at or above
-    `down`: `levels.breakout_keys`). A level is numbered by the swing that started it. Returns the level each
-    swing touched, each level's final mean price, last side and touches, and the levels broken, in the order
-    they broke (oldest first within a stretch) with the swing of their stretch."""
-    m = len(price)
-    member = np.empty(m, np.int64)  # the level each swing touched
+def level_walk(price: np.ndarray, peak: np.ndarray, tolerance: np.ndarray, at: np.ndarray, up_key: np.ndarray,
+               down_key: np.ndarray, keep: int, min_touches: int) -> tuple[np.ndarray, ...]:
+    """`levels.Levels` over the swings in order (their `price`, `peak`, each joining within `tolerance`), each
+    followed by the breakouts of its stretch of bars (from its confirmation, `at`, to the next): a level
+    touched `min_touches` times breaks at the first bar whose key passes it (`levels.breakout_keys`: a
+    resistance at or below ``up_key``, a support at or above ``down_key``). A level is numbered by the swing
+    that started it. Returns the levels broken, in the order they broke (oldest first on one bar), the bar
+    that broke each, their swings one level after another with where each level's start, and every level's
+    final mean price and last side."""
+    m, n = len(price), len(up_key)
     mean, side, touches = np.zeros(m), np.zeros(m, np.bool_), np.zeros(m, np.int64)
     first, last, following = np.full(m, -1), np.full(m, -1), np.full(m, -1)  # each level's swings, linked in order
     alive = np.empty(m, np.int64)  # the levels kept, oldest first
     count = 0
-    broken, broken_at = np.empty(m, np.int64), np.empty(m, np.int64)
+    broken, bars = np.empty(m, np.int64), np.empty(m, np.int64)
+    members, starts = np.empty(m, np.int64), np.zeros(m + 1, np.int64)
     breaks = 0
     values = np.empty(m)
     for k in range(m):
@@ -102,18 +104,30 @@ def level_walk(price: np.ndarray, peak: np.ndarray, tolerance: np.ndarray, up: n
             if count > keep:  # the oldest go first
                 alive[:count - 1] = alive[1:count]
                 count -= 1
-        member[k], side[level] = level, peak[k]
+        side[level] = peak[k]
+        start, end = at[k], at[k + 1] if k + 1 < m else n
+        up, down = up_key[start:end].max(), down_key[start:end].min()
         kept = 0
         for j in range(count):  # the breakouts of the stretch, oldest first
             level = alive[j]
-            if touches[level] >= min_touches and (mean[level] <= up[k] if side[level] else mean[level] >= down[k]):
-                broken[breaks], broken_at[breaks] = level, k
-                breaks += 1
-            else:
+            resists = side[level]
+            if touches[level] < min_touches or not (mean[level] <= up if resists else mean[level] >= down):
                 alive[kept] = level
                 kept += 1
+                continue
+            bar = start
+            while not (up_key[bar] >= mean[level] if resists else down_key[bar] <= mean[level]):
+                bar += 1
+            broken[breaks], bars[breaks] = level, bar
+            s, size = first[level], starts[breaks]
+            while s >= 0:
+                members[size] = s
+                size += 1
+                s = following[s]
+            breaks += 1
+            starts[breaks] = size
         count = kept
-    return member, mean, side, touches, np.stack((broken[:breaks], broken_at[:breaks]))
+    return broken[:breaks], bars[:breaks], members[:starts[breaks]], starts[:breaks + 1], mean, side
 
 
 @jit

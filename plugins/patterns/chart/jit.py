@@ -65,10 +65,10 @@ def warm() -> None:
             log.info("chart_walks_not_compiled", reason=str(exc))
             _state["done"] = True
             return
-        empty, nan = np.zeros(0), np.full(3, np.nan)
+        nan = np.full(3, np.nan)
         try:
             compiled.zigzag_walk(nan, nan, nan, 1.0)
-            compiled.level_walk(empty, np.zeros(0, np.bool_), empty, empty, empty, 1, 2)
+            compiled.level_walk(np.ones(1), np.ones(1, np.bool_), np.ones(1), np.zeros(1, np.int64), nan, nan, 1, 2)
         except Exception:
             log.exception("chart_walks_compile_failed")
         else:

@@ -22,6 +22,7 @@ in (a swing is confirmed after its extreme), so that condition of the live rule 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -132,36 +133,27 @@ class LevelBreakout(ChartPattern):
     def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> Found:
         """The levels swing by swing (the compiled walk, `compiled.level_walk`, or else `LevelBook`); after each
         swing, the levels the closes of its stretch break, found exactly from the stretch's bounds
-        (`breakout_keys`); then, for all broken levels at once, the bar of each breakout."""
-        w, p, close = series.swings, params, series.close
+        (`breakout_keys`), and the bar that breaks each."""
+        w, p = series.swings, params
         if not len(w):
             return Found.none()
-        up_key, down_key = breakout_keys(close, p["breakout_atr"] * series.seen)
-        walk = (p["tolerance_atr"] * w.atr, np.maximum.reduceat(up_key, w.at), np.minimum.reduceat(down_key, w.at),
-                int(p["max_levels"]), int(p["min_touches"]))
+        up_key, down_key = breakout_keys(series.close, p["breakout_atr"] * series.seen)
+        tolerance, keep, min_touches = p["tolerance_atr"] * w.atr, int(p["max_levels"]), int(p["min_touches"])
         compiled = jit.walks()
-        broken = _walked(compiled, w, *walk) if compiled is not None else _booked(w, *walk)
-        if not broken.points:
-            return Found.none()
-        return self._breakouts(series, up_key, down_key, broken)
+        if compiled is not None:
+            broken = _walked(compiled, w, tolerance, up_key, down_key, keep, min_touches)
+        else:
+            broken = _booked(series, tolerance, up_key, down_key, keep, min_touches)
+        return self._breakouts(series, broken) if broken.points else Found.none()
 
-    def _breakouts(self, series: SwingSeries, up_key: np.ndarray, down_key: np.ndarray, broken: Broken) -> Found:
-        """The events of the levels broken in each stretch: the first bar of the stretch beyond each, all at
-        once (every bar of those stretches, once per level broken in it)."""
-        price, peak, count = broken.price, broken.peak, len(broken.points)
+    def _breakouts(self, series: SwingSeries, broken: Broken) -> Found:
+        """The events of the broken levels, by bar (levels broken on the same bar oldest first)."""
+        at, price, peak = broken.bar, broken.price, broken.peak
         touches = np.array([len(points) for points in broken.points])
-        starts = series.swings.at[broken.swing]
-        lengths = np.append(series.swings.at, len(series))[broken.swing + 1] - starts
-        row = np.repeat(np.arange(count), lengths)  # each level's stretch, bar by bar, one after another
-        bars = starts[row] + np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        beyond = np.where(peak[row], up_key[bars] >= price[row], down_key[bars] <= price[row])
-        first = first_in_stretches(beyond, row, count)
-        assert (first >= 0).all(), "a level broken in a stretch has a bar that breaks it"
-        at = bars[first]
         close = series.close[at]
         excess = np.where(peak, close - price, price - close)
         confidence = touches / (touches + 1) * at_most_one(excess / (2 * series.seen[at]))
-        sequence = np.lexsort((broken.order, at))  # by bar, levels broken on the same bar oldest first
+        sequence = np.lexsort((broken.order, at))
         points = [[*broken.points[j], (bar, c)] for j, bar, c in zip(sequence.tolist(), at[sequence].tolist(),
                                                                      close[sequence].tolist(), strict=True)]
         details = [{"level": level, "touches": touched, "broke": "resistance" if resists else "support"}
@@ -172,44 +164,52 @@ class LevelBreakout(ChartPattern):
 
 @dataclass
 class Broken:
-    """The levels broken over a series, in the order they broke: the swing whose stretch broke each, its
-    order (the swing that started it), its price, side (last touched by a peak) and its points."""
+    """The levels broken over a series: each one's order (the swing that started it), price, side (last touched
+    by a peak), points, and the bar that broke it."""
 
-    swing: np.ndarray
     order: np.ndarray
     price: np.ndarray
     peak: np.ndarray
     points: list[Points]
+    bar: np.ndarray
 
 
-def _walked(compiled: ModuleType, w: Swings, tolerance: np.ndarray, up: np.ndarray, down: np.ndarray, keep: int,
+def _walked(compiled: ModuleType, w: Swings, tolerance: np.ndarray, up_key: np.ndarray, down_key: np.ndarray,
+            keep: int, min_touches: int) -> Broken:
+    """The broken levels from the compiled walk (levels numbered by the swing that started them)."""
+    order, bar, members, starts, mean, side = compiled.level_walk(w.price, w.peak, tolerance, w.at, up_key,
+                                                                  down_key, keep, min_touches)
+    pairs, members, bounds = w.pairs, members.tolist(), starts.tolist()
+    points = [[pairs[k] for k in members[low:high]] for low, high in itertools.pairwise(bounds)]
+    return Broken(order, mean[order], side[order], points, bar)
+
+
+def _booked(series: SwingSeries, tolerance: np.ndarray, up_key: np.ndarray, down_key: np.ndarray, keep: int,
             min_touches: int) -> Broken:
-    """The broken levels from the compiled walk: its levels are numbered by the swing that started them, and
-    each swing names the level it touched, so a level's points are its swings in order."""
-    member, mean, side, _, (order, swing) = compiled.level_walk(w.price, w.peak, tolerance, up, down, keep,
-                                                               min_touches)
-    by_level = np.argsort(member, kind="stable")
-    bounds = np.searchsorted(member[by_level], np.stack([order, order + 1]))
-    pairs, ordered = w.pairs, by_level.tolist()
-    points = [[pairs[k] for k in ordered[low:high]] for low, high in bounds.T.tolist()]
-    return Broken(swing, order, mean[order], side[order], points)
-
-
-def _booked(w: Swings, tolerance: np.ndarray, up: np.ndarray, down: np.ndarray, keep: int,
-            min_touches: int) -> Broken:
-    """The broken levels from `LevelBook`, swing by swing in Python (without numba)."""
+    """The broken levels from `LevelBook`, swing by swing in Python (without numba); then the bars of all
+    their breakouts at once (every bar of their stretches, once per level broken in it)."""
+    w = series.swings
     book = LevelBook(keep, min_touches)
-    broken: list[tuple[int, int, _Level]] = []
-    rows = zip(w.pairs, w.peak.tolist(), tolerance.tolist(), up.tolist(), down.tolist(), strict=True)
+    found: list[tuple[int, int, _Level]] = []  # (swing, order, level)
+    rows = zip(w.pairs, w.peak.tolist(), tolerance.tolist(), np.maximum.reduceat(up_key, w.at).tolist(),
+               np.minimum.reduceat(down_key, w.at).tolist(), strict=True)
     for k, ((index, price), peak, near, high, low) in enumerate(rows):
         book.add(index, price, peak, near)
         for order in book.breaking(high, low):
-            broken.append((k, order, book.levels[order]))
+            found.append((k, order, book.levels[order]))
             book.drop(order)
-    return Broken(np.array([k for k, _, _ in broken], dtype=np.intp), np.array([o for _, o, _ in broken], dtype=np.intp),
-                  np.array([level.price for _, _, level in broken]), np.array([level.peak for _, _, level in broken],
-                                                                              dtype=bool),
-                  [level.points for _, _, level in broken])
+    swing = np.array([k for k, _, _ in found], dtype=np.intp)
+    prices = np.array([level.price for _, _, level in found])
+    peaks = np.array([level.peak for _, _, level in found], dtype=bool)
+    starts = w.at[swing]
+    lengths = np.append(w.at, len(series))[swing + 1] - starts
+    row = np.repeat(np.arange(len(found)), lengths)  # each level's stretch, bar by bar, one after another
+    bars = starts[row] + np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    beyond = np.where(peaks[row], up_key[bars] >= prices[row], down_key[bars] <= prices[row])
+    first = first_in_stretches(beyond, row, len(found))
+    assert (first >= 0).all(), "a level broken in a stretch has a bar that breaks it"
+    return Broken(np.array([o for _, o, _ in found], dtype=np.intp), prices, peaks,
+                  [level.points for _, _, level in found], bars[first])
 
 
 def breakout_keys(close: np.ndarray, need: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
