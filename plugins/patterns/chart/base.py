@@ -212,6 +212,5 @@ def confirmations(owner: np.ndarray, count: int, confirm: np.ndarray, invalid: n
     """For `count` formations, each waiting over its stretch of bars (`owner`, `search.stretches`): the bar that
     confirms it (the first confirming bar, unless an invalidating bar comes strictly before it: on the same
     bar, confirmation wins, as live), or -1."""
-    hit = first_in_stretches(confirm, owner, count)
-    miss = first_in_stretches(invalid, owner, count)
-    return np.where((hit >= 0) & ((miss < 0) | (hit <= miss)), hit, -1)
+    decisive = first_in_stretches(confirm | invalid, owner, count)
+    return np.where((decisive >= 0) & confirm[decisive], decisive, -1)
