@@ -26,7 +26,7 @@ def zigzag_walk(high: np.ndarray, low: np.ndarray, seen: np.ndarray,
     direction, extreme, extreme_index, low0, low0_index = 0, np.nan, -1, np.nan, -1
     for i in range(n):
         h, lo, last = high[i], low[i], seen[i]
-        if h != h or lo != lo or last != last:
+        if h != h or lo != lo or not last > 0:
             continue
         threshold = swing_atr * last
         if direction == 0:

@@ -116,7 +116,7 @@ class LevelBreakout(ChartPattern):
         if swing is not None:
             levels.add(swing, p["tolerance_atr"] * swing.atr)
         atr, close = state.zigzag.last_atr, bar["close"]
-        if atr != atr or close != close:
+        if not atr > 0 or close != close:  # no ATR yet, or none at all
             return []
         events, broken = [], []
         for j, (price, touched) in enumerate(zip(levels.prices, levels.points, strict=True)):
@@ -137,7 +137,9 @@ class LevelBreakout(ChartPattern):
         w, p = series.swings, params
         if not len(w):
             return Found.none()
-        up_key, down_key = breakout_keys(series.close, p["breakout_atr"] * series.seen)
+        with np.errstate(invalid="ignore"):  # no breakout while the ATR is unknown or zero, as live
+            need = np.where(series.seen > 0, p["breakout_atr"] * series.seen, np.nan)
+        up_key, down_key = breakout_keys(series.close, need)
         tolerance, keep, min_touches = p["tolerance_atr"] * w.atr, int(p["max_levels"]), int(p["min_touches"])
         compiled = jit.walks()
         if compiled is not None:

@@ -4,7 +4,8 @@ The threshold is ``swing_atr`` x ATR(``atr_period``) (TA-Lib's ATR). While the m
 high since the last trough is the candidate peak; once a low falls ``threshold`` below it, the peak is
 confirmed (at that bar) and the zigzag looks for a trough the same way. Before the first swing, the first
 move of a threshold either way decides the direction. A bar with a NaN high or low is a gap: it moves
-nothing. The threshold uses the last known ATR (bars before the ATR has a value confirm nothing).
+nothing. The threshold uses the last known ATR (bars before the ATR has a value, or while it is zero, as in
+a series flat from its start, confirm nothing).
 
 `Zigzag` confirms swings bar by bar (a live stream); `batch_swings` is the same rule over whole arrays, in
 numpy (`search`): for every bar, where a zigzag holding it as its extreme would next move, then the walk
@@ -64,7 +65,7 @@ class Zigzag:
         (atr,) = self.atr.update(bar)
         if atr == atr:
             self.last_atr = atr
-        if high != high or low != low or self.last_atr != self.last_atr:
+        if high != high or low != low or not self.last_atr > 0:  # a gap, no ATR yet, or none at all
             return None
         threshold = self.swing_atr * self.last_atr
         if self.direction == 0:  # the first move of at least the threshold decides the direction
@@ -163,7 +164,8 @@ def batch_swings(high: np.ndarray, low: np.ndarray, atr: np.ndarray, swing_atr: 
         at, index, peak = compiled.zigzag_walk(high, low, seen, float(swing_atr))
         return Swings(at, index, np.where(peak, high[index], low[index]), peak, seen[at]), seen
     threshold = swing_atr * seen
-    usable = ~(np.isnan(high) | np.isnan(low) | np.isnan(seen))  # a gap, or no ATR yet: moves nothing
+    with np.errstate(invalid="ignore"):
+        usable = ~(np.isnan(high) | np.isnan(low)) & (seen > 0)  # a gap, no ATR yet or none at all: moves nothing
     top, bottom = np.where(usable, high, -np.inf), np.where(usable, low, np.inf)
     first = first_swing(top, bottom, threshold)
     if first is None:

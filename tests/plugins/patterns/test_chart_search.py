@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ml_processing.plugins.patterns.chart import jit
+from ml_processing.plugins.patterns.chart import chart_patterns, jit
 from ml_processing.plugins.patterns.chart.base import rounded
 from ml_processing.plugins.patterns.chart.search import confirm_key, next_moves
 from ml_processing.plugins.patterns.chart.zigzag import Zigzag, batch_atr, batch_swings
@@ -129,3 +129,30 @@ def test_the_zigzag_over_whole_arrays_is_the_live_zigzag(seed: int, atr_period: 
                      swings.atr.tolist(), strict=True))
     assert batch == swings_live(data, {"atr_period": atr_period, "swing_atr": swing_atr})
     assert len(batch) > 10
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "numpy"])
+def test_tiny_and_degenerate_series_give_the_live_events(compiled: bool) -> None:
+    """One bar to a few dozen: all gaps, all flat (no ATR to speak of), a single swing, the last bar a gap."""
+    if compiled:
+        jit.warm()
+        if jit.walks() is None:
+            pytest.skip("numba is not installed")
+    rng = np.random.default_rng(12)
+    cases = [rough(n, seed) for n, seed in ((1, 1), (2, 2), (3, 3), (17, 4), (40, 5))]
+    cases += [{k: np.full(30, 100.0) for k in ("high", "low", "close")},
+              {k: np.full(30, np.nan) for k in ("high", "low", "close")}]
+    steps = np.concatenate([np.zeros(20), np.full(10, 5.0), np.zeros(10)])
+    cases.append({"high": 100.5 + steps, "low": 99.5 + steps, "close": 100.0 + steps + rng.normal(0, 0.1, 40)})
+    jit.ENABLED = compiled
+    try:
+        for data in cases:
+            for pattern in chart_patterns():
+                params = pattern.resolve({"atr_period": 2, "swing_atr": 0.5} if pattern.name != "LEVEL_BREAKOUT" else
+                                         {"atr_period": 2, "swing_atr": 0.5, "max_levels": 1})
+                stream = pattern.stream(params)
+                live = [e for i in range(len(data["close"]))
+                        for e in stream.update({k: float(v[i]) for k, v in data.items()})]
+                assert pattern.detect(data, params) == live, (pattern.name, len(data["close"]))
+    finally:
+        jit.ENABLED = True
