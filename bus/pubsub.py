@@ -393,10 +393,13 @@ class Proxy(_Dispatch):
 
     def publish(self, topic: str, body: Any) -> None:
         """Publish from this process: out of the XPUB side, and to local handlers on the next loop turn."""
-        payload = codec.packb(body)
+        payload = body if type(body) is codec.Packed else codec.packb(body)
         raw_topic = topic.encode()
         if raw_topic.startswith(self._external_prefixes):
-            self._send([raw_topic, payload])
+            outbox = self._outbox
+            outbox.append([raw_topic, payload])
+            if len(outbox) >= self.FLUSH_AT or not self._draining:
+                self._flush_soon()
         self.published += 1
         if topic.startswith(self._prefixes):  # a decoded copy: handlers never share the publisher's object
             local = self._local
@@ -414,8 +417,9 @@ class Proxy(_Dispatch):
         messages, self._local = self._local, []
         self._deliver(messages)
 
-    def _send(self, frames: list[bytes]) -> None:
-        self._outbox.append(frames)
+    def _flush_soon(self) -> None:
+        """`FLUSH_AT` messages wait: send them now; otherwise, outside a drain (whose end flushes), at the end
+        of this loop turn."""
         if len(self._outbox) >= self.FLUSH_AT:
             self.flush()
         elif not self._flush_scheduled and not self._draining:

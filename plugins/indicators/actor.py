@@ -166,7 +166,7 @@ class Indicators(Actor):
         update = series.on_bar(bar)
         if update is None:
             return False
-        self.publish(topic or topics.indicator(series.symbol, series.timeframe), update)
+        self.ctx.publish(topic or topics.indicator(series.symbol, series.timeframe), update)  # the bus verb itself
         self.computed += series.width
         key = (series.symbol, series.timeframe)
         if key in self.derived:
@@ -201,7 +201,7 @@ class Indicators(Actor):
     def on_bars(self, messages: Iterable[tuple[str, Any]]) -> None:
         """The bars of one socket drain, in arrival order: each committed bar's update is published (the
         bus sends the drain's updates in one burst)."""
-        routes, turns, commit = self.routes, self.turns, self._commit
+        routes, turns, held, commit = self.routes, self.turns, self.turns.held, self._commit
         for topic, body in messages:
             route = routes.get(topic)
             key = _key_of(topic) if route is None else route.key
@@ -209,8 +209,8 @@ class Indicators(Actor):
                 bar = check_bar(body)
                 if route is None:  # the first good bar of this topic: its series is made (or found) once
                     route = self._route(topic, key)
-                if turns.busy(route.key):  # an ingest of this series runs: after it (and those before the bar)
-                    turns.wait(route.key, bar)
+                if key in held:  # an ingest of this series runs: after it (and those before the bar)
+                    turns.wait(key, bar)
                     continue
                 commit(route.series, bar, route.topic)
             except BadRequest:

@@ -161,6 +161,7 @@ class Series:
         self._streams: list[IndicatorStream] = []
         self._keys: list[str] = []
         self._outputs: list[float] = []
+        self.width = 0  # values an update carries: every output of every live indicator
         self._warm_all: dict[str, bool] | None = None  # once every lookback is filled the flags are fixed
         self._template: codec.Template | None = None  # the update's encoding once the flags are fixed
         self.committed = 0
@@ -178,6 +179,7 @@ class Series:
         self._streams.append(stream)
         self._keys.extend(live.keys)
         self._outputs.extend(outputs)
+        self.width = len(self._keys)
         self._warm_all = self._template = None
 
     def remove(self, key: str) -> bool:
@@ -188,6 +190,7 @@ class Series:
         self._streams = [stream for _, stream in self.live.values()]
         self._keys = [k for live, _ in self.live.values() for k in live.keys]
         self._outputs = [values[k] for k in self._keys]
+        self.width = len(self._keys)
         self._warm_all = self._template = None
         return True
 
@@ -195,11 +198,6 @@ class Series:
     def values(self) -> dict[str, float]:
         """The latest output of every live indicator, by output key."""
         return dict(zip(self._keys, self._outputs, strict=True))
-
-    @property
-    def width(self) -> int:
-        """How many values an update carries (every output of every live indicator)."""
-        return len(self._keys)
 
     def on_bar(self, bar: Mapping[str, Any]) -> Any:
         """Apply a checked bar (see the module's rule); the update to publish (`update`) when one was

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,9 @@ class Turns:
 
     def __init__(self, max_waiting: int = MAX_WAITING) -> None:
         self._turns: dict[Key, _Turn] = {}
+        #: The series with an ingest running or waiting (read-only; ``key in turns.held`` is `busy`, without
+        #: a call, for the per-bar path).
+        self.held: Mapping[Key, object] = self._turns
         self.max_waiting = max_waiting
 
     def busy(self, key: Key) -> bool:
