@@ -3,16 +3,25 @@
 Each is the live rule written as a plain loop over arrays (`Zigzag.update`, `levels.Levels`), so it reads as
 the rule it computes; numba turns it into machine code (no fast-math: the same IEEE operations in the same
 order, so the same bits), many times faster than the numpy formulations that stand in for it without numba
-(docs/PATTERNS.md has the measurements). This module imports numba: `jit.walks` imports it on first use,
-and the compiled code is cached beside it (``cache=True``), so an installation compiles once.
+(docs/PATTERNS.md has the measurements). `jit.walks` imports this module on first use, and uses it only
+where numba is installed (`COMPILED`); the compiled code is cached beside it (``cache=True``), so an
+installation compiles once.
 """
 
 from __future__ import annotations
 
-import numba
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
-jit = numba.njit(cache=True, nogil=True)
+try:
+    import numba
+except ImportError:  # the module still imports (and its functions run, slowly, as plain Python)
+    numba = None
+
+COMPILED = numba is not None
+jit: Callable[[Any], Any] = numba.njit(cache=True, nogil=True) if numba is not None else (lambda fn: fn)
 
 
 @jit

@@ -59,10 +59,10 @@ def warm() -> None:
     with _lock:
         if _state["done"]:
             return
-        try:
-            from . import compiled
-        except ImportError as exc:
-            log.info("chart_walks_not_compiled", reason=str(exc))
+        from . import compiled
+
+        if not compiled.COMPILED:
+            log.info("chart_walks_not_compiled", reason="numba is not installed")
             _state["done"] = True
             return
         nan = np.full(3, np.nan)
