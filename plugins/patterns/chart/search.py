@@ -1,14 +1,17 @@
 """Searches over whole arrays that the chart patterns' batch detection is made of, in numpy: for every bar at
-once, the next bar where the zigzag moves (`next_moves`); for stretches of bars, the first bar where a
-condition holds (`first_in_stretches`).
+once, the next bar where the zigzag moves (`next_moves`), the extreme each bar leads to (`chains`) and the
+path through such a map (`path`), the zigzag without numba; for stretches of bars, the first bar where a
+condition holds (`stretches`, `first_in_stretches`); and the least float that passes a comparison
+(`confirm_key`), which turns a test of two numbers into a key per bar, exactly.
 
 `next_moves` answers, for a zigzag holding an extreme at bar p, "which later bar first either makes a new
-extreme or moves a threshold back from it?", for all p together. Most answers are a few bars away, so a
-narrow window of the next bars settles them; the few that are not are found through blocks of 16 bars and
-their maxima and minima (a sparse table over the blocks finds the first block that holds the answer, then
-that block is searched), so the whole search is O(n log n) in the worst case (a long flat stretch, a long
-one-way trend) and about O(n) on market data. The comparisons are the zigzag's own, term for term, so the
-answers are those of the bar-by-bar rule exactly.
+extreme or moves a threshold back from it?", for all p together. Most answers are a few bars away, so the
+next 8 bars, one offset at a time over all bars, settle most of them; matrices of the next 32 and 256 bars
+most of the rest; the few left are found through blocks of 16 bars and their maxima and minima (a sparse
+table over the blocks finds the first block that holds the answer, then that block is searched), so the
+whole search is O(n log n) in the worst case (a long flat stretch, a long one-way trend) and about O(n) on
+market data. The comparisons are the zigzag's own, term for term, so the answers are those of the
+bar-by-bar rule exactly.
 """
 
 from __future__ import annotations
