@@ -113,6 +113,13 @@ class SharedMap(Generic[T]):
 
     def current(self) -> T:
         """The indexed records, re-made when the stamp changed (or, at most every `BACKSTOP_S` s, the file)."""
+        stamp_map, view = self._map, self._view
+        if (stamp_map is not None and view is not None and stamp_map[:STAMP_BYTES] == self._seen
+                and time.monotonic() < self._next_look):
+            return view  # what nearly every check does: one read of the mapped stamp, one clock read
+        return self._refresh()
+
+    def _refresh(self) -> T:
         if not self._mapped:
             self._map_stamp()
         stamp_map = self._map
@@ -123,14 +130,12 @@ class SharedMap(Generic[T]):
         stamp = stamp_map[:STAMP_BYTES]
         if self._view is None or stamp != self._seen:
             return self._load(stamp)
-        now = time.monotonic()
-        if now >= self._next_look:
-            self._next_look = now + BACKSTOP_S
-            if _inode(self.stamp_path) != self._map_inode:  # removed or replaced: map the new one
-                self._map_stamp()
-                return self._load(self._map[:STAMP_BYTES] if self._map is not None else None)
-            if _file_id(self.path) != self._file:
-                return self._load(stamp)
+        self._next_look = time.monotonic() + BACKSTOP_S  # the look at the file itself, now
+        if _inode(self.stamp_path) != self._map_inode:  # removed or replaced: map the new one
+            self._map_stamp()
+            return self._load(self._map[:STAMP_BYTES] if self._map is not None else None)
+        if _file_id(self.path) != self._file:
+            return self._load(stamp)
         return self._view
 
     def _load(self, stamp: bytes | None) -> T:
