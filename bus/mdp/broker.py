@@ -32,12 +32,14 @@ from .frames import (
     Dialect,
     SocketReader,
     curve_server,
+    recv_routed,
+    recv_routed_user,
     service_name,
 )
 from .gate import Gate
 from .sending import LOCAL_ADDR
 from .services import ServiceTable
-from .serving import LocalService, is_plain, serve_request
+from .serving import LARGE_FRAME, LocalService, is_plain, serve_decoded, serve_request
 from .spreading import Spreader
 
 log = structlog.get_logger(__name__)
@@ -90,10 +92,11 @@ class Broker(ServiceTable):
             sock.close(linger=0)
             raise
         self._sock = sock
-        if self._gate is not None:
-            self._reader = SocketReader(sock, self._on_message_from, with_user=True)
+        if self._gate is not None and self._curve is not None:  # only ZAP gives connections a User-Id
+            self._reader = SocketReader(sock, self._on_message_from, receive=recv_routed_user, with_user=True,
+                                        on_drained=self._flush)
         else:
-            self._reader = SocketReader(sock, self._on_message)
+            self._reader = SocketReader(sock, self._on_message, receive=recv_routed, on_drained=self._flush)
         self._timer = asyncio.create_task(self._housekeeping(), name="mdp-broker-housekeeping")
         log.info("broker_started", endpoints=self.bound)
         return self.bound
@@ -249,6 +252,8 @@ class Broker(ServiceTable):
         except Exception as exc:  # a peer must never take the broker down
             self.stats.malformed += 1
             log.error("message_handling_failed", frames=len(frames), exc_info=exc)
+        if self._outbox is None:  # the first message of a drain is answered at once, the rest in one pass
+            self._outbox = []
 
     def _on_client(self, client: bytes, delimited: bool, rest: list[bytes]) -> None:
         dialect = DIALECTS.get((delimited, rest[0] if rest else b""))
@@ -257,27 +262,49 @@ class Broker(ServiceTable):
         service = rest[1]
         body = rest[2:]
         self.stats.requests += 1
-        who: str | None = None
         if self._closing:
             self._reply_error(client, dialect, service, Unavailable("service is shutting down"))
             return
         if service.startswith(b"mmi."):
             self._on_mmi(client, dialect, service, body)
             return
+        local = service in self._local and (self.spreader is None or not self._offload(service, body))
         if self._gate is not None:
-            try:
-                if len(body) != 1:
-                    raise CodecError(f"request must carry exactly one body frame, got {len(body)}")
-                who = self._gate.admit(self._user, service_name(service), codec.peek_op(body[0]))
-            except CodecError as exc:
-                self.stats.malformed += 1
-                self._reply_error(client, dialect, service, exc)
-                return
-            except MlpError as exc:
-                self.stats.refused += 1
-                self._reply_error(client, dialect, service, exc)
-                return
-        if service in self._local and not self._offload(service, body):
+            self._on_gated(client, dialect, service, body, local)
+        elif local:
+            self._call_local(client, dialect, service, body)
+        else:
+            self._route(service, client, dialect, body, self._monotonic() + self.request_timeout)
+
+    def _on_gated(self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes], local: bool) -> None:
+        """A request the gate must admit first. For a service of this process the body is decoded once,
+        for the gate and the service alike; a large one, or one for a worker, only has its op read."""
+        try:
+            if len(body) != 1:
+                raise CodecError(f"request must carry exactly one body frame, got {len(body)}")
+            decoded: Any = None
+            if local and len(body[0]) < LARGE_FRAME:
+                decoded = codec.unpackb(body[0])
+                op = decoded.get("op") if type(decoded) is dict else None
+                if type(op) is not str:
+                    codec.check_request(decoded)  # raises the CodecError that says what is wrong
+                    raise CodecError("request field 'op' must be a non-empty string")
+            else:
+                op = codec.peek_op(body[0])
+            who = self._gate.admit(self._user, service_name(service), op) if self._gate is not None else None
+            request = codec.check_request(decoded, who, "zmq") if decoded is not None else None
+        except CodecError as exc:
+            self.stats.malformed += 1
+            self._reply_error(client, dialect, service, exc)
+            return
+        except MlpError as exc:
+            self.stats.refused += 1
+            self._reply_error(client, dialect, service, exc)
+            return
+        if request is not None and self.spreader is None:
+            self.stats.local_requests += 1
+            self._answer(client, dialect, service, serve_decoded(self._local[service], request))
+        elif local:
             self._call_local(client, dialect, service, body, who)
         else:
             self._route(service, client, dialect, body, self._monotonic() + self.request_timeout)
@@ -313,7 +340,9 @@ class Broker(ServiceTable):
         if spreader is not None and service in spreader.services:
             self._call_local_measured(spreader, client, dialect, service, body, who)
             return
-        reply = serve_request(self._local[service], body, self._count_malformed, who)
+        self._answer(client, dialect, service, serve_request(self._local[service], body, self._count_malformed, who))
+
+    def _answer(self, client: bytes, dialect: Dialect, service: bytes, reply: bytes | Awaitable[bytes]) -> None:
         if isinstance(reply, bytes):
             self._send_client(client, dialect, service, [reply])
         else:

@@ -11,24 +11,59 @@ import zmq.asyncio
 
 from .. import codec
 from ..errors import CodecError, Timeout, Unavailable
-from .frames import C_FINAL, CLIENT, MMI_SERVICE, MORE, REQUEST, CurveKeys, SocketReader, send_frames
+from .frames import (
+    C_FINAL,
+    CLIENT,
+    MMI_SERVICE,
+    MORE,
+    NOBLOCK,
+    REQUEST,
+    CurveKeys,
+    SocketReader,
+    recv_frame,
+    send_frame,
+    send_frames,
+)
 
 log = structlog.get_logger(__name__)
+
+
+def _recv_reply(sock: zmq.Socket[bytes], flags: int = NOBLOCK) -> list[bytes]:
+    """One reply ``[MDPC02, command, service, body...]``; ``zmq.Again`` only when none waits (with ``flags=0``,
+    after the socket's ``RCVTIMEO``).
+
+    A reply has its first three frames, so they are received as bytes, without the frame objects that
+    tell whether more follow (each costs about as much again as the receive); the body frames are. A
+    message cut short ends the list early: the caller finds it malformed and drops the socket, so a bad
+    message can never run into the reply to the next request.
+    """
+    frames = [recv_frame(sock, flags)]
+    try:
+        frames.append(recv_frame(sock, NOBLOCK))
+        frames.append(recv_frame(sock, NOBLOCK))
+        frame = recv_frame(sock, NOBLOCK, False)
+        frames.append(frame.bytes)
+        while frame.more:
+            frame = recv_frame(sock, NOBLOCK, False)
+            frames.append(frame.bytes)
+    except zmq.Again:
+        pass
+    return frames
 
 
 def _reply_frames(frames: list[bytes], service: bytes) -> list[bytes]:
     """The body frames of a FINAL reply to a request for `service`."""
     if len(frames) < 3 or frames[0] != CLIENT or frames[1] != C_FINAL:
-        raise CodecError(f"malformed MDP reply ({len(frames)} frames)")
+        raise CodecError(f"malformed MDP reply: {len(frames)} frames, not MDPC02, FINAL, service, body")
     if frames[2] != service:
-        raise CodecError(f"reply for service {frames[2]!r}, expected {service!r}")
+        raise CodecError(f"malformed MDP reply: for service {frames[2]!r}, expected {service!r}")
     return frames[3:]
 
 
 def _reply_body(frames: list[bytes], service: bytes) -> bytes:
     body = _reply_frames(frames, service)
     if len(body) != 1:
-        raise CodecError(f"reply must carry one body frame, got {len(body)}")
+        raise CodecError(f"malformed MDP reply: {len(body)} body frames, expected one")
     return body[0]
 
 
@@ -62,23 +97,26 @@ class Client:
         if timeout is not None:
             sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
         try:
-            sock.send(CLIENT, MORE)
-            sock.send(REQUEST, MORE)
-            sock.send(name, MORE)
-            sock.send(body, 0)
-            frame = sock.recv(0, copy=False)  # blocks up to RCVTIMEO
-            frames = [frame.bytes]
-            while frame.more:
-                frame = sock.recv(0, copy=False)
-                frames.append(frame.bytes)
+            send_frame(sock, CLIENT, MORE)
+            send_frame(sock, REQUEST, MORE)
+            send_frame(sock, name, MORE)
+            send_frame(sock, body, 0)
+            frames = _recv_reply(sock, 0)  # blocks up to RCVTIMEO
         except zmq.Again:
-            sock.close(linger=0)  # a late reply must never answer the next request
-            self._sock = self._connect()
+            self._reconnect()  # a late reply must never answer the next request
             raise Timeout(f"no reply from service {service!r} within {timeout or self.timeout}s") from None
         finally:
             if timeout is not None and not sock.closed:
                 sock.setsockopt(zmq.RCVTIMEO, int(self.timeout * 1000))
-        return _reply_body(frames, name)
+        try:
+            return _reply_body(frames, name)
+        except CodecError:
+            self._reconnect()  # whatever follows a malformed reply on this socket is suspect too
+            raise
+
+    def _reconnect(self) -> None:
+        self._sock.close(linger=0)
+        self._sock = self._connect()
 
     def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
                 timeout: float | None = None, rid: str | None = None) -> Any:
@@ -109,7 +147,9 @@ class _Connection:
             keys.apply(self.sock)
         self.sock.connect(broker)
         self.waiter: asyncio.Future[list[bytes]] | None = None
-        self.reader = SocketReader(self.sock, self._on_message)
+        self.deadline = 0.0  # loop time by which the request in progress times out
+        self.late = ""  # what the Timeout says then
+        self.reader = SocketReader(self.sock, self._on_message, receive=_recv_reply)
 
     def _on_message(self, frames: list[bytes]) -> None:
         waiter = self.waiter
@@ -123,17 +163,17 @@ class _Connection:
         self.sock.close(linger=0)
 
 
-def _expire(waiter: asyncio.Future[list[bytes]], message: str) -> None:
-    if not waiter.done():
-        waiter.set_exception(Timeout(message))
-
-
 class AsyncClient:
     """An asyncio MDP/0.2 client; concurrent requests each take a socket from a pool.
 
     MDP replies carry no correlation id, so a socket has at most one request outstanding; a socket
     whose request timed out is closed rather than reused. Sockets are plain ZeroMQ sockets whose file
     descriptors the event loop watches (as the broker does), which costs far less than ``zmq.asyncio``.
+    Deadlines share one timer, armed for the earliest of them, rather than one timer per request.
+
+    A request is sent without checking the socket for a reply afterwards (`SocketReader.kick`): its
+    socket has no other request outstanding, so nothing can arrive before the reply, whose arrival
+    signals the socket's file descriptor.
     """
 
     def __init__(self, broker: str, *, timeout: float = 5.0,
@@ -144,6 +184,10 @@ class AsyncClient:
         self._owner = context if context is not None else zmq.asyncio.Context.instance()  # keeps it alive
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self._owner.underlying)
         self._idle: list[_Connection] = []
+        self._busy: set[_Connection] = set()
+        self._timer: asyncio.TimerHandle | None = None  # the shared deadline timer, at `_timer_at`
+        self._timer_at = 0.0
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     async def request_raw(self, service: str, frames: list[bytes], *, timeout: float | None = None) -> list[bytes]:
@@ -154,22 +198,49 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         waiter = conn.waiter = loop.create_future()
         seconds = timeout or self.timeout
-        timer = loop.call_later(seconds, _expire, waiter, f"no reply from service {service!r} within {seconds}s")
+        conn.deadline = loop.time() + seconds
+        conn.late = f"no reply from service {service!r} within {seconds}s"
+        self._busy.add(conn)
+        if self._timer is None or conn.deadline < self._timer_at or self._timer_loop is not loop:
+            self._arm(loop, conn.deadline)
         try:
             send_frames(conn.sock, [CLIENT, REQUEST, name, *frames])
-            conn.reader.kick()
-            reply = await waiter
-        except BaseException:
+            body = _reply_frames(await waiter, name)
+        except BaseException:  # a timeout, a malformed reply, cancelled: the socket is not used again
             conn.close()
             raise
         finally:
-            timer.cancel()
             conn.waiter = None
+            self._busy.discard(conn)
         if self._closed:
             conn.close()
         else:
             self._idle.append(conn)
-        return _reply_frames(reply, name)
+        return body
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._expire)
+        self._timer_at = when
+        self._timer_loop = loop
+
+    def _expire(self) -> None:
+        """The shared timer: fail every request past its deadline, re-arm for the earliest of the rest."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        earliest: float | None = None
+        for conn in self._busy:
+            waiter = conn.waiter
+            if waiter is None or waiter.done():
+                continue
+            if conn.deadline <= now:
+                waiter.set_exception(Timeout(conn.late))
+            elif earliest is None or conn.deadline < earliest:
+                earliest = conn.deadline
+        if earliest is not None:
+            self._arm(loop, earliest)
 
     async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
                       timeout: float | None = None, rid: str | None = None) -> Any:
@@ -183,6 +254,9 @@ class AsyncClient:
 
     def close(self) -> None:
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for conn in self._idle:
             conn.close()
         self._idle.clear()

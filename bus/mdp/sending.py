@@ -3,6 +3,12 @@
 `BrokerSocket` is the base of the broker's classes: `ServiceTable` (remote services and their workers)
 builds on it and `Broker` on that. A request from the broker's own process waits on a future keyed by a
 made-up client address (see `LOCAL_ADDR`) instead of a socket; the senders here answer either kind.
+
+Every message the broker sends goes through `_emit`. While the socket is drained, what the second and
+later messages of the drain cause is held in an outbox and sent in one pass when the drain ends
+(`_flush`): under load the sends of a wake-up leave together, so ZeroMQ's I/O thread is woken once for
+them rather than once per reply. The first message's answer leaves at once: when one request arrives at a
+time it is not held back behind the check for more.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class BrokerSocket:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._outbox: list[list[bytes]] | None = None  # held during a drain (after its first message)
         self.stats = BrokerStats()
 
     # -- sending -----------------------------------------------------------------------------------
@@ -83,12 +90,38 @@ class BrokerSocket:
         if self._sock is None:
             return
         command = dialect.final if final else dialect.partial
-        frames = [client, EMPTY, CLIENT, command, service, *body] if dialect.delimited else \
-            [client, CLIENT, command, service, *body]
+        self._emit([client, EMPTY, CLIENT, command, service, *body] if dialect.delimited else
+                   [client, CLIENT, command, service, *body])
+
+    def _emit(self, frames: list[bytes]) -> None:
+        """Send one message on the broker's socket, or hold it in the drain's outbox."""
+        outbox = self._outbox
+        if outbox is not None:
+            outbox.append(frames)
+            return
+        if self._sock is None:
+            return
         try:
             send_frames(self._sock, frames)
         except zmq.ZMQError as exc:
-            log.warning("reply_not_sent", error=str(exc))
+            log.warning("message_not_sent", error=str(exc), frames=len(frames))
+
+    def _hold(self) -> None:
+        """Hold what the rest of this drain sends until it ends (called after each message of a drain)."""
+        if self._outbox is None:
+            self._outbox = []
+
+    def _flush(self) -> None:
+        """The end of a drain: send what it held, in order, and send at once again."""
+        outbox, self._outbox = self._outbox, None
+        if not outbox or self._sock is None:
+            return
+        sock = self._sock
+        for frames in outbox:
+            try:
+                send_frames(sock, frames)
+            except zmq.ZMQError as exc:
+                log.warning("message_not_sent", error=str(exc), frames=len(frames))
 
     def _count_malformed(self) -> None:
         self.stats.malformed += 1

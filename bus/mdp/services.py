@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
-import zmq
 
 from .. import codec
 from ..errors import CodecError, InternalError, Timeout, Unavailable
@@ -26,7 +25,6 @@ from .frames import (
     W_REQUEST,
     WORKER,
     Dialect,
-    send_frames,
     service_name,
 )
 from .gate import Gate
@@ -212,16 +210,11 @@ class ServiceTable(BrokerSocket):
 
     def _send_worker(self, identity: bytes, command: bytes, body: list[bytes] | None = None, *,
                      delimited: bool | None = None) -> None:
-        if self._sock is None:
-            return
         if delimited is None:
             worker = self._workers.get(identity)
             delimited = worker is not None and worker.delimited
         head = [identity, EMPTY, WORKER] if delimited else [identity, WORKER]
-        try:
-            send_frames(self._sock, [*head, command, *(body or ())])
-        except zmq.ZMQError as exc:
-            log.warning("worker_message_not_sent", error=str(exc))
+        self._emit([*head, command, *(body or ())])
 
     # -- time --------------------------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ def serve_request(handler: LocalService, body: list[bytes], on_malformed: Callab
         request = codec.decode_request(body[0], principal, transport)
     except CodecError as exc:
         return _malformed(exc, on_malformed)
-    return _call(handler, request)
+    return serve_decoded(handler, request)
 
 
 def _malformed(exc: CodecError, on_malformed: Callable[[], None] | None) -> bytes:
@@ -77,11 +77,12 @@ async def _serve_large(handler: LocalService, frame: bytes, on_malformed: Callab
                                                                    principal, transport)
     except CodecError as exc:
         return _malformed(exc, on_malformed)
-    reply = _call(handler, dataclasses.replace(request, size=len(frame)))
+    reply = serve_decoded(handler, dataclasses.replace(request, size=len(frame)))
     return reply if isinstance(reply, bytes) else await reply
 
 
-def _call(handler: LocalService, request: codec.Request) -> bytes | Awaitable[bytes]:
+def serve_decoded(handler: LocalService, request: codec.Request) -> bytes | Awaitable[bytes]:
+    """`serve_request` for a request decoded already (the broker decodes once when its gate needs the op)."""
     try:
         result = handler(request)
     except MlpError as exc:
