@@ -127,9 +127,14 @@ async def test_stop_ends_every_worker_process(config_file: Path) -> None:
         os.kill(pid, 0)
 
 
-async def test_worker_processes_join_a_broker_with_authentication_on(config_file: Path) -> None:
+@pytest.fixture
+def auth_config_file(config_file: Path) -> Path:
     config_file.write_text(config_file.read_text() + "\n[security]\nauth = true\n", encoding="utf-8")
-    async with running(load_config(config_file)) as kernel:
+    return config_file
+
+
+async def test_worker_processes_join_a_broker_with_authentication_on(auth_config_file: Path) -> None:
+    async with running(load_config(auth_config_file)) as kernel:
         member = await _ready(kernel)  # its READYs were admitted: the key it was given has the worker role
         assert kernel.broker is not None
         work = await asyncio.gather(*(kernel.broker.request("ledger", "work", {"seconds": 0.3}) for _ in range(2)))
