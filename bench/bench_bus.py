@@ -1,18 +1,26 @@
 #!/usr/bin/env python3
-"""ZeroMQ benchmarks: MDP round-trip latency (requirement 1) and 4-client throughput (requirement 3).
+"""ZeroMQ benchmarks: MDP round-trip latency and 4-client throughput (requirements 1 and 3; issue 15 point 4).
 
 Ours: ``ml-processing serve`` (generated plugins.toml, template plugin, log level warning) on free ports;
 clients call service ``echo`` op ``ping`` (a trivial actor served by the broker in its own process) with
-the blocking ``mdp.Client.request`` over tcp://127.0.0.1 (request encoded, reply decoded, every time).
+the blocking ``mdp.Client.request`` over tcp://127.0.0.1 (request encoded, reply decoded, every time), and
+with ``mdp.AsyncClient.request`` from one asyncio loop (uvloop when present).
 
-Reference, measured in the same run: a raw pyzmq REP socket in its own process echoing every message,
-called by REQ sockets in other processes with the same request bytes (no MDP, no msgpack).
+References, measured in the same run:
 
-Every client is a separate process from its server. Latency: one client, warm-up, then N round trips or
-D seconds, whichever first. Throughput: 4 client processes (each a blocking loop, started together on a
-barrier), time-bounded; optionally also one process with ``mdp.AsyncClient`` and 4 concurrent loops.
-Reference and ours alternate within each repeat so that noise hits both; the table quotes medians of the
-repeats, and every repeat is kept in bench/results/bench_bus.json.
+- *raw*: a raw pyzmq REP socket in its own process echoing every message, called by REQ sockets in other
+  processes with the same request bytes (no MDP, no msgpack);
+- *bare*: the same serve process called through the least client code possible: the MDP request frames
+  (encoded once) sent on a plain DEALER socket and the reply's frames received, nothing decoded. Its gap
+  to *raw* is the service's share; the gap between ours and *bare* is the client's.
+
+Every client is a separate process from its server. Latency: one client process holding a REQ socket
+(raw), a DEALER (bare), an ``mdp.Client`` and an ``mdp.AsyncClient``, which take turns request by request
+(warm-up, then N rounds or D seconds, whichever first), so the noise of a busy machine falls on all alike.
+Throughput: 4 client processes (each a blocking loop, started together on a barrier), time-bounded;
+optionally also one process with ``mdp.AsyncClient`` and 4 concurrent loops. References and ours
+alternate within each repeat; the table quotes medians of the repeats, and every repeat is kept in
+bench/results/bench_bus.json.
 
     python bench/bench_bus.py                      # 3 repeats, defaults below
     python bench/bench_bus.py --repeat 5 --profile # plus a py-spy profile of the serve process
@@ -35,6 +43,8 @@ import _common as C
 TARGET_RATIO = 2.0  # requirement 1: our p50 within 2x of the raw REQ/REP p50
 TARGET_P99_US = 500.0  # requirement 1: our p99 under 500 us
 TARGET_RPS = 10_000.0  # requirement 3: 4 concurrent clients
+TARGET_CLIENT_RATIO = 1.2  # issue 15.4: Client and AsyncClient p50 within 1.2x of the raw REQ/REP p50
+TARGET_TPUT_SHARE = 0.7  # issue 15.4: 4 client processes get >= 0.7x the raw echo's req/s
 
 
 def _payload() -> bytes:
@@ -51,13 +61,11 @@ def role_rep_server(endpoint: str, lifetime: float) -> int:
     return C.serve_rep(endpoint, lifetime, lambda msg: msg)
 
 
-def role_client(kind: str, endpoint: str, n: int, duration: float, warmup: int, start_at: float,
-                service: str, op: str) -> int:
-    """One blocking client: warm-up, wait for the barrier, then up to `n` round trips or `duration` s."""
+def _caller(kind: str, endpoint: str, service: str, op: str) -> tuple[Any, Any]:
+    """``call()`` (one round trip, checked) and ``close()`` of a blocking client of `kind`."""
     import zmq
 
     payload = _payload()
-    perf = time.perf_counter_ns
     if kind == "raw":
         ctx = zmq.Context()
         sock = ctx.socket(zmq.REQ)
@@ -69,6 +77,27 @@ def role_client(kind: str, endpoint: str, n: int, duration: float, warmup: int, 
             sock.send(payload)
             if sock.recv() != payload:
                 raise RuntimeError("REP echoed something else")
+
+        def close() -> None:
+            sock.close(0)
+            ctx.term()
+    elif kind == "bare":  # the service seen through the least client code: MDP frames on a DEALER socket
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 5000)
+        sock.connect(endpoint)
+        send, recv = zmq.backend.Socket.send, zmq.backend.Socket.recv
+        header, name, more = [b"MDPC02", b"\x01"], service.encode(), int(zmq.SNDMORE)
+
+        def call() -> None:
+            send(sock, header[0], more)
+            send(sock, header[1], more)
+            send(sock, name, more)
+            send(sock, payload, 0)
+            frame = recv(sock, 0, False)
+            while frame.more:
+                frame = recv(sock, 0, False)
 
         def close() -> None:
             sock.close(0)
@@ -86,7 +115,14 @@ def role_client(kind: str, endpoint: str, n: int, duration: float, warmup: int, 
         close = client.close
     else:
         raise SystemExit(f"unknown client kind {kind!r}")
+    return call, close
 
+
+def role_client(kind: str, endpoint: str, n: int, duration: float, warmup: int, start_at: float,
+                service: str, op: str) -> int:
+    """One blocking client: warm-up, wait for the barrier, then up to `n` round trips or `duration` s."""
+    perf = time.perf_counter_ns
+    call, close = _caller(kind, endpoint, service, op)
     try:
         for _ in range(warmup):
             call()
@@ -161,6 +197,60 @@ def role_async_clients(endpoint: str, concurrency: int, n: int, duration: float,
     return 0
 
 
+def role_paired(ref: str, broker: str, n: int, duration: float, warmup: int, service: str, op: str,
+                with_async: bool) -> int:
+    """Latency, one process: the raw REQ echo, the bare DEALER, `mdp.Client` and `mdp.AsyncClient` take turns
+    request by request (the order rotating), so that the noise of a shared machine falls on all of them alike.
+    Runs on uvloop when present (the AsyncClient's loop; the blocking calls simply hold it)."""
+    import zmq.asyncio
+
+    from ml_processing.bus import mdp
+
+    kinds = ["raw", "bare", "mdp"]
+    callers = {kind: _caller(kind, ref if kind == "raw" else broker, service, op) for kind in kinds}
+
+    async def main() -> dict[str, list[int]]:
+        client = mdp.AsyncClient(broker, timeout=5.0, context=zmq.asyncio.Context())
+        samples: dict[str, list[int]] = {kind: [] for kind in [*kinds, *(["async"] if with_async else [])]}
+        order = list(samples)
+        perf = time.perf_counter_ns
+        try:
+            for _ in range(warmup):
+                for kind in kinds:
+                    callers[kind][0]()
+                if with_async:
+                    await client.request(service, op)
+            end = time.monotonic() + duration
+            for i in range(n):
+                if (i & 63) == 0 and time.monotonic() > end:
+                    break
+                for j in range(len(order)):
+                    kind = order[(i + j) % len(order)]
+                    if kind == "async":
+                        s = perf()
+                        await client.request(service, op)
+                        samples[kind].append(perf() - s)
+                    else:
+                        call = callers[kind][0]
+                        s = perf()
+                        call()
+                        samples[kind].append(perf() - s)
+        finally:
+            client.close()
+            for _, close in callers.values():
+                close()
+        return samples
+
+    try:
+        import uvloop
+
+        result = uvloop.run(main())
+    except ImportError:
+        result = asyncio.run(main())
+    print(json.dumps(result))
+    return 0
+
+
 # -- the orchestrating side ---------------------------------------------------------------------------
 
 
@@ -197,6 +287,16 @@ def run_clients(kind: str, endpoint: str, args: argparse.Namespace, *, clients: 
     if "loop" in results[0]:
         out["loop"] = results[0]["loop"]
     return out
+
+
+def run_paired(ref: str, broker: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """One `role_paired` process: a summary per kind (``raw``, ``bare``, ``mdp``, ``async``)."""
+    argv = [C.PYTHON, __file__, "_paired", "--endpoint", ref, "--broker", broker, "--n", str(args.n),
+            "--duration", str(args.max_seconds), "--warmup", str(args.warmup), "--service", args.service,
+            "--op", args.op] + ([] if args.async_client else ["--no-async"])
+    result = C.run_json(argv, timeout=args.max_seconds * 4 + 120)
+    return {kind: {"kind": kind, "requests": len(samples), **C.summarize_ns(samples)}
+            for kind, samples in result.items()}
 
 
 def profile_mdp(svc: C.Service, args: argparse.Namespace) -> dict[str, Any] | None:
@@ -241,7 +341,7 @@ def main() -> int:
     runs: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     with C.ProcessGroup() as group, C.Service() as svc:
-        lifetime = 600 + args.repeat * (2 * args.max_seconds + 3 * args.tput_seconds + 60)
+        lifetime = 600 + args.repeat * (4 * args.max_seconds + 3 * args.tput_seconds + 60)  # generous
         rep = group.start([C.PYTHON, __file__, "_rep_server", "--endpoint", ref_endpoint,
                            "--lifetime", str(lifetime)], stdout=subprocess.DEVNULL)
         extra["service"] = {"pid": svc.pid, "broker": svc.broker, "uvloop": C.uses_uvloop(svc.pid),
@@ -250,8 +350,10 @@ def main() -> int:
               f"reference REP pid {rep.pid} on {ref_endpoint}", flush=True)
         for i in range(args.repeat):
             run: dict[str, Any] = {"repeat": i + 1}
-            for key, kind, endpoint in (("lat_ref", "raw", ref_endpoint), ("lat_ours", "mdp", svc.broker)):
-                run[key] = run_clients(kind, endpoint, args, clients=1, n=args.n, duration=args.max_seconds)
+            paired = run_paired(ref_endpoint, svc.broker, args)
+            for key, kind in (("lat_ref", "raw"), ("lat_bare", "bare"), ("lat_ours", "mdp"), ("lat_async", "async")):
+                if kind in paired:
+                    run[key] = paired[kind]
             for key, kind, endpoint in (("tput_ref", "raw", ref_endpoint), ("tput_ours", "mdp", svc.broker)):
                 run[key] = run_clients(kind, endpoint, args, clients=args.clients, n=args.tput_n,
                                        duration=args.tput_seconds)
@@ -262,8 +364,10 @@ def main() -> int:
                 raise RuntimeError("a server died during the run")
             runs.append(run)
             print(f"repeat {i + 1}/{args.repeat}: latency p50 ref {run['lat_ref']['p50_us']:.1f} us, "
-                  f"ours {run['lat_ours']['p50_us']:.1f} us (p99 {run['lat_ours']['p99_us']:.1f}); "
-                  f"{args.clients} clients ref {run['tput_ref']['rps']:,.0f}/s, "
+                  f"bare {run['lat_bare']['p50_us']:.1f} us, ours {run['lat_ours']['p50_us']:.1f} us "
+                  f"(p99 {run['lat_ours']['p99_us']:.1f})"
+                  + (f", async {run['lat_async']['p50_us']:.1f} us" if args.async_client else "")
+                  + f"; {args.clients} clients ref {run['tput_ref']['rps']:,.0f}/s, "
                   f"ours {run['tput_ours']['rps']:,.0f}/s", flush=True)
         extra["service"]["rss_kib_after"] = C.rss_kib(svc.pid)
         if args.profile:
@@ -272,33 +376,50 @@ def main() -> int:
     def med(key: str, field: str) -> float:
         return C.median(r[key][field] for r in runs if key in r)
 
-    rows = []
-    labels = {"lat_ref": "latency, 1 client", "tput_ref": f"throughput, {args.clients} client processes"}
-    for ref_key, ours_key in (("lat_ref", "lat_ours"), ("tput_ref", "tput_ours")):
-        rows.append([labels[ref_key], med(ref_key, "p50_us"), med(ref_key, "p99_us"), med(ours_key, "p50_us"),
-                     med(ours_key, "p99_us"), med(ours_key, "p50_us") / med(ref_key, "p50_us"),
-                     med(ref_key, "rps"), med(ours_key, "rps")])
+    nan = float("nan")
+    ref_p50, ref_p99, ref_rps = med("lat_ref", "p50_us"), med("lat_ref", "p99_us"), med("tput_ref", "rps")
+    rows = [["latency, 1 client: bare DEALER, MDP frames", ref_p50, ref_p99, med("lat_bare", "p50_us"),
+             med("lat_bare", "p99_us"), med("lat_bare", "p50_us") / ref_p50, nan, nan],
+            ["latency, 1 client: mdp.Client", ref_p50, ref_p99, med("lat_ours", "p50_us"), med("lat_ours", "p99_us"),
+             med("lat_ours", "p50_us") / ref_p50, nan, nan]]
     if args.async_client:
-        rows.append([f"throughput, 1 AsyncClient x {args.clients} loops", float("nan"), float("nan"),
-                     med("tput_ours_async", "p50_us"), med("tput_ours_async", "p99_us"), float("nan"),
-                     float("nan"), med("tput_ours_async", "rps")])
-    print(f"\nMDP over tcp, {args.service}.{args.op}; medians of {len(runs)} repeats (us = microseconds)")
+        rows.append(["latency, 1 client: mdp.AsyncClient", ref_p50, ref_p99, med("lat_async", "p50_us"),
+                     med("lat_async", "p99_us"), med("lat_async", "p50_us") / ref_p50, nan, nan])
+    rows.append([f"throughput, {args.clients} client processes", med("tput_ref", "p50_us"), med("tput_ref", "p99_us"),
+                 med("tput_ours", "p50_us"), med("tput_ours", "p99_us"),
+                 med("tput_ours", "p50_us") / med("tput_ref", "p50_us"), ref_rps, med("tput_ours", "rps")])
+    if args.async_client:
+        rows.append([f"throughput, 1 AsyncClient x {args.clients} loops", nan, nan, med("tput_ours_async", "p50_us"),
+                     med("tput_ours_async", "p99_us"), nan, nan, med("tput_ours_async", "rps")])
+    print(f"\nMDP over tcp, {args.service}.{args.op}; medians of {len(runs)} repeats (us = microseconds); "
+          f"ref = raw REQ/REP echo")
     C.print_table(["test", "ref p50", "ref p99", "ours p50", "ours p99", "p50 ratio", "ref req/s", "ours req/s"],
                   rows)
 
-    ratio = med("lat_ours", "p50_us") / med("lat_ref", "p50_us")
+    ratio = med("lat_ours", "p50_us") / ref_p50
     p99 = med("lat_ours", "p99_us")
     rps = med("tput_ours", "rps")
     verdicts = [
         {"requirement": "1. MDP p50 within 2x of raw REQ/REP", "pass": ratio <= TARGET_RATIO,
-         "detail": f"ours {med('lat_ours', 'p50_us'):.1f} us vs ref {med('lat_ref', 'p50_us'):.1f} us = "
+         "detail": f"ours {med('lat_ours', 'p50_us'):.1f} us vs ref {ref_p50:.1f} us = "
                    f"{ratio:.2f}x (target <= {TARGET_RATIO}x)"},
         {"requirement": "1. MDP p99 under 500 us", "pass": p99 < TARGET_P99_US,
-         "detail": f"ours p99 {p99:.1f} us (target < {TARGET_P99_US:.0f} us; ref p99 {med('lat_ref', 'p99_us'):.1f})"},
+         "detail": f"ours p99 {p99:.1f} us (target < {TARGET_P99_US:.0f} us; ref p99 {ref_p99:.1f})"},
         {"requirement": f"3. throughput, {args.clients} client processes", "pass": rps >= TARGET_RPS,
-         "detail": f"ours {rps:,.0f} req/s (target >= {TARGET_RPS:,.0f}; ref {med('tput_ref', 'rps'):,.0f} req/s)"},
+         "detail": f"ours {rps:,.0f} req/s (target >= {TARGET_RPS:,.0f}; ref {ref_rps:,.0f} req/s)"},
+        {"requirement": f"issue 15.4: mdp.Client p50 within {TARGET_CLIENT_RATIO}x of raw REQ/REP",
+         "pass": ratio <= TARGET_CLIENT_RATIO,
+         "detail": f"{med('lat_ours', 'p50_us'):.1f} us vs {ref_p50:.1f} us = {ratio:.2f}x (bare DEALER on the same "
+                   f"service {med('lat_bare', 'p50_us') / ref_p50:.2f}x)"},
+        {"requirement": f"issue 15.4: {args.clients} client processes get >= {TARGET_TPUT_SHARE}x the raw echo's req/s",
+         "pass": rps >= TARGET_TPUT_SHARE * ref_rps,
+         "detail": f"ours {rps:,.0f} req/s vs ref {ref_rps:,.0f} req/s = {rps / ref_rps:.2f}x"},
     ]
     if args.async_client:
+        async_ratio = med("lat_async", "p50_us") / ref_p50
+        verdicts.insert(4, {"requirement": f"issue 15.4: mdp.AsyncClient p50 within {TARGET_CLIENT_RATIO}x of raw "
+                                           "REQ/REP", "pass": async_ratio <= TARGET_CLIENT_RATIO,
+                            "detail": f"{med('lat_async', 'p50_us'):.1f} us vs {ref_p50:.1f} us = {async_ratio:.2f}x"})
         verdicts.append({"requirement": f"3. throughput, 1 AsyncClient x {args.clients} loops (info)", "pass": None,
                          "detail": f"ours {med('tput_ours_async', 'rps'):,.0f} req/s"})
     print()
@@ -328,11 +449,15 @@ def _roles(argv: list[str]) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--service", default="echo")
     parser.add_argument("--op", default="ping")
+    parser.add_argument("--broker", default="")
+    parser.add_argument("--no-async", action="store_true")
     a = parser.parse_args(argv)
     if a.role == "_rep_server":
         return role_rep_server(a.endpoint, a.lifetime)
     if a.role == "_client":
         return role_client(a.kind, a.endpoint, a.n, a.duration, a.warmup, a.start_at, a.service, a.op)
+    if a.role == "_paired":
+        return role_paired(a.endpoint, a.broker, a.n, a.duration, a.warmup, a.service, a.op, not a.no_async)
     if a.role == "_async_clients":
         return role_async_clients(a.endpoint, a.concurrency, a.n, a.duration, a.warmup, a.start_at,
                                   a.service, a.op)

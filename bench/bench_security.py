@@ -15,7 +15,8 @@ depth 6, 16 features) registered over REST and the prediction cache off (every r
 Each measurement is one client process, one request at a time, cycling through 256 rows:
 
 - MDP: ``models.predict`` with the blocking ``mdp.Client``, with ``keys=CurveKeys(...)`` against *auth*, without
-  against *plain*;
+  against *plain*. Like REST below: one client process holds a client of each service and interleaves
+  them request by request;
 - REST: ``POST /api/v1/predict`` on keep-alive ``http.client`` connections, with ``Authorization: Bearer``
   against *auth*, without against *plain*. One client process holds one connection to each service and
   interleaves them request by request (plain then auth, then auth then plain, ...), so both sides see the
@@ -59,7 +60,6 @@ AUTH_TOML = PLAIN_TOML + """
 [security]
 auth = true
 """
-SIDES = ("plain", "auth")
 
 # -- the measured client, in its own process ----------------------------------------------------------
 
@@ -164,6 +164,46 @@ def role_rest_pair(plain: str, auth: str, rows_file: str, n: int, duration: floa
     return 0
 
 
+def role_mdp_pair(plain: str, auth: str, rows_file: str, n: int, duration: float, warmup: int,
+                  credentials: str) -> int:
+    """One client, an `mdp.Client` of each service (with the CURVE keys for auth), interleaved request by
+    request; each side timed."""
+    from ml_processing.bus import mdp
+
+    rows = json.loads(Path(rows_file).read_text())
+    keys = mdp.CurveKeys(**json.loads(Path(credentials).read_text()))
+    clients = {"plain": mdp.Client(plain, timeout=5.0), "auth": mdp.Client(auth, timeout=5.0, keys=keys)}
+    nrows = len(rows)
+    samples: dict[str, list[int]] = {"plain": [], "auth": []}
+
+    def call(side: str, row: list[float]) -> Any:
+        return clients[side].request("models", "predict", {"model": M.MODEL_ID, "features": row})
+
+    try:
+        for side in clients:
+            if M.positive_probability(call(side, rows[0])) is None:
+                raise RuntimeError(f"the {side} reply has no probabilities")
+        for i in range(warmup):
+            for side in clients:
+                call(side, rows[i % nrows])
+        end = time.monotonic() + duration
+        perf = time.perf_counter_ns
+        for i in range(n):
+            if (i & 63) == 0 and time.monotonic() > end:
+                break
+            row = rows[i % nrows]
+            for side in (("plain", "auth") if i & 1 else ("auth", "plain")):
+                s = perf()
+                call(side, row)
+                samples[side].append(perf() - s)
+    finally:
+        for client in clients.values():
+            client.close()
+    print(json.dumps({"transport": "mdp", "count": len(samples["plain"]), "plain_ns": samples["plain"],
+                      "auth_ns": samples["auth"]}))
+    return 0
+
+
 # -- the orchestrating side ---------------------------------------------------------------------------
 
 
@@ -251,6 +291,19 @@ def run_rest_pair(plain: C.Service, auth: C.Service, rows_file: Path, credential
             "rest_paired_diff_us": C.median(diffs) / 1000 if diffs else float("nan")}
 
 
+def run_mdp_pair(plain: C.Service, auth: C.Service, rows_file: Path, credentials: Path,
+                 args: argparse.Namespace) -> dict[str, Any]:
+    """The interleaved MDP client: each side's summary and the median paired difference (auth - plain)."""
+    argv = [C.PYTHON, __file__, "_mdp_pair", "--target", plain.broker, "--auth-target", auth.broker,
+            "--rows-file", str(rows_file), "--credentials", str(credentials), "--n", str(args.n),
+            "--duration", str(args.max_seconds), "--warmup", str(args.warmup)]
+    result = C.run_json(argv, timeout=2 * args.max_seconds + 120)
+    diffs = [a - p for a, p in zip(result["auth_ns"], result["plain_ns"], strict=True)]
+    return {"mdp_plain": {"count": result["count"], **C.summarize_ns(result["plain_ns"])},
+            "mdp_auth": {"count": result["count"], **C.summarize_ns(result["auth_ns"])},
+            "mdp_paired_diff_us": C.median(diffs) / 1000 if diffs else float("nan")}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="repeats; the table quotes medians (default 3)")
@@ -288,19 +341,14 @@ def main() -> int:
                   f"{args.n:,} requests (at most {args.max_seconds:g} s) per run", flush=True)
             for k in range(1, args.repeat + 1):
                 run: dict[str, Any] = {"repeat": k}
-                for transport in ("mdp",):
-                    for side in (SIDES if k % 2 else SIDES[::-1]):  # alternate which goes first
-                        svc = plain if side == "plain" else auth
-                        target = svc.broker if transport == "mdp" else svc.edge_url + "/api/v1/predict"
-                        run[f"{transport}_{side}"] = run_client(transport, target, rows_file,
-                                                                creds[transport] if side == "auth" else None, args)
+                run.update(run_mdp_pair(plain, auth, rows_file, creds["mdp"], args))
                 run.update(run_rest_pair(plain, auth, rows_file, creds["rest"], args))
                 dead = [s.pid for s in (plain, auth) if s.proc is not None and s.proc.poll() is not None]
                 if dead:
                     raise RuntimeError(f"a serve process died during the run (pids {dead})")
                 runs.append(run)
                 print(f"repeat {k}/{args.repeat}: MDP p50 plain {run['mdp_plain']['p50_us']:.0f} us, CURVE "
-                      f"{run['mdp_auth']['p50_us']:.0f} us; REST p50 plain {run['rest_plain']['p50_us']:.0f} us, "
+                      f"{run['mdp_auth']['p50_us']:.0f} us (paired difference {run['mdp_paired_diff_us']:+.0f} us); REST p50 plain {run['rest_plain']['p50_us']:.0f} us, "
                       f"bearer {run['rest_auth']['p50_us']:.0f} us (paired difference "
                       f"{run['rest_paired_diff_us']:+.0f} us)", flush=True)
     return report(args, runs, extra, machine)
@@ -323,7 +371,8 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], extra: dict[str
         C.verdict(f"security: one row over MDP with CURVE, p50 within {TARGET_RATIO}x of plain",
                   rows[0][5] <= TARGET_RATIO,
                   f"CURVE {rows[0][3]:.0f} us vs plain {rows[0][1]:.0f} us = {rows[0][5]:.3f}x; p99 {rows[0][4]:.0f} "
-                  f"vs {rows[0][2]:.0f} us"),
+                  f"vs {rows[0][2]:.0f} us; interleaved, median paired difference "
+                  f"{C.median(r['mdp_paired_diff_us'] for r in runs):+.0f} us"),
         C.verdict(f"security: one row over REST with a bearer token, p50 within {TARGET_RATIO}x of plain",
                   rows[1][5] <= TARGET_RATIO,
                   f"bearer {rows[1][3]:.0f} us vs plain {rows[1][1]:.0f} us = {rows[1][5]:.3f}x; p99 {rows[1][4]:.0f} "
@@ -350,6 +399,8 @@ def _roles(argv: list[str]) -> int:
     a = parser.parse_args(argv)
     if a.role == "_client":
         return role_client(a.transport, a.target, a.rows_file, a.n, a.duration, a.warmup, a.credentials)
+    if a.role == "_mdp_pair":
+        return role_mdp_pair(a.target, a.auth_target, a.rows_file, a.n, a.duration, a.warmup, a.credentials)
     if a.role == "_rest_pair":
         return role_rest_pair(a.target, a.auth_target, a.rows_file, a.n, a.duration, a.warmup, a.credentials)
     raise SystemExit(f"unknown role {a.role!r}")

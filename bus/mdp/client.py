@@ -148,8 +148,8 @@ class _Connection:
         self.sock.connect(broker)
         self.waiter: asyncio.Future[list[bytes]] | None = None
         self.deadline = 0.0  # loop time by which the request in progress times out
-        self.late = ""  # what the Timeout says then
-        self.reader = SocketReader(self.sock, self._on_message, receive=_recv_reply)
+        self.asked: tuple[str, float] = ("", 0.0)  # its service and timeout, for the Timeout's message
+        self.reader = SocketReader(self.sock, self._on_message, receive=_recv_reply, rearm=False)
 
     def _on_message(self, frames: list[bytes]) -> None:
         waiter = self.waiter
@@ -171,9 +171,9 @@ class AsyncClient:
     descriptors the event loop watches (as the broker does), which costs far less than ``zmq.asyncio``.
     Deadlines share one timer, armed for the earliest of them, rather than one timer per request.
 
-    A request is sent without checking the socket for a reply afterwards (`SocketReader.kick`): its
-    socket has no other request outstanding, so nothing can arrive before the reply, whose arrival
-    signals the socket's file descriptor.
+    A socket's reader delivers one reply per wake-up without checking for more; the check, which ZeroMQ
+    needs to signal the next reply, is made after the next request is sent, while that request is on its
+    way (`SocketReader` with ``rearm=False``).
     """
 
     def __init__(self, broker: str, *, timeout: float = 5.0,
@@ -195,16 +195,18 @@ class AsyncClient:
             raise Unavailable("client closed")
         conn = self._idle.pop() if self._idle else _Connection(self._context, self.broker, self.keys)
         name = service.encode()
-        loop = asyncio.get_running_loop()
-        waiter = conn.waiter = loop.create_future()
-        seconds = timeout or self.timeout
-        conn.deadline = loop.time() + seconds
-        conn.late = f"no reply from service {service!r} within {seconds}s"
-        self._busy.add(conn)
-        if self._timer is None or conn.deadline < self._timer_at or self._timer_loop is not loop:
-            self._arm(loop, conn.deadline)
         try:
             send_frames(conn.sock, [CLIENT, REQUEST, name, *frames])
+            # the rest while the request is on its way: its reply is read on a later turn of the loop
+            loop = asyncio.get_running_loop()
+            waiter = conn.waiter = loop.create_future()
+            seconds = timeout or self.timeout
+            conn.deadline = loop.time() + seconds
+            conn.asked = (service, seconds)
+            self._busy.add(conn)
+            if self._timer is None or conn.deadline < self._timer_at or self._timer_loop is not loop:
+                self._arm(loop, conn.deadline)
+            conn.reader.kick()  # re-arms the socket's descriptor (see the class)
             body = _reply_frames(await waiter, name)
         except BaseException:  # a timeout, a malformed reply, cancelled: the socket is not used again
             conn.close()
@@ -236,7 +238,8 @@ class AsyncClient:
             if waiter is None or waiter.done():
                 continue
             if conn.deadline <= now:
-                waiter.set_exception(Timeout(conn.late))
+                service, seconds = conn.asked
+                waiter.set_exception(Timeout(f"no reply from service {service!r} within {seconds}s"))
             elif earliest is None or conn.deadline < earliest:
                 earliest = conn.deadline
         if earliest is not None:

@@ -190,16 +190,22 @@ class SocketReader:
     may have consumed the signal of a message already queued. `on_drained` runs at the end of every drain
     (the broker sends the replies of a drain there, in one pass). A drain reads `batch` messages at most,
     then lets the loop serve others before it goes on.
+
+    With ``rearm=False`` a wake-up reads one message and stops there: the owner expects one message per
+    request it sends and calls `kick` after each send, so the check for more (which re-arms the file
+    descriptor) overlaps the wait for the next reply instead of delaying the delivery of this one.
     """
 
     def __init__(self, sock: zmq.Socket[bytes], on_message: Callable[..., None],
                  *, batch: int = 256, receive: Callable[[zmq.Socket[bytes]], Any] = recv_frames,
-                 with_user: bool = False, on_drained: Callable[[], None] | None = None) -> None:
+                 with_user: bool = False, on_drained: Callable[[], None] | None = None,
+                 rearm: bool = True) -> None:
         self._sock = sock
         self._on_message = on_message
         self._receive = receive  # one message of `sock`, without blocking; zmq.Again when none waits
         self._on_drained = on_drained
-        self._batch = batch
+        self._batch = batch if rearm else 1
+        self._rearm = rearm
         self._with_user = with_user  # receive gives (frames, user): on_message(frames, user)
         self._scheduled = False
         self._loop = asyncio.get_running_loop()
@@ -219,7 +225,7 @@ class SocketReader:
                     on_message(*receive(sock))
                 else:
                     on_message(receive(sock))
-                if count == 0 and not has_message(sock):
+                if count == 0 and not (self._rearm and has_message(sock)):
                     return
             self.kick()
         except zmq.Again:

@@ -106,11 +106,6 @@ class BrokerSocket:
         except zmq.ZMQError as exc:
             log.warning("message_not_sent", error=str(exc), frames=len(frames))
 
-    def _hold(self) -> None:
-        """Hold what the rest of this drain sends until it ends (called after each message of a drain)."""
-        if self._outbox is None:
-            self._outbox = []
-
     def _flush(self) -> None:
         """The end of a drain: send what it held, in order, and send at once again."""
         outbox, self._outbox = self._outbox, None
