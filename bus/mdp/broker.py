@@ -268,15 +268,17 @@ class Broker(ServiceTable):
         if service.startswith(b"mmi."):
             self._on_mmi(client, dialect, service, body)
             return
-        local = service in self._local and (self.spreader is None or not self._offload(service, body))
+        watched = self._watched_op(service, body) if self.spreader is not None else None
+        local = service in self._local and (watched is None or not self._offload(service, watched))
         if self._gate is not None:
-            self._on_gated(client, dialect, service, body, local)
+            self._on_gated(client, dialect, service, body, local, watched)
         elif local:
-            self._call_local(client, dialect, service, body)
+            self._call_local(client, dialect, service, body, None, watched)
         else:
             self._route(service, client, dialect, body, self._monotonic() + self.request_timeout)
 
-    def _on_gated(self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes], local: bool) -> None:
+    def _on_gated(self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes], local: bool,
+                  watched: str | None) -> None:
         """A request the gate must admit first. For a service of this process the body is decoded once,
         for the gate and the service alike; a large one, or one for a worker, only has its op read."""
         try:
@@ -301,11 +303,11 @@ class Broker(ServiceTable):
             self.stats.refused += 1
             self._reply_error(client, dialect, service, exc)
             return
-        if request is not None and self.spreader is None:
+        if request is not None and watched is None:
             self.stats.local_requests += 1
             self._answer(client, dialect, service, serve_decoded(self._local[service], request))
         elif local:
-            self._call_local(client, dialect, service, body, who)
+            self._call_local(client, dialect, service, body, who, watched)
         else:
             self._route(service, client, dialect, body, self._monotonic() + self.request_timeout)
 
@@ -316,29 +318,32 @@ class Broker(ServiceTable):
             code = b"501"
         self._send_client(client, dialect, service, [code])
 
-    def _offload(self, service: bytes, body: list[bytes]) -> bool:
+    def _watched_op(self, service: bytes, body: list[bytes]) -> str | None:
+        """The op of a request for a service the spreader watches (read once per request), else None."""
+        assert self.spreader is not None
+        if service not in self.spreader.services or len(body) != 1:
+            return None
+        try:
+            return codec.peek_op(body[0])
+        except CodecError:
+            return None  # answered locally, as a malformed request
+
+    def _offload(self, service: bytes, op: str) -> bool:
         """Whether a request for a service of this process goes to an idle worker of another process
         instead (stateless ops only, while this process is busy with the service: see `Spreader`)."""
-        spreader = self.spreader
-        if spreader is None or service not in spreader.services or len(body) != 1:
-            return False
+        assert self.spreader is not None
         svc = self._services.get(service)
-        if svc is None or not svc.idle:
+        if svc is None or not svc.idle or not self.spreader.wants_worker(service, op):
             return False
-        try:
-            if not spreader.wants_worker(service, codec.peek_op(body[0])):
-                return False
-        except CodecError:
-            return False  # answered locally, as a malformed request
-        spreader.offloaded += 1
+        self.spreader.offloaded += 1
         return True
 
     def _call_local(self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes],
-                    who: str | None = None) -> None:
+                    who: str | None = None, watched: str | None = None) -> None:
         self.stats.local_requests += 1
-        spreader = self.spreader
-        if spreader is not None and service in spreader.services:
-            self._call_local_measured(spreader, client, dialect, service, body, who)
+        if watched is not None:
+            assert self.spreader is not None
+            self._call_local_measured(self.spreader, client, dialect, service, body, who, watched)
             return
         self._answer(client, dialect, service, serve_request(self._local[service], body, self._count_malformed, who))
 
@@ -349,16 +354,13 @@ class Broker(ServiceTable):
             self._spawn(self._finish_local(client, dialect, service, reply))
 
     def _call_local_measured(self, spreader: Spreader, client: bytes, dialect: Dialect, service: bytes,
-                             body: list[bytes], who: str | None) -> None:
-        """`_call_local` telling the spreader what the request cost this process."""
+                             body: list[bytes], who: str | None, op: str) -> None:
+        """`_call_local` telling the spreader what the request of `op` cost this process."""
         started = time.perf_counter()
         reply = serve_request(self._local[service], body, self._count_malformed, who)
         if isinstance(reply, bytes):
             self._send_client(client, dialect, service, [reply])
-            try:
-                spreader.served(service, codec.peek_op(body[0]), time.perf_counter() - started)
-            except CodecError:
-                pass  # a malformed request, already answered and counted
+            spreader.served(service, op, time.perf_counter() - started)
         else:
             spreader.began(service)
             self._spawn(self._finish_local(client, dialect, service, reply, spreader))
