@@ -16,42 +16,19 @@ import pytest
 
 from ml_processing.core.config import load_config
 from ml_processing.core.kernel import Kernel
-from tests.core.helpers import free_ports, running, wait_until
+from tests.core.helpers import running, wait_until
+from tests.support.groups import group_config
 
-ROOT = Path(__file__).resolve().parents[2]
 BUILT_IN = ("indicators", "features", "models", "patterns", "sentiment", "replay")  # off: quick processes
 
 
 @pytest.fixture
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    for var in [v for v in os.environ if v.startswith("MLP_")]:
-        monkeypatch.delenv(var)
-    broker, pub_in, pub_out = free_ports(3)
-    path = tmp_path / "plugins.toml"
-    path.write_text(f"""
-[service]
-data_dir = "{tmp_path / 'var'}"
-log_level = "warning"
-
-[bus]
-broker_bind = ["tcp://127.0.0.1:{broker}"]
-broker_connect = "tcp://127.0.0.1:{broker}"
-pub_in = "tcp://127.0.0.1:{pub_in}"
-pub_out = "tcp://127.0.0.1:{pub_out}"
-
-[edge]
-enabled = false
-
-[kernel]
-processes = 2
-drain_timeout_s = 5.0
-
+    return group_config(tmp_path, monkeypatch, """
 [plugins]
 autoload = false
 modules = ["tests.support.ledger"]
-""" + "".join(f"\n[plugins.{name}]\nenabled = false\n" for name in BUILT_IN), encoding="utf-8")
-    return path
+""" + "".join(f"\n[plugins.{name}]\nenabled = false\n" for name in BUILT_IN))
 
 
 async def _ready(kernel: Kernel) -> dict[str, Any]:

@@ -4,7 +4,6 @@ process too before the job says done (the job tells the group through ``ctx.chan
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,37 +13,15 @@ import pytest
 from ml_processing.core.config import load_config
 from ml_processing.core.kernel import Kernel
 from ml_processing.sdk.synthetic import market
-from tests.core.helpers import free_ports, running
+from tests.core.helpers import running
+from tests.support.groups import group_config
 
-ROOT = Path(__file__).resolve().parents[3]
 MARKET = market(2_000, seed=5, momentum=0.25)
 
 
 @pytest.fixture
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    for var in [v for v in os.environ if v.startswith("MLP_")]:
-        monkeypatch.delenv(var)
-    broker, pub_in, pub_out = free_ports(3)
-    path = tmp_path / "plugins.toml"
-    path.write_text(f"""
-[service]
-data_dir = "{tmp_path / 'var'}"
-log_level = "warning"
-
-[bus]
-broker_bind = ["tcp://127.0.0.1:{broker}"]
-broker_connect = "tcp://127.0.0.1:{broker}"
-pub_in = "tcp://127.0.0.1:{pub_in}"
-pub_out = "tcp://127.0.0.1:{pub_out}"
-
-[edge]
-enabled = false
-
-[kernel]
-processes = 2
-drain_timeout_s = 5.0
-
+    return group_config(tmp_path, monkeypatch, """
 [plugins]
 autoload = false
 
@@ -60,8 +37,7 @@ enabled = false
 
 [plugins.replay]
 enabled = false
-""", encoding="utf-8")
-    return path
+""")
 
 
 async def _job(kernel: Kernel, job: dict[str, Any]) -> dict[str, Any]:
