@@ -173,6 +173,7 @@ class Kernel:
         if self.group is not None:
             assert self.broker is not None
             self.group.keys_file = self.security.process_keys(Path(self.group.run_dir))
+            self.broker.private = (CONTROL.format(index="").encode(),)  # only this process drives them
             self.group.start(self.broker)
         self.state = "running"
         log.info("kernel_started", mode=self.mode, version=VERSION, actors=list(self.cells),

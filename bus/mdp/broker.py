@@ -20,7 +20,7 @@ import structlog
 import zmq
 
 from .. import codec
-from ..errors import CodecError, InternalError, MlpError, Timeout, Unavailable
+from ..errors import CodecError, Forbidden, InternalError, MlpError, Timeout, Unavailable
 from .clock import ClockLike, monotonic_of
 from .frames import (
     CLIENT,
@@ -71,6 +71,8 @@ class Broker(ServiceTable):
         self._gate = gate  # asked before any service sees a request, and before a worker is accepted
         self._curve = curve  # (public, secret) Z85: the socket is a CURVE server (ZAP domain "broker")
         self.spreader: Spreader | None = None  # set with several processes: stateless ops may go to workers
+        #: Service-name prefixes only this process may call (`request`); a socket client gets `forbidden`.
+        self.private: tuple[bytes, ...] = ()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -267,6 +269,10 @@ class Broker(ServiceTable):
             return
         if service.startswith(b"mmi."):
             self._on_mmi(client, dialect, service, body)
+            return
+        if self.private and service.startswith(self.private):
+            self.stats.refused += 1
+            self._reply_error(client, dialect, service, Forbidden(f"service {service_name(service)!r} is internal"))
             return
         watched = self._watched_op(service, body) if self.spreader is not None else None
         local = service in self._local and (watched is None or not self._offload(service, watched))

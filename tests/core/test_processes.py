@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from ml_processing.bus import mdp
+from ml_processing.bus.errors import MlpError
 from ml_processing.core.config import load_config
 from ml_processing.core.kernel import Kernel
 from tests.core.helpers import running, wait_until
@@ -118,3 +120,17 @@ async def test_worker_processes_join_a_broker_with_authentication_on(auth_config
         assert {w["pid"] for w in work} == {os.getpid(), member["pid"]}
         clients = kernel.security.keys.clients()
         assert [c["roles"] for c in clients.values() if c["name"] == "serve-processes"] == [["compute", "worker"]]
+
+
+async def test_a_client_cannot_drive_the_worker_processes(config_file: Path) -> None:
+    async with running(load_config(config_file)) as kernel:
+        member = await _ready(kernel)
+        client = mdp.AsyncClient(kernel.endpoints["broker"][0], timeout=5.0)
+        try:
+            with pytest.raises(MlpError) as refused:
+                await client.request("process.1", "sync", {"service": "ledger"})
+            assert refused.value.code == "forbidden"
+        finally:
+            client.close()
+        assert kernel.broker is not None  # the serve process itself still drives it
+        assert (await kernel.broker.request("process.1", "status"))["pid"] == member["pid"]
