@@ -126,6 +126,18 @@ class ProcessGroup:
         self.close()
 
 
+def emit_json(result: Any) -> None:
+    """Write a role's result as one JSON line on stdout, every byte of it.
+
+    A large line written with ``print`` to the parent's pipe was seen cut at 131,072 bytes while the process
+    still exited 0 (the write to the pipe came back partial, under the client's event loop and ZeroMQ
+    threads); writing the bytes in a loop until all are out never loses any.
+    """
+    data = memoryview((json.dumps(result) + "\n").encode())
+    while data:
+        data = data[os.write(1, data):]
+
+
 def run_json(argv: Sequence[str], *, timeout: float) -> Any:
     """Run a helper process to completion (killed past `timeout`) and parse its last stdout line as JSON."""
     with ProcessGroup() as group:

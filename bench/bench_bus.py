@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import subprocess
 import sys
 import time
@@ -46,18 +44,6 @@ TARGET_P99_US = 500.0  # requirement 1: our p99 under 500 us
 TARGET_RPS = 10_000.0  # requirement 3: 4 concurrent clients
 TARGET_CLIENT_RATIO = 1.2  # issue 15.4: Client and AsyncClient p50 within 1.2x of the raw REQ/REP p50
 TARGET_TPUT_SHARE = 0.7  # issue 15.4: 4 client processes get >= 0.7x the raw echo's req/s
-
-
-def emit_json(result: Any) -> None:
-    """Write a role's result as one JSON line on stdout, every byte of it.
-
-    A large line written with ``print`` to the parent's pipe was seen cut at 131,072 bytes while the process
-    still exited 0 (the write to the pipe came back partial, under the client's event loop and ZeroMQ
-    threads); writing the bytes in a loop until all are out never loses any.
-    """
-    data = memoryview((json.dumps(result) + "\n").encode())
-    while data:
-        data = data[os.write(1, data):]
 
 
 def _payload() -> bytes:
@@ -154,7 +140,7 @@ def role_client(kind: str, endpoint: str, n: int, duration: float, warmup: int, 
         t1 = time.time()
     finally:
         close()
-    emit_json({"kind": kind, "count": len(samples), "t0": t0, "t1": t1, "on_time": on_time,
+    C.emit_json({"kind": kind, "count": len(samples), "t0": t0, "t1": t1, "on_time": on_time,
                "samples_ns": samples})
     return 0
 
@@ -206,7 +192,7 @@ def role_async_clients(endpoint: str, concurrency: int, n: int, duration: float,
     except ImportError:
         result = asyncio.run(main())
     result.update(kind="mdp-async", count=len(result["samples_ns"]), loop=loop_name, on_time=True)
-    emit_json(result)
+    C.emit_json(result)
     return 0
 
 
@@ -260,7 +246,7 @@ def role_paired(ref: str, broker: str, n: int, duration: float, warmup: int, ser
         result = uvloop.run(main())
     except ImportError:
         result = asyncio.run(main())
-    emit_json(result)
+    C.emit_json(result)
     return 0
 
 

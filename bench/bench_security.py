@@ -46,7 +46,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
-import bench_bus as B
 import bench_models as M
 
 TARGET_RATIO = 1.15  # authenticated p50 / plain p50
@@ -200,7 +199,7 @@ def role_mdp_pair(plain: str, auth: str, rows_file: str, n: int, duration: float
     finally:
         for client in clients.values():
             client.close()
-    B.emit_json({"transport": "mdp", "count": len(samples["plain"]), "plain_ns": samples["plain"],
+    C.emit_json({"transport": "mdp", "count": len(samples["plain"]), "plain_ns": samples["plain"],
                  "auth_ns": samples["auth"]})
     return 0
 
