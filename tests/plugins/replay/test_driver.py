@@ -122,7 +122,8 @@ async def test_replay_with_authentication_on_reports_what_it_reports_without(tmp
         assert auth["scores"][model]["labels"] == score["labels"]
         assert auth["scores"][model]["accuracy"] == pytest.approx(score["accuracy"], abs=0.02), model
     assert auth["weights"]["ensemble"]["members"] == plain["weights"]["ensemble"]["members"]
-    assert auth["weights"]["ensemble"]["weights"] == pytest.approx(plain["weights"]["ensemble"]["weights"], abs=1e-3)
+    # (and for the same reasons as the signals and scores, the learned weights agree to about a percent)
+    assert auth["weights"]["ensemble"]["weights"] == pytest.approx(plain["weights"]["ensemble"]["weights"], abs=0.02)
     ring = tmp_path / "auth" / "var" / "security"
     assert (ring / "server.key").exists() and not (tmp_path / "plain" / "var" / "security").exists()
     assert json.loads((ring / "clients.json").read_text(encoding="utf-8")) == {}  # its key is gone again
