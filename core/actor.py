@@ -22,7 +22,7 @@ with the traceback) and is counted; it never restarts the actor. Only what an ac
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +132,24 @@ class Actor:
         """Event counts of the actor's own (``{"bars": 1200, "drifts": 2}``), exported to Prometheus as
         ``mlp_actor_events{actor, event}``; read at each scrape, so keep it cheap."""
         return {}
+
+    # -- live series sharded by symbol (`ml_processing.core.shards`): override where state is per symbol -
+
+    def shard_symbols(self) -> Iterable[str]:
+        """Every symbol this actor holds live state for."""
+        return ()
+
+    def shard_state(self, symbols: Sequence[str]) -> Mapping[str, Any]:
+        """The live state of those of `symbols` held here, per symbol, as plain data (msgpack: numbers,
+        strings, lists, maps, numpy arrays): it moves to the symbol's next owner and is saved there."""
+        return {}
+
+    def shard_drop(self, symbols: Sequence[str]) -> None:
+        """Forget the live state of `symbols`: another process owns them now."""
+
+    async def shard_load(self, states: Mapping[str, Any]) -> None:
+        """Continue each symbol from the state `shard_state` gave for it (None: start it afresh, forgetting
+        what is held). Called before this process handles the symbol's first message."""
 
     # -- bus verbs -----------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import inspect
 import json
+import re
 import sys
 import textwrap
 from collections.abc import Awaitable, Coroutine, Iterable, Sequence
@@ -116,6 +117,9 @@ def _parser(commands: dict[str, tuple[str, Command]]) -> argparse.ArgumentParser
     worker.add_argument("--keys", metavar="FILE",
                         help="client key file of a broker with authentication on (ml-processing keys client NAME "
                              "--role worker --role compute): sets [security] client_keys and auth = true for this run")
+    worker.add_argument("--name", metavar="NAME", type=_member_name,
+                        help="this worker's name among the processes that share the live symbols "
+                             "(default: HOST-PID); its control service is process.NAME")
     worker.add_argument("--process", type=_at_least_one, metavar="INDEX", help=argparse.SUPPRESS)  # serve's own
     plugins = sub.add_parser("plugins", help="list plugins, their source, hooks and actors",
                              description="Discover plugins as `serve` would and report each one.")
@@ -267,6 +271,12 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def _member_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", text):
+        raise argparse.ArgumentTypeError(f"1-64 letters, digits, _ or -, got {text!r}")
+    return text
+
+
 def _config_error(exc: ConfigError) -> int:
     print(f"ml-processing: configuration error: {exc.message}", file=sys.stderr)
     return 2
@@ -308,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "processes", None):
             config = dataclasses.replace(config, kernel=dataclasses.replace(config.kernel, processes=args.processes))
         kernel = Kernel(config, mode=args.command, broker=getattr(args, "broker", None),
-                        process=getattr(args, "process", None))
+                        process=getattr(args, "process", None), name=getattr(args, "name", None))
         return _run(kernel.run(), config)
     except ConfigError as exc:
         return _config_error(exc)

@@ -5,8 +5,10 @@ pub/sub proxy, every actor (served by the broker directly, with no socket hop) a
 ``worker`` mode runs no broker, proxy or edge: each actor joins a remote broker as MDP worker(s) and
 uses the remote proxy for pub/sub, so a second process or host adds capacity with no other change.
 With ``[kernel] processes`` N > 1, ``serve`` also starts and supervises N-1 worker processes of its own
-(`ml_processing.core.processes`): they answer the stateless ops the broker hands them and take no pub/sub
-subscriptions; the serve process keeps every piece of state.
+(`ml_processing.core.processes`): they answer the stateless ops the broker hands them. Live series are
+sharded by symbol over the serve process, its worker processes and the worker hosts that join
+(`ml_processing.core.shards`): each process handles the live messages of the symbols it owns, and the
+serve process keeps the registries and is the one writer of the data directory.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import asyncio
 import contextlib
 import graphlib
 import importlib.metadata
+import inspect
 import os
 import signal
+import socket
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +39,7 @@ from ml_processing.bus.edge.routes import Route
 from ml_processing.bus.errors import NotFound
 from ml_processing.bus.mdp.spreading import Spreader
 from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
+from ml_processing.bus.shards import FIRST
 from ml_processing.core.plugins import PluginHost  # the plugin host (core), not a plugin
 
 from .actor import Actor, ActorContext
@@ -47,6 +52,7 @@ from .log import get_logger
 from .processes import CONTROL, ProcessGroup, identity_prefix
 from .routing import describe
 from .security.service import Security
+from .shards import ShardKeeper, ShardMember, ShardRouter, ShardStore
 from .supervisor import FAILED, RUNNING, ActorCell
 
 log = get_logger(__name__)
@@ -87,11 +93,17 @@ class Kernel:
     """One process of ml-processing. Use `start`/`stop`, or `run` for the signal-driven lifecycle."""
 
     def __init__(self, config: Config, *, mode: Literal["serve", "worker"] = "serve",
-                 broker: str | None = None, clock: Clock = REAL, process: int | None = None) -> None:
+                 broker: str | None = None, clock: Clock = REAL, process: int | None = None,
+                 name: str | None = None) -> None:
         self.config = config
         self.clock = clock
         self.mode = mode
         self.process = process  # worker mode: the index of this worker process of a serve process group
+        # The member name live series are sharded by: `serve`, or the control service of a worker process.
+        self.member_name = FIRST if mode == "serve" else CONTROL.format(
+            index=process if process is not None else name or f"{socket.gethostname()}-{os.getpid()}")
+        self.member = ShardMember(self.member_name, {})
+        self.keeper: ShardKeeper | None = None
         self.group: ProcessGroup | None = None  # serve mode with [kernel] processes > 1
         self.broker_address = broker or config.bus.broker_connect
         self.state = "created"
@@ -164,7 +176,9 @@ class Kernel:
         for plugin, cls in actor_classes:
             self.cells[cls.name] = ActorCell(cls, plugin, self._context_for, self.config.kernel, self.subscriber,
                                              clock=self.clock, audit=self.security.audit,
-                                             on_changed=self._changed if self.group is not None else None)
+                                             on_changed=self._changed if self.group is not None else None,
+                                             shard_filter=self.member.filtering)
+        self.member.cells = self.cells
         await self._start_cells()
         if self.broker is None:
             self._start_workers()
@@ -175,6 +189,11 @@ class Kernel:
             self.group.keys_file = self.security.process_keys(Path(self.group.run_dir))
             self.broker.private = (CONTROL.format(index="").encode(),)  # only this process drives them
             self.group.start(self.broker)
+        if self.broker is not None:
+            self.keeper = ShardKeeper(self.member, self.broker, ShardStore(self.config.data_path / "shards"),
+                                      self.executor, checkpoint_s=self.config.kernel.shard_checkpoint_s,
+                                      timeout=self.config.bus.request_timeout_ms / 1000)
+            await self.keeper.start()
         self.state = "running"
         log.info("kernel_started", mode=self.mode, version=VERSION, actors=list(self.cells),
                  broker=self.broker.bound if self.broker else self.broker_address,
@@ -212,7 +231,8 @@ class Kernel:
             cell = self.cells[name]
             await cell.start()
             if self.broker is not None:
-                self.broker.attach(cell.name, cell)
+                sharded = any(spec.shard for spec in cell.actor_cls.declarations().values())
+                self.broker.attach(cell.name, ShardRouter(cell, self.member, self.request) if sharded else cell)
 
         while order.is_active():
             for name in order.get_ready():
@@ -235,14 +255,14 @@ class Kernel:
 
     def _context_for(self, cell: ActorCell) -> ActorContext:
         assert self.publisher is not None
-        replica = self.process is not None  # a worker process of a serve group takes no live messages
+        replica = self.process is not None  # a worker process of a serve group never writes the data directory
         return ActorContext(
             name=cell.name,
             settings=self.config,
             config=self.plugins.plugin_configs.get(cell.plugin),
             publish=self.publisher.publish,
-            subscribe=_ignore_subscription if replica else cell.subscribe,
-            unsubscribe=_ignore_subscription if replica else cell.unsubscribe,
+            subscribe=cell.subscribe,  # each process gets the live messages of the symbols it owns
+            unsubscribe=cell.unsubscribe,
             request=self.request,
             spawn=cell.spawn,
             executor=self.executor,
@@ -257,10 +277,9 @@ class Kernel:
         )
 
     def _start_workers(self) -> None:
-        served: list[tuple[str, Any]] = [(name, cell) for name, cell in self.cells.items()
+        served: list[tuple[str, Any]] = [(name, cell) for name, cell in [*self.cells.items(),
+                                                                         (self.member_name, ProcessControl(self))]
                                          for _ in range(self.config.kernel.worker_concurrency)]
-        if self.process is not None:
-            served.append((CONTROL.format(index=self.process), ProcessControl(self)))
         bus = self.config.bus
         prefix = identity_prefix(self.process) if self.process is not None else b""
         for name, handler in served:
@@ -348,6 +367,9 @@ class Kernel:
             for site in list(self.runner.sites):
                 await site.stop()
         drained = True
+        if self.keeper is not None:  # while the broker still carries requests: what other members hold is saved
+            await self.keeper.stop()
+            await self.keeper.checkpoint()
         if self.broker is not None:
             self.broker.stop_accepting()
             drained = await self.broker.drain(max(0.0, deadline - time.monotonic()))
@@ -368,6 +390,8 @@ class Kernel:
             self.runner = None
         for task in self._worker_tasks:
             task.cancel()
+        if self.keeper is not None:
+            await self.keeper.stop()
         await asyncio.gather(*(cell.stop() for cell in self.cells.values()))
         if self.broker is not None:
             await self.broker.close()
@@ -399,10 +423,6 @@ class Kernel:
         return 0
 
 
-def _ignore_subscription(prefix: str, handler: Any) -> None:
-    """A worker process of a serve group takes no pub/sub messages: the serve process handles each once."""
-
-
 class ProcessControl:
     """The ``process.<i>`` service of a worker process: the serve process's control of it."""
 
@@ -410,15 +430,34 @@ class ProcessControl:
         self.kernel = kernel
 
     async def __call__(self, request: codec.Request) -> Any:
-        if request.op == "status":
-            return {"process": self.kernel.process, "pid": os.getpid(), "status": self.kernel.status,
-                    "actors": {name: cell.status() for name, cell in self.kernel.cells.items()}}
-        if request.op != "sync":
-            raise NotFound(f"process control has no op {request.op!r} (ops: status, sync)", field="op")
         args = request.args if isinstance(request.args, dict) else {}
+        member = self.kernel.member
+        if request.op == "status":
+            return {"process": self.kernel.process, "member": member.name, "pid": os.getpid(),
+                    "status": self.kernel.status, "shards": member.status(),
+                    "actors": {name: cell.status() for name, cell in self.kernel.cells.items()}}
+        if request.op == "shards_release":
+            return member.release(int(args["epoch"]), list(args["members"]), list(args["moving"]))
+        if request.op == "shards_acquire":
+            return await member.acquire(int(args["epoch"]), dict(args["states"]))
+        if request.op == "shards_checkpoint":
+            return member.checkpoint()
+        if request.op not in ("sync", "call"):
+            raise NotFound(f"process control has no op {request.op!r} (ops: call, shards_acquire, "
+                           "shards_checkpoint, shards_release, status, sync)", field="op")
         service = args.get("service")
         cell = self.kernel.cells.get(service) if isinstance(service, str) else None
         if cell is None:
             raise NotFound(f"no service {service!r} in this process", field="service")
+        if request.op == "call":  # an op on the live state of a symbol this process owns, from the serve process
+            forwarded = codec.Request(str(args["op"]), args.get("args") or {}, args.get("rid"), 0,
+                                      args.get("principal"), args.get("transport") or "internal")
+            result = cell(forwarded)
+            return await result if inspect.isawaitable(result) else result
+        instance = cell.instance
+        held = sorted(instance.shard_symbols()) if instance is not None else []
+        kept = instance.shard_state(held) if instance is not None and held else {}
         await cell.sync()
+        if kept and cell.instance is not None:  # a restart to reload keeps the live series this process owns
+            await cell.instance.shard_load(kept)
         return {"synced": service, "process": self.kernel.process}

@@ -88,6 +88,7 @@ class OpSpec:
     role: str
     doc: str
     spread: bool = False  # stateless: with several processes, any of them may answer it
+    shard: str | None = None  # the field naming the symbol whose live state it reads or changes: its owner answers
 
     def decode(self, raw: Any) -> Any:
         """The handler's argument: `raw` checked against the declaration (a `BadRequest` naming the field)."""
@@ -107,13 +108,18 @@ class OpSpec:
 
 
 def op(args: type[Args] = NoArgs, *, reply: Any = Any, role: Role = "compute",
-       doc: str | None = None, spread: bool = False) -> Callable[[F], F]:
+       doc: str | None = None, spread: bool = False, shard: str | None = None) -> Callable[[F], F]:
     """Declare the op of a ``handle_<op>`` method: its `Args` structure, its reply type and its role.
 
     `doc` defaults to the first line of the handler's docstring. `spread` says the answer depends only on
     the arguments and on state every process holds (models, pipelines): with ``serve --processes N`` the
     broker may hand it to any process; every other op is answered by the process that owns the state.
+    `shard` names the argument holding the symbol whose live state the op reads or changes: with live
+    series sharded over processes (`ml_processing.core.shards`) the symbol's owner answers it, and, when
+    the argument is absent, every process does and their replies are merged (``"*"``: always so).
     """
+    if spread and shard:
+        raise ValueError("an op is either stateless (spread) or bound to a symbol's live state (shard)")
     if spread and role == "admin":
         raise ValueError("an admin op changes state: it cannot be spread over processes")
     if role not in ROLES:
@@ -122,7 +128,9 @@ def op(args: type[Args] = NoArgs, *, reply: Any = Any, role: Role = "compute",
         raise TypeError(f"op arguments must be an Args subclass, not {args!r}")
 
     def mark(fn: F) -> F:
-        fn.__mlp_op__ = (args, reply, role, doc, spread)  # type: ignore[attr-defined]
+        if shard not in (None, "*") and shard not in {f.encode_name for f in msgspec.structs.fields(args)}:
+            raise TypeError(f"shard={shard!r} names no argument of {args.__name__}")
+        fn.__mlp_op__ = (args, reply, role, doc, spread, shard)  # type: ignore[attr-defined]
         return fn
 
     return mark
@@ -135,8 +143,8 @@ def spec_of(name: str, attr: str, fn: Callable[..., Any]) -> OpSpec:
     first = lines[0].strip() if lines else ""
     if declared is None:
         return OpSpec(name, attr, None, Any, "admin", first)
-    args, reply, role, doc, spread = declared
-    return OpSpec(name, attr, args, reply, role, doc if doc is not None else first, spread)
+    args, reply, role, doc, spread, shard = declared
+    return OpSpec(name, attr, args, reply, role, doc if doc is not None else first, spread, shard)
 
 
 # -- decoding -------------------------------------------------------------------------------------------

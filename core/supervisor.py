@@ -77,7 +77,8 @@ class ActorCell:
     def __init__(self, actor_cls: type[Actor], plugin: str, make_context: Callable[[ActorCell], ActorContext],
                  policy: KernelConfig, subscriber: Subscriber | Proxy,
                  on_state: Callable[[ActorCell], None] | None = None, clock: Clock = REAL,
-                 audit: AuditLog | None = None, on_changed: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 audit: AuditLog | None = None, on_changed: Callable[[str], Awaitable[None]] | None = None,
+                 shard_filter: Callable[[BatchHandler], BatchHandler] | None = None) -> None:
         self.actor_cls = actor_cls
         self._subscriber = subscriber
         self.name = actor_cls.name
@@ -88,6 +89,7 @@ class ActorCell:
         self.clock = clock
         self.audit = audit  # every admin op (it changes state) is written there with who asked and how it ended
         self.on_changed = on_changed  # awaited after an admin op succeeds (other processes reload the state)
+        self.shard_filter = shard_filter  # keeps the live messages of symbols another process owns from the actor
         self.state = STOPPED
         self.instance: Actor | None = None
         self.restarts = 0
@@ -209,6 +211,8 @@ class ActorCell:
             guarded = self._guard_batch(handler.handler)
         else:
             inner, guarded = handler, self._guard_each(handler)
+        if self.shard_filter is not None:
+            guarded = self.shard_filter(guarded)
         self._subs.append((prefix, inner, guarded))
         self._subscriber.subscribe_batch(prefix, guarded)
 

@@ -68,6 +68,7 @@ class KernelService(Actor):
             "actors": {name: cell.status() for name, cell in k.cells.items()},
             "processes": [{"index": 0, "pid": os.getpid(), "state": k.state, "restarts": 0, "role": "serve"},
                           *({**p, "role": "worker"} for p in (k.group.status() if k.group else []))],
+            "shards": k.keeper.status() if k.keeper else k.member.status(),
             "plugins": {"loaded": sorted(i.name for i in k.plugins.infos.values() if i.enabled and not i.error),
                         "broken": {i.name: i.error for i in k.plugins.infos.values() if i.error},
                         "disabled": sorted(i.name for i in k.plugins.infos.values() if not i.enabled)},

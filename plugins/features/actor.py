@@ -9,7 +9,7 @@ does (docs/PROTOCOL.md section 4).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +100,7 @@ class Features(Actor):
         self.live_entries = [entry for entry in self.config.live if self.store.get(entry)]
         self.subscribe(topics.BAR + ".", self.on_bar)
         self.warmed = 0
-        if self.live_entries and self.config.warm_from_market:
+        if self.live_entries and self.config.warm_from_market and not self.ctx.replica:
             self.spawn(self._warm_from_market(), "warm_from_market")
         log.info("pipelines_ready", pipelines=len(self.store.pipelines), versions=sum(1 for _ in self.store),
                  refused=len(self.store.refused))
@@ -258,18 +258,44 @@ class Features(Actor):
             if row is not None:
                 self.publish(out, row)
 
-    async def _warm_from_market(self) -> None:
+    # -- a symbol's streams moving between processes (`ml_processing.core.shards`) ------------------------
+
+    def shard_symbols(self) -> set[str]:
+        return {symbol for symbol, _ in self.live.series}
+
+    def shard_state(self, symbols: Sequence[str]) -> dict[str, list[str]]:
+        """The timeframes of each symbol's streams: the next owner warms them from the market series."""
+        wanted = set(symbols)
+        out: dict[str, list[str]] = {}
+        for symbol, timeframe in self.live.series:
+            if symbol in wanted:
+                out.setdefault(symbol, []).append(timeframe)
+        return out
+
+    def shard_drop(self, symbols: Sequence[str]) -> None:
+        gone = set(symbols)
+        for key in [k for k in self.live.series if k[0] in gone]:
+            del self.live.series[key]
+
+    async def shard_load(self, states: Mapping[str, Any]) -> None:
+        """The streams of gained symbols warm from their market series, which moved with them."""
+        self.shard_drop(list(states))
+        pairs = [(symbol, timeframe) for symbol, timeframes in states.items() for timeframe in timeframes or ()]
+        if pairs and self.live_entries and self.config.warm_from_market:
+            self.spawn(self._warm_from_market(pairs), "warm_from_market", for_message=True)
+
+    async def _warm_from_market(self, pairs: Sequence[tuple[str, str]] | None = None) -> None:
         """Replay the bars the live market state holds (the ``indicators`` service) through every live
         pipeline, so rows are complete from the first new bar after a restart, as indicators are. Without
         that service the streams warm up on new bars."""
         market = Indicators(self.request)
-        try:
-            series = await market.series()
-        except MlpError as exc:  # the indicators plugin is disabled, or runs elsewhere and is not there yet
-            log.info("features_not_warmed", reason=exc.message)
-            return
-        for item in series:
-            symbol, timeframe = item["symbol"], item["timeframe"]
+        if pairs is None:
+            try:
+                pairs = [(item["symbol"], item["timeframe"]) for item in await market.series()]
+            except MlpError as exc:  # the indicators plugin is disabled, or runs elsewhere and is not there yet
+                log.info("features_not_warmed", reason=exc.message)
+                return
+        for symbol, timeframe in pairs:
             if (symbol, timeframe) in self.live:
                 continue  # bars already arrived on the topic: those streams are live
             try:
@@ -284,7 +310,7 @@ class Features(Actor):
             self.warmed += 1
         log.info("features_warmed", series=self.warmed)
 
-    @op(StreamArgs, reply=StreamReply, role="admin")
+    @op(StreamArgs, reply=StreamReply, role="admin", shard="symbol")
     async def handle_stream(self, args: StreamArgs) -> StreamReply:
         """Bars through the live state of a series and pipeline: one row per committed bar."""
         version = self.store.get(args.pipeline, args.version)
@@ -294,7 +320,7 @@ class Features(Actor):
                                            (bar.row() for bar in args.bars))
         return {"pipeline": version.ref, "features": version.compiled.features, "rows": rows}
 
-    @op(RowArgs, reply=RowReply, role="read")
+    @op(RowArgs, reply=RowReply, role="read", shard="symbol")
     def handle_row(self, args: RowArgs) -> RowReply:
         """The latest live row of a series, for `pipeline` (default: its first live one)."""
         return self.live.latest(args.symbol, args.timeframe, args.pipeline)

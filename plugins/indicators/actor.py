@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +99,10 @@ class Indicators(Actor):
         self.routes: dict[str, _Route] = {}  # bar topic -> its series and update topic, once one came
         self.defaults = [Live.parse(spec, self.registry, "live") for spec in self.config.live]
         self.state_path = self.ctx.data_dir / self.config.state_file
-        if self.config.persist:
+        # The serve process saves and loads the market; a worker process gets its symbols' series handed
+        # over (`shard_load`) and never writes the data directory.
+        self.persist = self.config.persist and not self.ctx.replica
+        if self.persist:
             await self._load()
         self.subscribe_batch(topics.BAR + ".", self.on_bars)
 
@@ -116,13 +119,45 @@ class Indicators(Actor):
             log.info("market_state_loaded", path=str(self.state_path), series=len(self.series))
 
     async def on_stop(self) -> None:
-        if self.config.persist and self.series:
+        if self.persist and self.series:
             count = persist.save(self.state_path, self.series.values(), self.derived)
             log.info("market_state_saved", path=str(self.state_path), series=count)
 
     @property
     def registry(self) -> Any:
         return self.registries.get("indicators", {})
+
+    # -- a symbol's series moving between processes (`ml_processing.core.shards`) -------------------------
+
+    def shard_symbols(self) -> set[str]:
+        return {symbol for symbol, _ in self.series}
+
+    def shard_state(self, symbols: Sequence[str]) -> dict[str, Any]:
+        wanted = set(symbols)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for key, series in self.series.items():
+            if key[0] in wanted:
+                out.setdefault(key[0], []).append(persist.entry(series, key in self.derived))
+        return out
+
+    def shard_drop(self, symbols: Sequence[str]) -> None:
+        gone = set(symbols)
+        for key in [k for k in self.series if k[0] in gone]:
+            del self.series[key]
+            self.resamplers.pop(key, None)
+            self.derived.discard(key)
+        for topic in [t for t, route in self.routes.items() if route.series.symbol in gone]:
+            del self.routes[topic]
+
+    async def shard_load(self, states: Mapping[str, Any]) -> None:
+        self.shard_drop(list(states))
+        for entries in states.values():
+            for saved in entries or ():
+                series, derived = persist.rebuild(saved, self.registry, self.config.buffer)
+                self.series[(series.symbol, series.timeframe)] = series
+                if derived:
+                    self.derived.add((series.symbol, series.timeframe))
+                await asyncio.sleep(0)  # one series at a time: the loop serves in between
 
     # -- batch ------------------------------------------------------------------------------------------
 
@@ -221,7 +256,7 @@ class Indicators(Actor):
         route = self.routes[topic] = _Route(self._series(*key, create=True), key, topics.indicator(*key))
         return route
 
-    @op(IngestArgs, reply=IngestReply, role="admin")
+    @op(IngestArgs, reply=IngestReply, role="admin", shard="symbol")
     async def handle_ingest(self, args: IngestArgs) -> IngestReply:
         """Ingest bars of one symbol/timeframe, oldest first, into the live market state."""
         key = (args.symbol, args.timeframe)
@@ -256,7 +291,7 @@ class Indicators(Actor):
                 if i % _STEP == 0:
                     await budget.spent()
 
-    @op(StateArgs, reply=MarketState, role="read")
+    @op(StateArgs, reply=MarketState, role="read", shard="symbol")
     def handle_state(self, args: StateArgs) -> MarketState:
         """Latest indicator values and warm flags of a symbol/timeframe; the forming bar's (or ``peek``'s)
         preview too."""
@@ -273,7 +308,7 @@ class Indicators(Actor):
                            "values": {k: (None if v != v else v) for k, v in series.peek(bar).items()}}
         return out
 
-    @op(TimeframesArgs, reply=TimeframeAnalysis, role="read")
+    @op(TimeframesArgs, reply=TimeframeAnalysis, role="read", shard="symbol")
     def handle_timeframes(self, args: TimeframesArgs) -> TimeframeAnalysis:
         """Multi-timeframe analysis of a symbol: per timeframe trend, momentum, volatility regime and the
         values behind them; and how well the timeframes agree."""
@@ -298,13 +333,13 @@ class Indicators(Actor):
         per = {tf: analyse(tracked[tf].ring.rows()) for tf in names}
         return TimeframeAnalysis(symbol=symbol, timeframes=per, alignment=alignment(per))
 
-    @op(NoArgs, reply=list[SeriesInfo], role="read")
+    @op(NoArgs, reply=list[SeriesInfo], role="read", shard="*")
     def handle_series(self, args: NoArgs) -> list[SeriesInfo]:
         """Tracked symbols and timeframes: bars held, last bar, live indicators."""
         return [SeriesInfo(symbol=s.symbol, timeframe=s.timeframe, bars=s.ring.count, last_ts=s.last_ts,
                            indicators=sorted(s.live)) for s in self.series.values()]
 
-    @op(BarsArgs, reply=HeldBars, role="read")
+    @op(BarsArgs, reply=HeldBars, role="read", shard="symbol")
     def handle_bars(self, args: BarsArgs) -> HeldBars:
         """The committed bars held for a series (oldest first, the newest ``limit``) as columns: what another
         capability replays to warm its own streams from the live market state."""
@@ -313,7 +348,7 @@ class Indicators(Actor):
         return HeldBars(symbol=series.symbol, timeframe=series.timeframe, ts=rows[:, 0].astype(np.int64),
                         open=rows[:, 1], high=rows[:, 2], low=rows[:, 3], close=rows[:, 4], volume=rows[:, 5])
 
-    @op(SubscribeArgs, reply=Subscribed, role="admin")
+    @op(SubscribeArgs, reply=Subscribed, role="admin", shard="symbol")
     def handle_subscribe(self, args: SubscribeArgs) -> Subscribed:
         """Add live indicators to one series, or (without ``symbol``) to every series and new ones."""
         lives = [Live.parse(spec, self.registry, f"indicators[{i}]") for i, spec in enumerate(args.indicators)]
@@ -326,7 +361,7 @@ class Indicators(Actor):
             self.defaults.extend(live for live in lives if live.key not in known)
         return Subscribed(series=len(targets), indicators=[live.key for live in lives])
 
-    @op(UnsubscribeArgs, reply=Unsubscribed, role="admin")
+    @op(UnsubscribeArgs, reply=Unsubscribed, role="admin", shard="symbol")
     def handle_unsubscribe(self, args: UnsubscribeArgs) -> Unsubscribed:
         """Remove live indicators (by key, such as ``SMA_20``) from one series, or from every series."""
         removed = sum(series.remove(key) for series in self._targets(args) for key in args.indicators)

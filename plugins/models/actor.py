@@ -13,6 +13,7 @@ a declared request to its collaborator:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ml_processing.sdk import Actor, NoArgs, get_logger, op
@@ -124,7 +125,8 @@ class Models(Actor):
             self.weights.bind(loaded)
         for prefix, handler in self.live.subscriptions():
             self.subscribe(prefix, handler)
-        self.spawn(self.live.run_checkpoints(self.ctx.changed), "checkpoints")
+        if not self.ctx.replica:  # the serve process saves what is learned live; a worker process never writes
+            self.spawn(self.live.run_checkpoints(self.ctx.changed), "checkpoints")
 
     def _rebind(self, name: str, loaded: Loaded | None) -> None:
         if loaded is not None:
@@ -135,9 +137,23 @@ class Models(Actor):
             if job.active:
                 await self.trainer.cancel(job.id)
         await self.executor.close()
-        saved = await self.live.checkpoint()
+        saved = [] if self.ctx.replica else await self.live.checkpoint()
         if saved:
             log.info("models_checkpointed", models=saved)
+
+    # -- a symbol's live state moving between processes (`ml_processing.core.shards`): the predictions
+    # awaiting their label stay behind (their labels are not learned); signals start from flat
+
+    def shard_symbols(self) -> set[str]:
+        return {symbol for _, symbol, _ in self.live.series}
+
+    def shard_drop(self, symbols: Sequence[str]) -> None:
+        gone = set(symbols)
+        for key in [k for k in self.live.series if k[1] in gone]:
+            del self.live.series[key]
+
+    async def shard_load(self, states: Mapping[str, Any]) -> None:
+        self.shard_drop(list(states))
 
     # -- registry -----------------------------------------------------------------------------------------
 

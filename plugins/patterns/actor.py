@@ -82,6 +82,20 @@ class Patterns(Actor):
         self.signals = 0
         self.subscribe(topics.BAR + ".", self.on_bar)
 
+    # -- a symbol's detectors move between processes (`ml_processing.core.shards`): they warm up again on
+    # the next bars, as after a restart
+
+    def shard_symbols(self) -> set[str]:
+        return {symbol for symbol, _ in self.series}
+
+    def shard_drop(self, symbols: Sequence[str]) -> None:
+        gone = set(symbols)
+        for key in [k for k in self.series if k[0] in gone]:
+            del self.series[key]
+
+    async def shard_load(self, states: Mapping[str, Any]) -> None:
+        self.shard_drop(list(states))
+
     @property
     def registry(self) -> Mapping[str, Pattern]:
         return self.registries.get("patterns", {})  # type: ignore[return-value]
@@ -174,7 +188,7 @@ class Patterns(Actor):
                         "strength": round(min(1.0, e.strength / 200 if e.kind == "candlestick" else e.strength), 4),
                         "reason": f"{e.pattern} ({e.direction}, {e.kind})", "source": "patterns"})
 
-    @op(NoArgs, reply=list[SeriesInfo], role="read")
+    @op(NoArgs, reply=list[SeriesInfo], role="read", shard="*")
     def handle_series(self, args: NoArgs) -> list[SeriesInfo]:
         """Every series detected live: its last committed bar and how many patterns follow it."""
         return [{"symbol": s, "timeframe": tf, "last_ts": v.last_ts, "patterns": len(v.streams)}

@@ -9,7 +9,7 @@ holds, with breadth across every series the service tracks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,25 @@ class Sentiment(Actor):
         self.subscribe(topics.NEWS + ".", self.on_news)
         if self.config.live_market:
             self.subscribe(topics.INDICATOR + ".", self.on_indicator)
+
+    # -- a symbol's news sentiment moving between processes (`ml_processing.core.shards`) ------------------
+
+    def shard_symbols(self) -> set[str]:
+        return set(self.aggregates)
+
+    def shard_state(self, symbols: Sequence[str]) -> dict[str, list[float]]:
+        return {s: [a.total, a.weight, a.at, a.texts] for s in symbols if (a := self.aggregates.get(s)) is not None}
+
+    def shard_drop(self, symbols: Sequence[str]) -> None:
+        for symbol in symbols:
+            self.aggregates.pop(symbol, None)
+
+    async def shard_load(self, states: Mapping[str, Any]) -> None:
+        for symbol, state in states.items():
+            self.aggregates.pop(symbol, None)
+            if state is not None:
+                total, weight, at, texts = state
+                self.aggregates[symbol] = _Aggregate(float(total), float(weight), float(at), int(texts))
 
     def _analyzer(self, name: str, kind: type) -> Any:
         analyzer = self.registries.get("sentiment", {}).get(name)
@@ -220,7 +239,7 @@ class Sentiment(Actor):
             "label": label(score),
             "analyzer": self.text.name, **aggregate.value(now, self.config.half_life_s)})
 
-    @op(SymbolArgs, reply=SymbolSentiment, role="read")
+    @op(SymbolArgs, reply=SymbolSentiment, role="read", shard="symbol")
     def handle_symbol(self, args: SymbolArgs) -> SymbolSentiment:
         """The aggregated news sentiment of a symbol now."""
         aggregate = self.aggregates.get(args.symbol)

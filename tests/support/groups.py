@@ -13,8 +13,9 @@ from tests.core.helpers import free_ports
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def group_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugins: str) -> Path:
-    """Write the configuration of a two-process serve group whose ``[plugins]`` part is `plugins`."""
+def group_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugins: str, kernel: str = "") -> Path:
+    """Write the configuration of a two-process serve group whose ``[plugins]`` part is `plugins` (`kernel`:
+    more ``[kernel]`` lines)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     for var in [v for v in os.environ if v.startswith("MLP_")]:
         monkeypatch.delenv(var)
@@ -37,6 +38,7 @@ enabled = false
 [kernel]
 processes = 2
 drain_timeout_s = 5.0
+{kernel}
 
 {plugins}""", encoding="utf-8")
     return path

@@ -1,0 +1,387 @@
+"""Live series sharded by symbol over the processes of a serve group and the worker hosts that join it.
+
+Every process that serves the actors (the serve process, its worker processes, and ``ml-processing worker``
+hosts) is a *member* with a name: ``serve``, or the name of its control service ``process.<name>``. Each live
+message whose topic names a symbol is handled by the symbol's owner only (`ml_processing.bus.shards`: a
+stable rendezvous hash of the member names), so each bar is handled once, and the indicators, feature
+streams, live predictions, labels, patterns and market sentiment of a symbol live in one process.
+
+The serve process's `ShardKeeper` decides the members: itself plus every ``process.*`` control service the
+broker has a live worker for. When that set changes it starts a new *epoch* and moves the symbols whose
+owner changed, in two steps over the members' control services:
+
+1. ``shards_release`` to every member: take the new member list; the moving symbols are *frozen* (nobody
+   handles their messages); each member answers the state of the moving symbols it held and forgets them.
+2. ``shards_acquire`` to every member: each continues its gained symbols from the state released in step 1,
+   or, for a member that is gone, from its last checkpoint in the store; then the freeze ends.
+
+The keeper also pulls a checkpoint of every other member's symbols each ``[kernel] shard_checkpoint_s``
+and writes it to ``<data_dir>/shards/`` (atomically, one file per symbol: the serve process stays the one
+writer of the data directory). The guarantee, per symbol, is *at most once*: no bar is handled twice; the
+bars published while a symbol moves (milliseconds for a member that joins or leaves cleanly) are handled by
+nobody; when a member is lost, its symbols continue from its last checkpoint, so the bars it handled after
+that checkpoint and those published until the broker notices the loss (``[bus] liveness`` heartbeats) are
+missing from their series. Their published outputs (indicator updates, predictions) are not repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml_processing.bus import codec
+from ml_processing.bus.errors import CodecError, MlpError
+from ml_processing.bus.pubsub import BatchHandler
+from ml_processing.bus.shards import FIRST, Shards, owner
+
+from .log import get_logger
+from .storage import atomic_write
+
+if TYPE_CHECKING:
+    from ml_processing.bus import mdp
+
+    from .supervisor import ActorCell
+
+log = get_logger(__name__)
+
+#: Every member other than the serve process is named by its control service, which starts with this.
+MEMBER_PREFIX = "process."
+#: {symbol: {actor: state}}: what moves with symbols.
+States = dict[str, dict[str, Any]]
+
+STORE_VERSION = 1
+
+
+def symbol_of(topic: str) -> str | None:
+    """The symbol a topic names (``kind.SYMBOL[.TF]``), or None (`ml_processing.bus.topics` builds them)."""
+    parts = topic.split(".", 2)
+    return parts[1] if len(parts) > 1 else None
+
+
+class ShardMember:
+    """This process's part: which live messages it handles, and its actors' state moved in and out."""
+
+    def __init__(self, name: str, cells: Mapping[str, ActorCell]) -> None:
+        self.name = name
+        # Alone, the serve process owns everything; any other member owns nothing until it is told.
+        self.view = Shards(name, [name] if name == FIRST else [])
+        self.cells = cells
+        self.skipped = 0  # live messages left to their owner (another member)
+        self.acquired = 0
+        self.released = 0
+
+    def filtering(self, guarded: BatchHandler) -> BatchHandler:
+        """`guarded` given only the messages of the symbols this process owns (a drain at a time)."""
+        view = self.view
+
+        def owned_only(messages: Sequence[tuple[str, Any]]) -> None:
+            if len(view.members) == 1 and view.members[0] == view.me and not view.frozen:
+                guarded(messages)  # alone: every message is ours
+                return
+            owns = view.owns
+            mine = [m for m in messages if owns(symbol_of(m[0]))]
+            self.skipped += len(messages) - len(mine)
+            if mine:
+                guarded(mine)
+        return owned_only
+
+    def _actors(self) -> list[Any]:
+        return [cell.instance for cell in self.cells.values() if cell.instance is not None]
+
+    def held(self) -> set[str]:
+        """Every symbol one of this process's actors holds live state for."""
+        symbols: set[str] = set()
+        for actor in self._actors():
+            symbols.update(actor.shard_symbols())
+        return symbols
+
+    def states(self, symbols: Iterable[str]) -> States:
+        wanted = list(symbols)
+        out: States = {}
+        for actor in self._actors():
+            for symbol, state in actor.shard_state(wanted).items():
+                out.setdefault(symbol, {})[actor.ctx.name] = state
+        return out
+
+    def release(self, epoch: int, members: Sequence[str], moving: Iterable[str]) -> States:
+        """Step 1 of a move: take `members`, freeze `moving`, answer and forget the moving symbols held here."""
+        moving = set(moving)
+        self.view.update(epoch, members, moving)
+        lost = [s for s in self.held() & moving if s not in self.view.owned((s,))]
+        states = self.states(lost)
+        for actor in self._actors():
+            actor.shard_drop(lost)
+        self.released += len(lost)
+        if lost:
+            log.info("shards_released", epoch=epoch, symbols=len(lost))
+        return states
+
+    async def acquire(self, epoch: int, states: States) -> int:
+        """Step 2: continue the gained symbols from `states` (None: afresh); the freeze ends."""
+        if epoch != self.view.epoch:
+            raise MlpError(f"acquire for epoch {epoch}, but this member is at epoch {self.view.epoch}")
+        for actor in self._actors():
+            mine = {symbol: by_actor.get(actor.ctx.name) for symbol, by_actor in states.items()}
+            if mine:
+                await actor.shard_load(mine)
+        self.view.thaw()
+        self.acquired += len(states)
+        if states:
+            log.info("shards_acquired", epoch=epoch, symbols=len(states))
+        return len(states)
+
+    def checkpoint(self) -> States:
+        """The state of every symbol this process owns, to be saved by the keeper (nothing is dropped)."""
+        return self.states(self.view.owned(self.held()))
+
+    def status(self) -> dict[str, Any]:
+        return {"me": self.name, "epoch": self.view.epoch, "members": list(self.view.members),
+                "frozen": len(self.view.frozen), "skipped_messages": self.skipped,
+                "acquired": self.acquired, "released": self.released}
+
+
+class ShardStore:
+    """The saved state of each symbol: ``<dir>/<hex of symbol>.msgpack``, written atomically."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, symbol: str) -> Path:
+        return self.directory / f"{symbol.encode().hex()}.msgpack"
+
+    def save(self, states: States, epoch: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for symbol, by_actor in states.items():
+            atomic_write(self._path(symbol), codec.packb({"version": STORE_VERSION, "symbol": symbol,
+                                                          "epoch": epoch, "states": by_actor}))
+
+    def load(self, symbol: str) -> dict[str, Any] | None:
+        path = self._path(symbol)
+        try:
+            body = codec.unpackb(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, CodecError) as exc:
+            log.error("shard_state_unreadable", symbol=symbol, path=str(path), error=str(exc))
+            return None
+        if not isinstance(body, dict) or body.get("version") != STORE_VERSION:
+            log.error("shard_state_unreadable", symbol=symbol, path=str(path), error="not a shard state file")
+            return None
+        states = body.get("states")
+        return states if isinstance(states, dict) else None
+
+    def symbols(self) -> set[str]:
+        if not self.directory.is_dir():
+            return set()
+        found = set()
+        for path in self.directory.glob("*.msgpack"):
+            try:
+                found.add(bytes.fromhex(path.stem).decode())
+            except (ValueError, UnicodeDecodeError):
+                log.warning("shard_state_file_ignored", path=str(path))
+        return found
+
+
+class ShardKeeper:
+    """The serve process's side: the member list, moving symbols between members, checkpoints."""
+
+    def __init__(self, member: ShardMember, broker: mdp.Broker, store: ShardStore, executor: Executor, *,
+                 checkpoint_s: float, poll_s: float = 0.2, timeout: float = 30.0) -> None:
+        self.member = member
+        self.broker = broker
+        self.store = store
+        self.executor = executor
+        self.checkpoint_s = checkpoint_s
+        self.poll_s = poll_s
+        self.timeout = timeout
+        self.universe: set[str] = set()  # every symbol known to have state somewhere
+        self.epoch = 0
+        self.moves = 0
+        self.moved = 0
+        self.last_move_ms = 0.0
+        self.checkpoints = 0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self.member.view.members
+
+    def live_members(self) -> list[str]:
+        """The serve process plus every member control service with a live worker at the broker."""
+        found = [FIRST]
+        for name, info in self.broker.services().items():
+            if name.startswith(MEMBER_PREFIX) and info.get("workers", 0) > 0:
+                found.append(name)
+        return sorted(found)
+
+    async def start(self) -> None:
+        """Continue the symbols saved in the store that this process does not hold, then watch members."""
+        stored = await asyncio.get_running_loop().run_in_executor(self.executor, self.store.symbols)
+        self.universe = stored | self.member.held()
+        await self._move(self.live_members(), also=stored - self.member.held())
+        self._task = asyncio.create_task(self._watch(), name="shard-keeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def stop_member(self) -> None:
+        """Before the worker processes stop: save what each holds (their state survives a restart)."""
+        await self.checkpoint()
+
+    async def _watch(self) -> None:
+        last_checkpoint = time.monotonic()
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                members = self.live_members()
+                if tuple(members) != self.members:
+                    await self._move(members)
+                if time.monotonic() - last_checkpoint >= self.checkpoint_s:
+                    last_checkpoint = time.monotonic()
+                    await self.checkpoint()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the keeper must outlive any one member's failure
+                log.error("shard_keeper_failed", exc_info=True)
+
+    async def _call(self, member: str, op: str, args: dict[str, Any]) -> Any:
+        return await self.broker.request(member, op, args, timeout=self.timeout)
+
+    async def _move(self, members: Sequence[str], also: Iterable[str] = ()) -> None:
+        """A new epoch with `members`: release the moving symbols everywhere, then acquire them."""
+        async with self._lock:
+            started = time.perf_counter()
+            old = self.members if self.epoch else (FIRST,)
+            self.epoch += 1
+            epoch = self.epoch
+            self.universe |= self.member.held()
+            moving = {s for s in self.universe if owner(s, old) != owner(s, members)} | set(also)
+            others = [m for m in members if m != FIRST]
+            replies = await asyncio.gather(
+                *(self._call(m, "shards_release", {"epoch": epoch, "members": list(members),
+                                                   "moving": sorted(moving)}) for m in others),
+                return_exceptions=True)
+            states: States = self.member.release(epoch, members, moving)
+            for name, reply in zip(others, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    log.error("shard_release_failed", member=name, epoch=epoch, error=str(reply))
+                elif isinstance(reply, dict):
+                    states.update(reply)
+            if states:
+                await asyncio.get_running_loop().run_in_executor(self.executor, self.store.save, states, epoch)
+            missing = [s for s in moving if s not in states]
+            if missing:
+                loaded = await asyncio.get_running_loop().run_in_executor(self.executor, self._load_all, missing)
+                states.update(loaded)
+            given: dict[str, States] = {m: {} for m in members}
+            for symbol in moving:
+                given[owner(symbol, members)][symbol] = states.get(symbol, {})
+            results = await asyncio.gather(
+                *(self._call(m, "shards_acquire", {"epoch": epoch, "states": given[m]}) for m in others),
+                return_exceptions=True)
+            await self.member.acquire(epoch, given[FIRST])
+            for name, result in zip(others, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error("shard_acquire_failed", member=name, epoch=epoch, error=str(result))
+            self.moves += 1
+            self.moved += len(moving)
+            self.last_move_ms = round((time.perf_counter() - started) * 1000, 3)
+            log.info("shards_moved", epoch=epoch, members=list(members), moving=len(moving), ms=self.last_move_ms)
+
+    def _load_all(self, symbols: Iterable[str]) -> States:
+        return {s: states for s in symbols if (states := self.store.load(s)) is not None}
+
+    async def checkpoint(self) -> int:
+        """Save the state of every symbol held by another member (their state outlives a lost member)."""
+        async with self._lock:
+            others = [m for m in self.members if m != FIRST]
+            replies = await asyncio.gather(*(self._call(m, "shards_checkpoint", {}) for m in others),
+                                           return_exceptions=True)
+            states: States = {}
+            for name, reply in zip(others, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    log.warning("shard_checkpoint_failed", member=name, error=str(reply))
+                elif isinstance(reply, dict):
+                    states.update(reply)
+            if states:
+                await asyncio.get_running_loop().run_in_executor(self.executor, self.store.save, states,
+                                                                 self.epoch)
+                self.universe |= set(states)
+            self.checkpoints += 1
+            return len(states)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.member.status(), "moves": self.moves, "symbols_moved": self.moved,
+                "last_move_ms": self.last_move_ms, "checkpoints": self.checkpoints,
+                "symbols_known": len(self.universe)}
+
+
+def merge_replies(replies: Sequence[Any]) -> Any:
+    """The replies of every member to an op over every series, as one: lists are joined, maps merged
+    (numbers add up, lists of names are joined without repeats), anything else is the first.
+
+    >>> merge_replies([[1], [2, 3]]), merge_replies([{"series": 2, "keys": ["a"]}, {"series": 1, "keys": ["a"]}])
+    ([1, 2, 3], {'series': 3, 'keys': ['a']})
+    """
+    from .kernel import merge_fragments  # the kernel imports this module
+
+    if all(isinstance(r, list) for r in replies):
+        return [item for reply in replies for item in reply]
+    if all(isinstance(r, dict) for r in replies):
+        merged: dict[str, Any] = {}
+        for reply in replies:
+            merge_fragments(merged, reply)
+        for key, value in merged.items():  # a name every member lists is listed once
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                merged[key] = list(dict.fromkeys(value))
+        return merged
+    return replies[0]
+
+
+class ShardRouter:
+    """The serve process's face of an actor whose ops read or change a symbol's live state (declared with
+    ``@op(..., shard="symbol")``): the symbol's owner answers; without a symbol (an op over every series)
+    every member answers and the replies are merged. Other ops go to the actor here as before."""
+
+    def __init__(self, cell: ActorCell, member: ShardMember,
+                 call: Callable[[str, str, dict[str, Any]], Awaitable[Any]]) -> None:
+        self.cell = cell
+        self.member = member
+        self.call = call
+        self.ops = {name: spec.shard for name, spec in cell.actor_cls.declarations().items() if spec.shard}
+
+    def __call__(self, request: codec.Request) -> Any:
+        field = self.ops.get(request.op)
+        view = self.member.view
+        if field is None or len(view.members) == 1:
+            return self.cell(request)
+        symbol = request.args.get(field) if isinstance(request.args, dict) else None
+        if isinstance(symbol, str):
+            target = view.owner(symbol)
+            return self.cell(request) if target == self.member.name else self._forward(target, request)
+        if field != "*" and symbol is not None:
+            return self.cell(request)  # not a symbol: the actor's declaration refuses it, naming the field
+        return self._everywhere(request)
+
+    def _args(self, request: codec.Request) -> dict[str, Any]:
+        return {"service": self.cell.name, "op": request.op, "args": request.args, "rid": request.rid,
+                "principal": request.principal, "transport": request.transport}
+
+    async def _forward(self, target: str, request: codec.Request) -> Any:
+        return await self.call(target, "call", self._args(request))
+
+    async def _everywhere(self, request: codec.Request) -> Any:
+        here = self.cell(request)
+        others = [m for m in self.member.view.members if m != self.member.name]
+        replies = await asyncio.gather(*(self.call(m, "call", self._args(request)) for m in others))
+        mine = await here if inspect.isawaitable(here) else here
+        return merge_replies([mine, *replies])
