@@ -79,6 +79,9 @@ class ActorContext:
     #: True in a worker process of ``serve --processes N``: it serves the stateless ops from the state on disk
     #: and must not write the data directory (no sweeping of others' temporary files, no defaults to create).
     replica: bool = False
+    #: True in the serve process: it saves and loads the live state of its symbols (the market) itself. A
+    #: worker (a process of the group or another host) is handed its symbols' live state (`shard_load`).
+    primary: bool = True
 
 
 class Actor:

@@ -274,6 +274,7 @@ class Kernel:
             clock=self.clock,
             changed=lambda: self._changed(cell.name),
             replica=replica,
+            primary=self.mode == "serve",
         )
 
     def _start_workers(self) -> None:

@@ -100,7 +100,7 @@ class Features(Actor):
         self.live_entries = [entry for entry in self.config.live if self.store.get(entry)]
         self.subscribe(topics.BAR + ".", self.on_bar)
         self.warmed = 0
-        if self.live_entries and self.config.warm_from_market and not self.ctx.replica:
+        if self.live_entries and self.config.warm_from_market and self.ctx.primary:
             self.spawn(self._warm_from_market(), "warm_from_market")
         log.info("pipelines_ready", pipelines=len(self.store.pipelines), versions=sum(1 for _ in self.store),
                  refused=len(self.store.refused))

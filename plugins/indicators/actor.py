@@ -101,7 +101,7 @@ class Indicators(Actor):
         self.state_path = self.ctx.data_dir / self.config.state_file
         # The serve process saves and loads the market; a worker process gets its symbols' series handed
         # over (`shard_load`) and never writes the data directory.
-        self.persist = self.config.persist and not self.ctx.replica
+        self.persist = self.config.persist and self.ctx.primary
         if self.persist:
             await self._load()
         self.subscribe_batch(topics.BAR + ".", self.on_bars)
