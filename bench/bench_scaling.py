@@ -11,6 +11,9 @@ and once with ``2``; the second is measured only once /health shows its worker p
    Reported: requests/s of both clients together. Target: 2 processes >= 1.6x of 1 (on load a).
 2. One-row ``models.predict`` from one client process, p50/p99 over ZeroMQ. Target: 2 processes' p50 <= 1.1x
    of 1 process's (a cheap request is answered in the serve process, with no extra hop).
+3. Live bars over 100 symbols with bench_live's 20 live indicators (and nothing else on each bar), fed in
+   bursts by bench_live's feed, every indicator update read back: bars/s. With 2 processes the symbols are
+   sharded over both (docs/SCALING.md). Target: 2 processes >= 1.5x of 1.
 
 The reference of each ratio is the one-process service, measured in the same repeat. Every client runs in
 its own process, every loop is bounded, everything is on 127.0.0.1. Medians of the repeats are quoted; every
@@ -31,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
+import bench_live
 
 ROWS = 1_000
 FEATURES = 4  # the default models' inputs
@@ -117,6 +121,39 @@ def _wait_processes(svc: C.Service, count: int, timeout: float = 120.0) -> None:
     raise RuntimeError(f"{count} processes did not all run within {timeout}s")
 
 
+def _wait_members(svc: C.Service, count: int, timeout: float = 120.0) -> None:
+    """Until `count` processes share the live symbols (their move done)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(svc.edge_url + "/health", timeout=5) as resp:
+            shards = json.loads(resp.read())["shards"]
+        if len(shards["members"]) == count and not shards["frozen"]:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{count} processes did not share the live symbols within {timeout}s")
+
+
+def live(processes: int, bars: int, symbols: int = 100, burst: int = 200) -> float:
+    """Live bars/s over `symbols` symbols with `processes` processes (bench_live's feed and indicators)."""
+    import zmq
+
+    env = {"MLP_KERNEL_PROCESSES": str(processes)}
+    with C.Service(env=env, start_timeout=120, extra_toml=bench_live.TOML) as svc:
+        _wait_processes(svc, processes)
+        _wait_members(svc, processes)
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            pub, sub = bench_live.connect(ctx, svc.pub_in_port, svc.pub_out_port)
+            series = bench_live.make_bars(bars)
+            bench_live.throughput(pub, sub, series[:100], symbols, burst)  # warm-up: every series exists
+            result = bench_live.throughput(pub, sub, series[100:], symbols, burst)
+        finally:
+            ctx.destroy(linger=0)
+    return float(result["bars_per_s"])
+
+
 def measure(processes: int, seconds: float) -> dict[str, Any]:
     env = {"MLP_KERNEL_PROCESSES": str(processes), "MLP_CACHE_PREDICTION_CACHE_TTL": "0"}
     with C.Service(env=env, start_timeout=120) as svc, C.ProcessGroup() as group:
@@ -137,21 +174,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each load (default 8)")
+    parser.add_argument("--bars", type=int, default=1100, help="bars per symbol of the live load (default 1100)")
     args = parser.parse_args()
     repeats = []
     for i in range(args.repeat):
         one, two = measure(1, args.seconds), measure(2, args.seconds)
+        one["live_bars_per_s"], two["live_bars_per_s"] = live(1, args.bars), live(2, args.bars)
         repeats.append({"one": one, "two": two, "batch_ratio": two["batch_per_s"] / one["batch_per_s"],
                         "indicators_ratio": two["indicators_per_s"] / one["indicators_per_s"],
-                        "p50_ratio": two["one_p50_us"] / one["one_p50_us"]})
+                        "p50_ratio": two["one_p50_us"] / one["one_p50_us"],
+                        "live_ratio": two["live_bars_per_s"] / one["live_bars_per_s"]})
         print(f"repeat {i + 1}: indicators/s {one['indicators_per_s']:.1f} -> {two['indicators_per_s']:.1f} "
               f"({repeats[-1]['indicators_ratio']:.2f}x); "
               f"batches/s {one['batch_per_s']:.1f} -> {two['batch_per_s']:.1f} "
               f"({repeats[-1]['batch_ratio']:.2f}x); one-row p50 {one['one_p50_us']:.0f} -> "
-              f"{two['one_p50_us']:.0f} us ({repeats[-1]['p50_ratio']:.2f}x)", flush=True)
+              f"{two['one_p50_us']:.0f} us ({repeats[-1]['p50_ratio']:.2f}x); live bars/s "
+              f"{one['live_bars_per_s']:.0f} -> {two['live_bars_per_s']:.0f} ({repeats[-1]['live_ratio']:.2f}x)",
+              flush=True)
     batch_ratio = C.median(r["batch_ratio"] for r in repeats)
     indicators_ratio = C.median(r["indicators_ratio"] for r in repeats)
     p50_ratio = C.median(r["p50_ratio"] for r in repeats)
+    live_ratio = C.median(r["live_ratio"] for r in repeats)
     C.print_table(["measure", "1 process", "2 processes", "ratio"], [
         ["10 indicators x 10k bars/s (2 clients)", C.fmt(C.median(r["one"]["indicators_per_s"] for r in repeats)),
          C.fmt(C.median(r["two"]["indicators_per_s"] for r in repeats)), f"{indicators_ratio:.2f}x"],
@@ -159,12 +202,16 @@ def main() -> int:
          C.fmt(C.median(r["two"]["batch_per_s"] for r in repeats)), f"{batch_ratio:.2f}x"],
         ["one-row predict p50 (us)", C.fmt(C.median(r["one"]["one_p50_us"] for r in repeats)),
          C.fmt(C.median(r["two"]["one_p50_us"] for r in repeats)), f"{p50_ratio:.2f}x"],
+        ["live bars/s, 100 symbols x 20 indicators", C.fmt(C.median(r["one"]["live_bars_per_s"] for r in repeats)),
+         C.fmt(C.median(r["two"]["live_bars_per_s"] for r in repeats)), f"{live_ratio:.2f}x"],
     ])
     verdicts = [C.verdict("server-bound load (indicators), 2 processes >= 1.6x of 1", indicators_ratio >= 1.6,
                           f"{indicators_ratio:.2f}x"),
                 C.verdict("batch predictions (xgboost threads already use both cores), 2 processes vs 1", None,
                           f"{batch_ratio:.2f}x"),
-                C.verdict("one-row predict p50, 2 processes <= 1.1x of 1", p50_ratio <= 1.1, f"{p50_ratio:.2f}x")]
+                C.verdict("one-row predict p50, 2 processes <= 1.1x of 1", p50_ratio <= 1.1, f"{p50_ratio:.2f}x"),
+                C.verdict("live bars over 100 symbols, 2 processes >= 1.5x of 1", live_ratio >= 1.5,
+                          f"{live_ratio:.2f}x")]
     C.write_results("bench_scaling", {"repeats": repeats, "verdicts": verdicts})
     return 0 if all(v["pass"] for v in verdicts) else 1
 

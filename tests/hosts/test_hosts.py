@@ -1,7 +1,7 @@
 """Many hosts: a broker host and two worker hosts, each a Linux network namespace with its own address,
 over real TCP with CURVE keys. Both worker hosts take shards of the live symbols; when one host's process
 is killed, requests are answered again after a bounded window and its symbols continue on the others, from
-their last checkpoint.
+their last checkpoint. Training runs on a Dask scheduler and worker on another host.
 
 The namespaces, the bridge and the veth pairs are made by the test itself (`tests.hosts.netns`); without
 root or iproute2 it is skipped, saying why."""
@@ -32,9 +32,16 @@ HEARTBEAT_MS, LIVENESS = 250, 3
 pytestmark = pytest.mark.skipif(bool(reason := available()), reason=reason or "")
 
 
-def config(tmp_path: Path, host: str, broker: str, keys: str | None = None) -> Path:
+LIVE_ONLY = "".join(f"\n[plugins.{name}]\nenabled = false\n" for name in OFF) + """
+[plugins.indicators]
+live = ["SMA(timeperiod=5)"]
+buffer = 500
+timeframes = []
+"""
+
+
+def config(tmp_path: Path, host: str, broker: str, keys: str | None = None, plugins: str = LIVE_ONLY) -> Path:
     path = tmp_path / f"{host}.toml"
-    off = "".join(f"\n[plugins.{name}]\nenabled = false\n" for name in OFF)
     path.write_text(f"""
 [service]
 data_dir = "{tmp_path / host}"
@@ -61,12 +68,7 @@ bootstrap_admin = false
 [kernel]
 shard_checkpoint_s = 0.3
 drain_timeout_s = 3.0
-
-[plugins.indicators]
-live = ["SMA(timeperiod=5)"]
-buffer = 500
-timeframes = []
-{off}""", encoding="utf-8")
+{plugins}""", encoding="utf-8")
     return path
 
 
@@ -92,6 +94,15 @@ def keys(tmp_path: Path, serve: Path, name: str, *roles: str) -> str:
 @pytest.fixture
 def hosts() -> Iterator[Hosts]:
     made = Hosts(["broker", "w1", "w2"])
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[Hosts]:
+    made = Hosts(["broker", "dask"])
     try:
         yield made
     finally:
@@ -195,5 +206,45 @@ def test_worker_hosts_share_the_symbols_and_take_over_a_lost_hosts(tmp_path: Pat
         taken = sum(line["symbols"] for line in acquired)
         assert taken >= sum(1 for o in now_owners.values() if o == "process.w2"), acquired
         assert time.monotonic() - killed < 90
+    finally:
+        started.stop()
+
+
+def test_training_runs_on_a_dask_cluster_on_another_host(tmp_path: Path, two_hosts: Hosts) -> None:
+    hosts = two_hosts
+    scheduler = f"tcp://{hosts.addresses['dask']}:8786"
+    models = f"""
+[plugins.models]
+defaults = false
+live = []
+executor = "{scheduler}"
+[plugins.indicators]
+persist = false
+[plugins.patterns]
+enabled = false
+[plugins.sentiment]
+enabled = false
+[plugins.replay]
+enabled = false
+"""
+    serve = config(tmp_path, "broker", hosts.addresses["broker"], plugins=models)
+    quant = keys(tmp_path, serve, "quant", "read", "compute", "admin")
+    started = Started(tmp_path)
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    try:
+        started.start("scheduler", hosts.command("dask", [*dask, "--host", hosts.addresses["dask"], "--port", "8786",
+                                                          "--no-dashboard"]))
+        started.start("dask-worker", hosts.command("dask", [
+            sys.executable, "-m", "distributed.cli.dask_worker", scheduler, "--nworkers", "1", "--nthreads", "1",
+            "--no-dashboard", "--host", hosts.addresses["dask"]]))
+        started.start("serve", hosts.command("broker", cli("serve", "--config", str(serve))))
+        trainer = started.start("trainer", hosts.command("broker", [sys.executable, "-m", "tests.hosts.trainer",
+                                                                     str(serve), quant, scheduler]),
+                                stdout=subprocess.PIPE, cwd=ROOT)
+        result = read_line(trainer, 150)
+        assert result["status"] == "done", result
+        assert result["tasks"] > 0 and result["workers"], result  # the training ran as tasks of the cluster ...
+        assert all(w.startswith(f"tcp://{hosts.addresses['dask']}:") for w in result["workers"])  # ... over there
+        assert result["predicted"] in (0, 1), result
     finally:
         started.stop()
