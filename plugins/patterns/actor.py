@@ -100,10 +100,12 @@ class Patterns(Actor):
     def registry(self) -> Mapping[str, Pattern]:
         return self.registries.get("patterns", {})  # type: ignore[return-value]
 
-    def _named(self, specs: Sequence[str | PatternSpec | Mapping[str, Any]], field_name: str) -> Chosen:
-        """Patterns by name (any case; ``["*"]`` for all) with their parameters, checked against the registry."""
+    def _named(self, specs: Sequence[str | PatternSpec | Mapping[str, Any]], field_name: str,
+               kind: str | None = None) -> Chosen:
+        """Patterns by name (any case; ``["*"]`` for all, or all of one `kind`) with their parameters, checked
+        against the registry."""
         if list(specs) == ["*"]:
-            return [(p, p.resolve({})) for p in self.registry.values()]
+            return [(p, p.resolve({})) for p in self.registry.values() if kind in (None, p.kind)]
         out = []
         for i, spec in enumerate(specs):
             if isinstance(spec, PatternSpec):
@@ -134,7 +136,7 @@ class Patterns(Actor):
     @op(DetectArgs, reply=DetectReply, role="compute", spread=True)
     def handle_detect(self, args: DetectArgs) -> Any:
         """Detect candlestick and chart patterns over columns of bars: each pattern's events, as columns."""
-        chosen = self._named(args.patterns, "patterns")
+        chosen = self._named(args.patterns, "patterns", args.kind)  # named ones are checked whatever their kind
         if args.kind is not None:
             chosen = [(p, params) for p, params in chosen if p.kind == args.kind]
         used = {c for p, _ in chosen for c in p.inputs}

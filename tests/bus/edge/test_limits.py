@@ -244,3 +244,18 @@ def test_timeouts_must_be_positive() -> None:
         create_app(object(), header_timeout=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="header_timeout and body_timeout"):
         create_app(object(), body_timeout=-1.0)  # type: ignore[arg-type]
+
+
+
+async def test_a_body_cut_short_of_its_declared_length_is_not_served_nor_waited_for(edge: Edge) -> None:
+    body = json.dumps({"close": [1.0, 2.0, 3.0]}).encode()
+    reader, writer = await edge.connect()
+    try:
+        writer.write(request_head("/api/v1/echo", len(body) + 10) + body)
+        await writer.drain()
+        writer.write_eof()  # the client sends no more: the body is 10 bytes short
+        await closed_after(reader)  # within BOUND
+    finally:
+        writer.close()
+
+    assert 200 not in edge.stats.by_status  # a short body is never read as a whole one
