@@ -10,7 +10,10 @@ TA-Lib in the same run.
 2. ``POST /api/v1/patterns/detect`` on 10,000 bars (JSON, one client), p50 and p99: the chart patterns alone
    (``kind: chart``; target under 10 ms), the candlestick patterns alone, and every pattern (target under
    25 ms). The service loads its compiled chart walks on a thread at the first chart request; the benchmark
-   waits (up to 60 s) until its health says ``chart_walks: compiled`` before measuring.
+   waits (up to 60 s) until its health says ``chart_walks: compiled`` before measuring. Beside them, the
+   parts of a request that are not detection, timed in this process on the same bodies: reading the JSON
+   body (``codec.decode_json``, columns to arrays, as the edge does) and writing the reply
+   (``codec.encode_json``); what REST adds beyond those and the detection is HTTP, the edge and the actor.
 3. Live: one bar published on ``bar.SYM.1m`` with every pattern live (61 candlestick, 10 chart) -> the
    ``pattern.SYM.1m`` events of that bar received (bars that confirm at least one pattern), p50. Target: under
    1 ms. Reference: the raw pyzmq forwarder of bench_live.py under the same feed.
@@ -39,9 +42,13 @@ import _common as C
 import bench_indicators as I
 import bench_live as L
 
+from ml_processing.bus import codec
 from ml_processing.plugins.patterns.actor import detect_grouped
 from ml_processing.plugins.patterns.candles import candlesticks
 from ml_processing.plugins.patterns.chart import chart_patterns, jit
+
+#: The fields of a ``detect`` body the edge reads as columns (`ml_processing.bus.edge.app.json_columns`).
+COLUMNS = frozenset(("open", "high", "low", "close", "volume", "ts"))
 
 TOML = """
 [plugins.indicators]
@@ -96,6 +103,12 @@ def service_walks(edge_url: str, chart_request: Callable[[], None]) -> str:
         time.sleep(0.2)
 
 
+def reply(events: dict[str, Any]) -> dict[str, Any]:
+    """The ``detect`` reply around `events`, as the actor makes it."""
+    counts = {name: len(group["index"]) for name, group in events.items()}
+    return {"bars": 10_000, "patterns": len(events), "total": sum(counts.values()), "counts": counts, "events": events}
+
+
 def numpy_walks(measure: Callable[[], dict[str, float]]) -> dict[str, float]:
     """`measure` with the compiled chart walks switched off (the numpy formulations)."""
     jit.ENABLED = False
@@ -124,6 +137,7 @@ def main() -> int:
               "rest": json.dumps(columns).encode()}
     jit.warm()
     walks = jit.status()
+    replies = {"chart": reply(detect_grouped(chart, data, None)), "all": reply(detect_grouped(chosen + chart, data, None))}
     runs = []
     with C.Service(extra_toml=TOML, start_timeout=120) as svc, C.ProcessGroup() as group:
         url = svc.edge_url + "/api/v1/patterns/detect"
@@ -155,6 +169,9 @@ def main() -> int:
             events = detect_grouped(chosen, {k: live_data[k] for k in ("open", "high", "low", "close")}, None)
             expect = {int(i) for group in events.values() for i in group["index"]}
             run = {"talib": C.timed(lambda: [f(*ohlc) for f in funcs], args.iterations),
+                   "read_chart": C.timed(lambda: codec.decode_json(bodies["rest_chart"], COLUMNS), args.iterations),
+                   "write_chart": C.timed(lambda: codec.encode_json(replies["chart"]), args.iterations),
+                   "write_all": C.timed(lambda: codec.encode_json(replies["all"]), args.iterations),
                    "actor": C.timed(lambda: detect_grouped(chosen, data, None), args.iterations),
                    "chart": C.timed(lambda: detect_grouped(chart, data, None), args.iterations),
                    "chart_numpy": numpy_walks(lambda: C.timed(lambda: detect_grouped(chart, data, None),
@@ -173,6 +190,7 @@ def main() -> int:
     med = {k: C.median(r[k]["p50_us"] for r in runs) for k in runs[0]}
     p99 = {k: C.median(r[k]["p99_us"] for r in runs) for k in runs[0]}
     talib_ms = med["talib"] / 1000
+    rest_chart = med["rest_chart"] - med["read_chart"] - med["chart"] - med["write_chart"]
     print(f"\n61 candlestick and {len(chart)} chart patterns on 10,000 bars; medians of {len(runs)} repeats; "
           f"reference: the 61 TA-Lib calls direct, {talib_ms:.2f} ms; chart walks {walks} here, {served} in the "
           "service")
@@ -189,6 +207,13 @@ def main() -> int:
          f"{p99['rest_candles'] / 1000:.1f} ms", f"{med['rest_candles'] / med['talib']:.2f}"),
         ("REST detect, all patterns", f"{med['rest'] / 1000:.1f} ms", f"{p99['rest'] / 1000:.1f} ms",
          f"{med['rest'] / med['talib']:.2f}"),
+        ("  REST chart: reading the JSON body (in this process)", f"{med['read_chart'] / 1000:.2f} ms",
+         f"{p99['read_chart'] / 1000:.2f} ms", ""),
+        ("  REST chart: writing the JSON reply (in this process)", f"{med['write_chart'] / 1000:.2f} ms",
+         f"{p99['write_chart'] / 1000:.2f} ms", ""),
+        ("  REST chart: HTTP, edge and actor (the rest)", f"{rest_chart / 1000:.2f} ms", "", ""),
+        ("  REST all: writing the JSON reply (in this process)", f"{med['write_all'] / 1000:.2f} ms",
+         f"{p99['write_all'] / 1000:.2f} ms", ""),
         ("live: bar -> pattern events", f"{med['live']:.0f} us", f"{p99['live']:.0f} us",
          f"raw forwarder {med['raw_live']:.0f} us: {med['live'] / med['raw_live']:.2f}x")])
     print()
