@@ -120,6 +120,9 @@ def _parser(commands: dict[str, tuple[str, Command]]) -> argparse.ArgumentParser
     worker.add_argument("--name", metavar="NAME", type=_member_name,
                         help="this worker's name among the processes that share the live symbols "
                              "(default: HOST-PID); its control service is process.NAME")
+    worker.add_argument("--shared-data", action="store_true",
+                        help="[service] data_dir is the serve host's, mounted here: read it, never write it, "
+                             "and reload what changes there when the serve process says so (one registry)")
     worker.add_argument("--process", type=_at_least_one, metavar="INDEX", help=argparse.SUPPRESS)  # serve's own
     plugins = sub.add_parser("plugins", help="list plugins, their source, hooks and actors",
                              description="Discover plugins as `serve` would and report each one.")
@@ -318,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "processes", None):
             config = dataclasses.replace(config, kernel=dataclasses.replace(config.kernel, processes=args.processes))
         kernel = Kernel(config, mode=args.command, broker=getattr(args, "broker", None),
-                        process=getattr(args, "process", None), name=getattr(args, "name", None))
+                        process=getattr(args, "process", None), name=getattr(args, "name", None),
+                        shared_data=getattr(args, "shared_data", False))
         return _run(kernel.run(), config)
     except ConfigError as exc:
         return _config_error(exc)

@@ -36,7 +36,7 @@ from prometheus_client import Histogram
 from ml_processing.bus import codec, mdp
 from ml_processing.bus.edge.app import STATS, EdgeStats, create_app, create_runner
 from ml_processing.bus.edge.routes import Route
-from ml_processing.bus.errors import NotFound
+from ml_processing.bus.errors import MlpError, NotFound
 from ml_processing.bus.mdp.spreading import Spreader
 from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
 from ml_processing.bus.shards import FIRST
@@ -94,11 +94,14 @@ class Kernel:
 
     def __init__(self, config: Config, *, mode: Literal["serve", "worker"] = "serve",
                  broker: str | None = None, clock: Clock = REAL, process: int | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, shared_data: bool = False) -> None:
         self.config = config
         self.clock = clock
         self.mode = mode
         self.process = process  # worker mode: the index of this worker process of a serve process group
+        # worker mode: this host reads the serve host's data directory (mounted), never writes it, and is
+        # synced after each change like a worker process; otherwise it keeps a data directory of its own
+        self.shared_data = shared_data or process is not None
         # The member name live series are sharded by: `serve`, or the control service of a worker process.
         self.member_name = FIRST if mode == "serve" else CONTROL.format(
             index=process if process is not None else name or f"{socket.gethostname()}-{os.getpid()}")
@@ -161,10 +164,10 @@ class Kernel:
                                      hwm=bus.hwm, max_message_bytes=int(bus.max_message_mb * 1024 * 1024),
                                      clock=self.clock, gate=self.security.gate, curve=curve)
             await self.broker.start()
-            if self.config.kernel.processes > 1:
-                self.broker.spreader = Spreader(
-                    [(cls.name, name) for _, cls in actor_classes for name, spec in cls.declarations().items()
-                     if spec.spread], offload_after=self.config.kernel.offload_after_us / 1e6)
+            # worker processes, and worker hosts that join at any time, take stateless requests while busy
+            self.broker.spreader = Spreader(
+                [(cls.name, name) for _, cls in actor_classes for name, spec in cls.declarations().items()
+                 if spec.spread], offload_after=self.config.kernel.offload_after_us / 1e6)
         else:
             keys = self.security.client_keys()
             self.client = mdp.AsyncClient(self.broker_address, timeout=bus.request_timeout_ms / 1000,
@@ -176,7 +179,7 @@ class Kernel:
         for plugin, cls in actor_classes:
             self.cells[cls.name] = ActorCell(cls, plugin, self._context_for, self.config.kernel, self.subscriber,
                                              clock=self.clock, audit=self.security.audit,
-                                             on_changed=self._changed if self.group is not None else None,
+                                             on_changed=self._changed if self.mode == "serve" else None,
                                              shard_filter=self.member.filtering)
         self.member.cells = self.cells
         await self._start_cells()
@@ -249,13 +252,23 @@ class Kernel:
         return [self.group.broker_endpoint, self.group.pub_in, self.group.pub_out]
 
     async def _changed(self, service: str) -> None:
-        """A state-changing op of `service` succeeded here: every worker process reloads it first."""
-        if self.group is not None:
-            await self.group.sync(service)
+        """A state-changing op of `service` succeeded here: every worker process, and every worker host that
+        reads this data directory (``worker --shared-data``), reloads it first."""
+        local = {CONTROL.format(index=m.index) for m in self.group.members} if self.group is not None else set()
+        hosts = [m for m in self.keeper.members if m != FIRST and m not in local] if self.keeper else []
+        await asyncio.gather(*([self.group.sync(service)] if self.group is not None else []),
+                             *(self._sync_host(host, service) for host in hosts))
+
+    async def _sync_host(self, host: str, service: str) -> None:
+        assert self.broker is not None
+        try:
+            await self.broker.request(host, "sync", {"service": service}, timeout=30.0)
+        except MlpError as exc:  # it answers from what it read before until it is synced or restarted
+            log.error("host_sync_failed", member=host, service=service, error=exc.message)
 
     def _context_for(self, cell: ActorCell) -> ActorContext:
         assert self.publisher is not None
-        replica = self.process is not None  # a worker process of a serve group never writes the data directory
+        replica = self.shared_data  # a worker process (or host) reading the serve's data directory never writes it
         return ActorContext(
             name=cell.name,
             settings=self.config,
@@ -455,6 +468,8 @@ class ProcessControl:
                                       args.get("principal"), args.get("transport") or "internal")
             result = cell(forwarded)
             return await result if inspect.isawaitable(result) else result
+        if not self.kernel.shared_data:  # a host with a data directory of its own has nothing to reload
+            return {"synced": None, "process": self.kernel.process}
         instance = cell.instance
         held = sorted(instance.shard_symbols()) if instance is not None else []
         kept = instance.shard_state(held) if instance is not None and held else {}

@@ -329,6 +329,9 @@ class Broker(ServiceTable):
         assert self.spreader is not None
         if service not in self.spreader.services or len(body) != 1:
             return None
+        svc = self._services.get(service)
+        if svc is None or not svc.workers:  # no other process serves it: nothing to spread, nothing to read
+            return None
         try:
             return codec.peek_op(body[0])
         except CodecError:

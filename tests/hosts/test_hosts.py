@@ -40,11 +40,12 @@ timeframes = []
 """
 
 
-def config(tmp_path: Path, host: str, broker: str, keys: str | None = None, plugins: str = LIVE_ONLY) -> Path:
+def config(tmp_path: Path, host: str, broker: str, keys: str | None = None, plugins: str = LIVE_ONLY,
+           data: str | None = None) -> Path:
     path = tmp_path / f"{host}.toml"
     path.write_text(f"""
 [service]
-data_dir = "{tmp_path / host}"
+data_dir = "{tmp_path / (data or host)}"
 log_level = "info"
 log_json = true
 
@@ -246,5 +247,34 @@ enabled = false
         assert result["tasks"] > 0 and result["workers"], result  # the training ran as tasks of the cluster ...
         assert all(w.startswith(f"tcp://{hosts.addresses['dask']}:") for w in result["workers"])  # ... over there
         assert result["predicted"] in (0, 1), result
+    finally:
+        started.stop()
+
+
+def test_a_change_reaches_a_worker_host_reading_the_same_data_before_its_reply(tmp_path: Path,
+                                                                               two_hosts: Hosts) -> None:
+    hosts = two_hosts
+    ledger = """
+[plugins]
+autoload = false
+modules = ["tests.support.ledger"]
+""" + "".join(f"\n[plugins.{name}]\nenabled = false\n" for name in ("indicators", *OFF))
+    serve = config(tmp_path, "broker", hosts.addresses["broker"], plugins=ledger)
+    host_key = keys(tmp_path, serve, "host", "worker", "compute")
+    client_key = keys(tmp_path, serve, "desk", "read", "compute", "admin")
+    worker = config(tmp_path, "host", hosts.addresses["broker"], host_key, plugins=ledger, data="broker")
+    started = Started(tmp_path)
+    try:
+        started.start("serve", hosts.command("broker", cli("serve", "--config", str(serve))))
+        host = started.start("host", hosts.command("dask", cli("worker", "--config", str(worker), "--name", "host",
+                                                               "--shared-data")))
+        client = started.start("client", hosts.command("broker", [sys.executable, "-m", "tests.hosts.ledger_client",
+                                                                   str(serve), client_key]),
+                               stdout=subprocess.PIPE, cwd=ROOT)
+        result = read_line(client, 120)
+        pids = {seen["pid"] for seen in result["seen"]}
+        assert result["serve_pid"] not in pids and len(pids) == 1, result  # the other host answered ...
+        assert [seen["value"] for seen in result["seen"]] == [7, 8]  # ... with each change, from the first ask
+        assert host.poll() is None
     finally:
         started.stop()
