@@ -1,11 +1,11 @@
 """``serve --processes N``: the serve process supervises N-1 worker processes on this host.
 
-The serve process keeps the broker, the pub/sub proxy, the REST edge and every actor: it owns all state
-(the live market, registries, pipelines, training) and is the one writer of the data directory. Each
-worker process runs every actor again, as MDP workers of the broker over an ``ipc://`` endpoint in a
-private run directory, and answers the ops declared stateless (``spread``) when the broker hands them over
-(see `ml_processing.bus.mdp.spreading`). A worker process reads the data directory when it starts and
-takes no pub/sub subscriptions, so every live bar is handled once, in the serve process.
+The serve process keeps the broker, the pub/sub proxy, the REST edge, the registries, pipelines and
+training, and is the one writer of the data directory. Each worker process runs every actor again, as MDP
+workers of the broker over an ``ipc://`` endpoint in a private run directory, and answers the ops declared
+stateless (``spread``) when the broker hands them over (see `ml_processing.bus.mdp.spreading`). It reads
+the data directory when it starts and takes a shard of the live symbols (`ml_processing.core.shards`), so
+every live bar is handled once, by its symbol's owner.
 
 One registry: after a state-changing (admin) op succeeds in the serve process, `ProcessGroup.sync` tells
 every running worker process to reload that service before the op's reply leaves (its ``process.<i>``

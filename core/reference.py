@@ -22,7 +22,9 @@ op over ZeroMQ as `{"op": NAME, "args": {...}}` to the service (docs/PROTOCOL.md
 Arguments are exact: a boolean is not a number, a string is not an integer, unknown fields are refused,
 integers handed to C code are bounded; an error names the field. Roles: `read` (health, metrics, lists,
 gets), `compute` (predictions and computations that change nothing), `admin` (everything that changes
-state).
+state). "Answered by", with several processes or worker hosts (docs/OPERATIONS.md, "Processes"): `any`
+process (stateless), the serve process, the `owner` of the symbol named (with no symbol: every process,
+replies merged), or `every` process with replies merged.
 """
 
 
@@ -54,6 +56,17 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _where(spec: OpSpec) -> str:
+    """Which process answers the op when there are several (docs/OPERATIONS.md, "Processes")."""
+    if spec.spread:
+        return "any"
+    if spec.shard == "*":
+        return "every, merged"
+    if spec.shard:
+        return f"owner of `{spec.shard}`"
+    return "serve"
+
+
 def render(actors: list[tuple[str, dict[str, OpSpec]]], routes: Mapping[tuple[str, str], list[str]]) -> str:
     """The markdown of `actors` (service name, its declarations) and the REST routes of each op."""
     types: list[Any] = []
@@ -65,7 +78,8 @@ def render(actors: list[tuple[str, dict[str, OpSpec]]], routes: Mapping[tuple[st
     out = [HEADER]
     n = 0
     for service, specs in actors:
-        out.append(f"\n## `{service}`\n\n| op | role | REST | reply | what it does |\n|---|---|---|---|---|")
+        out.append(f"\n## `{service}`\n\n| op | role | answered by | REST | reply | what it does |\n"
+                   "|---|---|---|---|---|---|")
         documented = []
         for name, spec in sorted(specs.items()):
             rest = "<br>".join(f"`{r}`" for r in routes.get((service, name), [])) or ""
@@ -76,7 +90,7 @@ def render(actors: list[tuple[str, dict[str, OpSpec]]], routes: Mapping[tuple[st
                 if args.get("properties"):
                     documented.append((name, spec, args))
                 n += 2
-            out.append(f"| `{name}` | {spec.role} | {rest} | {_cell(reply)} | {_cell(spec.doc)} |")
+            out.append(f"| `{name}` | {spec.role} | {_where(spec)} | {rest} | {_cell(reply)} | {_cell(spec.doc)} |")
         for name, spec, args in documented:
             required = set(args.get("required", []))
             out.append(f"\n### `{service}.{name}`\n\n{_cell(spec.doc)}\n\n| argument | type | default |\n|---|---|---|")
