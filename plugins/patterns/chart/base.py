@@ -26,6 +26,10 @@ from .search import first_in_stretches
 from .zigzag import Swing, SwingSeries, Zigzag, Zigzags
 
 Points = list[tuple[int, float]]  # an event's key points as (bar, price) pairs
+#: The key points of an event found in batch: a tuple of (bar, price) pairs, which the collector stops tracking
+#: at its first pass (its items are numbers), where it walks a list at every pass until the list is freed; a
+#: ``detect`` reply holds a few thousand while it is written (docs/PATTERNS.md, where a request's time goes).
+KeyPoints = Sequence[tuple[int, float]]
 
 PARAMS = (Param("atr_period", int, 14, minimum=2, maximum=1000, doc="ATR window"),
           Param("swing_atr", float, 2.0, minimum=0.1, maximum=50, doc="zigzag threshold, in ATRs"),
@@ -137,11 +141,11 @@ class Found:
     index: np.ndarray
     bullish: np.ndarray
     strength: np.ndarray
-    points: list[Points]
+    points: Sequence[KeyPoints]
     details: list[dict[str, Any]]
 
     @classmethod
-    def of(cls, index: np.ndarray, bullish: np.ndarray, confidence: np.ndarray, points: list[Points],
+    def of(cls, index: np.ndarray, bullish: np.ndarray, confidence: np.ndarray, points: Sequence[KeyPoints],
            details: list[dict[str, Any]]) -> Found:
         return cls(index.astype(np.int64), bullish.astype(bool), strengths(confidence), points, details)
 

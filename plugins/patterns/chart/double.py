@@ -107,7 +107,7 @@ class Double(ChartPattern):
         at, a, m, b = at[hit], a[hit], m[hit], b[hit]
         close = series.close[at]
         pairs = w.pairs
-        points = [[pairs[i], pairs[j], pairs[k], (bar, c)]
+        points = [(pairs[i], pairs[j], pairs[k], (bar, c))
                   for i, j, k, bar, c in zip(a.tolist(), m.tolist(), b.tolist(), at.tolist(), close.tolist(), strict=True)]
         details = [{"neckline": pairs[j][1]} for j in m.tolist()]
         return Found.of(at, np.full(len(at), not self.top), confidence[hit], points, details)

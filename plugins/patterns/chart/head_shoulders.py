@@ -115,7 +115,7 @@ class HeadShoulders(ChartPattern):
         hit = at >= 0
         at, rows = at[hit], np.stack([s1, n1, head, n2, s2], axis=1)[hit]
         pairs = w.pairs
-        points = [[pairs[s1], pairs[n1], pairs[head], pairs[n2], pairs[s2], (bar, c)]
+        points = [(pairs[s1], pairs[n1], pairs[head], pairs[n2], pairs[s2], (bar, c))
                   for (s1, n1, head, n2, s2), bar, c in zip(rows.tolist(), at.tolist(), series.close[at].tolist(),
                                                             strict=True)]
         details = [{"neckline_at_break": line} for line in rounded(neck[at], 6).tolist()]

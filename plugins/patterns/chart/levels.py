@@ -156,7 +156,7 @@ class LevelBreakout(ChartPattern):
         excess = np.where(peak, close - price, price - close)
         confidence = touches / (touches + 1) * at_most_one(excess / (2 * series.seen[at]))
         sequence = np.lexsort((broken.order, at))
-        points = [[*broken.points[j], (bar, c)] for j, bar, c in zip(sequence.tolist(), at[sequence].tolist(),
+        points = [(*broken.points[j], (bar, c)) for j, bar, c in zip(sequence.tolist(), at[sequence].tolist(),
                                                                      close[sequence].tolist(), strict=True)]
         details = [{"level": level, "touches": touched, "broke": "resistance" if resists else "support"}
                    for level, touched, resists in zip(rounded(price[sequence], 6).tolist(), touches[sequence].tolist(),

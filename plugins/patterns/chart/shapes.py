@@ -192,7 +192,7 @@ class Shape(ChartPattern):
         confidence = (formed["quality"][mine] + at_most_one(size / 2)) / 2
         w = series.swings
         pairs = w.pairs
-        points = [[*pairs[k - 3:k + 1], (bar, c)]
+        points = [(*pairs[k - 3:k + 1], (bar, c))
                   for k, bar, c in zip(formed["k"][mine].tolist(), at.tolist(), close.tolist(), strict=True)]
         lines = (rounded(values, 6).tolist() for values in (upper, upper0, lower, lower0))
         details = [{"upper": [u, u0], "lower": [lo, lo0]} for u, u0, lo, lo0 in zip(*lines, strict=True)]

@@ -31,5 +31,5 @@ class SwingPoints(ChartPattern):
     def scan(self, series: SwingSeries, params: Mapping[str, int | float]) -> Found:
         w = series.swings
         kinds = [{"swing": "peak" if peak else "trough"} for peak in w.peak.tolist()]
-        points = [[pair] for pair in w.pairs]
+        points = [(pair,) for pair in w.pairs]
         return Found.of(w.at, ~w.peak, np.ones(len(w)), points, kinds)
