@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ml_processing.sdk import Actor, NoArgs, get_logger, op
+from ml_processing.sdk import Actor, BadRequest, NoArgs, get_logger, op
 from ml_processing.sdk.services.features import Features
 from ml_processing.sdk.services.indicators import Indicators
 from ml_processing.sdk.services.models import LiveArgs, LiveReport
@@ -123,6 +123,8 @@ class Models(Actor):
             await register_defaults(self.catalog, self.features, self.run_in_thread)
         for loaded in self.catalog.current.values():
             self.weights.bind(loaded)
+        if not self.ctx.primary:  # the serve process is the one learner: labels joined here are sent there
+            self.live.forward = self._forward_label
         for prefix, handler in self.live.subscriptions():
             self.subscribe(prefix, handler)
         if not self.ctx.replica:  # the serve process saves what is learned live; a worker process never writes
@@ -296,6 +298,19 @@ class Models(Actor):
     def handle_learn(self, args: LearnArgs) -> dict[str, Any]:
         """A label: for a row (test then train) or for a live prediction (symbol, timeframe, ts)."""
         return self.live.learn(args)
+
+    @op(LearnArgs, reply=Learned, role="worker")
+    def handle_learn_member(self, args: LearnArgs) -> dict[str, Any]:
+        """A label joined by the process owning its symbol (a worker process or host): learned here, where
+        online models and ensemble weights have their one learner (the row is tested, then trained)."""
+        if args.features is None:
+            raise BadRequest("'features' (the row of the labelled prediction) is required", field="features")
+        self.live.counts["member_labels"] += 1
+        return self.live.learn(args)
+
+    def _forward_label(self, model: str, row: list[float], label: Any) -> None:
+        self.spawn(self.request("models", "learn_member", {"model": model, "label": label, "features": row}),
+                   "forward_label", for_message=True)
 
     @op(ModelArgs, reply=Weights, role="read")
     def handle_weights(self, args: ModelArgs) -> dict[str, Any]:

@@ -52,9 +52,12 @@ class LiveLearning:
         self.specs = [LiveSpec.parse(raw, i) for i, raw in enumerate(config.live)]
         self.scores: dict[str, Scores] = {}
         self.series: dict[tuple[str, str, str], SeriesState] = {}  # (model, symbol, timeframe)
+        #: Set where this process is not the one learner (a worker process or host owning some symbols): a
+        #: joined label goes there, as (model, row, label), instead of being learned here.
+        self.forward: Callable[[str, list[float], Any], None] | None = None
         self.dirty: set[str] = set()  # models with unsaved learning (online state, ensemble weights)
-        self.counts = {"predictions": 0, "signals": 0, "labels": 0, "unmatched_labels": 0, "skipped_rows": 0,
-                       "drifts": 0, "retrains": 0}
+        self.counts = {"predictions": 0, "signals": 0, "labels": 0, "member_labels": 0, "unmatched_labels": 0,
+                       "skipped_rows": 0, "drifts": 0, "retrains": 0}
         self.labelled_from: dict[str, tuple[str, str]] = {}  # model -> (symbol, timeframe) of its last label
         self.last_drift: dict[str, dict[str, Any]] = {}
 
@@ -168,6 +171,9 @@ class LiveLearning:
             return False
         self.counts["labels"] += 1
         self.labelled_from[model] = (symbol, timeframe)
+        if self.forward is not None:
+            self.forward(model, list(pending.row), label)
+            return True
         self.apply(model, np.asarray(pending.row, dtype=np.float64), label, pending)
         return True
 

@@ -73,3 +73,62 @@ async def test_a_trained_version_is_served_by_every_process_when_the_job_says_do
             if broker.spreader.offloaded > before:
                 break
         assert broker.spreader.offloaded > before  # the worker process answered, with the new version
+
+
+@pytest.fixture
+def live_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return group_config(tmp_path, monkeypatch, """
+[plugins.indicators]
+timeframes = []
+
+[plugins.patterns]
+enabled = false
+
+[plugins.sentiment]
+enabled = false
+
+[plugins.replay]
+enabled = false
+""")
+
+
+async def test_labels_of_a_worker_process_symbol_are_learned_by_the_serve_process(live_config: Path) -> None:
+    """The worker process owns the symbol: it predicts on its bars and joins the labels; the serve process,
+    the one learner, scores and adapts the ensemble's weights with them (and saves what it learns)."""
+    import msgpack
+    import zmq
+    import zmq.asyncio
+
+    from ml_processing.bus.shards import owner
+    from tests.support.waiting import wait_until
+
+    async with running(load_config(live_config)) as kernel:
+        assert kernel.group is not None and kernel.keeper is not None
+        keeper = kernel.keeper
+        await wait_until(lambda: keeper.members == ("process.1", "serve") and not keeper.member.view.frozen,
+                         timeout=120, what="the worker process sharing the symbols")
+        symbol = next(s for s in (f"L{i}" for i in range(50)) if owner(s, keeper.members) == "process.1")
+        before = (await kernel.request("models", "weights", {"model_id": "ensemble"}))["updates"]
+        bars = market(400, seed=8, momentum=0.25)
+        ctx = zmq.asyncio.Context()
+        pub = ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.SNDHWM, 0)
+        try:
+            pub.connect(kernel.endpoints["pub_in"][0])
+            await asyncio.sleep(0.5)
+            for i in range(len(bars["ts"])):
+                bar = {name: (int(v[i]) if name == "ts" else float(v[i])) for name, v in bars.items()}
+                await pub.send_multipart([f"bar.{symbol}.1m".encode(), msgpack.packb(bar)])
+                await asyncio.sleep(0.002)
+
+            async def learned() -> int:
+                live = await kernel.request("models", "live")
+                return int(live["counts"]["member_labels"] >= 100 and live["counts"]["labels"] == 0)
+
+            await wait_until(learned, timeout=60, interval=0.2, what="labels learned in the serve process")
+        finally:
+            ctx.destroy(linger=0)
+        after = (await kernel.request("models", "weights", {"model_id": "ensemble"}))["updates"]
+        assert after >= before + 100  # the ensemble's weights adapted here, from the other process's labels
+        live = await kernel.request("models", "live")
+        assert live["counts"]["predictions"] == 0  # this process predicted nothing: the bars were not its own
