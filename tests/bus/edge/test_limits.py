@@ -7,6 +7,7 @@ clients are plain TCP sockets, so they can stall half-way through a request as a
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator
@@ -259,3 +260,26 @@ async def test_a_body_cut_short_of_its_declared_length_is_not_served_nor_waited_
         writer.close()
 
     assert 200 not in edge.stats.by_status  # a short body is never read as a whole one
+
+
+async def test_a_chunked_body_and_a_compressed_body_are_read_whole(edge: Edge) -> None:
+    """Without a declared length (chunked), or with one that counts compressed bytes (gzip), the body is read
+    to its end by aiohttp's own reader; a declared length is read exactly."""
+    body = json.dumps({"close": [1.0, 2.0, 3.0]}).encode()
+    packed = gzip.compress(body)
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:7], body[7:])) + b"0\r\n\r\n"
+    heads = [
+        b"POST /api/v1/echo HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunked,
+        request_head("/api/v1/echo", len(packed), "Content-Encoding: gzip") + packed,
+        request_head("/api/v1/echo", len(body)) + body,
+    ]
+    for request in heads:
+        reader, writer = await edge.connect()
+        try:
+            writer.write(request)
+            await writer.drain()
+            status, _, reply = await read_response(reader)
+        finally:
+            writer.close()
+        assert (status, json.loads(reply)) == (200, {"op": "echo", "args": {"close": [1.0, 2.0, 3.0]}})
