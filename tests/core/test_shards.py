@@ -177,3 +177,31 @@ async def test_a_lost_process_symbols_continue_from_their_checkpoint_and_move_ba
             assert (state["bars"], state["ts"]) == (35, 60_000 * 35), symbol
         instance = kernel.cells["indicators"].instance
         assert instance is not None and not set(instance.shard_symbols()) & set(theirs)
+
+
+async def test_a_restart_finds_every_symbol_where_it_was_whoever_held_it(config_file: Path) -> None:
+    async with running(load_config(config_file)) as kernel:
+        await _members(kernel, MEMBERS)
+        feed = Feed(kernel)
+        try:
+            await asyncio.sleep(0.5)
+            await feed.publish(1, 12)
+            await feed.read(12)
+        finally:
+            feed.close()
+    # stopped: the serve process saved its own series, and the worker process's were checkpointed first
+    async with running(load_config(config_file)) as kernel:
+        await _members(kernel, MEMBERS)
+        for symbol in SYMBOLS:
+            state = await _state(kernel, symbol)
+            assert (state["bars"], state["ts"]) == (12, 60_000 * 12), symbol
+        feed = Feed(kernel)
+        try:
+            await asyncio.sleep(0.5)
+            await feed.publish(13, 15)
+            await feed.read(15)
+        finally:
+            feed.close()
+        assert max(feed.updates.values()) == 1
+        for symbol in SYMBOLS:
+            assert (await _state(kernel, symbol))["bars"] == 15, symbol
