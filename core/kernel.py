@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import graphlib
 import importlib.metadata
-import inspect
 import os
 import signal
 import socket
@@ -36,7 +35,7 @@ from prometheus_client import Histogram
 from ml_processing.bus import codec, mdp
 from ml_processing.bus.edge.app import STATS, EdgeStats, create_app, create_runner
 from ml_processing.bus.edge.routes import Route
-from ml_processing.bus.errors import MlpError, NotFound
+from ml_processing.bus.errors import MlpError
 from ml_processing.bus.mdp.spreading import Spreader
 from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
 from ml_processing.bus.shards import FIRST
@@ -46,6 +45,7 @@ from .actor import Actor, ActorContext
 from .cache import Cache
 from .clock import REAL, Clock
 from .config import Config
+from .control import ProcessControl
 from .discovery import collect_actors, collect_registries, collect_routes
 from .errors import PluginError
 from .log import get_logger
@@ -435,45 +435,3 @@ class Kernel:
         finally:
             await self.stop()
         return 0
-
-
-class ProcessControl:
-    """The ``process.<i>`` service of a worker process: the serve process's control of it."""
-
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
-
-    async def __call__(self, request: codec.Request) -> Any:
-        args = request.args if isinstance(request.args, dict) else {}
-        member = self.kernel.member
-        if request.op == "status":
-            return {"process": self.kernel.process, "member": member.name, "pid": os.getpid(),
-                    "status": self.kernel.status, "shards": member.status(),
-                    "actors": {name: cell.status() for name, cell in self.kernel.cells.items()}}
-        if request.op == "shards_release":
-            return member.release(int(args["epoch"]), list(args["members"]), list(args["moving"]))
-        if request.op == "shards_acquire":
-            return await member.acquire(int(args["epoch"]), dict(args["states"]))
-        if request.op == "shards_checkpoint":
-            return member.checkpoint()
-        if request.op not in ("sync", "call"):
-            raise NotFound(f"process control has no op {request.op!r} (ops: call, shards_acquire, "
-                           "shards_checkpoint, shards_release, status, sync)", field="op")
-        service = args.get("service")
-        cell = self.kernel.cells.get(service) if isinstance(service, str) else None
-        if cell is None:
-            raise NotFound(f"no service {service!r} in this process", field="service")
-        if request.op == "call":  # an op on the live state of a symbol this process owns, from the serve process
-            forwarded = codec.Request(str(args["op"]), args.get("args") or {}, args.get("rid"), 0,
-                                      args.get("principal"), args.get("transport") or "internal")
-            result = cell(forwarded)
-            return await result if inspect.isawaitable(result) else result
-        if not self.kernel.shared_data:  # a host with a data directory of its own has nothing to reload
-            return {"synced": None, "process": self.kernel.process}
-        instance = cell.instance
-        held = sorted(instance.shard_symbols()) if instance is not None else []
-        kept = instance.shard_state(held) if instance is not None and held else {}
-        await cell.sync()
-        if kept and cell.instance is not None:  # a restart to reload keeps the live series this process owns
-            await cell.instance.shard_load(kept)
-        return {"synced": service, "process": self.kernel.process}
