@@ -76,6 +76,7 @@ class SubscriberStats:
     """
 
     received: int = 0
+    skipped: int = 0  # left to another process: a topic `accepts` refused (not a drop)
     dropped_queue_full: int = 0
     dropped_malformed: int = 0
     dropped_bad_topic: int = 0
@@ -161,6 +162,9 @@ class _Dispatch:
         self._prefixes: tuple[str, ...] = ()  # the keys of `_handlers`, for one `str.startswith` call
         self._raw_prefixes: tuple[bytes, ...] = ()  # the same, encoded: raw topics are matched undecoded
         self.stats = SubscriberStats()
+        #: The process's own filter of inbound topics (raw bytes): one it refuses is another process's to
+        #: handle and is left alone before it is decoded (`stats.skipped`). None: every topic is this one's.
+        self.accepts: Callable[[bytes], bool] | None = None
 
     def _first(self, prefix: str) -> None:
         """The first handler for `prefix` arrived (a SUB socket subscribes here)."""
@@ -264,9 +268,13 @@ class _Dispatch:
         message with the wrong number of frames is judged too: its topic cannot be trusted."""
         prefixes = self._raw_prefixes
         decode = self._decode
+        accepts = self.accepts
         out = []
         for frames in batch:
             if len(frames) != 2 or frames[0].startswith(prefixes):
+                if accepts is not None and len(frames) == 2 and not accepts(frames[0]):
+                    self.stats.skipped += 1
+                    continue
                 decoded = decode(frames)
                 if decoded is not None:
                     out.append(decoded)
@@ -507,11 +515,7 @@ class Subscriber(_Dispatch):
 
     def _on_batch(self, batch: list[list[bytes]]) -> None:
         self.stats.received += len(batch)
-        messages = []
-        for frames in batch:
-            decoded = self._decode(frames)
-            if decoded is not None:
-                messages.append(decoded)
+        messages = self._decode_all(batch)  # the socket's subscriptions matched already: the prefixes will too
         if messages:
             self._deliver(messages)
 

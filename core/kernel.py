@@ -179,9 +179,10 @@ class Kernel:
         for plugin, cls in actor_classes:
             self.cells[cls.name] = ActorCell(cls, plugin, self._context_for, self.config.kernel, self.subscriber,
                                              clock=self.clock, audit=self.security.audit,
-                                             on_changed=self._changed if self.mode == "serve" else None,
-                                             shard_filter=self.member.filtering)
+                                             on_changed=self._changed if self.mode == "serve" else None)
         self.member.cells = self.cells
+        assert self.subscriber is not None
+        self.member.attach(self.subscriber)
         await self._start_cells()
         if self.broker is None:
             self._start_workers()

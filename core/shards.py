@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml_processing.bus import codec
 from ml_processing.bus.errors import CodecError, MlpError
-from ml_processing.bus.pubsub import BatchHandler
+from ml_processing.bus.pubsub import Proxy, Subscriber
 from ml_processing.bus.shards import FIRST, Shards, owner
 
 from .log import get_logger
@@ -57,38 +57,53 @@ States = dict[str, dict[str, Any]]
 STORE_VERSION = 1
 
 
-def symbol_of(topic: str) -> str | None:
-    """The symbol a topic names (``kind.SYMBOL[.TF]``), or None (`ml_processing.bus.topics` builds them)."""
-    parts = topic.split(".", 2)
-    return parts[1] if len(parts) > 1 else None
-
-
 class ShardMember:
-    """This process's part: which live messages it handles, and its actors' state moved in and out."""
+    """This process's part: which live messages it handles, and its actors' state moved in and out.
+
+    `attach` makes the process's subscriber (the serve process's proxy, a worker's subscriber) leave the
+    messages of other members' symbols alone before they are decoded: one dictionary lookup per message
+    while there are several members, nothing while the process is alone."""
 
     def __init__(self, name: str, cells: Mapping[str, ActorCell]) -> None:
         self.name = name
         # Alone, the serve process owns everything; any other member owns nothing until it is told.
         self.view = Shards(name, [name] if name == FIRST else [])
         self.cells = cells
-        self.skipped = 0  # live messages left to their owner (another member)
         self.acquired = 0
         self.released = 0
+        self._subscriber: Subscriber | Proxy | None = None
+        self._accepted: dict[bytes, bool] = {}  # raw topic -> handled here, in this epoch
 
-    def filtering(self, guarded: BatchHandler) -> BatchHandler:
-        """`guarded` given only the messages of the symbols this process owns (a drain at a time)."""
+    def attach(self, subscriber: Subscriber | Proxy) -> None:
+        self._subscriber = subscriber
+        self._changed()
+
+    def _changed(self) -> None:
+        """The view changed: forget the answers per topic; while alone, no filter at all."""
+        self._accepted = {}
         view = self.view
+        alone = view.members == (self.name,) and not view.frozen
+        if self._subscriber is not None:
+            self._subscriber.accepts = None if alone else self.accepts
 
-        def owned_only(messages: Sequence[tuple[str, Any]]) -> None:
-            if len(view.members) == 1 and view.members[0] == view.me and not view.frozen:
-                guarded(messages)  # alone: every message is ours
-                return
-            owns = view.owns
-            mine = [m for m in messages if owns(symbol_of(m[0]))]
-            self.skipped += len(messages) - len(mine)
-            if mine:
-                guarded(mine)
-        return owned_only
+    def accepts(self, topic: bytes) -> bool:
+        """Whether this process handles the live message with this raw topic now."""
+        known = self._accepted.get(topic)
+        if known is None:
+            parts = topic.split(b".", 2)
+            try:
+                symbol = parts[1].decode() if len(parts) > 1 else None
+            except UnicodeDecodeError:
+                return True  # not a topic at all: decoding counts it as such
+            if len(self._accepted) >= 100_000:
+                self._accepted = {}
+            known = self._accepted[topic] = self.view.owns(symbol)
+        return known
+
+    @property
+    def skipped(self) -> int:
+        """Live messages left to their owner (another member)."""
+        return self._subscriber.stats.skipped if self._subscriber is not None else 0
 
     def _actors(self) -> list[Any]:
         return [cell.instance for cell in self.cells.values() if cell.instance is not None]
@@ -112,6 +127,7 @@ class ShardMember:
         """Step 1 of a move: take `members`, freeze `moving`, answer and forget the moving symbols held here."""
         moving = set(moving)
         self.view.update(epoch, members, moving)
+        self._changed()
         lost = [s for s in self.held() & moving if s not in self.view.owned((s,))]
         states = self.states(lost)
         for actor in self._actors():
@@ -130,6 +146,7 @@ class ShardMember:
             if mine:
                 await actor.shard_load(mine)
         self.view.thaw()
+        self._changed()
         self.acquired += len(states)
         if states:
             log.info("shards_acquired", epoch=epoch, symbols=len(states))
