@@ -14,17 +14,29 @@
 4. The event loop during a large ingest: ``GET /api/v1/ping`` over and over while one MDP ``ingest`` of
    ``--ingest-bars`` bars (200,000 by default) runs in the same service. Target: ping p99 under 20 ms.
 
+With ``--callgrind N`` it measures nothing of the above: it runs the serve process under valgrind's callgrind
+and counts the instructions of N ``POST /api/v1/indicators`` requests (10 x 10k bars) as JSON and as
+msgpack, counted only while those requests run (`callgrind_requests`): a measure the machine's load does not
+move. The profiles stay in a temporary directory named in the output, for ``callgrind_annotate``.
+
     python bench/bench_indicators.py [--repeat 3] [--iterations 50] [--ingest-bars 200000]
+    python bench/bench_indicators.py --callgrind 10
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import http.client
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +110,97 @@ def ping_during_ingest(n: int) -> dict[str, Any]:
             "p99_ms": 1000 * C.percentile(latencies, 99), "max_ms": 1000 * latencies[-1]}
 
 
+#: One REST request of a `callgrind_requests` case: path, body, headers.
+Case = tuple[str, bytes, dict[str, str]]
+
+_SERVE = "import sys; from ml_processing.core.cli import main; sys.argv[0] = 'ml-processing'; sys.exit(main())"
+
+
+def callgrind_requests(cases: dict[str, Case], count: int, extra_toml: str = "",
+                       warm: Callable[[str, Callable[[Case], bytes]], None] | None = None) -> dict[str, float]:
+    """Instructions per request of the serve process, per case: ``ml-processing serve`` runs under callgrind
+    with instrumentation off; for each case, 5 requests warm it, then instrumentation is on for `count`
+    requests only (one client, one kept-alive connection). `warm(url, post)` runs first (waiting for what
+    the service loads at its first request)."""
+    out = Path(tempfile.mkdtemp(prefix="mlp-callgrind-"))
+    broker, pub_in, pub_out, edge = C.free_ports(4)
+    toml = out / "plugins.toml"
+    toml.write_text(C.PLUGINS_TOML.format(log_level="warning", data_dir=out / "var", host=C.HOST, broker=broker,
+                                          pub_in=pub_in, pub_out=pub_out, edge=edge, uvloop="true") + extra_toml)
+    argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p",
+            C.PYTHON, "-c", _SERVE, "serve", "--config", str(toml)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLP_")}
+    found: dict[str, float] = {}
+    with C.ProcessGroup() as group, open(out / "serve.log", "wb") as log:
+        serve = group.start(argv, cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT)
+        C.wait_http(f"http://{C.HOST}:{edge}/health", 900, serve)
+        conn = http.client.HTTPConnection(C.HOST, edge, timeout=600)
+
+        def post(case: Case) -> bytes:
+            conn.request("POST", case[0], body=case[1], headers=case[2])
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise SystemExit(f"{case[0]} answered {response.status}: {body[:300]!r}")
+            return body
+
+        def control(*args: str) -> None:
+            subprocess.run(["callgrind_control", *args, str(serve.pid)], check=True, stdout=subprocess.DEVNULL,
+                           timeout=600)
+
+        if warm is not None:
+            warm(f"http://{C.HOST}:{edge}", post)
+        for name, case in cases.items():
+            for _ in range(5):
+                post(case)
+            before = set(glob.glob(f"{out}/cg.*"))
+            control("-i", "on")
+            for _ in range(count):
+                post(case)
+            control("-i", "off")
+            control("-d", name)
+            dumps = sorted(set(glob.glob(f"{out}/cg.*")) - before)
+            found[name] = sum(_total(path) for path in dumps) / count
+            for path in dumps:
+                os.rename(path, f"{out}/{name}.{Path(path).name}")
+            print(f"{name}: {found[name] / 1e6:.2f} M instructions a request ({count} requests; profile "
+                  f"{out}/{name}.cg.*)", flush=True)
+        conn.close()
+    return found
+
+
+def _total(path: str) -> int:
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    return 0
+
+
+def count_instructions(count: int) -> int:
+    """``--callgrind``: instructions per ``POST /api/v1/indicators`` (10 x 10k bars), JSON and msgpack."""
+    small = series(10_000)
+    cases: dict[str, Case] = {
+        "json": ("/api/v1/indicators", json.dumps({**{k: v.tolist() for k, v in small.items()},
+                                                   "indicators": INDICATORS}).encode(),
+                 {"Content-Type": "application/json"}),
+        "msgpack": ("/api/v1/indicators", codec.packb({**small, "indicators": INDICATORS}),
+                    {"Content-Type": "application/msgpack", "Accept": "application/msgpack"})}
+    found = callgrind_requests(cases, count)
+    print(f"JSON / msgpack: {found['json'] / found['msgpack']:.2f}x the instructions")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--ingest-bars", type=int, default=200_000, help="0 skips the ingest measurement")
+    parser.add_argument("--callgrind", type=int, default=0, metavar="N",
+                        help="only count the instructions of N REST requests of each encoding (valgrind)")
     args = parser.parse_args()
+    if args.callgrind:
+        return count_instructions(args.callgrind)
     registry = {i.name: i for i in talib_indicators()}
     big, small = series(100_000), series(10_000)
     runs = []

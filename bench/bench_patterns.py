@@ -18,7 +18,13 @@ TA-Lib in the same run.
    ``pattern.SYM.1m`` events of that bar received (bars that confirm at least one pattern), p50. Target: under
    1 ms. Reference: the raw pyzmq forwarder of bench_live.py under the same feed.
 
+With ``--callgrind N`` it measures nothing of the above: it counts the instructions of the serve process over
+N ``POST /api/v1/patterns/detect`` requests of each kind (chart, candlestick, all) under valgrind's
+callgrind, after its compiled chart walks have loaded (`bench_indicators.callgrind_requests`): a measure the
+machine's load does not move.
+
     python bench/bench_patterns.py [--repeat 3] [--iterations 30]
+    python bench/bench_patterns.py --callgrind 10
 """
 
 from __future__ import annotations
@@ -90,11 +96,11 @@ def live_latency(pub: zmq.Socket[bytes], sub: zmq.Socket[bytes], bars: list[dict
     return C.summarize_ns(samples[20:])
 
 
-def service_walks(edge_url: str, chart_request: Callable[[], None]) -> str:
-    """Start the service's compiled chart walks loading (a chart request) and wait, up to 60 s, for its health
-    to say which walks it uses."""
+def service_walks(edge_url: str, chart_request: Callable[[], Any], seconds: float = 60) -> str:
+    """Start the service's compiled chart walks loading (a chart request) and wait, up to `seconds`, for its
+    health to say which walks it uses."""
     chart_request()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + seconds
     while True:
         with urllib.request.urlopen(edge_url + "/health") as resp:
             status = str(json.load(resp)["technical_analysis"].get("chart_walks", "numpy"))
@@ -118,17 +124,37 @@ def numpy_walks(measure: Callable[[], dict[str, float]]) -> dict[str, float]:
         jit.ENABLED = True
 
 
+def count_instructions(count: int, data: dict[str, Any]) -> int:
+    """``--callgrind``: instructions per ``detect`` request over REST, chart patterns, candlesticks and all."""
+    columns = {k: v.tolist() for k, v in data.items()}
+    headers = {"Content-Type": "application/json"}
+    cases: dict[str, I.Case] = {
+        kind: ("/api/v1/patterns/detect", json.dumps({**columns, "kind": kind} if kind != "all" else columns).encode(),
+               headers) for kind in ("chart", "candlestick", "all")}
+
+    def warm(url: str, post: Callable[[I.Case], bytes]) -> None:
+        walks = service_walks(url, lambda: post(cases["chart"]), seconds=900)  # numba loads slowly under valgrind
+        print(f"chart walks in the service: {walks}", flush=True)
+
+    I.callgrind_requests(cases, count, TOML, warm)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--bars", type=int, default=1500)
+    parser.add_argument("--callgrind", type=int, default=0, metavar="N",
+                        help="only count the instructions of N REST requests of each kind (valgrind)")
     args = parser.parse_args()
     machine = C.machine_info()
     patterns = candlesticks()
     chosen = [(p, p.resolve({})) for p in patterns]
     chart = [(p, p.resolve({})) for p in chart_patterns()]
     data = {k: v for k, v in I.series(10_000).items() if k != "volume"}
+    if args.callgrind:
+        return count_instructions(args.callgrind, data)
     ohlc = [data[k] for k in ("open", "high", "low", "close")]
     funcs = [getattr(talib, p.name) for p in patterns]
     columns = {k: v.tolist() for k, v in data.items()}
