@@ -53,7 +53,8 @@ class ProcessControl:
         if not self.kernel.shared_data:  # a host with a data directory of its own has nothing to reload
             return {"synced": None, "process": self.kernel.process}
         instance = cell.instance
-        held = sorted(instance.shard_symbols()) if instance is not None else []
+        restarts = instance is not None and getattr(instance, "on_sync", None) is None
+        held = sorted(instance.shard_symbols()) if instance is not None and restarts else []
         kept = instance.shard_state(held) if instance is not None and held else {}
         await cell.sync()
         if kept and cell.instance is not None:  # a restart to reload keeps the live series this process owns

@@ -127,6 +127,10 @@ class Indicators(Actor):
     def registry(self) -> Any:
         return self.registries.get("indicators", {})
 
+    async def on_sync(self) -> None:
+        """Another process changed this service: nothing here is read from disk after the start (a symbol's
+        series move with it, and the ops over every series reach every process), so nothing to reload."""
+
     # -- a symbol's series moving between processes (`ml_processing.core.shards`) -------------------------
 
     def shard_symbols(self) -> set[str]:

@@ -205,3 +205,24 @@ async def test_a_restart_finds_every_symbol_where_it_was_whoever_held_it(config_
         assert max(feed.updates.values()) == 1
         for symbol in SYMBOLS:
             assert (await _state(kernel, symbol))["bars"] == 15, symbol
+
+
+async def test_an_op_over_every_series_reaches_every_process_and_keeps_their_series(config_file: Path) -> None:
+    async with running(load_config(config_file)) as kernel:
+        await _members(kernel, MEMBERS)
+        feed = Feed(kernel)
+        try:
+            await asyncio.sleep(0.5)
+            await feed.publish(1, 10)
+            await feed.read(10)
+            added = await kernel.request("indicators", "subscribe", {"indicators": ["EMA(timeperiod=3)"]})
+            assert added == {"series": len(SYMBOLS), "indicators": ["EMA_3"]}  # both processes' series, merged
+            for symbol in SYMBOLS:
+                state = await _state(kernel, symbol)
+                assert state["bars"] == 10 and state["values"]["EMA_3"] is not None, (symbol, state)
+            await feed.publish(11, 11)
+            await feed.read(11)
+        finally:
+            feed.close()
+        for symbol in SYMBOLS:
+            assert (await _state(kernel, symbol))["bars"] == 11, symbol
