@@ -137,8 +137,13 @@ def callgrind_requests(cases: dict[str, Case], count: int, extra_toml: str = "",
         conn = http.client.HTTPConnection(C.HOST, edge, timeout=600)
 
         def post(case: Case) -> bytes:
-            conn.request("POST", case[0], body=case[1], headers=case[2])
-            response = conn.getresponse()
+            try:
+                conn.request("POST", case[0], body=case[1], headers=case[2])
+                response = conn.getresponse()
+            except (ConnectionError, http.client.RemoteDisconnected):  # idle past the edge's keep-alive limit
+                conn.close()
+                conn.request("POST", case[0], body=case[1], headers=case[2])
+                response = conn.getresponse()
             body = response.read()
             if response.status != 200:
                 raise SystemExit(f"{case[0]} answered {response.status}: {body[:300]!r}")
