@@ -68,7 +68,7 @@ class Candlestick(Pattern):
         """(bar indexes, TA-Lib's signed answers there): the events as columns, straight from TA-Lib (0 before
         its lookback, so nothing is reported there, exactly as `detect`)."""
         raw = self.function.function(*(data[c] for c in self.inputs), **params)
-        where = np.flatnonzero(raw)
+        where = np.flatnonzero(raw != 0)  # numpy finds the True of a bool array in bulk, TA-Lib's int32 one by one
         return where, raw[where].astype(np.float64)
 
     def stream(self, params: Mapping[str, int | float]) -> PatternStream:
