@@ -33,10 +33,10 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import msgspec
 import numpy as np
 import orjson
 
@@ -55,9 +55,12 @@ _ALLOWED_KINDS = frozenset("biuf")
 _U64 = struct.Struct("<Q")
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A decoded request body."""
+class Request(msgspec.Struct, frozen=True):
+    """A decoded request body (immutable; a changed copy is ``msgspec.structs.replace(request, ...)``).
+
+    A msgspec structure rather than a frozen dataclass: one is built per request, and this one is built in C
+    (about 0.1 us against 0.7 us).
+    """
 
     op: str
     args: dict[str, Any]
@@ -119,7 +122,18 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise CodecError(f"unknown msgpack ext type {code}")
 
 
-_packer_default = _default
+class _Packers(threading.local):
+    """One msgpack `Packer` per thread, used for every body: ``msgpack.packb`` makes a new one per call, with a
+    256 KiB buffer, which costs more than packing a small body (about 1.6 us a call here). A Packer resets its
+    buffer when packing fails, so a failed body leaves nothing behind for the next one."""
+
+    def __init__(self) -> None:
+        self.pack = msgpack.Packer(default=_default, use_bin_type=True).pack
+
+
+_packers = _Packers()
+#: A Packer whose buffer grew past this (its buffer never shrinks) is replaced after the body that grew it.
+_PACKER_KEEP = 256 * 1024
 
 
 def packb(obj: Any) -> bytes:
@@ -127,11 +141,14 @@ def packb(obj: Any) -> bytes:
     if type(obj) is Packed:
         return obj
     try:
-        return msgpack.packb(obj, default=_packer_default, use_bin_type=True)  # type: ignore[no-any-return]
+        out: bytes = _packers.pack(obj)
     except MlpError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(f"cannot encode body: {exc}") from None
+    if len(out) > _PACKER_KEEP:
+        _packers.__init__()  # type: ignore[misc]
+    return out
 
 
 class Packed(bytes):
@@ -218,6 +235,10 @@ def encode_request(op: str, args: dict[str, Any] | None = None, *, rid: str | No
 
 def check_request(body: Any, principal: str | None = None, transport: str = "internal") -> Request:
     """Validate a decoded request map (also used for JSON bodies already parsed by the edge)."""
+    if type(body) is dict:  # the common case in the fewest steps; anything else takes the checks below
+        op, args, rid = body.get("op"), body.get("args"), body.get("id")
+        if type(op) is str and op and type(args) is dict and (rid is None or type(rid) is str):
+            return Request(op, args, rid, 0, principal, transport)
     if not isinstance(body, dict):
         raise CodecError(f"request body must be a map, got {type(body).__name__}")
     op = body.get("op")
@@ -234,8 +255,25 @@ def check_request(body: Any, principal: str | None = None, transport: str = "int
     return Request(op, args, rid, 0, principal, transport)
 
 
+_OP_KEY = b"\xa2op"  # the msgpack string "op"
+
+
 def peek_op(frame: bytes | memoryview) -> str:
-    """The ``op`` of a request frame without decoding its arguments (the broker checks roles with it)."""
+    """The ``op`` of a request frame without decoding its arguments (the broker checks roles with it).
+
+    A map whose first key is ``op`` with a string of up to 31 bytes (`encode_request` writes it so) is read
+    straight from the bytes; any other frame by a msgpack reader, with the same answer.
+
+    >>> peek_op(encode_request("predict", {"features": [1.0]})), peek_op(packb({"args": {}, "op": "ping"}))
+    ('predict', 'ping')
+    """
+    if len(frame) > 4 and 0x81 <= frame[0] <= 0x8F and frame[1:4] == _OP_KEY and 0xA0 <= frame[4] <= 0xBF:
+        end = 5 + (frame[4] & 0x1F)
+        if len(frame) >= end:
+            try:
+                return str(frame[5:end], "utf-8")
+            except UnicodeDecodeError:
+                pass  # the reader below says what is wrong
     unpacker = msgpack.Unpacker(max_buffer_size=len(frame) or 1)
     unpacker.feed(frame)
     try:

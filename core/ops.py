@@ -98,7 +98,10 @@ class OpSpec:
             if not isinstance(raw, dict):
                 raise BadRequest("'args' must be a map", field="args")
             return raw
-        return convert(raw if raw is not None else {}, self.args)
+        try:  # `convert` written out: this runs for every request
+            return msgspec.convert(raw if raw is not None else {}, self.args, strict=True, dec_hook=_dec_hook)
+        except _REFUSED as exc:
+            raise _refused(exc, self.args) from None
 
     def params(self) -> dict[str, Any]:
         """Field name -> type, for transports that carry some arguments as strings (URL path and query)."""
@@ -199,20 +202,28 @@ def convert(raw: Any, type_: Any, *, strict: bool = True) -> Any:
     """`raw` (decoded msgpack or JSON) as `type_`, or a `BadRequest` naming the field."""
     try:
         return msgspec.convert(raw, type_, strict=strict, dec_hook=_dec_hook)
-    except msgspec.ValidationError as exc:
+    except _REFUSED as exc:
+        raise _refused(exc, type_) from None
+
+
+#: What `msgspec.convert` raises for arguments that do not match a declaration (anything else propagates).
+_REFUSED = (msgspec.ValidationError, RecursionError, IndexError, KeyError, TypeError, ValueError, OverflowError)
+
+
+def _refused(exc: BaseException, type_: Any) -> BadRequest:
+    """The `BadRequest` for one of `_REFUSED`, naming the field."""
+    if isinstance(exc, msgspec.ValidationError):
         message, where = field_of(exc)
         if message.startswith("Invalid enum value"):
             allowed = _choices(type_, where)
             if allowed:
                 message += f" (one of {', '.join(repr(v) for v in allowed)})"
-        raise BadRequest(f"{where}: {message}" if where != "args" else message, field=where) from None
-    except RecursionError:
-        raise BadRequest("arguments nest too deeply", field="args") from None
-    except (IndexError, KeyError, TypeError, ValueError, OverflowError) as exc:
-        # msgspec raises these for a value it cannot read as the declared type (an ndarray where a
-        # structure is declared, say): the sender's fault, never a crash
-        raise BadRequest(f"arguments do not match the declaration ({type(exc).__name__}: {exc})"[:300],
-                         field="args") from None
+        return BadRequest(f"{where}: {message}" if where != "args" else message, field=where)
+    if isinstance(exc, RecursionError):
+        return BadRequest("arguments nest too deeply", field="args")
+    # msgspec raises the others for a value it cannot read as the declared type (an ndarray where a
+    # structure is declared, say): the sender's fault, never a crash
+    return BadRequest(f"arguments do not match the declaration ({type(exc).__name__}: {exc})"[:300], field="args")
 
 
 _STEP = re.compile(r"\.?([A-Za-z_]\w*)|\[(\d+)\]")

@@ -69,6 +69,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 
 _set_request = REQUEST.set
 _reset_request = REQUEST.reset
+#: Results of synchronous handlers that need no check for an awaitable (the check costs more than the rest).
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None), bytes, tuple})
 
 
 class ActorCell:
@@ -77,8 +79,7 @@ class ActorCell:
     def __init__(self, actor_cls: type[Actor], plugin: str, make_context: Callable[[ActorCell], ActorContext],
                  policy: KernelConfig, subscriber: Subscriber | Proxy,
                  on_state: Callable[[ActorCell], None] | None = None, clock: Clock = REAL,
-                 audit: AuditLog | None = None, on_changed: Callable[[str], Awaitable[None]] | None = None,
-                 shard_filter: Callable[[BatchHandler], BatchHandler] | None = None) -> None:
+                 audit: AuditLog | None = None, on_changed: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.actor_cls = actor_cls
         self._subscriber = subscriber
         self.name = actor_cls.name
@@ -89,7 +90,6 @@ class ActorCell:
         self.clock = clock
         self.audit = audit  # every admin op (it changes state) is written there with who asked and how it ended
         self.on_changed = on_changed  # awaited after an admin op succeeds (other processes reload the state)
-        self.shard_filter = shard_filter  # keeps the live messages of symbols another process owns from the actor
         self.state = STOPPED
         self.instance: Actor | None = None
         self.restarts = 0
@@ -211,8 +211,6 @@ class ActorCell:
             guarded = self._guard_batch(handler.handler)
         else:
             inner, guarded = handler, self._guard_each(handler)
-        if self.shard_filter is not None:
-            guarded = self.shard_filter(guarded)
         self._subs.append((prefix, inner, guarded))
         self._subscriber.subscribe_batch(prefix, guarded)
 
@@ -288,7 +286,7 @@ class ActorCell:
     # -- the broker calls this ------------------------------------------------------------------------
 
     def __call__(self, request: codec.Request) -> Any:
-        if self.state != RUNNING:
+        if self.state is not RUNNING:
             raise Unavailable(f"service {self.name!r} is {self.state}")
         spec = self.actor_cls._ops.get(request.op)
         if spec is None:
@@ -301,7 +299,8 @@ class ActorCell:
         started = perf_counter()
         if spec.role == "admin" and (self.audit is not None or self.on_changed is not None):
             return self._timed(self._audited(spec, request), stats, started)
-        if spec.args is not None and _large(request):
+        args = request.args  # `_large` looks into anything but an empty map (most requests of small ops)
+        if spec.args is not None and (request.size or type(args) is not dict or args) and _large(request):
             return self._timed(self._decode_off_loop(spec, request), stats, started)
         token = _set_request((self.name, request.op, request.rid))
         try:
@@ -311,7 +310,7 @@ class ActorCell:
             raise self._failed(exc, request) from None
         finally:
             _reset_request(token)
-        if inspect.isawaitable(result):
+        if type(result) not in _PLAIN and inspect.isawaitable(result):
             return self._timed(self._finish(result, request), stats, started)
         stats.observe(perf_counter() - started, failed=False)
         return result

@@ -354,7 +354,11 @@ class Broker(ServiceTable):
             assert self.spreader is not None
             self._call_local_measured(self.spreader, client, dialect, service, body, who, watched)
             return
-        self._answer(client, dialect, service, serve_request(self._local[service], body, self._count_malformed, who))
+        reply = serve_request(self._local[service], body, self._count_malformed, who)
+        if type(reply) is bytes:  # `_answer` written out: this is every request's path
+            self._send_client(client, dialect, service, [reply])
+        else:
+            self._spawn(self._finish_local(client, dialect, service, reply))
 
     def _answer(self, client: bytes, dialect: Dialect, service: bytes, reply: bytes | Awaitable[bytes]) -> None:
         if isinstance(reply, bytes):

@@ -108,6 +108,8 @@ class Client:
         finally:
             if timeout is not None and not sock.closed:
                 sock.setsockopt(zmq.RCVTIMEO, int(self.timeout * 1000))
+        if len(frames) == 4 and frames[0] == CLIENT and frames[1] == C_FINAL and frames[2] == name:
+            return frames[3]  # a well-formed FINAL: `_reply_body` says what is wrong with any other reply
         try:
             return _reply_body(frames, name)
         except CodecError:

@@ -87,11 +87,19 @@ class BrokerSocket:
 
     def _send_client(self, client: bytes, dialect: Dialect, service: bytes, body: list[bytes],
                      *, final: bool = True) -> None:
-        if self._sock is None:
+        sock = self._sock
+        if sock is None:
             return
-        command = dialect.final if final else dialect.partial
-        self._emit([client, EMPTY, CLIENT, command, service, *body] if dialect.delimited else
-                   [client, CLIENT, command, service, *body])
+        frames = ([client, EMPTY, CLIENT, dialect.final if final else dialect.partial, service, *body]
+                  if dialect.delimited else [client, CLIENT, dialect.final if final else dialect.partial, service, *body])
+        outbox = self._outbox  # `_emit` written out: every reply leaves here
+        if outbox is not None:
+            outbox.append(frames)
+            return
+        try:
+            send_frames(sock, frames)
+        except zmq.ZMQError as exc:
+            log.warning("message_not_sent", error=str(exc), frames=len(frames))
 
     def _emit(self, frames: list[bytes]) -> None:
         """Send one message on the broker's socket, or hold it in the drain's outbox."""

@@ -12,11 +12,11 @@ through `serve_request`, so a request is answered the same way wherever its serv
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import msgspec
 import structlog
 
 from .. import codec
@@ -77,7 +77,7 @@ async def _serve_large(handler: LocalService, frame: bytes, on_malformed: Callab
                                                                    principal, transport)
     except CodecError as exc:
         return _malformed(exc, on_malformed)
-    reply = serve_decoded(handler, dataclasses.replace(request, size=len(frame)))
+    reply = serve_decoded(handler, msgspec.structs.replace(request, size=len(frame)))
     return reply if isinstance(reply, bytes) else await reply
 
 
@@ -90,9 +90,12 @@ def serve_decoded(handler: LocalService, request: codec.Request) -> bytes | Awai
     except Exception as exc:  # a LocalService should never leak one; answer, log, keep serving
         log.error("service_handler_failed", op=request.op, rid=request.rid, exc_info=exc)
         return codec.encode_error(InternalError(f"{type(exc).__name__}: {exc}"))
-    if not is_plain(result) and inspect.isawaitable(result):
+    if type(result) not in _PLAIN_TYPES and inspect.isawaitable(result):
         return _reply_when_done(result, request)
-    return _encode_result(result, request)
+    try:  # `_encode_result` written out: every request's path
+        return codec.encode_reply(result)
+    except CodecError as exc:
+        return _not_encodable(exc, request)
 
 
 async def _reply_when_done(pending: Awaitable[Any], request: codec.Request) -> bytes:
@@ -109,7 +112,13 @@ async def _reply_when_done(pending: Awaitable[Any], request: codec.Request) -> b
 def _encode_result(result: Any, request: codec.Request) -> bytes:
     try:
         return codec.encode_reply(result)
-    except CodecError as exc:  # the handler's fault, not the client's
-        log.error("result_not_encodable", op=request.op, rid=request.rid, error=exc.message)
-        return codec.encode_error(InternalError(f"op {request.op!r} returned a result that cannot be encoded: "
-                                                f"{exc.message}"))
+    except CodecError as exc:
+        return _not_encodable(exc, request)
+
+
+def _not_encodable(exc: CodecError, request: codec.Request) -> bytes:
+    """The reply to a request whose handler returned what cannot be encoded: the handler's fault, not the
+    client's."""
+    log.error("result_not_encodable", op=request.op, rid=request.rid, error=exc.message)
+    return codec.encode_error(InternalError(f"op {request.op!r} returned a result that cannot be encoded: "
+                                            f"{exc.message}"))
