@@ -283,3 +283,15 @@ async def test_a_chunked_body_and_a_compressed_body_are_read_whole(edge: Edge) -
         finally:
             writer.close()
         assert (status, json.loads(reply)) == (200, {"op": "echo", "args": {"close": [1.0, 2.0, 3.0]}})
+
+
+async def test_an_empty_body_of_declared_length_zero_is_an_empty_request(edge: Edge) -> None:
+    reader, writer = await edge.connect()
+    try:
+        writer.write(request_head("/api/v1/echo", 0))
+        await writer.drain()
+        status, _, reply = await read_response(reader)
+    finally:
+        writer.close()
+
+    assert (status, json.loads(reply)) == (200, {"op": "echo", "args": {}})
