@@ -256,6 +256,11 @@ class TalibStream(IndicatorStream):
         self._need = indicator.lookback(params) + 1
         self._history: list[tuple[float, ...]] = []
         self._handle: Any = None
+        #: TA-Lib's own per-bar update of the open handle (None until it is open): the input values
+        #: positionally, in `indicator.inputs` order, all numbers (never NaN); a float, or a tuple of the
+        #: outputs. What a caller that updates many streams per bar calls directly, without `update`'s
+        #: reading of the bar (`market.Series` does, for a series whose every stream is open).
+        self.step: Callable[..., Any] | None = None
         self._nan = (float("nan"),) * len(indicator.outputs)
         getter = operator.itemgetter(*indicator.inputs)
         self._values: Callable[[Mapping[str, float]], tuple[float, ...]] = (
@@ -306,7 +311,8 @@ class TalibStream(IndicatorStream):
     def _install_fast_update(self) -> None:
         """Once the handle is open, `update` becomes a closure holding all it needs in locals: the per-bar
         cost is then mostly TA-Lib's own."""
-        step, nan = self._handle.update, self._nan
+        step = self.step = self._handle.update
+        nan = self._nan
         single_output = len(self.indicator.outputs) == 1
         if len(self.indicator.inputs) == 1:
             (key,) = self.indicator.inputs
