@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import graphlib
 import importlib.metadata
 import os
@@ -431,6 +432,10 @@ class Kernel:
                 loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
+            # What start-up made (modules, plugins, models, market state) lives as long as the process: out
+            # of the collector's sight, a full collection walks only what requests leave behind (on a large
+            # state, ~100 ms pauses every few hundred requests otherwise).
+            gc.freeze()
             await stop.wait()
             log.info("kernel_signal_received")
         finally:

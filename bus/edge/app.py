@@ -271,6 +271,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         response = _json({"error": {"code": cls.code, "message": message}}, exc.status, rid)
     except MlpError as exc:
         response = error_response(exc, request.headers.get("X-Request-Id") or new_request_id())
+    except ConnectionResetError:  # the client went away mid-request: nobody to answer, nothing of ours broke
+        log.info("edge_client_disconnected", path=request.path, method=request.method)
+        raise
     except Exception as exc:  # a bug of ours: say so, never leak a traceback
         rid = request.headers.get("X-Request-Id") or new_request_id()
         log.error("edge_handler_failed", path=request.path, method=request.method, rid=rid, exc_info=exc)
