@@ -16,14 +16,21 @@ PUB out, nothing else) under the same two loads: the transport's own floor on th
    through our stream wrapper, against TA-Lib's own ``SMA`` stream handle called directly. Target for
    ours: under 2 us each.
 
+4. ``--instructions`` (instead of 1-3): instructions per bar of the service process and of the raw forwarder,
+   counted by callgrind over the throughput load (100 symbols x 20 bars, after 100 warm-up bars each): what
+   the machine's load does not move. Takes a few minutes (the service starts under valgrind).
+
     python bench/bench_live.py [--repeat 3] [--bars 3000]
+    python bench/bench_live.py --instructions [--warm 100] [--measure 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -121,7 +128,8 @@ while True:
 """
 
 
-def connect(ctx: zmq.Context[zmq.Socket[bytes]], pub_port: int, sub_port: int) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+def connect(ctx: zmq.Context[zmq.Socket[bytes]], pub_port: int, sub_port: int, timeout_s: float = 10
+            ) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
     """A feed socket and an ``indicator.`` subscriber, past the slow-joiner (bounded)."""
     pub, sub = ctx.socket(zmq.PUB), ctx.socket(zmq.SUB)
     for sock in (pub, sub):
@@ -132,12 +140,14 @@ def connect(ctx: zmq.Context[zmq.Socket[bytes]], pub_port: int, sub_port: int) -
     sub.connect(f"tcp://{C.HOST}:{sub_port}")
     sub.setsockopt(zmq.SUBSCRIBE, b"indicator.")
     probe = make_bars(1)[0]
-    for _ in range(200):
+    for _ in range(round(timeout_s * 20)):
         pub.send_multipart([b"bar.PROBE.1m", msgpack.packb(probe)])
         if sub.poll(50):
             sub.recv_multipart()
+            while sub.poll(200):  # the updates of the probes sent before this one came back
+                sub.recv_multipart()
             return pub, sub
-    raise SystemExit("no update came back from the probe bar within 10 s")
+    raise SystemExit(f"no update came back from the probe bar within {timeout_s:.0f} s")
 
 
 def latency(pub: zmq.Socket[bytes], sub: zmq.Socket[bytes], bars: list[dict[str, float]]) -> dict[str, float]:
@@ -161,19 +171,19 @@ def latency(pub: zmq.Socket[bytes], sub: zmq.Socket[bytes], bars: list[dict[str,
 
 
 def throughput(pub: zmq.Socket[bytes], sub: zmq.Socket[bytes], bars: list[dict[str, float]],
-               symbols: int, burst: int) -> dict[str, float]:
+               symbols: int, burst: int, limit_s: float = 30) -> dict[str, float]:
     topics = [f"bar.S{i:03d}.1m".encode() for i in range(symbols)]
     payloads = [msgpack.packb(b) for b in bars]
     sent = received = 0
     t0 = time.perf_counter()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + limit_s
     for start in range(0, len(payloads), max(1, burst // symbols)):
         for payload in payloads[start:start + max(1, burst // symbols)]:
             for topic in topics:
                 pub.send_multipart([topic, payload])
                 sent += 1
         while received < sent:
-            if not sub.poll(2000):
+            if not sub.poll(round(limit_s * 1000 / 15)):
                 raise SystemExit(f"updates stalled at {received} of {sent}")
             sub.recv_multipart()
             received += 1
@@ -183,13 +193,68 @@ def throughput(pub: zmq.Socket[bytes], sub: zmq.Socket[bytes], bars: list[dict[s
     return {"bars": float(received), "seconds": elapsed, "bars_per_s": received / elapsed}
 
 
+VALGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file={out}"]
+
+
+def _callgrind(pid: int, *command: str) -> None:
+    subprocess.run(["callgrind_control", *command, str(pid)], check=True, capture_output=True, timeout=120)
+
+
+def _collected(path: Path) -> int:
+    """Instructions a callgrind dump counted (its ``summary:`` line)."""
+    return next(int(line.split()[1]) for line in path.read_text().splitlines() if line.startswith("summary:"))
+
+
+def instructions(args: argparse.Namespace) -> int:
+    """Instructions per bar of the service process and of the raw forwarder's, counted by callgrind over the
+    same throughput load after a warm-up (every indicator open): a measure the machine's load does not move.
+    Each process runs under ``valgrind --tool=callgrind``; its counters are zeroed when the load starts and
+    dumped when the last update of the load has come."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-live-cg-"))
+    wrapper = folder / "serve"
+    wrapper.write_text(f"#!/bin/sh\nexec {' '.join(VALGRIND).format(out=folder / 'serve.cg')} "
+                       f"{C.serve_executable()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    C.serve_executable = lambda: str(wrapper)  # Service starts the service under callgrind
+    bars = make_bars(args.warm + args.measure)
+    result: dict[str, int] = {}
+    with C.Service(extra_toml=TOML, start_timeout=900) as svc, C.ProcessGroup() as group:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        raw_in, raw_out = C.free_ports(2)
+        forwarder = group.start([*(a.format(out=folder / "raw.cg") for a in VALGRIND), C.PYTHON, "-c", FORWARDER,
+                                 f"tcp://{C.HOST}:{raw_in}", f"tcp://{C.HOST}:{raw_out}"],
+                                stdout=subprocess.PIPE, text=True)
+        assert forwarder.stdout is not None and forwarder.stdout.readline().strip() == "ready"
+        for name, pid, ports, out in (("ours", svc.pid, (svc.pub_in_port, svc.pub_out_port), folder / "serve.cg"),
+                                      ("raw", forwarder.pid, (raw_in, raw_out), folder / "raw.cg")):
+            pub, sub = connect(ctx, *ports, timeout_s=300)
+            throughput(pub, sub, bars[:args.warm], args.symbols, args.burst, limit_s=600)
+            _callgrind(pid, "--zero")  # count from here
+            done = throughput(pub, sub, bars[args.warm:], args.symbols, args.burst, limit_s=600)
+            _callgrind(pid, "--dump")  # to here: the dump is <out>.1
+            result[name] = round(_collected(out.with_name(out.name + ".1")) / done["bars"])
+            print(f"{name}: {result[name]:,} instructions per bar over {done['bars']:,.0f} bars", flush=True)
+            for sock in (pub, sub):
+                sock.close(0)
+        ctx.term()
+    shutil.rmtree(folder)
+    print(f"\nours / raw forwarder: {result['ours'] / result['raw']:.2f}x the instructions per bar")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--bars", type=int, default=3000)
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--burst", type=int, default=200)
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per bar under callgrind (service and raw forwarder) instead")
+    parser.add_argument("--warm", type=int, default=100, help="--instructions: bars per symbol before counting")
+    parser.add_argument("--measure", type=int, default=20, help="--instructions: bars per symbol counted")
     args = parser.parse_args()
+    if args.instructions:
+        return instructions(args)
     runs = []
     with C.Service(extra_toml=TOML) as svc, C.ProcessGroup() as group:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()

@@ -208,8 +208,12 @@ class Indicators(Actor):
         self.ctx.publish(topic or topics.indicator(series.symbol, series.timeframe), update)  # the bus verb itself
         self.computed += series.width
         key = (series.symbol, series.timeframe)
-        if key in self.derived:
-            return True
+        if key not in self.derived:
+            self._resample(series, key, bar)
+        return True
+
+    def _resample(self, series: Series, key: Key, bar: dict[str, Any]) -> None:
+        """Push a bar just committed on a base series into its higher timeframes; commit what they close."""
         resamplers = self.resamplers.get(key)
         if resamplers is None:
             resamplers = self.resamplers[key] = self._resamplers_for(series)
@@ -218,7 +222,6 @@ class Indicators(Actor):
             self.derived.add((series.symbol, resampler.target))
             for higher in resampler.push(bar):
                 self._commit(target, higher)
-        return True
 
     def _resamplers_for(self, series: Series) -> list[Resampler]:
         """The series' resamplers, primed with its held bars after the last committed higher bar (so a
@@ -240,7 +243,9 @@ class Indicators(Actor):
     def on_bars(self, messages: Iterable[tuple[str, Any]]) -> None:
         """The bars of one socket drain, in arrival order: each committed bar's update is published (the
         bus sends the drain's updates in one burst)."""
-        routes, turns, held, commit = self.routes, self.turns, self.turns.held, self._commit
+        routes, turns, held, derived, resamplers = (self.routes, self.turns, self.turns.held, self.derived,
+                                                    self.resamplers)
+        publish = self.ctx.publish
         for topic, body in messages:
             route = routes.get(topic)
             key = _key_of(topic) if route is None else route.key
@@ -251,7 +256,15 @@ class Indicators(Actor):
                 if key in held:  # an ingest of this series runs: after it (and those before the bar)
                     turns.wait(key, bar)
                     continue
-                commit(route.series, bar, route.topic)
+                # `_commit`, written out: the resampling is called only when the series has higher timeframes
+                series = route.series
+                update = series.on_bar(bar)
+                if update is None:
+                    continue
+                publish(route.topic, update)
+                self.computed += series.width
+                if key not in derived and resamplers.get(key) != []:
+                    self._resample(series, key, bar)
             except BadRequest:
                 self.rejected += 1
                 raise
