@@ -8,8 +8,8 @@ on with ``callgrind_control`` after the warm-up, off after the last request):
 - *serve*: ``ml-processing serve`` (the generated plugins.toml of bench/_common.py) under callgrind, called
   by a client process running natively: everything the serve process executes per request, its ZeroMQ I/O
   thread included;
-- *client*: the client process under callgrind (``mdp.Client``, or ``mdp.AsyncClient`` with ``--kind
-  async``), the serve process native.
+- *client*: the client process under callgrind (``mdp.Client``, or ``mdp.AsyncClient`` on uvloop when
+  present with ``--kind async``), the serve process native.
 
 The client calls ``echo.ping`` N times (default 2,000) after 300 warm-up requests. The serve process also
 runs its housekeeping timer (4 wake-ups a second) during the window: a few hundred instructions per request
@@ -43,7 +43,12 @@ def role_client(kind: str, endpoint: str, n: int, gate: str) -> int:
     if kind == "async":
         import asyncio
 
-        loop = asyncio.new_event_loop()
+        try:  # the loop the serve process and bench_bus's AsyncClient use
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        except ImportError:
+            loop = asyncio.new_event_loop()
         client: Any = mdp.AsyncClient(endpoint, timeout=30.0)
 
         async def many(count: int) -> None:

@@ -22,7 +22,7 @@ import zmq
 
 from .. import codec
 from ..errors import MlpError
-from .frames import CLIENT, EMPTY, Dialect, SocketReader, send_frames
+from .frames import CLIENT, EMPTY, MORE_NOBLOCK, NOBLOCK, Dialect, SocketReader, send_frame, send_frames
 
 log = structlog.get_logger(__name__)
 
@@ -96,8 +96,10 @@ class BrokerSocket:
         if outbox is not None:
             outbox.append(frames)
             return
-        try:
-            send_frames(sock, frames)
+        try:  # `send_frames` written out
+            for frame in frames[:-1]:
+                send_frame(sock, frame, MORE_NOBLOCK)
+            send_frame(sock, frames[-1], NOBLOCK)
         except zmq.ZMQError as exc:
             log.warning("message_not_sent", error=str(exc), frames=len(frames))
 

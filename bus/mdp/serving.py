@@ -57,7 +57,7 @@ def serve_request(handler: LocalService, body: list[bytes], on_malformed: Callab
     try:
         if len(body) != 1:
             raise CodecError(f"request must carry exactly one body frame, got {len(body)}")
-        request = codec.decode_request(body[0], principal, transport)
+        request = codec.check_request(codec.unpackb(body[0]), principal, transport)  # `decode_request`
     except CodecError as exc:
         return _malformed(exc, on_malformed)
     return serve_decoded(handler, request)

@@ -14,7 +14,7 @@ import pytest
 import zmq.asyncio
 
 from ml_processing.bus import codec, mdp
-from ml_processing.bus.errors import BadRequest, InternalError, NotFound, Timeout, Unavailable
+from ml_processing.bus.errors import BadRequest, CodecError, InternalError, NotFound, Timeout, Unavailable
 
 from .conftest import StartBroker
 from .helpers import (
@@ -617,6 +617,47 @@ async def test_unencodable_result_is_internal_not_bad_request(zctx: zmq.asyncio.
     assert "cannot be encoded" in local.value.message
     assert "cannot be encoded" in remote.value.message
     assert broker.stats.malformed == 0
+
+
+async def test_a_reply_that_failed_half_encoded_leaves_nothing_for_the_next(zctx: zmq.asyncio.Context,
+                                                                          start_broker: StartBroker) -> None:
+    # the codec reuses one msgpack Packer per thread: what it wrote before failing must not lead the next body
+    broker = await start_broker()
+    broker.attach("odd", lambda request: {"first": "x" * 1000, "value": object()} if request.op == "odd"
+                  else {"n": request.args["n"]})
+    client = mdp.AsyncClient(broker.bound[0], timeout=3.0, context=zctx)
+    try:
+        with pytest.raises(InternalError):
+            await client.request("odd", "odd")
+        after = [await client.request("odd", "ok", {"n": i}) for i in range(3)]
+    finally:
+        client.close()
+
+    assert after == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+@pytest.mark.parametrize("body", [
+    {"op": "predict", "args": {}},  # the form encode_request writes: read straight from the bytes
+    {"args": {"op": "not this one"}, "op": "later"},  # op not the first key
+    {"op": "o" * 40, "args": {}},  # longer than a fixstr
+    {"op": "é-ünïcode", "args": {}},
+    {"op": "", "args": {}},
+])
+def test_the_op_read_for_the_gate_is_the_one_the_request_holds(body: dict[str, Any]) -> None:
+    frame = msgpack.packb(body)
+    assert codec.peek_op(frame) == body["op"]
+    assert codec.peek_op(memoryview(frame)) == body["op"]
+
+
+@pytest.mark.parametrize("frame", [
+    b"\x82\xa2op\xa4pi",  # cut short inside the op
+    b"\x81\xa2op\xa2\xff\xfe",  # not UTF-8
+    b"\x81\xa2op\x07",  # not a string
+    b"\x90",  # not a map
+])
+def test_an_op_that_cannot_be_read_is_a_codec_error(frame: bytes) -> None:
+    with pytest.raises(CodecError):
+        codec.peek_op(frame)
 
 
 # -- shutting down ---------------------------------------------------------------------------------------------
