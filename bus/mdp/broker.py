@@ -355,7 +355,7 @@ class Broker(ServiceTable):
             self._call_local_measured(self.spreader, client, dialect, service, body, who, watched)
             return
         reply = serve_request(self._local[service], body, self._count_malformed, who)
-        if type(reply) is bytes:  # `_answer` written out: this is every request's path
+        if isinstance(reply, bytes):  # `_answer` written out: this is every request's path
             self._send_client(client, dialect, service, [reply])
         else:
             self._spawn(self._finish_local(client, dialect, service, reply))
