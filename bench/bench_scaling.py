@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -135,23 +136,43 @@ def _wait_members(svc: C.Service, count: int, timeout: float = 120.0) -> None:
     raise RuntimeError(f"{count} processes did not share the live symbols within {timeout}s")
 
 
-def live(processes: int, bars: int, symbols: int = 100, burst: int = 200) -> float:
-    """Live bars/s over `symbols` symbols with `processes` processes (bench_live's feed and indicators)."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids(svc: C.Service) -> list[int]:
+    import urllib.request
+
+    with urllib.request.urlopen(svc.edge_url + "/health", timeout=5) as resp:
+        return [int(p["pid"]) for p in json.loads(resp.read())["processes"]]
+
+
+def live(processes: int, bars: int, symbols: int = 100, burst: int = 200) -> dict[str, Any]:
+    """Live bars/s over `symbols` symbols with `processes` processes (bench_live's feed and indicators), and
+    each service process's CPU time per 1,000 bars over the measured load: the capacity a host with a core
+    per process would have."""
     import zmq
 
     env = {"MLP_KERNEL_PROCESSES": str(processes)}
     with C.Service(env=env, start_timeout=120, extra_toml=bench_live.TOML) as svc:
         _wait_processes(svc, processes)
         _wait_members(svc, processes)
+        pids = _pids(svc)
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
             pub, sub = bench_live.connect(ctx, svc.pub_in_port, svc.pub_out_port)
             series = bench_live.make_bars(bars)
             bench_live.throughput(pub, sub, series[:100], symbols, burst)  # warm-up: every series exists
+            before = [_cpu_seconds(pid) for pid in pids]
             result = bench_live.throughput(pub, sub, series[100:], symbols, burst)
+            spent = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
         finally:
             ctx.destroy(linger=0)
-    return float(result["bars_per_s"])
+    per_k = [1000 * s / result["bars"] for s in spent]
+    return {"bars_per_s": float(result["bars_per_s"]), "cpu_ms_per_1000_bars": [round(1000 * c, 2) for c in per_k],
+            "capacity_bars_per_s": 1 / max(per_k) * 1000 if max(per_k) > 0 else 0.0}
 
 
 def measure(processes: int, seconds: float) -> dict[str, Any]:
@@ -179,7 +200,11 @@ def main() -> int:
     repeats = []
     for i in range(args.repeat):
         one, two = measure(1, args.seconds), measure(2, args.seconds)
-        one["live_bars_per_s"], two["live_bars_per_s"] = live(1, args.bars), live(2, args.bars)
+        one_live, two_live = live(1, args.bars), live(2, args.bars)
+        one["live_bars_per_s"], two["live_bars_per_s"] = one_live["bars_per_s"], two_live["bars_per_s"]
+        one["live_cpu_ms_per_1000_bars"], two["live_cpu_ms_per_1000_bars"] = (
+            one_live["cpu_ms_per_1000_bars"], two_live["cpu_ms_per_1000_bars"])
+        one["live_capacity"], two["live_capacity"] = one_live["capacity_bars_per_s"], two_live["capacity_bars_per_s"]
         repeats.append({"one": one, "two": two, "batch_ratio": two["batch_per_s"] / one["batch_per_s"],
                         "indicators_ratio": two["indicators_per_s"] / one["indicators_per_s"],
                         "p50_ratio": two["one_p50_us"] / one["one_p50_us"],
@@ -189,8 +214,10 @@ def main() -> int:
               f"batches/s {one['batch_per_s']:.1f} -> {two['batch_per_s']:.1f} "
               f"({repeats[-1]['batch_ratio']:.2f}x); one-row p50 {one['one_p50_us']:.0f} -> "
               f"{two['one_p50_us']:.0f} us ({repeats[-1]['p50_ratio']:.2f}x); live bars/s "
-              f"{one['live_bars_per_s']:.0f} -> {two['live_bars_per_s']:.0f} ({repeats[-1]['live_ratio']:.2f}x)",
-              flush=True)
+              f"{one['live_bars_per_s']:.0f} -> {two['live_bars_per_s']:.0f} ({repeats[-1]['live_ratio']:.2f}x); "
+              f"live CPU ms per 1,000 bars by process {one['live_cpu_ms_per_1000_bars']} -> "
+              f"{two['live_cpu_ms_per_1000_bars']}, capacity with a core each {one['live_capacity']:.0f} -> "
+              f"{two['live_capacity']:.0f} bars/s", flush=True)
     batch_ratio = C.median(r["batch_ratio"] for r in repeats)
     indicators_ratio = C.median(r["indicators_ratio"] for r in repeats)
     p50_ratio = C.median(r["p50_ratio"] for r in repeats)
@@ -204,6 +231,10 @@ def main() -> int:
          C.fmt(C.median(r["two"]["one_p50_us"] for r in repeats)), f"{p50_ratio:.2f}x"],
         ["live bars/s, 100 symbols x 20 indicators", C.fmt(C.median(r["one"]["live_bars_per_s"] for r in repeats)),
          C.fmt(C.median(r["two"]["live_bars_per_s"] for r in repeats)), f"{live_ratio:.2f}x"],
+        ["  live capacity with a core per process (CPU time per bar)",
+         C.fmt(C.median(r["one"]["live_capacity"] for r in repeats)),
+         C.fmt(C.median(r["two"]["live_capacity"] for r in repeats)),
+         f"{C.median(r['two']['live_capacity'] / r['one']['live_capacity'] for r in repeats):.2f}x"],
     ])
     verdicts = [C.verdict("server-bound load (indicators), 2 processes >= 1.6x of 1", indicators_ratio >= 1.6,
                           f"{indicators_ratio:.2f}x"),
