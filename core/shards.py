@@ -397,8 +397,14 @@ class ShardRouter:
         return await self.call(target, "call", self._args(request))
 
     async def _everywhere(self, request: codec.Request) -> Any:
-        here = self.cell(request)
+        async def here() -> Any:
+            result = self.cell(request)
+            return await result if inspect.isawaitable(result) else result
+
         others = [m for m in self.member.view.members if m != self.member.name]
-        replies = await asyncio.gather(*(self.call(m, "call", self._args(request)) for m in others))
-        mine = await here if inspect.isawaitable(here) else here
-        return merge_replies([mine, *replies])
+        replies = await asyncio.gather(here(), *(self.call(m, "call", self._args(request)) for m in others),
+                                       return_exceptions=True)
+        for reply in replies:  # this process's own refusal first: it names the field as any would
+            if isinstance(reply, BaseException):
+                raise reply
+        return merge_replies(replies)

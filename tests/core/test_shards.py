@@ -30,6 +30,7 @@ from tests.support.waiting import wait_until
 SYMBOLS = [f"S{i}" for i in range(16)]
 OFF = ("features", "models", "patterns", "sentiment", "replay")
 MEMBERS = ("process.1", "serve")
+CONTROL_OF_WORKER = "process.1"
 
 names = st.text(st.sampled_from("abcXYZ019-_"), min_size=1, max_size=8)
 
@@ -226,3 +227,47 @@ async def test_an_op_over_every_series_reaches_every_process_and_keeps_their_ser
             feed.close()
         for symbol in SYMBOLS:
             assert (await _state(kernel, symbol))["bars"] == 11, symbol
+
+
+async def test_generated_requests_on_other_processes_symbols_get_clear_errors_and_crash_nothing(
+        config_file: Path) -> None:
+    """Requests forwarded to the symbol's owner, with generated arguments: every answer is a value or an
+    error naming a field (never ``internal``), and no actor restarts in either process."""
+    import random
+
+    from ml_processing.bus.errors import InternalError, MlpError
+
+    rnd = random.Random(7)
+    values: list[Any] = [None, True, 0, -1, 2**40, 1.5, float("nan"), "", "1m", "5m", "bad tf", "S1", [], {},
+                         ["x"], {"a": 1}, "x" * 300]
+    async with running(load_config(config_file)) as kernel:
+        await _members(kernel, MEMBERS)
+        feed = Feed(kernel)
+        try:
+            await asyncio.sleep(0.5)
+            await feed.publish(1, 5)
+            await feed.read(5)
+        finally:
+            feed.close()
+        theirs = [s for s in SYMBOLS if owner(s, MEMBERS) == "process.1"]
+        answered = refused = 0
+        for _ in range(300):
+            op = rnd.choice(["state", "bars", "timeframes", "ingest", "subscribe", "unsubscribe"])
+            args: dict[str, Any] = {"symbol": rnd.choice([*theirs, *theirs, "bad symbol!", 7, None])}
+            for name in rnd.sample(["timeframe", "limit", "peek", "indicators", "close", "extra"], rnd.randint(0, 3)):
+                args[name] = rnd.choice(values)
+            try:
+                await kernel.request("indicators", op, args)
+                answered += 1
+            except InternalError as exc:
+                pytest.fail(f"{op} {args!r:.200} -> internal: {exc.message}")
+            except MlpError as exc:
+                assert exc.code in ("bad_request", "not_found", "too_large"), (op, args, exc.code, exc.message)
+                refused += 1
+        assert refused > 100  # most generated requests are wrong in some field
+        health = await kernel.request("kernel", "health")
+        assert all(a["restarts"] == 0 and a["state"] == "running" for a in health["actors"].values())
+        status = await kernel.request(CONTROL_OF_WORKER, "status")
+        assert all(a["restarts"] == 0 and a["state"] == "running" for a in status["actors"].values())
+        for symbol in theirs:  # the worker's series are intact
+            assert (await _state(kernel, symbol))["ts"] >= 60_000 * 5
