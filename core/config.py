@@ -119,6 +119,7 @@ class KernelConfig:
     processes: int = 1  # `serve`: this process plus processes-1 worker processes (stateless ops spread over all)
     offload_after_us: float = 200.0  # with processes > 1: a stateless op costing more goes to an idle worker process
     shard_checkpoint_s: float = 30.0  # the state of symbols other processes own is saved this often (core/shards.py)
+    shard_page: int = 32  # symbols whose state travels in one message when symbols move or are saved
     uvloop: bool = True
     threads: int = 2  # thread pool for GIL-releasing work (numpy, xgboost)
     retain_memory_mb: int = 256  # freed heap kept for reuse instead of returned to the OS (0: malloc's default)
@@ -134,6 +135,7 @@ class KernelConfig:
         _check(1 <= self.processes <= 256, "processes: must be between 1 and 256")
         _check(self.offload_after_us >= 0, "offload_after_us: must not be negative")
         _check(self.shard_checkpoint_s > 0, "shard_checkpoint_s: must be positive")
+        _check(1 <= self.shard_page <= 100_000, "shard_page: must be between 1 and 100,000")
         _check(self.threads >= 1, "threads: must be at least 1")
         _check(self.retain_memory_mb >= 0, "retain_memory_mb: must not be negative")
 

@@ -2,7 +2,8 @@
 the serve process asks of it. Only the serve process may call it (the broker refuses socket clients).
 
 Ops: ``status``; ``sync`` (reload a service's state after a change, keeping the live series it owns);
-``shards_release``, ``shards_acquire``, ``shards_checkpoint`` (moving symbols, `ml_processing.core.shards`);
+``shards_release``, ``shards_take``, ``shards_acquire``, ``shards_checkpoint`` (moving symbols, a page at a
+time, `ml_processing.core.shards`);
 ``call`` (an op on the live state of a symbol this process owns, forwarded by the serve process).
 """
 
@@ -34,13 +35,15 @@ class ProcessControl:
                     "actors": {name: cell.status() for name, cell in self.kernel.cells.items()}}
         if request.op == "shards_release":
             return member.release(int(args["epoch"]), list(args["members"]), list(args["moving"]))
+        if request.op == "shards_take":
+            return member.take(list(args["symbols"]))
         if request.op == "shards_acquire":
-            return await member.acquire(int(args["epoch"]), dict(args["states"]))
+            return await member.acquire(int(args["epoch"]), dict(args["states"]), bool(args.get("last", True)))
         if request.op == "shards_checkpoint":
-            return member.checkpoint()
+            return member.checkpoint(int(args.get("offset", 0)), args.get("limit"))
         if request.op not in ("sync", "call"):
             raise NotFound(f"process control has no op {request.op!r} (ops: call, shards_acquire, "
-                           "shards_checkpoint, shards_release, status, sync)", field="op")
+                           "shards_checkpoint, shards_release, shards_take, status, sync)", field="op")
         service = args.get("service")
         cell = self.kernel.cells.get(service) if isinstance(service, str) else None
         if cell is None:

@@ -197,7 +197,8 @@ class Kernel:
         if self.broker is not None:
             self.keeper = ShardKeeper(self.member, self.broker, ShardStore(self.config.data_path / "shards"),
                                       self.executor, checkpoint_s=self.config.kernel.shard_checkpoint_s,
-                                      timeout=self.config.bus.request_timeout_ms / 1000)
+                                      timeout=self.config.bus.request_timeout_ms / 1000,
+                                      page=self.config.kernel.shard_page)
             await self.keeper.start()
         self.state = "running"
         log.info("kernel_started", mode=self.mode, version=VERSION, actors=list(self.cells),

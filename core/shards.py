@@ -11,9 +11,11 @@ broker has a live worker for. When that set changes it starts a new *epoch* and 
 owner changed, in two steps over the members' control services:
 
 1. ``shards_release`` to every member: take the new member list; the moving symbols are *frozen* (nobody
-   handles their messages); each member answers the state of the moving symbols it held and forgets them.
-2. ``shards_acquire`` to every member: each continues its gained symbols from the state released in step 1,
-   or, for a member that is gone, from its last checkpoint in the store; then the freeze ends.
+   handles their messages); each member sets aside the state of the moving symbols it held, forgets them,
+   and names them; the keeper takes that state (``shards_take``) a page of symbols at a time, into the store.
+2. ``shards_acquire`` to every member, a page at a time: each continues its gained symbols from the store
+   (what step 1 saved, or, for a member that is gone, its last checkpoint); after its last page the
+   freeze ends.
 
 The keeper also pulls a checkpoint of every other member's symbols each ``[kernel] shard_checkpoint_s``
 and writes it to ``<data_dir>/shards/`` (atomically, one file per symbol: the serve process stays the one
@@ -73,6 +75,7 @@ class ShardMember:
         self.released = 0
         self._subscriber: Subscriber | Proxy | None = None
         self._accepted: dict[bytes, bool] = {}  # raw topic -> handled here, in this epoch
+        self._handover: States = {}  # released symbols' state, until the keeper takes it
 
     def attach(self, subscriber: Subscriber | Proxy) -> None:
         self._subscriber = subscriber
@@ -123,38 +126,49 @@ class ShardMember:
                 out.setdefault(symbol, {})[actor.ctx.name] = state
         return out
 
-    def release(self, epoch: int, members: Sequence[str], moving: Iterable[str]) -> States:
-        """Step 1 of a move: take `members`, freeze `moving`, answer and forget the moving symbols held here."""
+    def release(self, epoch: int, members: Sequence[str], moving: Iterable[str]) -> list[str]:
+        """Step 1 of a move: take `members`, freeze `moving`; the moving symbols held here are set aside
+        for `take` and forgotten by the actors. Returns them."""
         moving = set(moving)
         self.view.update(epoch, members, moving)
         self._changed()
-        lost = [s for s in self.held() & moving if s not in self.view.owned((s,))]
-        states = self.states(lost)
+        lost = sorted(s for s in self.held() & moving if s not in self.view.owned((s,)))
+        self._handover = self.states(lost)
         for actor in self._actors():
             actor.shard_drop(lost)
         self.released += len(lost)
         if lost:
             log.info("shards_released", epoch=epoch, symbols=len(lost))
-        return states
+        return lost
 
-    async def acquire(self, epoch: int, states: States) -> int:
-        """Step 2: continue the gained symbols from `states` (None: afresh); the freeze ends."""
+    def take(self, symbols: Iterable[str]) -> States:
+        """The state set aside by `release` of `symbols` (a page at a time: one message stays small)."""
+        return {s: self._handover.pop(s) for s in symbols if s in self._handover}
+
+    async def acquire(self, epoch: int, states: States, last: bool = True) -> int:
+        """Step 2, a page at a time: continue the gained symbols from `states` (empty: afresh); after the
+        `last` page the freeze ends."""
         if epoch != self.view.epoch:
             raise MlpError(f"acquire for epoch {epoch}, but this member is at epoch {self.view.epoch}")
         for actor in self._actors():
             mine = {symbol: by_actor.get(actor.ctx.name) for symbol, by_actor in states.items()}
             if mine:
                 await actor.shard_load(mine)
-        self.view.thaw()
-        self._changed()
         self.acquired += len(states)
+        if last:
+            self._handover = {}
+            self.view.thaw()
+            self._changed()
         if states:
             log.info("shards_acquired", epoch=epoch, symbols=len(states))
         return len(states)
 
-    def checkpoint(self) -> States:
-        """The state of every symbol this process owns, to be saved by the keeper (nothing is dropped)."""
-        return self.states(self.view.owned(self.held()))
+    def checkpoint(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """The state of the symbols this process owns, a page of them from `offset` (sorted by name), to be
+        saved by the keeper (nothing is dropped); ``next`` is the next page's offset, or None."""
+        owned = sorted(self.view.owned(self.held()))
+        end = len(owned) if limit is None else offset + limit
+        return {"states": self.states(owned[offset:end]), "next": end if end < len(owned) else None}
 
     def status(self) -> dict[str, Any]:
         return {"me": self.name, "epoch": self.view.epoch, "members": list(self.view.members),
@@ -208,8 +222,9 @@ class ShardKeeper:
     """The serve process's side: the member list, moving symbols between members, checkpoints."""
 
     def __init__(self, member: ShardMember, broker: mdp.Broker, store: ShardStore, executor: Executor, *,
-                 checkpoint_s: float, poll_s: float = 0.2, timeout: float = 30.0) -> None:
+                 checkpoint_s: float, poll_s: float = 0.2, timeout: float = 30.0, page: int = 32) -> None:
         self.member = member
+        self.page = page  # symbols per message when state moves or is saved
         self.broker = broker
         self.store = store
         self.executor = executor
@@ -274,7 +289,9 @@ class ShardKeeper:
         return await self.broker.request(member, op, args, timeout=self.timeout)
 
     async def _move(self, members: Sequence[str], also: Iterable[str] = ()) -> None:
-        """A new epoch with `members`: release the moving symbols everywhere, then acquire them."""
+        """A new epoch with `members`: release the moving symbols everywhere, save what was handed over,
+        then each new owner acquires its symbols. State travels a page of symbols at a time, through the
+        store: no message, and none of this process's memory, holds more than a page."""
         async with self._lock:
             started = time.perf_counter()
             old = self.members if self.epoch else (FIRST,)
@@ -283,30 +300,27 @@ class ShardKeeper:
             self.universe |= self.member.held()
             moving = {s for s in self.universe if owner(s, old) != owner(s, members)} | set(also)
             others = [m for m in members if m != FIRST]
-            replies = await asyncio.gather(
+            released = await asyncio.gather(
                 *(self._call(m, "shards_release", {"epoch": epoch, "members": list(members),
                                                    "moving": sorted(moving)}) for m in others),
                 return_exceptions=True)
-            states: States = self.member.release(epoch, members, moving)
-            for name, reply in zip(others, replies, strict=True):
+            handed = {FIRST: self.member.release(epoch, members, moving)}
+            for name, reply in zip(others, released, strict=True):
                 if isinstance(reply, BaseException):
                     log.error("shard_release_failed", member=name, epoch=epoch, error=str(reply))
-                elif isinstance(reply, dict):
-                    states.update(reply)
-            if states:
-                await asyncio.get_running_loop().run_in_executor(self.executor, self.store.save, states, epoch)
-            missing = [s for s in moving if s not in states]
-            if missing:
-                loaded = await asyncio.get_running_loop().run_in_executor(self.executor, self._load_all, missing)
-                states.update(loaded)
-            given: dict[str, States] = {m: {} for m in members}
-            for symbol in moving:
-                given[owner(symbol, members)][symbol] = states.get(symbol, {})
-            results = await asyncio.gather(
-                *(self._call(m, "shards_acquire", {"epoch": epoch, "states": given[m]}) for m in others),
-                return_exceptions=True)
-            await self.member.acquire(epoch, given[FIRST])
-            for name, result in zip(others, results, strict=True):
+                else:
+                    handed[name] = list(reply)
+            for name, lost in handed.items():
+                for page in _pages(lost, self.page):
+                    states = self.member.take(page) if name == FIRST else \
+                        await self._call(name, "shards_take", {"symbols": page})
+                    await self._in_thread(self.store.save, states, epoch)
+            gained: dict[str, list[str]] = {m: [] for m in members}
+            for symbol in sorted(moving):
+                gained[owner(symbol, members)].append(symbol)
+            results = await asyncio.gather(*(self._hand(m, epoch, gained[m]) for m in members),
+                                           return_exceptions=True)
+            for name, result in zip(members, results, strict=True):
                 if isinstance(result, BaseException):
                     log.error("shard_acquire_failed", member=name, epoch=epoch, error=str(result))
             self.moves += 1
@@ -314,32 +328,57 @@ class ShardKeeper:
             self.last_move_ms = round((time.perf_counter() - started) * 1000, 3)
             log.info("shards_moved", epoch=epoch, members=list(members), moving=len(moving), ms=self.last_move_ms)
 
+    async def _hand(self, member: str, epoch: int, symbols: list[str]) -> None:
+        """`member` acquires `symbols` from the store, a page at a time (the last page ends its freeze)."""
+        pages = _pages(symbols, self.page) or [[]]
+        for i, page in enumerate(pages):
+            stored = await self._in_thread(self._load_all, page)
+            states = {s: stored.get(s, {}) for s in page}
+            last = i == len(pages) - 1
+            if member == FIRST:
+                await self.member.acquire(epoch, states, last)
+            else:
+                await self._call(member, "shards_acquire", {"epoch": epoch, "states": states, "last": last})
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
     def _load_all(self, symbols: Iterable[str]) -> States:
         return {s: states for s in symbols if (states := self.store.load(s)) is not None}
 
     async def checkpoint(self) -> int:
-        """Save the state of every symbol held by another member (their state outlives a lost member)."""
+        """Save the state of every symbol held by another member, a page at a time (their state outlives a
+        lost member)."""
         async with self._lock:
-            others = [m for m in self.members if m != FIRST]
-            replies = await asyncio.gather(*(self._call(m, "shards_checkpoint", {}) for m in others),
-                                           return_exceptions=True)
-            states: States = {}
-            for name, reply in zip(others, replies, strict=True):
-                if isinstance(reply, BaseException):
-                    log.warning("shard_checkpoint_failed", member=name, error=str(reply))
-                elif isinstance(reply, dict):
-                    states.update(reply)
-            if states:
-                await asyncio.get_running_loop().run_in_executor(self.executor, self.store.save, states,
-                                                                 self.epoch)
-                self.universe |= set(states)
+            saved = await asyncio.gather(*(self._checkpoint(m) for m in self.members if m != FIRST),
+                                         return_exceptions=True)
             self.checkpoints += 1
-            return len(states)
+            for count in saved:
+                if isinstance(count, BaseException):
+                    log.warning("shard_checkpoint_failed", error=str(count))
+            return sum(c for c in saved if isinstance(c, int))
+
+    async def _checkpoint(self, member: str) -> int:
+        offset: int | None = 0
+        count = 0
+        while offset is not None:
+            page = await self._call(member, "shards_checkpoint", {"offset": offset, "limit": self.page})
+            states = page["states"]
+            if states:
+                await self._in_thread(self.store.save, states, self.epoch)
+                self.universe |= set(states)
+                count += len(states)
+            offset = page["next"]
+        return count
 
     def status(self) -> dict[str, Any]:
         return {**self.member.status(), "moves": self.moves, "symbols_moved": self.moved,
                 "last_move_ms": self.last_move_ms, "checkpoints": self.checkpoints,
                 "symbols_known": len(self.universe)}
+
+
+def _pages(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
 def merge_replies(replies: Sequence[Any]) -> Any:

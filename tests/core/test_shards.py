@@ -66,7 +66,7 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 live = ["SMA(timeperiod=5)"]
 buffer = 500
 timeframes = []
-""" + "".join(f"\n[plugins.{name}]\nenabled = false\n" for name in OFF), kernel="shard_checkpoint_s = 0.3")
+""" + "".join(f"\n[plugins.{name}]\nenabled = false\n" for name in OFF), kernel="shard_checkpoint_s = 0.3\nshard_page = 3")
 
 
 def bar(i: int) -> dict[str, Any]:

@@ -65,7 +65,7 @@ async def test_a_trained_version_is_served_by_every_process_when_the_job_says_do
         before = broker.spreader.offloaded
         for _ in range(20):  # a large batch in flight here: the next predicts go to the worker process
             batch = asyncio.ensure_future(broker.request("models", "predict_batch", {"model": "xg", "rows": rows}))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # the batch is handed to a thread here: in flight until its rows are done
             answers = await asyncio.gather(*(broker.request("models", "predict", {"model": "xg", "features": row})
                                              for _ in range(4)))
             assert (await batch)["version"] == 1
