@@ -112,6 +112,9 @@ class StreamLink:
         self.dropped = 0  # malformed answers
         self._probes = 0
         self._timer: asyncio.TimerHandle | None = None
+        # The subscriber hands over one drain's predictions, then its signals: they are put back in the
+        # order the service published them (by bar, a prediction before its bar's signal) at the drain's end.
+        self._answers: list[tuple[int, int, str, dict[str, Any]]] = []
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -174,10 +177,18 @@ class StreamLink:
             return
         if body.get("timeframe", self.timeframe) != self.timeframe:
             return  # another timeframe of the symbol
-        if topic == self.prediction_topic:
-            self.on_prediction(body)
-        else:
-            self.on_signal(body)
+        if not self._answers:
+            self._loop.call_soon(self._release)
+        self._answers.append((body["ts"], 0 if topic == self.prediction_topic else 1, topic, body))
+
+    def _release(self) -> None:
+        answers, self._answers = self._answers, []
+        answers.sort(key=lambda answer: answer[:2])  # stable: one bar's answers keep their order
+        for _, _, topic, body in answers:
+            if topic == self.prediction_topic:
+                self.on_prediction(body)
+            else:
+                self.on_signal(body)
 
     def close(self) -> None:
         if self._timer is not None:
