@@ -56,7 +56,7 @@ class Shards:
     >>> view.update(1, ["serve", "process.1"])
     >>> view.owns("AAPL"), view.owns("BTC-USD"), view.owns(None)
     (True, False, True)
-    >>> view.freeze({"AAPL"}); view.owns("AAPL")
+    >>> view.update(2, ["serve", "process.1"], frozen={"AAPL"}); view.owns("AAPL")
     False
     """
 
@@ -72,10 +72,6 @@ class Shards:
         self.epoch = epoch
         self.members = tuple(sorted(members))
         self.frozen = frozenset(frozen)
-        self._owned = {}
-
-    def freeze(self, symbols: Iterable[str]) -> None:
-        self.frozen = self.frozen | frozenset(symbols)
         self._owned = {}
 
     def thaw(self) -> None:

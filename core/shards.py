@@ -265,10 +265,6 @@ class ShardKeeper:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    async def stop_member(self) -> None:
-        """Before the worker processes stop: save what each holds (their state survives a restart)."""
-        await self.checkpoint()
-
     async def _watch(self) -> None:
         last_checkpoint = time.monotonic()
         while True:

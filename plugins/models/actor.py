@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ml_processing.sdk import Actor, BadRequest, NoArgs, get_logger, op
+from ml_processing.sdk import Actor, NoArgs, get_logger, op
 from ml_processing.sdk.services.features import Features
 from ml_processing.sdk.services.indicators import Indicators
 from ml_processing.sdk.services.models import LiveArgs, LiveReport
@@ -38,6 +38,7 @@ from .declarations import (
     KindInfo,
     LearnArgs,
     Learned,
+    MemberLabelArgs,
     ModelArgs,
     ModelDetails,
     ModelList,
@@ -299,12 +300,10 @@ class Models(Actor):
         """A label: for a row (test then train) or for a live prediction (symbol, timeframe, ts)."""
         return self.live.learn(args)
 
-    @op(LearnArgs, reply=Learned, role="worker")
-    def handle_learn_member(self, args: LearnArgs) -> dict[str, Any]:
+    @op(MemberLabelArgs, reply=Learned, role="worker")
+    def handle_learn_member(self, args: MemberLabelArgs) -> dict[str, Any]:
         """A label joined by the process owning its symbol (a worker process or host): learned here, where
         online models and ensemble weights have their one learner (the row is tested, then trained)."""
-        if args.features is None:
-            raise BadRequest("'features' (the row of the labelled prediction) is required", field="features")
         self.live.counts["member_labels"] += 1
         return self.live.learn(args)
 

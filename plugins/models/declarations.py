@@ -397,6 +397,12 @@ class LearnArgs(Args):
     ts: Int64 | None = None
 
 
+class MemberLabelArgs(LearnArgs):
+    """A label joined by the process owning its symbol, with the row of the labelled prediction."""
+
+    features: FeatureRow
+
+
 class Learned(TypedDict):
     model: str
     learned: bool  # False: no live prediction waited for that label
