@@ -233,6 +233,7 @@ class ShardKeeper:
         self.timeout = timeout
         self.universe: set[str] = set()  # every symbol known to have state somewhere
         self.epoch = 0
+        self.settled = 0  # the last epoch whose move finished at every member
         self.moves = 0
         self.moved = 0
         self.last_move_ms = 0.0
@@ -243,6 +244,11 @@ class ShardKeeper:
     @property
     def members(self) -> tuple[str, ...]:
         return self.member.view.members
+
+    @property
+    def moving(self) -> bool:
+        """Whether a move is under way: some member may still hold frozen symbols (this one may not)."""
+        return self.settled != self.epoch
 
     def live_members(self) -> list[str]:
         """The serve process plus every member control service with a live worker at the broker."""
@@ -319,6 +325,7 @@ class ShardKeeper:
             for name, result in zip(members, results, strict=True):
                 if isinstance(result, BaseException):
                     log.error("shard_acquire_failed", member=name, epoch=epoch, error=str(result))
+            self.settled = epoch
             self.moves += 1
             self.moved += len(moving)
             self.last_move_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -368,7 +375,7 @@ class ShardKeeper:
         return count
 
     def status(self) -> dict[str, Any]:
-        return {**self.member.status(), "moves": self.moves, "symbols_moved": self.moved,
+        return {**self.member.status(), "moving": self.moving, "moves": self.moves, "symbols_moved": self.moved,
                 "last_move_ms": self.last_move_ms, "checkpoints": self.checkpoints,
                 "symbols_known": len(self.universe)}
 

@@ -120,7 +120,7 @@ async def _fed(kernel: Kernel, first: int, last: int) -> Counter[tuple[str, int]
 async def _members(kernel: Kernel, members: tuple[str, ...], timeout: float = 60.0) -> None:
     assert kernel.keeper is not None
     keeper = kernel.keeper
-    await wait_until(lambda: keeper.members == members and not keeper.member.view.frozen, timeout=timeout,
+    await wait_until(lambda: keeper.members == members and not keeper.moving, timeout=timeout,
                      what=f"members {members}")
 
 

@@ -75,7 +75,7 @@ async def main(config_path: str, keys_path: str) -> int:
         while time.monotonic() < deadline:  # every host has joined
             try:
                 health = await client.request("kernel", "health")
-                if len(health["shards"]["members"]) == 3 and not health["shards"]["frozen"]:
+                if len(health["shards"]["members"]) == 3 and not health["shards"]["moving"]:
                     break
             except MlpError:
                 pass

@@ -105,7 +105,7 @@ async def test_labels_of_a_worker_process_symbol_are_learned_by_the_serve_proces
     async with running(load_config(live_config)) as kernel:
         assert kernel.group is not None and kernel.keeper is not None
         keeper = kernel.keeper
-        await wait_until(lambda: keeper.members == ("process.1", "serve") and not keeper.member.view.frozen,
+        await wait_until(lambda: keeper.members == ("process.1", "serve") and not keeper.moving,
                          timeout=120, what="the worker process sharing the symbols")
         symbol = next(s for s in (f"L{i}" for i in range(50)) if owner(s, keeper.members) == "process.1")
         before = (await kernel.request("models", "weights", {"model_id": "ensemble"}))["updates"]
