@@ -1,20 +1,17 @@
-"""Pub/sub: the proxy (XSUB in, XPUB out) that also serves its own process, a publisher and a subscriber.
+"""Pub/sub verbs: decoding and dispatching messages to handlers by topic prefix, a publisher and a subscriber.
 
 Feeds publish ``[topic, msgpack body]`` to the proxy's XSUB side (``tcp://127.0.0.1:5556`` by default);
-subscribers connect to its XPUB side (``tcp://127.0.0.1:5557``). The proxy runs on the event loop, like the
-MDP broker: every inbound message is forwarded to the XPUB side (when some external subscriber wants it) and
-handed, decoded once, to the local handlers whose prefix matches; a local `Proxy.publish` goes out of the
-XPUB side and to local handlers. So an actor in the service's own process is reached without a socket or thread hop (a proxy thread costs two
-thread wake-ups per message each way). High-water marks bound every queue: a slow subscriber loses messages
-(dropped by ZeroMQ, never blocking anyone) instead of stalling the kernel.
+subscribers connect to its XPUB side (``tcp://127.0.0.1:5557``); the proxies are in `proxy`. High-water
+marks bound every queue: a slow subscriber loses messages (dropped by ZeroMQ, never blocking anyone) instead
+of stalling the kernel.
 
 Work is done per socket drain, not per message: each wake-up reads every message the socket holds (at most
 `DRAIN_MAX`, then the loop serves others before the rest), hands each handler the messages of that drain
 its prefix matches in one call (`subscribe_batch`; a per-message handler is called for each of them in
 turn), and sends what they published in one burst when the drain ends.
 
-`Publisher` and `Subscriber` are the same verbs for a process that talks to a proxy elsewhere
-(``ml-processing worker``, or a client).
+`Publisher` and `Subscriber` are the verbs of a process that talks to a proxy elsewhere
+(``ml-processing worker``, a client), or to its own proxy on a thread (`proxy.ProxyThread`).
 """
 
 from __future__ import annotations
@@ -29,19 +26,12 @@ import zmq
 
 from . import codec, topics
 from .errors import BadRequest, CodecError, MlpError
-from .mdp.frames import MORE_NOBLOCK, NOBLOCK, CurveKeys, curve_server, recv_frames, send_frames
-
-#: ZAP domains of the proxy's two sides: publishing needs the compute role, subscribing the read role.
-PUB_IN_DOMAIN = b"pub_in"
-PUB_OUT_DOMAIN = b"pub_out"
+from .mdp.frames import CurveKeys, recv_frames, send_frames
 
 #: Messages read from a socket per wake-up at most; the rest wait for the next loop turn, so a flooding
 #: feed cannot starve requests, timers or the other sockets.
 DRAIN_MAX = 256
 
-#: pyzmq's compiled send, under the Python wrapper that only adds routing ids and groups (unused here): a
-#: burst of updates costs one C call per frame.
-_send_frame: Callable[..., Any] = zmq.backend.Socket.send
 _POLLIN = int(zmq.POLLIN)
 _EVENTS = int(zmq.EVENTS)
 
@@ -98,7 +88,7 @@ class SubscriberStats:
                 "bad_topic": self.dropped_bad_topic}
 
 
-class _Drain:
+class Drain:
     """Reads a (non-asyncio) ZeroMQ socket from the event loop, one drain per wake-up: every message it
     holds, up to `DRAIN_MAX`, goes to `on_batch` in one call, then `after` runs (the publisher's burst).
 
@@ -153,7 +143,7 @@ class _Drain:
         self._loop.remove_reader(self._fd)
 
 
-class _Dispatch:
+class Dispatch:
     """Prefix subscriptions and the delivery of decoded messages to handlers, a drain's worth at a time."""
 
     def __init__(self) -> None:
@@ -289,184 +279,6 @@ class _Dispatch:
                     deliver(matched)
 
 
-class Proxy(_Dispatch):
-    """The XSUB/XPUB forwarder, on the event loop, serving local handlers and publishers directly.
-
-    Messages published in this process reach local handlers on the next loop turn, together (one
-    `_deliver` for all that one turn published); at most `max_pending` (``hwm`` by default) wait for it,
-    and one more is dropped for local handlers and counted (``stats.dropped_queue_full``), so a publisher
-    flooding one loop turn cannot grow memory without bound.
-    """
-
-    FLUSH_AT = 256  # outbound messages held at most before they are sent, within one drain or loop turn
-
-    def __init__(self, context: zmq.Context[Any], inputs: list[str], outputs: list[str], *,
-                 hwm: int = 10_000, max_pending: int | None = None, curve: tuple[str, str] | None = None) -> None:
-        super().__init__()
-        self._curve = curve  # (public, secret) Z85: both sides are CURVE servers (ZAP domains pub_in, pub_out)
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(context.underlying)
-        self.inputs = list(inputs)
-        self.outputs = list(outputs)
-        self.hwm = hwm
-        self.max_pending = hwm if max_pending is None else max_pending
-        self._local: list[tuple[str, Any]] = []  # local publishes waiting for the next loop turn
-        self.bound_inputs: list[str] = []
-        self.bound_outputs: list[str] = []
-        self.published = 0
-        self.forwarded = 0
-        self._xsub: zmq.Socket[bytes] | None = None
-        self._xpub: zmq.Socket[bytes] | None = None
-        self._inbound: _Drain | None = None
-        self._subscriptions: _Drain | None = None
-        # prefixes external subscribers asked for, as the XPUB side reports them (first subscription and
-        # last unsubscription of each): a message nobody outside wants is not sent at all
-        self._external: dict[bytes, None] = {}
-        self._external_prefixes: tuple[bytes, ...] = ()
-        # Outbound messages wait for the end of the current drain or loop turn (or `FLUSH_AT` of them) and
-        # are then sent back to back: ZeroMQ wakes its I/O thread once per burst instead of once per
-        # message, which on a machine where a wake-up costs tens of microseconds is most of a message's cost.
-        self._outbox: list[list[bytes]] = []
-        self._flush_scheduled = False
-        self._draining = False  # within a drain: its end flushes, no loop turn is scheduled for it
-
-    def start(self) -> None:
-        """Bind both sides and start forwarding (needs the running event loop)."""
-        xsub = self._context.socket(zmq.XSUB)
-        xpub = self._context.socket(zmq.XPUB)
-        try:
-            for sock in (xsub, xpub):
-                sock.setsockopt(zmq.LINGER, 0)
-                sock.setsockopt(zmq.SNDHWM, self.hwm)
-                sock.setsockopt(zmq.RCVHWM, self.hwm)
-            if self._curve is not None:
-                curve_server(xsub, *self._curve, PUB_IN_DOMAIN)
-                curve_server(xpub, *self._curve, PUB_OUT_DOMAIN)
-            for endpoint in self.inputs:
-                xsub.bind(endpoint)
-                self.bound_inputs.append(xsub.getsockopt_string(zmq.LAST_ENDPOINT))
-            for endpoint in self.outputs:
-                xpub.bind(endpoint)
-                self.bound_outputs.append(xpub.getsockopt_string(zmq.LAST_ENDPOINT))
-        except BaseException:
-            xsub.close(linger=0)
-            xpub.close(linger=0)
-            raise
-        xsub.send(b"\x01")  # subscribe upstream to everything: local handlers and the XPUB side filter
-        self._xsub, self._xpub = xsub, xpub
-        self._inbound = _Drain(xsub, self._on_inbound, self._drained)
-        self._subscriptions = _Drain(xpub, self._on_subscriptions)
-        log.info("pubsub_proxy_started", inputs=self.bound_inputs, outputs=self.bound_outputs)
-
-    def _on_inbound(self, batch: list[list[bytes]]) -> None:
-        """One drain of the XSUB side: forward what external subscribers want, deliver what local
-        handlers want (decoded once), and send the lot when the drain ends."""
-        self._draining = True
-        self.stats.received += len(batch)
-        external = self._external_prefixes
-        if external:
-            outbox = self._outbox
-            forwarded = 0
-            for frames in batch:
-                if frames[0].startswith(external):
-                    outbox.append(frames)
-                    forwarded += 1
-            self.forwarded += forwarded
-        messages = self._decode_all(batch)
-        if messages:
-            self._deliver(messages)
-
-    def _drained(self) -> None:
-        self._draining = False
-        if self._outbox:
-            self.flush()
-
-    def _on_subscriptions(self, batch: list[list[bytes]]) -> None:
-        """External subscribers' (first) subscriptions or (last) unsubscriptions of prefixes.
-
-        The XPUB socket filters by them itself; keeping them here saves the send of every message that
-        no one outside wants. A subscription is in effect from the drain that reads it: like any ZeroMQ
-        subscription, it is not retroactive."""
-        for frames in batch:
-            message = frames[0] if len(frames) == 1 else b""
-            if not message or message[0] not in (0, 1):
-                self.stats.dropped_malformed += 1
-                log.warning("malformed_subscription_dropped", frames=len(frames))
-                continue
-            prefix = bytes(message[1:])
-            if message[0] == 1:
-                self._external[prefix] = None
-            else:
-                self._external.pop(prefix, None)
-        self._external_prefixes = tuple(self._external)
-
-    def publish(self, topic: str, body: Any) -> None:
-        """Publish from this process: out of the XPUB side, and to local handlers on the next loop turn."""
-        payload = body if type(body) is codec.Packed else codec.packb(body)
-        raw_topic = topic.encode()
-        if raw_topic.startswith(self._external_prefixes):
-            outbox = self._outbox
-            outbox.append([raw_topic, payload])
-            if len(outbox) >= self.FLUSH_AT or not self._draining:
-                self._flush_soon()
-        self.published += 1
-        if topic.startswith(self._prefixes):  # a decoded copy: handlers never share the publisher's object
-            local = self._local
-            if len(local) >= self.max_pending:
-                if self.stats.dropped_queue_full % 1000 == 0:  # the first of each thousand, not a flood
-                    log.warning("local_queue_full", topic=topic, pending=len(local),
-                                dropped=self.stats.dropped_queue_full + 1)
-                self.stats.dropped_queue_full += 1
-                return
-            if not local:
-                asyncio.get_running_loop().call_soon(self._deliver_local)
-            local.append((topic, codec.unpackb(payload)))
-
-    def _deliver_local(self) -> None:
-        messages, self._local = self._local, []
-        self._deliver(messages)
-
-    def _flush_soon(self) -> None:
-        """`FLUSH_AT` messages wait: send them now; otherwise, outside a drain (whose end flushes), at the end
-        of this loop turn."""
-        if len(self._outbox) >= self.FLUSH_AT:
-            self.flush()
-        elif not self._flush_scheduled and not self._draining:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_turn)
-
-    def _flush_turn(self) -> None:
-        self._flush_scheduled = False
-        self.flush()
-
-    def flush(self) -> None:
-        """Send every waiting outbound message now (in order)."""
-        out, self._outbox = self._outbox, []
-        if self._xpub is not None and out:
-            xpub, send = self._xpub, _send_frame
-            for frames in out:
-                for frame in frames[:-1]:
-                    send(xpub, frame, MORE_NOBLOCK)
-                send(xpub, frames[-1], NOBLOCK)
-            if self._subscriptions is not None:
-                self._subscriptions.kick()  # a send may take the descriptor's edge from a waiting subscription
-
-    def stop(self) -> None:
-        self.flush()  # nothing published before the stop is lost
-        for reader in (self._inbound, self._subscriptions):
-            if reader is not None:
-                reader.close()
-        self._inbound = self._subscriptions = None
-        for sock in (self._xsub, self._xpub):
-            if sock is not None:
-                sock.close(linger=0)
-        if self._xsub is not None:
-            log.info("pubsub_proxy_stopped")
-        self._xsub = self._xpub = None
-
-    def close(self) -> None:
-        self.stop()
-
-
 class Publisher:
     """Publishes ``[topic, body]`` to a proxy's input; never blocks (past the high-water mark, drops)."""
 
@@ -488,7 +300,7 @@ class Publisher:
         self._sock.close(linger=0)
 
 
-class Subscriber(_Dispatch):
+class Subscriber(Dispatch):
     """One SUB socket on a proxy's output; each message is decoded once, and each drain's messages are
     handed to the matching handlers together."""
 
@@ -501,11 +313,11 @@ class Subscriber(_Dispatch):
         if keys is not None:
             keys.apply(self._sock)
         self._sock.connect(endpoint)
-        self._reader: _Drain | None = None
+        self._reader: Drain | None = None
 
     def start(self) -> None:
         """Start delivering (needs the running event loop)."""
-        self._reader = _Drain(self._sock, self._on_batch)
+        self._reader = Drain(self._sock, self._on_batch)
 
     def _first(self, prefix: str) -> None:
         self._sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())

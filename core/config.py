@@ -73,6 +73,10 @@ class BusConfig:
     max_queue: int = 10_000
     hwm: int = 10_000
     max_message_mb: float = 256.0  # a peer sending a larger ZeroMQ frame is disconnected
+    # where the serve process's pub/sub proxy runs: "loop" (on the event loop: the lowest latency when this
+    # process handles every series), "thread" (ZeroMQ's own proxy outside the GIL: when other processes or
+    # hosts handle part of them), "auto" (thread when [kernel] processes > 1)
+    proxy: str = "auto"
 
     def __post_init__(self) -> None:
         for key, endpoints in (("broker_bind", self.broker_bind), ("broker_connect", (self.broker_connect,)),
@@ -85,6 +89,7 @@ class BusConfig:
         _check(self.request_timeout_ms >= 1, "request_timeout_ms: must be positive")
         _check(self.max_queue >= 1 and self.hwm >= 1, "max_queue and hwm: must be positive")
         _check(self.max_message_mb > 0, "max_message_mb: must be positive")
+        _check(self.proxy in ("auto", "loop", "thread"), f"proxy: {self.proxy!r} is not one of auto, loop, thread")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ from ml_processing.bus.edge.app import STATS, EdgeStats, create_app, create_runn
 from ml_processing.bus.edge.routes import Route
 from ml_processing.bus.errors import MlpError
 from ml_processing.bus.mdp.spreading import Spreader
-from ml_processing.bus.pubsub import Proxy, Publisher, Subscriber
+from ml_processing.bus.proxy import Proxy, ProxyThread
+from ml_processing.bus.pubsub import Publisher, Subscriber
 from ml_processing.bus.shards import FIRST
 from ml_processing.core.plugins import PluginHost  # the plugin host (core), not a plugin
 
@@ -121,7 +122,7 @@ class Kernel:
         self.histograms: dict[str, Histogram] = {}
         self.context = zmq.asyncio.Context()
         self.broker: mdp.Broker | None = None
-        self.proxy: Proxy | None = None
+        self.proxy: Proxy | ProxyThread | None = None
         self.publisher: Publisher | Proxy | None = None
         self.subscriber: Subscriber | Proxy | None = None
         self.client: mdp.AsyncClient | None = None
@@ -155,10 +156,7 @@ class Kernel:
         if self.mode == "serve":
             curve = self.security.curve
             group = self._group_endpoints()
-            self.proxy = Proxy(self.context, [bus.pub_in, *group[1:2]], [bus.pub_out, *group[2:3]], hwm=bus.hwm,
-                               curve=curve)
-            self.proxy.start()  # on this loop: it also delivers to and publishes for the actors here
-            self.publisher = self.subscriber = self.proxy
+            self._start_proxy([bus.pub_in, *group[1:2]], [bus.pub_out, *group[2:3]])
             self.broker = mdp.Broker(self.context, [*bus.broker_bind, *group[:1]],
                                      heartbeat_interval=bus.heartbeat_ms / 1000, liveness=bus.liveness,
                                      request_timeout=bus.request_timeout_ms / 1000, max_queue=bus.max_queue,
@@ -177,12 +175,12 @@ class Kernel:
             self.subscriber = Subscriber(self.context, bus.pub_out, hwm=bus.hwm, keys=keys)
             self.subscriber.start()
 
+        assert self.subscriber is not None
         for plugin, cls in actor_classes:
             self.cells[cls.name] = ActorCell(cls, plugin, self._context_for, self.config.kernel, self.subscriber,
                                              clock=self.clock, audit=self.security.audit,
                                              on_changed=self._changed if self.mode == "serve" else None)
         self.member.cells = self.cells
-        assert self.subscriber is not None
         self.member.attach(self.subscriber)
         await self._start_cells()
         if self.broker is None:
@@ -206,6 +204,31 @@ class Kernel:
                  pubsub=(self.proxy.bound_inputs, self.proxy.bound_outputs) if self.proxy else
                  (bus.pub_in, bus.pub_out),
                  edge=self.edge_url, config=self.config.source)
+
+    def _start_proxy(self, inputs: list[str], outputs: list[str]) -> None:
+        """The serve process's pub/sub proxy ([bus] proxy): on this loop, where it also delivers to and
+        publishes for the actors here, or on a thread of its own, reached by them over inproc."""
+        bus = self.config.bus
+        curve = self.security.curve
+        if bus.proxy == "thread" or (bus.proxy == "auto" and self.config.kernel.processes > 1):
+            proxy = ProxyThread(self.context, inputs, outputs, hwm=bus.hwm, curve=curve)
+            self.proxy = proxy
+            proxy.start()
+            self.publisher = Publisher(self.context, proxy.local_in, hwm=bus.hwm)
+            self.subscriber = Subscriber(self.context, proxy.local_out, hwm=bus.hwm)
+            self.subscriber.start()
+        else:
+            self.proxy = Proxy(self.context, inputs, outputs, hwm=bus.hwm, curve=curve)
+            self.proxy.start()
+            self.publisher = self.subscriber = self.proxy
+
+    def proxy_status(self) -> dict[str, Any]:
+        """Where the pub/sub proxy runs (``loop``, ``thread``, or ``remote`` for a worker) and its counters."""
+        if isinstance(self.proxy, ProxyThread):
+            return {"runs": "thread", **self.proxy.stats()}
+        if isinstance(self.proxy, Proxy):
+            return {"runs": "loop", "in": self.proxy.stats.received, "forwarded": self.proxy.forwarded}
+        return {"runs": "remote"}
 
     def discover(self) -> list[tuple[str, type[Actor]]]:
         """Load plugins and collect their actors and routes (broken ones are reported, not fatal)."""
@@ -418,6 +441,8 @@ class Kernel:
             self.subscriber.close()
         if self.publisher is not None:
             self.publisher.close()
+        if self.proxy is not None:
+            self.proxy.close()
         if self.group is not None:
             await self.group.stop(0.5)  # a start that failed half-way: no worker process outlives it
         self.security.stop()

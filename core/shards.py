@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from ml_processing.bus import codec
 from ml_processing.bus.errors import CodecError, MlpError
-from ml_processing.bus.pubsub import Proxy, Subscriber
+from ml_processing.bus.proxy import Proxy
+from ml_processing.bus.pubsub import Subscriber
 from ml_processing.bus.shards import FIRST, Shards, owner
 
 from .log import get_logger

@@ -30,7 +30,8 @@ from time import perf_counter
 from typing import Any
 
 from ml_processing.bus import codec
-from ml_processing.bus.pubsub import BatchHandler, Handler, Proxy, Subscriber
+from ml_processing.bus.proxy import Proxy
+from ml_processing.bus.pubsub import BatchHandler, Handler, Subscriber
 
 from .actor import Actor, ActorContext, Batched, Messages
 from .clock import REAL, Clock

@@ -73,6 +73,7 @@ class KernelService(Actor):
                         "broken": {i.name: i.error for i in k.plugins.infos.values() if i.error},
                         "disabled": sorted(i.name for i in k.plugins.infos.values() if not i.enabled)},
             "bus": {"endpoints": k.endpoints,
+                    "proxy": k.proxy_status(),
                     "malformed_frames": (k.broker.stats.malformed if k.broker else 0)
                     + (k.subscriber.stats.malformed if k.subscriber else 0),
                     "pubsub_dropped": k.subscriber.stats.drops() if k.subscriber else {},

@@ -1,4 +1,5 @@
-"""Pub/sub on real sockets: the XSUB/XPUB proxy, publishers, topic-dispatching subscribers, bad input, slow peers."""
+"""Pub/sub on real sockets: the XSUB/XPUB proxies (on the loop and on a thread), publishers, topic-dispatching
+subscribers, bad input, slow peers."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import zmq.asyncio
 
 from ml_processing.bus import codec, topics
 from ml_processing.bus.errors import BadRequest, CodecError
-from ml_processing.bus.pubsub import DRAIN_MAX, Proxy, Publisher, Subscriber
+from ml_processing.bus.proxy import Proxy, ProxyThread
+from ml_processing.bus.pubsub import DRAIN_MAX, Publisher, Subscriber
 
 from .helpers import wait_until
 
@@ -59,7 +61,7 @@ class Bus:
     """A running proxy plus the publishers and subscribers a test made on it (all closed afterwards)."""
 
     ctx: zmq.asyncio.Context
-    proxy: Proxy
+    proxy: Proxy | ProxyThread
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     @property
@@ -100,8 +102,8 @@ def endpoints(transport: str) -> tuple[list[str], list[str]]:
 
 @contextmanager
 def running_proxy(ctx: zmq.asyncio.Context, inputs: list[str], outputs: list[str],
-                  *, hwm: int = 10_000) -> Iterator[Bus]:
-    proxy = Proxy(ctx, inputs, outputs, hwm=hwm)
+                  *, hwm: int = 10_000, runs: str = "loop") -> Iterator[Bus]:
+    proxy = Proxy(ctx, inputs, outputs, hwm=hwm) if runs == "loop" else ProxyThread(ctx, inputs, outputs, hwm=hwm)
     proxy.start()
     bus = Bus(ctx, proxy)
     try:
@@ -112,9 +114,11 @@ def running_proxy(ctx: zmq.asyncio.Context, inputs: list[str], outputs: list[str
         proxy.stop()
 
 
-@pytest.fixture(params=["tcp", "inproc"])
+@pytest.fixture(params=[("loop", "tcp"), ("loop", "inproc"), ("thread", "tcp"), ("thread", "inproc")],
+                ids="-".join)
 async def bus(request: pytest.FixtureRequest, zctx: zmq.asyncio.Context) -> AsyncIterator[Bus]:
-    with running_proxy(zctx, *endpoints(request.param)) as running:
+    runs, transport = request.param
+    with running_proxy(zctx, *endpoints(transport), runs=runs) as running:
         yield running
 
 
@@ -497,10 +501,11 @@ async def test_publishing_an_unencodable_body_raises_codec_error(bus: Bus) -> No
 # -- slow consumers --------------------------------------------------------------------------------------------
 
 
-async def test_subscriber_that_never_reads_does_not_block_the_publisher(zctx: zmq.asyncio.Context) -> None:
+@pytest.mark.parametrize("runs", ["loop", "thread"])
+async def test_subscriber_that_never_reads_does_not_block_the_publisher(zctx: zmq.asyncio.Context, runs: str) -> None:
     name = uuid.uuid4().hex[:12]
     with running_proxy(zctx, ["tcp://127.0.0.1:*"], ["tcp://127.0.0.1:*", f"inproc://slow-{name}"],
-                       hwm=100) as bus:
+                       hwm=100, runs=runs) as bus:
         pub = bus.publisher(hwm=100)
         slow = bus.raw_socket(zmq.SUB, bus.sub_out(1), RCVHWM=10)
         slow.setsockopt(zmq.SUBSCRIBE, b"")

@@ -223,6 +223,7 @@ def test_environment_cross_field_check_uses_the_merged_values(tmp_path: Path) ->
     pytest.param("[bus]\nheartbeat_ms = 1\n", "heartbeat_ms", id="heartbeat-1"),
     pytest.param("[bus]\nliveness = 0\n", "liveness", id="liveness-0"),
     pytest.param("[bus]\nhwm = 0\n", "hwm", id="hwm-0"),
+    pytest.param("[bus]\nproxy = \"process\"\n", "proxy", id="proxy-unknown"),
     pytest.param("[kernel]\nbackoff_initial_s = 10.0\nbackoff_max_s = 1.0\n", "backoff", id="backoff-initial>max"),
     pytest.param("[kernel]\nthreads = 0\n", "threads", id="threads-0"),
     pytest.param("[kernel]\nmax_restarts = -1\n", "max_restarts", id="max-restarts-negative"),

@@ -50,9 +50,12 @@ def config(tmp_path: Path, **options: Any) -> Any:
     return make_config(tmp_path, modules=(), sections={"indicators": PluginSection(True, {**LIVE, **options})})
 
 
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Kernel]:
-    async with running(config(tmp_path)) as kernel:
+@pytest.fixture(params=["loop", "thread"])
+async def live(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Kernel]:
+    """The service on one process, its pub/sub proxy on the event loop or on a thread (``[bus] proxy``)."""
+    base = config(tmp_path)
+    async with running(dataclasses.replace(base, bus=dataclasses.replace(base.bus, proxy=request.param))) as kernel:
+        assert kernel.proxy_status()["runs"] == request.param
         yield kernel
 
 
