@@ -237,7 +237,10 @@ def instructions(args: argparse.Namespace) -> int:
             for sock in (pub, sub):
                 sock.close(0)
         ctx.term()
-    shutil.rmtree(folder)
+    if args.keep:
+        print(f"callgrind files kept in {folder} (callgrind_annotate --threshold=100 {folder}/serve.cg.1)")
+    else:
+        shutil.rmtree(folder)
     print(f"\nours / raw forwarder: {result['ours'] / result['raw']:.2f}x the instructions per bar")
     return 0
 
@@ -252,6 +255,7 @@ def main() -> int:
                         help="count instructions per bar under callgrind (service and raw forwarder) instead")
     parser.add_argument("--warm", type=int, default=100, help="--instructions: bars per symbol before counting")
     parser.add_argument("--measure", type=int, default=20, help="--instructions: bars per symbol counted")
+    parser.add_argument("--keep", action="store_true", help="--instructions: keep the callgrind files to annotate")
     args = parser.parse_args()
     if args.instructions:
         return instructions(args)

@@ -159,6 +159,10 @@ class Proxy(Dispatch):
                 self._external.pop(prefix, None)
         self._external_prefixes = tuple(self._external)
 
+    @property
+    def running(self) -> bool:
+        return self._xsub is not None
+
     def publish(self, topic: str, body: Any) -> None:
         """Publish from this process: out of the XPUB side, and to local handlers on the next loop turn."""
         payload = body if type(body) is codec.Packed else codec.packb(body)
@@ -250,6 +254,12 @@ class ProxyThread:
         self.bound_outputs: list[str] = []
         self._control: zmq.Socket[bytes] | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        """Whether the proxy thread runs (it ends only at `stop`, or on an error it logged)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
         """Bind both sides and start the proxy thread."""
@@ -269,13 +279,13 @@ class ProxyThread:
         self._thread.start()
         log.info("pubsub_proxy_started", inputs=self.bound_inputs, outputs=self.bound_outputs, thread=True)
 
-    @staticmethod
-    def _run(xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], control: zmq.Socket[bytes]) -> None:
+    def _run(self, xsub: zmq.Socket[bytes], xpub: zmq.Socket[bytes], control: zmq.Socket[bytes]) -> None:
         try:
             zmq.proxy_steerable(xsub, xpub, None, control)
-        except zmq.ZMQError as exc:  # the context ended under it
-            if exc.errno != zmq.ETERM:
-                log.error("pubsub_proxy_failed", error=str(exc))
+            if not self._stopping:
+                log.error("pubsub_proxy_failed", error="the proxy ended without a stop")
+        except zmq.ZMQError as exc:
+            log.error("pubsub_proxy_failed", error=str(exc))
         finally:
             for sock in (xsub, xpub, control):
                 sock.close(linger=0)
@@ -284,9 +294,14 @@ class ProxyThread:
         """The proxy's counters (frames, as ZeroMQ counts them): ``in`` read from publishers, ``out`` sent to
         subscribers; empty once stopped, or if the thread does not answer within 100 ms."""
         control = self._control
-        if control is None or self._thread is None or not self._thread.is_alive():
+        if control is None or not self.running:
             return {}
-        control.send(b"STATISTICS")
+        while control.poll(0):  # a reply that came after an earlier call gave up
+            control.recv_multipart()
+        try:
+            control.send(b"STATISTICS", zmq.NOBLOCK)  # a PAIR whose peer is gone would block
+        except zmq.Again:
+            return {}
         if not control.poll(100):
             return {}
         counts = [int.from_bytes(frame, "little") for frame in control.recv_multipart()]
@@ -296,8 +311,9 @@ class ProxyThread:
     def stop(self) -> None:
         if self._control is None:
             return
+        self._stopping = True
         try:
-            self._control.send(b"TERMINATE")
+            self._control.send(b"TERMINATE", zmq.NOBLOCK)  # the thread may have ended (its socket gone)
         except zmq.ZMQError as exc:
             log.debug("pubsub_proxy_terminate_failed", error=str(exc))
         if self._thread is not None:

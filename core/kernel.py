@@ -225,9 +225,10 @@ class Kernel:
     def proxy_status(self) -> dict[str, Any]:
         """Where the pub/sub proxy runs (``loop``, ``thread``, or ``remote`` for a worker) and its counters."""
         if isinstance(self.proxy, ProxyThread):
-            return {"runs": "thread", **self.proxy.stats()}
+            return {"runs": "thread", "running": self.proxy.running, **self.proxy.stats()}
         if isinstance(self.proxy, Proxy):
-            return {"runs": "loop", "in": self.proxy.stats.received, "forwarded": self.proxy.forwarded}
+            return {"runs": "loop", "running": self.proxy.running, "in": self.proxy.stats.received,
+                    "forwarded": self.proxy.forwarded}
         return {"runs": "remote"}
 
     def discover(self) -> list[tuple[str, type[Actor]]]:
@@ -380,6 +381,8 @@ class Kernel:
         if any(c.state != RUNNING for c in self.cells.values()) or any(
                 i.error for i in self.plugins.infos.values()):
             return "degraded"
+        if self.proxy is not None and not self.proxy.running:
+            return "degraded"  # live messages go nowhere
         return "healthy"
 
     @property

@@ -1,11 +1,18 @@
-"""The kernel service: /metrics/ml carries the seed's whole shape with the same figures as /health."""
+"""The kernel service: /metrics/ml carries the seed's whole shape with the same figures as /health; /health
+shows where the pub/sub proxy runs."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import aiohttp
 
+from ml_processing.bus.proxy import ProxyThread
 from ml_processing.core.kernel import VERSION, Kernel
 from ml_processing.core.system import HEALTH_TEMPLATE
+from tests.conftest import make_config
+from tests.core.helpers import running, wait_until
 
 SEED_SECTIONS = ("ml_status", "performance_metrics", "technical_analysis")
 
@@ -32,3 +39,17 @@ async def test_health_counts_isolated_failures_per_actor(kernel: Kernel) -> None
     health = await kernel.request("kernel", "health", {})
     for status in health["actors"].values():
         assert {"internal_errors", "messages_failed", "messages_rejected"} <= set(status)
+
+
+async def test_health_shows_where_the_proxy_runs_and_a_proxy_thread_that_ended_degrades_it(tmp_path: Path) -> None:
+    base = make_config(tmp_path)
+    async with running(dataclasses.replace(base, bus=dataclasses.replace(base.bus, proxy="thread"))) as kernel:
+        health = await kernel.request("kernel", "health", {})
+        assert health["status"] == "healthy"
+        assert health["bus"]["proxy"]["runs"] == "thread" and health["bus"]["proxy"]["running"] is True
+        proxy = kernel.proxy
+        assert isinstance(proxy, ProxyThread) and proxy._control is not None
+        proxy._control.send(b"TERMINATE")  # the thread ends, not through the kernel's stop
+        await wait_until(lambda: not proxy.running, timeout=5, what="the proxy thread to end")
+        health = await kernel.request("kernel", "health", {})
+        assert health["status"] == "degraded" and health["bus"]["proxy"]["running"] is False
