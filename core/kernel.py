@@ -67,30 +67,6 @@ except importlib.metadata.PackageNotFoundError:  # running from a checkout witho
     VERSION = "0+unknown"
 
 
-def merge_fragments(into: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
-    """Merge an actor's health/metrics fragment: numbers add up, maps merge, lists extend.
-
-    >>> merge_fragments({"a": {"n": 1}, "l": [1]}, {"a": {"n": 2, "m": True}, "l": [2]})
-    {'a': {'n': 3, 'm': True}, 'l': [1, 2]}
-    """
-    for key, value in fragment.items():
-        current = into.get(key)
-        if isinstance(current, dict) and isinstance(value, dict):
-            merge_fragments(current, value)
-        elif isinstance(current, list) and isinstance(value, list):
-            current.extend(value)
-        elif (isinstance(current, (int, float)) and isinstance(value, (int, float))
-              and not isinstance(current, bool) and not isinstance(value, bool)):
-            into[key] = current + value
-        elif isinstance(value, dict):
-            into[key] = merge_fragments({}, value)
-        elif isinstance(value, list):
-            into[key] = list(value)
-        else:
-            into[key] = value
-    return into
-
-
 class Kernel:
     """One process of ml-processing. Use `start`/`stop`, or `run` for the signal-driven lifecycle."""
 

@@ -43,6 +43,7 @@ from ml_processing.bus.pubsub import Subscriber
 from ml_processing.bus.shards import FIRST, Shards, owner
 
 from .log import get_logger
+from .merging import merge_replies
 from .storage import atomic_write
 
 if TYPE_CHECKING:
@@ -383,28 +384,6 @@ class ShardKeeper:
 
 def _pages(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
-
-
-def merge_replies(replies: Sequence[Any]) -> Any:
-    """The replies of every member to an op over every series, as one: lists are joined, maps merged
-    (numbers add up, lists of names are joined without repeats), anything else is the first.
-
-    >>> merge_replies([[1], [2, 3]]), merge_replies([{"series": 2, "keys": ["a"]}, {"series": 1, "keys": ["a"]}])
-    ([1, 2, 3], {'series': 3, 'keys': ['a']})
-    """
-    from .kernel import merge_fragments  # the kernel imports this module
-
-    if all(isinstance(r, list) for r in replies):
-        return [item for reply in replies for item in reply]
-    if all(isinstance(r, dict) for r in replies):
-        merged: dict[str, Any] = {}
-        for reply in replies:
-            merge_fragments(merged, reply)
-        for key, value in merged.items():  # a name every member lists is listed once
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                merged[key] = list(dict.fromkeys(value))
-        return merged
-    return replies[0]
 
 
 class ShardRouter:

@@ -16,7 +16,8 @@ from ml_processing.bus.edge.routes import Route
 from .actor import Actor, ActorContext, op
 from .config import Config
 from .hookspecs import hookimpl
-from .kernel import VERSION, merge_fragments
+from .kernel import VERSION
+from .merging import merge_fragments
 from .metrics import make_registry, render
 from .ops import NoArgs
 

@@ -250,6 +250,20 @@ async def test_generated_requests_on_other_processes_symbols_get_clear_errors_an
                 assert exc.code in ("bad_request", "not_found", "too_large"), (op, args, exc.code, exc.message)
                 refused += 1
         assert refused > 100  # most generated requests are wrong in some field
+        # the worker's control service declares its arguments too: one field made wrong is refused by name
+        valid: dict[str, dict[str, Any]] = {
+            "shards_release": {"epoch": 1, "members": ["serve"], "moving": []}, "shards_take": {"symbols": []},
+            "shards_acquire": {"epoch": 1, "states": {}, "last": True}, "shards_checkpoint": {"offset": 0, "limit": 3},
+            "sync": {"service": "indicators"}, "call": {"service": "indicators", "op": "series"}}
+        wrong: list[Any] = [None, "x", -1, 1.5, [1], {"a": 1}, True]
+        for _ in range(60):
+            op = rnd.choice(sorted(valid))
+            field = rnd.choice(sorted(valid[op]))
+            value = rnd.choice([w for w in wrong if type(w) is not type(valid[op][field])
+                                and not (field == "limit" and w is None)])
+            with pytest.raises(MlpError) as refusal:
+                await kernel.request(CONTROL_OF_WORKER, op, {**valid[op], field: value})
+            assert (refusal.value.code, refusal.value.field) == ("bad_request", field), (op, field, value)
         health = await kernel.request("kernel", "health")
         assert all(a["restarts"] == 0 and a["state"] == "running" for a in health["actors"].values())
         status = await kernel.request(CONTROL_OF_WORKER, "status")
