@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,8 +97,9 @@ def _total(path: Path) -> int:
     raise RuntimeError(f"no totals in {path}")
 
 
-def count(side: str, kind: str, n: int) -> dict[str, Any]:
-    """Instructions per round trip of the `side` process ("serve" or "client")."""
+def count(side: str, kind: str, n: int, keep: Path | None = None) -> dict[str, Any]:
+    """Instructions per round trip of the `side` process ("serve" or "client"); its callgrind dump is copied
+    into `keep` when given."""
     with tempfile.TemporaryDirectory(prefix="mlp-bench-cg-") as tmp, C.ProcessGroup() as group:
         folder = Path(tmp)
         broker_port, pub_in, pub_out, edge = C.free_ports(4)
@@ -130,6 +132,10 @@ def count(side: str, kind: str, n: int) -> dict[str, Any]:
         client.wait(timeout=300)
         dumps = [p for p in folder.glob(f"cg.{measured.pid}*") if p.stat().st_size > 0]
         total = max(_total(p) for p in dumps)
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            for dump in dumps:
+                shutil.copy(dump, keep / f"{side}-{kind}-{dump.name}")
     return {"side": side, "kind": kind, "requests": n, "instructions": total, "per_round_trip": total / n,
             "window_s": seconds}
 
@@ -139,14 +145,16 @@ def main() -> int:
     parser.add_argument("--side", choices=["serve", "client", "both"], default="both")
     parser.add_argument("--kind", choices=["mdp", "async"], default="mdp", help="the client: mdp.Client or AsyncClient")
     parser.add_argument("--n", type=int, default=2000, help="measured round trips (default 2000)")
+    parser.add_argument("--keep", type=Path, help="copy the callgrind dumps here (for callgrind_annotate)")
     args = parser.parse_args()
     C.exit_on_sigterm()
-    rows = [count(side, args.kind, args.n) for side in (["serve", "client"] if args.side == "both" else [args.side])]
+    rows = [count(side, args.kind, args.n, args.keep) for side in (["serve", "client"] if args.side == "both" else [args.side])]
     for row in rows:
         print(f"{row['side']} process ({'mdp.Client' if row['kind'] == 'mdp' else 'mdp.AsyncClient'} calling "
               f"echo.ping): {row['per_round_trip']:,.0f} instructions per round trip "
               f"({row['instructions']:,} over {row['requests']:,})")
-    path = C.write_results("bench_bus_instructions", {"params": vars(args), "rows": rows}, C.machine_info())
+    params = {**vars(args), "keep": str(args.keep) if args.keep else None}
+    path = C.write_results("bench_bus_instructions", {"params": params, "rows": rows}, C.machine_info())
     print(f"results: {path}")
     return 0
 
