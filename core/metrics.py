@@ -88,6 +88,18 @@ class KernelCollector:
         if k.publisher is not None:
             yield CounterMetricFamily("mlp_pubsub_published", "Pub/sub messages published",
                                       value=k.publisher.published)
+        if k.proxy is not None:
+            proxy = k.proxy_status()
+            running = GaugeMetricFamily("mlp_pubsub_proxy_running", "Whether the pub/sub proxy runs, by where",
+                                        labels=["runs"])
+            running.add_metric([proxy["runs"]], 1.0 if proxy["running"] else 0.0)
+            yield running
+            if "in_bytes" in proxy:  # ZeroMQ's proxy on a thread counts frames, as ZeroMQ does
+                frames = CounterMetricFamily("mlp_pubsub_proxy_frames", "Frames the proxy thread read from "
+                                             "publishers (in) and sent to subscribers (out)", labels=["direction"])
+                frames.add_metric(["in"], proxy["in"])
+                frames.add_metric(["out"], proxy["out"])
+                yield frames
         if k.edge_stats is not None:
             http = CounterMetricFamily("mlp_http_responses", "REST responses by status", labels=["status"])
             for status, count in sorted(k.edge_stats.by_status.items()):

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from ml_processing.bus.proxy import ProxyThread
 from ml_processing.core.kernel import VERSION, Kernel
@@ -47,9 +48,25 @@ async def test_health_shows_where_the_proxy_runs_and_a_proxy_thread_that_ended_d
         health = await kernel.request("kernel", "health", {})
         assert health["status"] == "healthy"
         assert health["bus"]["proxy"]["runs"] == "thread" and health["bus"]["proxy"]["running"] is True
+        metrics = _proxy_metrics(await kernel.request("kernel", "metrics", {}))
+        assert metrics["running"] == 1.0 and metrics["in"] >= 0 and metrics["out"] >= 0
         proxy = kernel.proxy
         assert isinstance(proxy, ProxyThread) and proxy._control is not None
         proxy._control.send(b"TERMINATE")  # the thread ends, not through the kernel's stop
         await wait_until(lambda: not proxy.running, timeout=5, what="the proxy thread to end")
         health = await kernel.request("kernel", "health", {})
         assert health["status"] == "degraded" and health["bus"]["proxy"]["running"] is False
+        assert _proxy_metrics(await kernel.request("kernel", "metrics", {}))["running"] == 0.0
+
+
+def _proxy_metrics(text: str) -> dict[str, float]:
+    """The proxy's series of a /metrics text: ``running`` (its label ``runs`` checked), frames by direction."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mlp_pubsub_proxy_running":
+                assert sample.labels == {"runs": "thread"}
+                out["running"] = sample.value
+            elif sample.name == "mlp_pubsub_proxy_frames_total":
+                out[sample.labels["direction"]] = sample.value
+    return out
