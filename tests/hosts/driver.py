@@ -88,7 +88,8 @@ async def main(config_path: str, keys_path: str) -> int:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_before.wait(), 20)
         await asyncio.sleep(1.0)  # a checkpoint of every member's symbols is taken meanwhile
-        emit({"phase": "before", "members": health["shards"]["members"],
+        proxy = (await client.request("kernel", "health"))["bus"]["proxy"]  # after the bars
+        emit({"phase": "before", "members": health["shards"]["members"], "proxy": proxy,
               "handled": sum(1 for s in SYMBOLS if (s, 60_000 * BEFORE) in updates),
               "twice": sum(1 for n in updates.values() if n > 1)})
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # the host is stopped

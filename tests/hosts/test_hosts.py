@@ -57,6 +57,7 @@ pub_out = "tcp://{broker}:5557"
 heartbeat_ms = {HEARTBEAT_MS}
 liveness = {LIVENESS}
 request_timeout_ms = 3000
+proxy = "thread"  # as docs/OPERATIONS.md advises for a serve that worker hosts join
 
 [edge]
 enabled = false
@@ -176,6 +177,7 @@ def test_worker_hosts_share_the_symbols_and_take_over_a_lost_hosts(tmp_path: Pat
         before = read_line(driver, 120)
         members = ["process.w1", "process.w2", "serve"]
         assert before["members"] == members
+        assert before["proxy"]["runs"] == "thread" and before["proxy"]["running"] and before["proxy"]["in"] > 0
         assert before["handled"] == len(SYMBOLS) and before["twice"] == 0
         owners = {s: owner(s, members) for s in SYMBOLS}
         assert set(owners.values()) == set(members)  # each of the three hosts owns some of the 24
