@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,31 @@ async def test_stateless_ops_are_spread_and_state_stays_with_the_serve_process(c
         health = await kernel.broker.request("kernel", "health")
         assert [(p["index"], p["role"], p["state"]) for p in health["processes"]] == [
             (0, "serve", "running"), (1, "worker", "running")]
+
+
+async def test_heavy_requests_of_several_clients_are_shared_and_a_lone_clients_stay_here(config_file: Path) -> None:
+    """A request holding the loop 20 ms is heavy (over offload_after_us): while two clients keep the loop busy
+    (more than half of the last window) the idle worker process takes some; a lone client that leaves the
+    loop idle most of the time is answered here. The clients are blocking ones on threads: they ask again
+    while the loop is held, as other processes would."""
+    async with running(load_config(config_file)) as kernel:
+        member = await _ready(kernel)
+        endpoint = kernel.endpoints["broker"][0]
+
+        def burns(n: int, pause: float) -> list[int]:
+            with mdp.Client(endpoint, timeout=10) as client:
+                pids = []
+                for _ in range(n):
+                    pids.append(client.request("ledger", "burn", {"seconds": 0.02})["pid"])
+                    time.sleep(pause)
+                return pids
+
+        loop = asyncio.get_running_loop()
+        alone = await loop.run_in_executor(None, burns, 6, 0.05)
+        together = await asyncio.gather(*(loop.run_in_executor(None, burns, 10, 0.0) for _ in range(2)))
+        assert set(alone) == {os.getpid()}
+        answered = [pid for pids in together for pid in pids]
+        assert answered.count(member["pid"]) >= 5 and answered.count(os.getpid()) >= 5, answered
 
 
 async def test_a_state_change_reaches_every_process_before_its_reply(config_file: Path) -> None:

@@ -1,11 +1,13 @@
 """A test plugin with one piece of shared state (a value kept in the data directory), ops that say which
-process answered, and a slow stateless op that keeps the serve process busy (process-group tests)."""
+process answered, and slow stateless ops that keep the serve process busy, awaited or holding its loop
+(process-group tests)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import time
 from typing import Any
 
 from ml_processing.core.actor import Actor
@@ -40,6 +42,12 @@ class Ledger(Actor):
         "Stateless work that takes a while (awaited: the process stays busy with the service meanwhile)."
         await asyncio.sleep(args.seconds)
         return {"pid": os.getpid(), "value": self.value}
+
+    @op(WorkArgs, reply=dict[str, Any], role="compute", spread=True)
+    def handle_burn(self, args: WorkArgs) -> dict[str, Any]:
+        "Stateless work that holds the loop (as a large computation on the loop does)."
+        time.sleep(args.seconds)
+        return {"pid": os.getpid()}
 
     @op(NoArgs, reply=dict[str, Any], role="read")
     def handle_owner(self, args: NoArgs) -> dict[str, Any]:
