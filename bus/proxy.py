@@ -255,6 +255,7 @@ class ProxyThread:
         self._control: zmq.Socket[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._last_stats = {"in": 0, "in_bytes": 0, "out": 0, "out_bytes": 0}
 
     @property
     def running(self) -> bool:
@@ -292,19 +293,25 @@ class ProxyThread:
 
     def stats(self) -> dict[str, int]:
         """The proxy's counters (frames, as ZeroMQ counts them): ``in`` read from publishers, ``out`` sent to
-        subscribers; empty once stopped, or if the thread does not answer within 100 ms."""
+        subscribers; empty once stopped. The thread answers between two forwards, in microseconds; if it
+        has not within 10 ms (a long burst), the last answer is given again rather than hold the caller's
+        event loop."""
         control = self._control
         if control is None or not self.running:
             return {}
         while control.poll(0):  # a reply that came after an earlier call gave up
-            control.recv_multipart()
+            self._last_stats = self._parse_stats(control.recv_multipart())
         try:
             control.send(b"STATISTICS", zmq.NOBLOCK)  # a PAIR whose peer is gone would block
         except zmq.Again:
-            return {}
-        if not control.poll(100):
-            return {}
-        counts = [int.from_bytes(frame, "little") for frame in control.recv_multipart()]
+            return dict(self._last_stats)
+        if control.poll(10):
+            self._last_stats = self._parse_stats(control.recv_multipart())
+        return dict(self._last_stats)
+
+    @staticmethod
+    def _parse_stats(frames: list[bytes]) -> dict[str, int]:
+        counts = [int.from_bytes(frame, "little") for frame in frames]
         # frontend: messages in, bytes in, messages out, bytes out; then the backend's four
         return {"in": counts[0], "in_bytes": counts[1], "out": counts[6], "out_bytes": counts[7]}
 
