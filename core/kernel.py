@@ -147,7 +147,7 @@ class Kernel:
             keys = self.security.client_keys()
             self.client = mdp.AsyncClient(self.broker_address, timeout=bus.request_timeout_ms / 1000,
                                           context=self.context, keys=keys)
-            self.publisher = Publisher(self.context, bus.pub_in, hwm=bus.hwm, keys=keys)
+            self.publisher = Publisher(self.context, bus.pub_in, hwm=bus.hwm, keys=keys, burst=True)
             self.subscriber = Subscriber(self.context, bus.pub_out, hwm=bus.hwm, keys=keys)
             self.subscriber.start()
 
@@ -190,7 +190,7 @@ class Kernel:
             proxy = ProxyThread(self.context, inputs, outputs, hwm=bus.hwm, curve=curve)
             self.proxy = proxy
             proxy.start()
-            self.publisher = Publisher(self.context, proxy.local_in, hwm=bus.hwm)
+            self.publisher = Publisher(self.context, proxy.local_in, hwm=bus.hwm, burst=True)
             self.subscriber = Subscriber(self.context, proxy.local_out, hwm=bus.hwm)
             self.subscriber.start()
         else:

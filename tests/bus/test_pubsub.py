@@ -489,6 +489,26 @@ async def test_handler_errors_are_counted_and_others_still_run(bus: Bus) -> None
     assert sub.stats.malformed == 0
 
 
+async def test_a_burst_publisher_sends_a_loop_turns_messages_together_in_order(bus: Bus) -> None:
+    pub = Publisher(bus.ctx, bus.pub_in, burst=True)
+    bus.closers.append(pub.close)
+    sub = bus.subscriber()
+    got = Collector()
+    sub.subscribe(topics.prefix(topics.TICK), got)
+    await handshake(pub.publish, sub)
+
+    total = 3 * Publisher.FLUSH_AT + 44  # one loop turn: full bursts go at once, the rest at its end
+    for i in range(total):
+        pub.publish(topics.tick("AAPL"), {"i": i})
+    assert pub.published >= total
+    await wait_until(lambda: len(got.messages) == total, what="the whole burst")
+    assert [b["i"] for b in got.bodies()] == list(range(total))
+
+    pub.publish(topics.tick("AAPL"), {"i": "last"})
+    pub.close()  # sends what waits first
+    await wait_until(lambda: got.bodies()[-1:] == [{"i": "last"}], what="the message sent at close")
+
+
 async def test_publishing_an_unencodable_body_raises_codec_error(bus: Bus) -> None:
     pub = bus.publisher()
 
