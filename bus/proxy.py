@@ -286,7 +286,10 @@ class ProxyThread:
             if not self._stopping:
                 log.error("pubsub_proxy_failed", error="the proxy ended without a stop")
         except zmq.ZMQError as exc:
-            log.error("pubsub_proxy_failed", error=str(exc))
+            if exc.errno == zmq.ETERM:  # the context ended first: the process is going down
+                log.info("pubsub_proxy_ended_with_its_context")
+            else:
+                log.error("pubsub_proxy_failed", error=str(exc))
         finally:
             for sock in (xsub, xpub, control):
                 sock.close(linger=0)
