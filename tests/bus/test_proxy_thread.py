@@ -64,7 +64,14 @@ def test_stop_ends_the_thread_and_frees_its_endpoints() -> None:
         assert not thread.is_alive() and proxy.stats() == {}
         proxy.stop()  # twice: nothing more to do
         again = ProxyThread(ctx, proxy.bound_inputs, proxy.bound_outputs)  # the same ports, free again
-        again.start()
+        deadline = time.monotonic() + 5
+        while True:  # ZeroMQ unbinds a closed socket's ports in its own threads, moments later
+            try:
+                again.start()
+                break
+            except zmq.ZMQError as exc:
+                assert exc.errno == zmq.EADDRINUSE and time.monotonic() < deadline, exc
+                time.sleep(0.02)
         assert again.bound_inputs == proxy.bound_inputs and again.bound_outputs == proxy.bound_outputs
         again.stop()
     finally:
