@@ -138,7 +138,7 @@ def _wait_members(svc: C.Service, count: int, timeout: float = 120.0) -> None:
     while time.monotonic() < deadline:
         with urllib.request.urlopen(svc.edge_url + "/health", timeout=5) as resp:
             shards = json.loads(resp.read())["shards"]
-        if len(shards["members"]) == count and not shards.get("moving", shards["frozen"]):
+        if len(shards["members"]) == count and not shards["moving"]:
             return
         time.sleep(0.5)
     raise RuntimeError(f"{count} processes did not share the live symbols within {timeout}s")

@@ -26,7 +26,7 @@ import zmq
 
 from . import codec
 from .mdp.frames import MORE_NOBLOCK, NOBLOCK, curve_server
-from .pubsub import Dispatch, Drain
+from .pubsub import Dispatch, Drain, Outbox
 
 #: ZAP domains of the proxy's two sides: publishing needs the compute role, subscribing the read role.
 PUB_IN_DOMAIN = b"pub_in"
@@ -76,7 +76,6 @@ class Proxy(Dispatch):
     flooding one loop turn cannot grow memory without bound.
     """
 
-    FLUSH_AT = 256  # outbound messages held at most before they are sent, within one drain or loop turn
 
     def __init__(self, context: zmq.Context[Any], inputs: list[str], outputs: list[str], *,
                  hwm: int = 10_000, max_pending: int | None = None, curve: tuple[str, str] | None = None) -> None:
@@ -100,12 +99,8 @@ class Proxy(Dispatch):
         # last unsubscription of each): a message nobody outside wants is not sent at all
         self._external: dict[bytes, None] = {}
         self._external_prefixes: tuple[bytes, ...] = ()
-        # Outbound messages wait for the end of the current drain or loop turn (or `FLUSH_AT` of them) and
-        # are then sent back to back: ZeroMQ wakes its I/O thread once per burst instead of once per
-        # message, which on a machine where a wake-up costs tens of microseconds is most of a message's cost.
-        self._outbox: list[list[bytes]] = []
-        self._flush_scheduled = False
-        self._draining = False  # within a drain: its end flushes, no loop turn is scheduled for it
+        # outbound messages, sent back to back at the end of a drain or loop turn
+        self._outbox = Outbox(self._send)
 
     def start(self) -> None:
         """Bind both sides and start forwarding (needs the running event loop)."""
@@ -120,11 +115,11 @@ class Proxy(Dispatch):
     def _on_inbound(self, batch: list[list[bytes]]) -> None:
         """One drain of the XSUB side: forward what external subscribers want, deliver what local
         handlers want (decoded once), and send the lot when the drain ends."""
-        self._draining = True
+        self._outbox.holding = True
         self.stats.received += len(batch)
         external = self._external_prefixes
         if external:
-            outbox = self._outbox
+            outbox = self._outbox.messages  # at most `DRAIN_MAX` of them: the drain's end sends them
             forwarded = 0
             for frames in batch:
                 if frames[0].startswith(external):
@@ -136,9 +131,8 @@ class Proxy(Dispatch):
             self._deliver(messages)
 
     def _drained(self) -> None:
-        self._draining = False
-        if self._outbox:
-            self.flush()
+        self._outbox.holding = False
+        self._outbox.flush()
 
     def _on_subscriptions(self, batch: list[list[bytes]]) -> None:
         """External subscribers' (first) subscriptions or (last) unsubscriptions of prefixes.
@@ -168,10 +162,7 @@ class Proxy(Dispatch):
         payload = body if type(body) is codec.Packed else codec.packb(body)
         raw_topic = topic.encode()
         if raw_topic.startswith(self._external_prefixes):
-            outbox = self._outbox
-            outbox.append([raw_topic, payload])
-            if len(outbox) >= self.FLUSH_AT or not self._draining:
-                self._flush_soon()
+            self._outbox.add([raw_topic, payload])
         self.published += 1
         if topic.startswith(self._prefixes):  # a decoded copy: handlers never share the publisher's object
             local = self._local
@@ -189,30 +180,20 @@ class Proxy(Dispatch):
         messages, self._local = self._local, []
         self._deliver(messages)
 
-    def _flush_soon(self) -> None:
-        """`FLUSH_AT` messages wait: send them now; otherwise, outside a drain (whose end flushes), at the end
-        of this loop turn."""
-        if len(self._outbox) >= self.FLUSH_AT:
-            self.flush()
-        elif not self._flush_scheduled and not self._draining:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_turn)
-
-    def _flush_turn(self) -> None:
-        self._flush_scheduled = False
-        self.flush()
-
     def flush(self) -> None:
         """Send every waiting outbound message now (in order)."""
-        out, self._outbox = self._outbox, []
-        if self._xpub is not None and out:
-            xpub, send = self._xpub, _send_frame
-            for frames in out:
-                for frame in frames[:-1]:
-                    send(xpub, frame, MORE_NOBLOCK)
-                send(xpub, frames[-1], NOBLOCK)
-            if self._subscriptions is not None:
-                self._subscriptions.kick()  # a send may take the descriptor's edge from a waiting subscription
+        self._outbox.flush()
+
+    def _send(self, burst: list[list[bytes]]) -> None:
+        if self._xpub is None:
+            return
+        xpub, send = self._xpub, _send_frame
+        for frames in burst:
+            for frame in frames[:-1]:
+                send(xpub, frame, MORE_NOBLOCK)
+            send(xpub, frames[-1], NOBLOCK)
+        if self._subscriptions is not None:
+            self._subscriptions.kick()  # a send may take the descriptor's edge from a waiting subscription
 
     def stop(self) -> None:
         self.flush()  # nothing published before the stop is lost

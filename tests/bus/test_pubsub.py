@@ -19,7 +19,7 @@ import zmq.asyncio
 from ml_processing.bus import codec, topics
 from ml_processing.bus.errors import BadRequest, CodecError
 from ml_processing.bus.proxy import Proxy, ProxyThread
-from ml_processing.bus.pubsub import DRAIN_MAX, Publisher, Subscriber
+from ml_processing.bus.pubsub import DRAIN_MAX, Outbox, Publisher, Subscriber
 
 from .helpers import wait_until
 
@@ -310,8 +310,8 @@ async def test_what_a_drain_publishes_is_sent_in_one_burst_when_it_ends(zctx: zm
         def on_bars(messages: Any) -> None:
             for topic, body in messages:
                 proxy.publish(topics.indicator(topics.parse(topic).symbol or "", "1m"), {"i": body["i"]})
-            waiting.append(len(proxy._outbox))
-            assert not proxy._flush_scheduled
+            waiting.append(len(proxy._outbox.messages))
+            assert not proxy._outbox._scheduled
 
         proxy.subscribe_batch(topics.prefix(topics.BAR), on_bars)
         outside.subscribe(topics.prefix(topics.INDICATOR), seen)
@@ -321,7 +321,7 @@ async def test_what_a_drain_publishes_is_sent_in_one_burst_when_it_ends(zctx: zm
             raw.send_multipart([topics.bar("ES", "1m").encode(), codec.packb({"i": i})])
         await wait_until(lambda: len(seen.messages) == 40, timeout=5.0, what="the 40 updates outside")
 
-        assert waiting == [40] and not proxy._outbox
+        assert waiting == [40] and not proxy._outbox.messages
         assert [body["i"] for body in seen.bodies()] == list(range(40))
         assert proxy.stats.handler_errors == 0
 
@@ -497,7 +497,7 @@ async def test_a_burst_publisher_sends_a_loop_turns_messages_together_in_order(b
     sub.subscribe(topics.prefix(topics.TICK), got)
     await handshake(pub.publish, sub)
 
-    total = 3 * Publisher.FLUSH_AT + 44  # one loop turn: full bursts go at once, the rest at its end
+    total = 3 * Outbox.FLUSH_AT + 44  # one loop turn: full bursts go at once, the rest at its end
     for i in range(total):
         pub.publish(topics.tick("AAPL"), {"i": i})
     assert pub.published >= total
@@ -586,13 +586,13 @@ async def test_proxy_serves_its_own_process_without_a_hop(zctx: zmq.asyncio.Cont
 
 
 async def test_local_publishes_arrive_complete_and_in_order_across_batches(zctx: zmq.asyncio.Context) -> None:
-    """Outbound messages are sent in batches (`Proxy.FLUSH_AT`, or at the end of the loop turn): a burst
+    """Outbound messages are sent in batches (`Outbox.FLUSH_AT`, or at the end of the loop turn): a burst
     larger than a batch, published in one turn, reaches an external subscriber whole and in order."""
     with running_proxy(zctx, *endpoints("tcp")) as running:
         proxy, outside, seen = running.proxy, running.subscriber(), Collector()
         outside.subscribe("indicator.", seen)
         await handshake(proxy.publish, outside)
-        count = proxy.FLUSH_AT * 3 + 5
+        count = Outbox.FLUSH_AT * 3 + 5
         for i in range(count):
             proxy.publish(topics.indicator("AAPL", "1m"), {"i": i})
         await wait_until(lambda: len(seen.messages) == count, timeout=5.0, what="the whole burst")
@@ -641,10 +641,10 @@ async def test_flush_sends_what_waits_and_stop_flushes_first(zctx: zmq.asyncio.C
         outside.subscribe("indicator.", seen)
         await handshake(proxy.publish, outside)
         proxy.publish(topics.indicator("AAPL", "1m"), {"n": 1})
-        assert len(proxy._outbox) == 1  # waiting for the end of the loop turn
+        assert len(proxy._outbox.messages) == 1  # waiting for the end of the loop turn
         proxy.flush()
-        assert not proxy._outbox
+        assert not proxy._outbox.messages
         await wait_until(lambda: seen.bodies("indicator."), timeout=5.0, what="the flushed message")
         proxy.publish(topics.indicator("AAPL", "1m"), {"n": 2})
         proxy.stop()
-        assert not proxy._outbox  # handed to ZeroMQ before its socket closed, not dropped by us
+        assert not proxy._outbox.messages  # handed to ZeroMQ before its socket closed, not dropped by us
