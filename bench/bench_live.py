@@ -18,7 +18,10 @@ PUB out, nothing else) under the same two loads: the transport's own floor on th
    through our stream wrapper, against TA-Lib's own ``SMA`` stream handle called directly. Target for
    ours: under 2 us each.
 
-4. ``--instructions`` (instead of 1-3): instructions per bar of the service process and of the raw forwarder,
+4. Per committed bar, in-process, with 10, 100 and 1,000 symbols in one process and their bars round robin:
+   what the number of symbols a process holds costs each of them (information; docs/SCALING.md).
+
+5. ``--instructions`` (instead of 1-4): instructions per bar of the service process and of the raw forwarder,
    counted by callgrind over the throughput load (100 symbols x 20 bars, after 100 warm-up bars each): what
    the machine's load does not move. Takes a few minutes (the service starts under valgrind).
 
@@ -85,6 +88,38 @@ def reference(bars: list[dict[str, float]]) -> dict[str, float]:
         series.on_bar(bar)
         samples.append(time.perf_counter_ns() - t)
     return C.summarize_ns(samples)
+
+
+UNIVERSES = (10, 100, 1000)
+
+
+def universe_costs(total: int = 20_000, warmup: int = 200, buffer: int = 5000) -> dict[str, float]:
+    """Mean microseconds per committed bar of `Series.on_bar` with the 20 `LIVE` indicators, in-process,
+    when a process holds 10, 100 or 1,000 symbols and their bars come round robin (as a feed's do): `total`
+    bars after `warmup` per symbol, each series with the service's default buffer of bars.
+
+    The compute does not change with the number of symbols, the memory a bar touches does: each of its
+    20 TA-Lib stream states and their Python objects, cold again when every other symbol's bar came in
+    between. What a symbol costs in a process grows with the symbols that process holds."""
+    registry = {i.name: i for i in talib_indicators()}
+    out: dict[str, float] = {}
+    for n in UNIVERSES:
+        bars = [check_bar(b) for b in make_bars(warmup + total // n, seed=n)]
+        universe = []
+        for i in range(n):
+            series = Series(f"U{i}", "1m", buffer)
+            for spec in LIVE:
+                series.add(Live.parse(spec, registry))
+            universe.append(series)
+        for bar in bars[:warmup]:
+            for series in universe:
+                series.on_bar(bar)
+        t = time.perf_counter_ns()
+        for bar in bars[warmup:]:
+            for series in universe:
+                series.on_bar(bar)
+        out[str(n)] = (time.perf_counter_ns() - t) / 1000 / (n * (len(bars) - warmup))
+    return out
 
 
 STREAMED = ["ICHIMOKU", "VWAP_SESSION", "SMA", "RSI", "MACD", "BBANDS", "ATR"]
@@ -300,7 +335,7 @@ def main() -> int:
                    "latency": latency(*ours, bars),
                    "throughput": paired_throughput(ours, raw, bars[:n_burst * args.rounds], args.symbols,
                                                    args.burst, args.rounds),
-                   "streams": stream_costs(make_bars(20_000, seed=repeat))}
+                   "streams": stream_costs(make_bars(20_000, seed=repeat)), "universe": universe_costs()}
             runs.append(run)
             print(f"repeat {repeat}: compute only p50 {run['reference']['p50_us']:.1f} us; bar -> update p50 "
                   f"{run['latency']['p50_us']:.0f} us p99 {run['latency']['p99_us']:.0f} us (raw forwarder "
@@ -330,6 +365,9 @@ def main() -> int:
     streams = {name: C.median(r["streams"][name] for r in runs) for name in runs[0]["streams"]}
     print("\nper update, in-process (mean after 1,000 warm-up bars)")
     C.print_table(["stream", "us"], [(name, f"{value:.2f}") for name, value in streams.items()])
+    universe = {n: C.median(r["universe"][n] for r in runs) for n in runs[0]["universe"]}
+    print(f"\nper committed bar, {len(LIVE)} indicators, in-process, symbols' bars round robin (mean)")
+    C.print_table(["symbols in the process", "us per bar"], [(n, f"{value:.2f}") for n, value in universe.items()])
     print()
     verdicts = [
         C.verdict("live: bar published -> indicator update received, p50 under 300 us", med["latency"] < 300,
