@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ import zmq
 
 from . import codec
 from .mdp.frames import MORE_NOBLOCK, NOBLOCK, curve_server
-from .pubsub import Dispatch, Drain, Outbox
+from .pubsub import STOP_LINGER_MS, Dispatch, Drain, Outbox
 
 #: ZAP domains of the proxy's two sides: publishing needs the compute role, subscribing the read role.
 PUB_IN_DOMAIN = b"pub_in"
@@ -196,14 +197,15 @@ class Proxy(Dispatch):
             self._subscriptions.kick()  # a send may take the descriptor's edge from a waiting subscription
 
     def stop(self) -> None:
-        self.flush()  # nothing published before the stop is lost
+        self.flush()  # nothing published before the stop is lost: ZeroMQ sends it within STOP_LINGER_MS
         for reader in (self._inbound, self._subscriptions):
             if reader is not None:
                 reader.close()
         self._inbound = self._subscriptions = None
-        for sock in (self._xsub, self._xpub):
-            if sock is not None:
-                sock.close(linger=0)
+        if self._xsub is not None:
+            self._xsub.close(linger=0)
+        if self._xpub is not None:
+            self._xpub.close(linger=STOP_LINGER_MS)
         if self._xsub is not None:
             log.info("pubsub_proxy_stopped")
         self._xsub = self._xpub = None
@@ -272,8 +274,9 @@ class ProxyThread:
             else:
                 log.error("pubsub_proxy_failed", error=str(exc))
         finally:
-            for sock in (xsub, xpub, control):
-                sock.close(linger=0)
+            xsub.close(linger=0)
+            control.close(linger=0)
+            xpub.close(linger=STOP_LINGER_MS)  # what it forwarded still reaches the subscribers
 
     def stats(self) -> dict[str, int]:
         """The proxy's counters (frames, as ZeroMQ counts them): ``in`` read from publishers, ``out`` sent to
@@ -300,8 +303,10 @@ class ProxyThread:
         return {"in": counts[0], "in_bytes": counts[1], "out": counts[6], "out_bytes": counts[7]}
 
     def stop(self) -> None:
+        """End the thread once it has forwarded what waits for it (`_settle`), then close the control socket."""
         if self._control is None:
             return
+        self._settle()
         self._stopping = True
         try:
             self._control.send(b"TERMINATE", zmq.NOBLOCK)  # the thread may have ended (its socket gone)
@@ -314,6 +319,19 @@ class ProxyThread:
         self._control.close(linger=0)
         self._control = None
         log.info("pubsub_proxy_stopped")
+
+    def _settle(self, bound_s: float = 0.5, quiet_s: float = 0.005) -> None:
+        """Wait until the proxy has read nothing new for `quiet_s` (at most `bound_s` in all): the messages
+        this process's publishers sent before their close are still in the inproc pipe, and a TERMINATE
+        would end the thread before it forwards them. Publishers that never stop end the wait at the bound."""
+        deadline = time.monotonic() + bound_s
+        last = self.stats().get("in")
+        while last is not None and time.monotonic() < deadline:
+            time.sleep(quiet_s)
+            now = self.stats().get("in")
+            if now == last:
+                return
+            last = now
 
     def close(self) -> None:
         self.stop()

@@ -31,6 +31,10 @@ from .mdp.frames import CurveKeys, recv_frames, send_frames
 #: Messages read from a socket per wake-up at most; the rest wait for the next loop turn, so a flooding
 #: feed cannot starve requests, timers or the other sockets.
 DRAIN_MAX = 256
+#: At a stop, how long ZeroMQ may go on sending what a closed publisher or proxy output still holds: the
+#: context's end waits for it (at most this long, when a peer is gone), so what was published before the
+#: stop reaches the subscribers still connected.
+STOP_LINGER_MS = 1000
 
 _POLLIN = int(zmq.POLLIN)
 _EVENTS = int(zmq.EVENTS)
@@ -359,8 +363,9 @@ class Publisher:
             self._outbox.flush()
 
     def close(self) -> None:
+        """Send what waits, then close; ZeroMQ delivers it within `STOP_LINGER_MS`."""
         self.flush()
-        self._sock.close(linger=0)
+        self._sock.close(linger=STOP_LINGER_MS)
 
 
 class Subscriber(Dispatch):
