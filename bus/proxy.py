@@ -202,11 +202,10 @@ class Proxy(Dispatch):
             if reader is not None:
                 reader.close()
         self._inbound = self._subscriptions = None
-        if self._xsub is not None:
-            self._xsub.close(linger=0)
         if self._xpub is not None:
             self._xpub.close(linger=STOP_LINGER_MS)
         if self._xsub is not None:
+            self._xsub.close(linger=0)
             log.info("pubsub_proxy_stopped")
         self._xsub = self._xpub = None
 

@@ -101,11 +101,16 @@ class OpSpec:
             return raw
         try:  # `convert` written out: this runs for every request
             raw = raw if raw is not None else {}
-            if _hooked(self.args):
+            if self.hooked:
                 return msgspec.convert(raw, self.args, dec_hook=_dec_hook)
             return msgspec.convert(raw, self.args)  # without keywords: about a quarter of the call's cost
         except _REFUSED as exc:
             raise _refused(exc, self.args) from None
+
+    @functools.cached_property
+    def hooked(self) -> bool:
+        """Whether `args` may hold a type msgspec does not know (`_hooked`), decided at the first request."""
+        return _hooked(self.args)
 
     def params(self) -> dict[str, Any]:
         """Field name -> type, for transports that carry some arguments as strings (URL path and query)."""

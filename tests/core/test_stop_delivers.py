@@ -54,4 +54,3 @@ async def test_messages_published_just_before_the_stop_all_arrive(tmp_path: Path
     finally:
         sub.close(linger=0)
         context.term()
-
