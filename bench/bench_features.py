@@ -28,8 +28,8 @@ import _common as C
 import bench_indicators as I
 
 from ml_processing.bus import mdp
+from ml_processing.bus.memory import retain_freed_memory
 from ml_processing.core.config import KernelConfig
-from ml_processing.core.memory import retain_freed_memory
 from ml_processing.plugins.features import pipeline as P
 from ml_processing.plugins.features.examples import TWENTY_FEATURES
 from ml_processing.plugins.features.extractors import builtin_extractors

@@ -4,13 +4,21 @@
 1. In the actor: `compute()` (what the ``indicators`` service runs: parsing, parameter checks, lookback,
    output naming) for 10 indicators over 100,000 bars given as float64 arrays, against the same 10 TA-Lib
    calls made directly. Target: within 1.2x.
-2. Over MDP: the same request to ``ml-processing serve`` with arrays as the ndarray ext type.
+2. Over MDP: the same request to ``ml-processing serve`` with arrays as the ndarray ext type, from this
+   process; then from a client process of its own, twice: with malloc as it is, and after
+   `retain_freed_memory` (``ml_processing.bus.memory``), as the serve process runs. Each reply is 12 MB of
+   fresh memory, received and then decoded: the second shows what the page faults of that cost.
 3. REST end to end: ``POST /api/v1/indicators`` with 10 indicators on 10,000 bars (one client), beside the
    TA-Lib time of the same work. Target: p50 under 8 ms as JSON, and within 1.5x of msgpack. Twice with a
    body built once: as JSON columns (reply read, not parsed), and as msgpack with float64 arrays
    (``Content-Type``/``Accept: application/msgpack``, reply decoded). Then as three clients that build
    every request from their numpy arrays and turn the reply back into arrays: the standard library's
    ``json`` (what a plain Python client does), orjson (``OPT_SERIALIZE_NUMPY``), and msgpack.
+   Beside them, in this process, the four codec steps the edge runs for that request: reading the JSON body
+   (`codec.decode_json`, columns straight to arrays) and writing the JSON reply (`codec.encode_json`), against
+   msgpack's `codec.unpackb` and `codec.packb`. What JSON costs beyond msgpack in those steps alone, added to
+   the msgpack request's time, is the least the JSON request can take with these codecs (its larger text
+   crossing the socket not counted): the floor of the JSON/msgpack ratio.
 4. The event loop during a large ingest: ``GET /api/v1/ping`` over and over while one MDP ``ingest`` of
    ``--ingest-bars`` bars (200,000 by default) runs in the same service. Target: ping p99 under 20 ms.
 
@@ -196,6 +204,50 @@ def count_instructions(count: int) -> int:
     return 0
 
 
+def codec_floor(med: dict[str, float], sizes: dict[str, int]) -> float:
+    """Print where the JSON request's extra time goes (the edge's four codec steps, medians in us) and
+    return the floor of the JSON/msgpack ratio: the msgpack request plus what JSON's codec steps cost more."""
+    print(f"\nthe edge's codec steps for the 10 x 10k request, in this process (p50 us; "
+          f"{sizes['numbers_in']:,} numbers in, {sizes['numbers_out']:,} out)")
+    C.print_table(["step", "JSON", "msgpack", "JSON bytes", "msgpack bytes", "JSON ns a number"], [
+        ("read the body", C.fmt(med["json_decode_10k"]), C.fmt(med["msgpack_decode_10k"]),
+         f"{sizes['json_body']:,}", f"{sizes['msgpack_body']:,}",
+         C.fmt(1000 * med["json_decode_10k"] / sizes["numbers_in"])),
+        ("write the reply", C.fmt(med["json_encode_10k"]), C.fmt(med["msgpack_encode_10k"]),
+         f"{sizes['json_reply']:,}", f"{sizes['msgpack_reply']:,}",
+         C.fmt(1000 * med["json_encode_10k"] / sizes["numbers_out"]))])
+    extra = (med["json_decode_10k"] + med["json_encode_10k"]) - (med["msgpack_decode_10k"]
+                                                                  + med["msgpack_encode_10k"])
+    floor = (med["rest_msgpack_10k"] + extra) / med["rest_msgpack_10k"]
+    print(f"JSON's codec steps cost {extra:.0f} us more than msgpack's: with nothing else different, the JSON "
+          f"request takes at least {floor:.2f}x the msgpack request ({med['rest_msgpack_10k']:.0f} us)")
+    return floor
+
+
+def role_mdp_client(broker: str, iterations: int, retain_mb: int) -> int:
+    """``_mdp_client``: the 100k-bar request over MDP from this process alone, after `retain_freed_memory`
+    when `retain_mb` > 0; prints its timing and the page faults per request as one JSON line."""
+    import resource
+
+    from ml_processing.bus.memory import retain_freed_memory
+
+    retain_freed_memory(retain_mb)
+    args = {**series(100_000), "indicators": INDICATORS}
+    with mdp.Client(broker, timeout=30.0) as client:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        timing = C.timed(lambda: client.request("indicators", "compute", args), iterations)
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / (timing["n"] + 3)  # + warm-up
+    print(json.dumps({**timing, "faults": faults}))
+    return 0
+
+
+def mdp_client(broker: str, iterations: int, retain_mb: int) -> dict[str, float]:
+    """`role_mdp_client` in a process of its own."""
+    done = subprocess.run([C.PYTHON, __file__, "_mdp_client", broker, str(iterations), str(retain_mb)],
+                          capture_output=True, text=True, timeout=600, check=True)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
@@ -246,6 +298,12 @@ def main() -> int:
             codec.unpackb(post(codec.packb({**small, "indicators": INDICATORS}), binary))
 
         slow = max(3, args.iterations // 5)  # the standard library client takes 10x longer
+        columns = frozenset(small)  # the route's column fields: read straight to float64 arrays
+        reply = compute(convert({**small, "indicators": INDICATORS}, ComputeArgs), registry)
+        numbers_out = sum(np.asarray(v).size for v in reply["values"].values())
+        sizes = {"json_body": len(body), "json_reply": len(codec.encode_json(reply)), "msgpack_body": len(packed),
+                 "msgpack_reply": len(codec.packb(reply)), "numbers_in": sum(v.size for v in small.values()),
+                 "numbers_out": numbers_out}
 
         for repeat in range(1, args.repeat + 1):
             run = {
@@ -254,16 +312,25 @@ def main() -> int:
                                       args.iterations),
                 "mdp_100k": C.timed(lambda: client.request("indicators", "compute", {**big, "indicators": INDICATORS}),
                                   args.iterations),
+                "mdp_100k_process": mdp_client(svc.broker, args.iterations, 0),
+                "mdp_100k_retained": mdp_client(svc.broker, args.iterations, 256),
                 "talib_10k": C.timed(lambda: direct(small), args.iterations),
                 "rest_10k": C.timed(rest, args.iterations),
                 "rest_msgpack_10k": C.timed(rest_msgpack, args.iterations),
                 "client_stdlib_10k": C.timed(client_stdlib, slow, warmup=1),
                 "client_orjson_10k": C.timed(client_orjson, args.iterations),
                 "client_msgpack_10k": C.timed(client_msgpack, args.iterations),
+                "json_decode_10k": C.timed(lambda: codec.decode_json(body, columns), args.iterations),
+                "json_encode_10k": C.timed(lambda: codec.encode_json(reply), args.iterations),
+                "msgpack_decode_10k": C.timed(lambda: codec.unpackb(packed), args.iterations),
+                "msgpack_encode_10k": C.timed(lambda: codec.packb(reply), args.iterations),
             }
             runs.append(run)
             print(f"repeat {repeat}: TA-Lib 100k {run['talib_100k']['p50_us']:.0f} us, actor "
-                  f"{run['actor_100k']['p50_us']:.0f} us, MDP {run['mdp_100k']['p50_us']:.0f} us; "
+                  f"{run['actor_100k']['p50_us']:.0f} us, MDP {run['mdp_100k']['p50_us']:.0f} us (own process "
+                  f"{run['mdp_100k_process']['p50_us']:.0f} us, {run['mdp_100k_process']['faults']:.0f} page "
+                  f"faults a request; keeping freed memory {run['mdp_100k_retained']['p50_us']:.0f} us, "
+                  f"{run['mdp_100k_retained']['faults']:.0f}); "
                   f"REST 10k {run['rest_10k']['p50_us']:.0f} us (TA-Lib {run['talib_10k']['p50_us']:.0f} us), "
                   f"as msgpack {run['rest_msgpack_10k']['p50_us']:.0f} us; clients: stdlib json "
                   f"{run['client_stdlib_10k']['p50_us']:.0f} us, orjson {run['client_orjson_10k']['p50_us']:.0f} us, "
@@ -274,6 +341,8 @@ def main() -> int:
     rows = [
         ("10 indicators x 100k bars, compute() in the actor", med["talib_100k"], med["actor_100k"]),
         ("10 indicators x 100k bars, over MDP (ndarray ext)", med["talib_100k"], med["mdp_100k"]),
+        ("  the same, from a client process of its own", med["talib_100k"], med["mdp_100k_process"]),
+        ("  the same, that process keeping freed memory", med["talib_100k"], med["mdp_100k_retained"]),
         ("10 indicators x 10k bars, POST /api/v1/indicators (JSON)", med["talib_10k"], med["rest_10k"]),
         ("10 indicators x 10k bars, POST /api/v1/indicators (msgpack)", med["talib_10k"], med["rest_msgpack_10k"]),
         ("  the same, client: stdlib json, arrays in and out", med["talib_10k"], med["client_stdlib_10k"]),
@@ -293,6 +362,9 @@ def main() -> int:
     json_ratio = med["rest_10k"] / med["rest_msgpack_10k"]
     verdicts.append(C.verdict("indicators: POST /api/v1/indicators, JSON within 1.5x of msgpack (same run)",
                               json_ratio < 1.5, f"{json_ratio:.2f}x"))
+    floor = codec_floor(med, sizes)
+    verdicts.append(C.verdict("indicators: the JSON/msgpack ratio's floor with these codecs (the codec steps "
+                              "alone)", None, f"{floor:.2f}x"))
     verdicts.append(C.verdict("indicators: clients with arrays in and out, stdlib json / orjson / msgpack", None,
                               " / ".join(f"{med[k] / 1000:.2f} ms" for k in
                                          ("client_stdlib_10k", "client_orjson_10k", "client_msgpack_10k"))))
@@ -302,10 +374,12 @@ def main() -> int:
               f"max {ingest['max_ms']:.2f} ms")
         verdicts.append(C.verdict(f"indicators: REST ping p99 < 20 ms during a {args.ingest_bars:,}-bar ingest",
                                   ingest["p99_ms"] < 20, f"{ingest['p99_ms']:.2f} ms"))
-    C.write_results("bench_indicators", {"params": vars(args), "runs": runs, "medians_p50_us": med,
+    C.write_results("bench_indicators", {"params": vars(args), "runs": runs, "medians_p50_us": med, "sizes": sizes,
                                          "ingest": ingest, "verdicts": verdicts})
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["_mdp_client"]:
+        sys.exit(role_mdp_client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
     sys.exit(main())

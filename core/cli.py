@@ -27,12 +27,12 @@ from typing import Any
 
 import zmq
 
+from ..bus.memory import retain_freed_memory
 from . import log
 from .commands import Command
 from .config import LOG_LEVELS, Config, load_config
 from .errors import ConfigError
 from .kernel import VERSION, Kernel
-from .memory import retain_freed_memory
 from .plugins import PluginHost
 from .security.commands import COMMANDS as SECURITY_COMMANDS
 
