@@ -11,12 +11,17 @@ on with ``callgrind_control`` after the warm-up, off after the last request):
 - *client*: the client process under callgrind (``mdp.Client``, or ``mdp.AsyncClient`` on uvloop when
   present with ``--kind async``), the serve process native.
 
+With ``--reference`` both counts are made of bench_bus's *raw* reference instead: its pyzmq REP echo process
+(the serve side) and a pyzmq REQ client sending the same request bytes (the client side), so the service's
+and the clients' counts have their floor beside them.
+
 The client calls ``echo.ping`` N times (default 2,000) after 300 warm-up requests. The serve process also
 runs its housekeeping timer (4 wake-ups a second) during the window: a few hundred instructions per request
 at most. Needs valgrind (``apt-get install -y valgrind``); a run takes one to two minutes.
 
     python bench/bench_bus_instructions.py                 # serve and client, mdp.Client
     python bench/bench_bus_instructions.py --side client --kind async
+    python bench/bench_bus_instructions.py --reference    # the raw REQ/REP echo, both sides
 """
 
 from __future__ import annotations
@@ -39,9 +44,21 @@ WARMUP = 300
 
 def role_client(kind: str, endpoint: str, n: int, gate: str) -> int:
     """Warm up, wait for ``gate.go``, make `n` requests, write ``gate.done``, wait for ``gate.end``."""
-    from ml_processing.bus import mdp
+    from ml_processing.bus import codec, mdp
 
-    if kind == "async":
+    if kind == "raw":  # bench_bus's reference client: REQ, the request bytes made once, the echo checked
+        import zmq
+
+        sock = zmq.Context.instance().socket(zmq.REQ)
+        sock.connect(endpoint)
+        payload = codec.encode_request("ping", {})
+
+        def run(count: int) -> None:
+            for _ in range(count):
+                sock.send(payload)
+                if sock.recv() != payload:
+                    raise RuntimeError("the echo answered something else")
+    elif kind == "async":
         import asyncio
 
         try:  # the loop the serve process and bench_bus's AsyncClient use
@@ -73,7 +90,10 @@ def role_client(kind: str, endpoint: str, n: int, gate: str) -> int:
     Path(gate + ".tmp").write_text(repr(time.perf_counter() - started))
     os.replace(gate + ".tmp", gate + ".done")
     _wait_file(gate + ".end", 600)
-    client.close()
+    if kind == "raw":
+        sock.close(0)
+    else:
+        client.close()
     return 0
 
 
@@ -99,7 +119,7 @@ def _total(path: Path) -> int:
 
 def count(side: str, kind: str, n: int, keep: Path | None = None) -> dict[str, Any]:
     """Instructions per round trip of the `side` process ("serve" or "client"); its callgrind dump is copied
-    into `keep` when given."""
+    into `keep` when given. With `kind` "raw" the serve process is bench_bus's REP echo."""
     with tempfile.TemporaryDirectory(prefix="mlp-bench-cg-") as tmp, C.ProcessGroup() as group:
         folder = Path(tmp)
         broker_port, pub_in, pub_out, edge = C.free_ports(4)
@@ -108,12 +128,15 @@ def count(side: str, kind: str, n: int, keep: Path | None = None) -> dict[str, A
                                                 broker=broker_port, pub_in=pub_in, pub_out=pub_out, edge=edge,
                                                 uvloop="true"))
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={folder}/cg.%p"]
-        serve_argv = [C.serve_executable(), "serve", "--config", str(config)]
+        serve_argv = ([C.PYTHON, str(C.BENCH_DIR / "bench_bus.py"), "_rep_server", "--endpoint",
+                       f"tcp://{C.HOST}:{broker_port}"] if kind == "raw"
+                      else [C.serve_executable(), "serve", "--config", str(config)])
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLP_")}
         with open(folder / "serve.log", "wb") as log:
             serve = group.start((valgrind if side == "serve" else []) + serve_argv, cwd=folder, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        C.wait_http(f"http://{C.HOST}:{edge}/health", 900 if side == "serve" else 60, serve)
+        if kind != "raw":  # the echo needs no wait: the client's REQ socket connects whenever it binds
+            C.wait_http(f"http://{C.HOST}:{edge}/health", 900 if side == "serve" else 60, serve)
         gate = str(folder / "gate")
         client_argv = [C.PYTHON, __file__, "_client", "--kind", kind, "--endpoint", f"tcp://{C.HOST}:{broker_port}",
                        "--n", str(n), "--gate", gate]
@@ -144,15 +167,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--side", choices=["serve", "client", "both"], default="both")
     parser.add_argument("--kind", choices=["mdp", "async"], default="mdp", help="the client: mdp.Client or AsyncClient")
+    parser.add_argument("--reference", action="store_true", help="count the raw REQ/REP echo instead")
     parser.add_argument("--n", type=int, default=2000, help="measured round trips (default 2000)")
     parser.add_argument("--keep", type=Path, help="copy the callgrind dumps here (for callgrind_annotate)")
     args = parser.parse_args()
     C.exit_on_sigterm()
-    rows = [count(side, args.kind, args.n, args.keep) for side in (["serve", "client"] if args.side == "both" else [args.side])]
+    kind = "raw" if args.reference else args.kind
+    rows = [count(side, kind, args.n, args.keep) for side in (["serve", "client"] if args.side == "both" else [args.side])]
+    names = {"mdp": "mdp.Client calling echo.ping", "async": "mdp.AsyncClient calling echo.ping",
+             "raw": "the raw REQ/REP echo"}
     for row in rows:
-        print(f"{row['side']} process ({'mdp.Client' if row['kind'] == 'mdp' else 'mdp.AsyncClient'} calling "
-              f"echo.ping): {row['per_round_trip']:,.0f} instructions per round trip "
-              f"({row['instructions']:,} over {row['requests']:,})")
+        print(f"{row['side']} process ({names[row['kind']]}): {row['per_round_trip']:,.0f} instructions per round "
+              f"trip ({row['instructions']:,} over {row['requests']:,})")
     params = {**vars(args), "keep": str(args.keep) if args.keep else None}
     path = C.write_results("bench_bus_instructions", {"params": params, "rows": rows}, C.machine_info())
     print(f"results: {path}")
