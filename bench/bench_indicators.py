@@ -6,8 +6,8 @@
    calls made directly. Target: within 1.2x.
 2. Over MDP: the same request to ``ml-processing serve`` with arrays as the ndarray ext type, from this
    process; then from a client process of its own, twice: with malloc as it is, and after
-   `retain_freed_memory` (``ml_processing.bus.memory``), as the serve process runs. Each reply is 12 MB of
-   fresh memory, received and then decoded: the second shows what the page faults of that cost.
+   `retain_freed_memory` (``ml_processing.bus.memory``), as the serve process runs; with the page faults
+   of each request (a 12 MB reply whose copies land in fresh memory faults its pages in one by one).
 3. REST end to end: ``POST /api/v1/indicators`` with 10 indicators on 10,000 bars (one client), beside the
    TA-Lib time of the same work. Target: p50 under 8 ms as JSON, and within 1.5x of msgpack. Twice with a
    body built once: as JSON columns (reply read, not parsed), and as msgpack with float64 arrays

@@ -7,10 +7,8 @@ here, that made a 20-feature extraction over 10,000 bars take 5.9 ms instead of 
 raises both thresholds so freed memory is reused, the way jemalloc and tcmalloc behave: resident memory
 stays at its high-water mark (bounded by the largest request) in exchange.
 
-``ml-processing serve`` and ``worker`` call it at start (``[kernel] retain_memory_mb``). A Python client that
-moves large arrays gains the same by calling it once: every reply it receives and decodes is fresh memory
-(``bench/bench_indicators.py``: a reply of 15 float64 columns of 100,000 rows faulted in about 2,900 pages
-twice per request, in the receive and in the decoding, without it, none with it).
+``ml-processing serve`` and ``worker`` call it at start (``[kernel] retain_memory_mb``); a client process that
+builds and drops large arrays can call it too (``bench/bench_indicators.py`` measures an MDP client both ways).
 
 >>> retain_freed_memory(0)   # 0 leaves malloc as it is
 False

@@ -18,8 +18,10 @@ from .frames import (
     MORE,
     NOBLOCK,
     REQUEST,
+    ZERO_COPY,
     CurveKeys,
     SocketReader,
+    recv_body,
     recv_frame,
     send_frame,
     send_frames,
@@ -27,31 +29,39 @@ from .frames import (
 
 log = structlog.get_logger(__name__)
 
+#: A received body frame: bytes, or a view of the frame in place from `ZERO_COPY` bytes up (`recv_body`).
+Body = bytes | memoryview
 
-def _recv_reply(sock: zmq.Socket[bytes], flags: int = NOBLOCK) -> list[bytes]:
+
+def _recv_reply(sock: zmq.Socket[bytes], flags: int = NOBLOCK) -> list[Body]:
     """One reply ``[MDPC02, command, service, body...]``; ``zmq.Again`` only when none waits (with ``flags=0``,
     after the socket's ``RCVTIMEO``).
 
     A reply has its first three frames, so they are received as bytes, without the frame objects that
-    tell whether more follow (each costs about as much again as the receive); the body frames are. A
-    message cut short ends the list early: the caller finds it malformed and drops the socket, so a bad
-    message can never run into the reply to the next request.
+    tell whether more follow (each costs about as much again as the receive); the body frames are, and a
+    large one is kept in place (`recv_body`). A message cut short ends the list early: the caller finds it
+    malformed and drops the socket, so a bad message can never run into the reply to the next request.
     """
-    frames = [recv_frame(sock, flags)]
+    frames: list[Body] = [recv_frame(sock, flags)]
     try:
         frames.append(recv_frame(sock, NOBLOCK))
         frames.append(recv_frame(sock, NOBLOCK))
         frame = recv_frame(sock, NOBLOCK, False)
-        frames.append(frame.bytes)
+        frames.append(recv_body(frame))
         while frame.more:
             frame = recv_frame(sock, NOBLOCK, False)
-            frames.append(frame.bytes)
+            frames.append(recv_body(frame))
     except zmq.Again:
         pass
     return frames
 
 
-def _reply_frames(frames: list[bytes], service: bytes) -> list[bytes]:
+def _as_bytes(frames: list[Body]) -> list[bytes]:
+    """Body frames as bytes (a large one arrives as a view of the received frame)."""
+    return [frame if type(frame) is bytes else bytes(frame) for frame in frames]
+
+
+def _reply_frames(frames: list[Body], service: bytes) -> list[Body]:
     """The body frames of a FINAL reply to a request for `service`."""
     if len(frames) < 3 or frames[0] != CLIENT or frames[1] != C_FINAL:
         raise CodecError(f"malformed MDP reply: {len(frames)} frames, not MDPC02, FINAL, service, body")
@@ -60,7 +70,7 @@ def _reply_frames(frames: list[bytes], service: bytes) -> list[bytes]:
     return frames[3:]
 
 
-def _reply_body(frames: list[bytes], service: bytes) -> bytes:
+def _reply_body(frames: list[Body], service: bytes) -> Body:
     body = _reply_frames(frames, service)
     if len(body) != 1:
         raise CodecError(f"malformed MDP reply: {len(body)} body frames, expected one")
@@ -92,6 +102,11 @@ class Client:
 
     def request_raw(self, service: str, body: bytes, *, timeout: float | None = None) -> bytes:
         """Send one body frame, return the reply's body frame."""
+        reply = self._exchange(service, body, timeout)
+        return reply if type(reply) is bytes else bytes(reply)
+
+    def _exchange(self, service: str, body: bytes, timeout: float | None) -> Body:
+        """`request_raw`, a large reply left in place for `request` to decode."""
         name = service.encode()
         sock = self._sock
         if timeout is not None:
@@ -100,7 +115,7 @@ class Client:
             send_frame(sock, CLIENT, MORE)
             send_frame(sock, REQUEST, MORE)
             send_frame(sock, name, MORE)
-            send_frame(sock, body, 0)
+            send_frame(sock, body, 0, len(body) < ZERO_COPY)
             frames = _recv_reply(sock, 0)  # blocks up to RCVTIMEO
         except zmq.Again:
             self._reconnect()  # a late reply must never answer the next request
@@ -122,8 +137,7 @@ class Client:
 
     def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
                 timeout: float | None = None, rid: str | None = None) -> Any:
-        return codec.decode_reply(self.request_raw(service, codec.encode_request(op, args, rid=rid),
-                                                   timeout=timeout))
+        return codec.decode_reply(self._exchange(service, codec.encode_request(op, args, rid=rid), timeout))
 
     def mmi_service(self, service: str, *, timeout: float | None = None) -> bool:
         """RFC 8: does the broker have `service`?"""
@@ -148,12 +162,12 @@ class _Connection:
         if keys is not None:
             keys.apply(self.sock)
         self.sock.connect(broker)
-        self.waiter: asyncio.Future[list[bytes]] | None = None
+        self.waiter: asyncio.Future[list[Body]] | None = None
         self.deadline = 0.0  # loop time by which the request in progress times out
         self.asked: tuple[str, float] = ("", 0.0)  # its service and timeout, for the Timeout's message
         self.reader = SocketReader(self.sock, self._on_message, receive=_recv_reply, rearm=False)
 
-    def _on_message(self, frames: list[bytes]) -> None:
+    def _on_message(self, frames: list[Body]) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(frames)
@@ -193,6 +207,11 @@ class AsyncClient:
         self._closed = False
 
     async def request_raw(self, service: str, frames: list[bytes], *, timeout: float | None = None) -> list[bytes]:
+        """Send the body frames, return the reply's body frames."""
+        return _as_bytes(await self._exchange(service, frames, timeout))
+
+    async def _exchange(self, service: str, frames: list[bytes], timeout: float | None) -> list[Body]:
+        """`request_raw`, a large reply frame left in place for `request` to decode."""
         if self._closed:
             raise Unavailable("client closed")
         conn = self._idle.pop() if self._idle else _Connection(self._context, self.broker, self.keys)
@@ -249,7 +268,7 @@ class AsyncClient:
 
     async def request(self, service: str, op: str, args: dict[str, Any] | None = None, *,
                       timeout: float | None = None, rid: str | None = None) -> Any:
-        body = await self.request_raw(service, [codec.encode_request(op, args, rid=rid)], timeout=timeout)
+        body = await self._exchange(service, [codec.encode_request(op, args, rid=rid)], timeout)
         if not body:
             raise CodecError("reply without body")
         return codec.decode_reply(body[0])

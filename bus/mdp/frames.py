@@ -161,13 +161,26 @@ def recv_routed_user(sock: zmq.Socket[bytes]) -> tuple[list[bytes], str | None]:
     return frames, user if isinstance(user, str) and user else None
 
 
+#: A last frame (a message's body) of at least this many bytes is sent without copying: ZeroMQ reads it from
+#: the bytes object itself, which pyzmq keeps alive until the message has left. A received body this large is
+#: read in place (`recv_body`). pyzmq's own threshold for the same choice.
+ZERO_COPY = 65536
+
+
 def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
-    """Send one multipart message without blocking (the counterpart of `recv_frames`)."""
+    """Send one multipart message without blocking (the counterpart of `recv_frames`); a body of `ZERO_COPY`
+    bytes or more is not copied."""
     last = frames[-1]
     send = send_frame
     for frame in frames[:-1]:
         send(sock, frame, MORE_NOBLOCK)
-    send(sock, last, NOBLOCK)
+    send(sock, last, NOBLOCK, len(last) < ZERO_COPY)
+
+
+def recv_body(frame: zmq.Frame) -> bytes | memoryview:
+    """A received frame's content: as bytes, or, from `ZERO_COPY` bytes up, as a read-only view of the frame
+    itself, which a 12 MB reply would otherwise be copied out of into fresh memory."""
+    return frame.bytes if len(frame) < ZERO_COPY else frame.buffer
 
 
 def has_message(sock: zmq.Socket[bytes]) -> bool:

@@ -22,7 +22,17 @@ import zmq
 
 from .. import codec
 from ..errors import MlpError
-from .frames import CLIENT, EMPTY, MORE_NOBLOCK, NOBLOCK, Dialect, SocketReader, send_frame, send_frames
+from .frames import (
+    CLIENT,
+    EMPTY,
+    MORE_NOBLOCK,
+    NOBLOCK,
+    ZERO_COPY,
+    Dialect,
+    SocketReader,
+    send_frame,
+    send_frames,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +109,8 @@ class BrokerSocket:
         try:  # `send_frames` written out
             for frame in frames[:-1]:
                 send_frame(sock, frame, MORE_NOBLOCK)
-            send_frame(sock, frames[-1], NOBLOCK)
+            last = frames[-1]
+            send_frame(sock, last, NOBLOCK, len(last) < ZERO_COPY)
         except zmq.ZMQError as exc:
             log.warning("message_not_sent", error=str(exc), frames=len(frames))
 

@@ -10,7 +10,7 @@ import zmq
 import zmq.asyncio
 
 from .clock import ClockLike, monotonic_of
-from .frames import DISCONNECT, EMPTY, FINAL, HEARTBEAT, READY, W_REQUEST, WORKER, CurveKeys
+from .frames import DISCONNECT, EMPTY, FINAL, HEARTBEAT, READY, W_REQUEST, WORKER, ZERO_COPY, CurveKeys
 from .serving import LocalService, serve_request
 
 log = structlog.get_logger(__name__)
@@ -119,4 +119,4 @@ class Worker:
         if not isinstance(reply, bytes):
             reply = await reply
         if not sock.closed:
-            await sock.send_multipart([WORKER, FINAL, client, EMPTY, reply])
+            await sock.send_multipart([WORKER, FINAL, client, EMPTY, reply], copy=len(reply) < ZERO_COPY)
