@@ -47,7 +47,7 @@ def _recv_reply(sock: zmq.Socket[bytes], flags: int = NOBLOCK) -> list[Body]:
         frames.append(recv_frame(sock, NOBLOCK))
         frames.append(recv_frame(sock, NOBLOCK))
         frame = recv_frame(sock, NOBLOCK, False)
-        frames.append(recv_body(frame))
+        frames.append(frame.bytes if len(frame) < ZERO_COPY else frame.buffer)  # `recv_body` written out
         while frame.more:
             frame = recv_frame(sock, NOBLOCK, False)
             frames.append(recv_body(frame))
@@ -115,7 +115,10 @@ class Client:
             send_frame(sock, CLIENT, MORE)
             send_frame(sock, REQUEST, MORE)
             send_frame(sock, name, MORE)
-            send_frame(sock, body, 0, len(body) < ZERO_COPY)
+            if len(body) < ZERO_COPY:
+                send_frame(sock, body, 0)
+            else:
+                send_frame(sock, body, 0, False)
             frames = _recv_reply(sock, 0)  # blocks up to RCVTIMEO
         except zmq.Again:
             self._reconnect()  # a late reply must never answer the next request

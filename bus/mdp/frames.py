@@ -174,7 +174,10 @@ def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
     send = send_frame
     for frame in frames[:-1]:
         send(sock, frame, MORE_NOBLOCK)
-    send(sock, last, NOBLOCK, len(last) < ZERO_COPY)
+    if len(last) < ZERO_COPY:
+        send(sock, last, NOBLOCK)
+    else:
+        send(sock, last, NOBLOCK, False)
 
 
 def recv_body(frame: zmq.Frame) -> bytes | memoryview:

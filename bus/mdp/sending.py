@@ -110,7 +110,10 @@ class BrokerSocket:
             for frame in frames[:-1]:
                 send_frame(sock, frame, MORE_NOBLOCK)
             last = frames[-1]
-            send_frame(sock, last, NOBLOCK, len(last) < ZERO_COPY)
+            if len(last) < ZERO_COPY:
+                send_frame(sock, last, NOBLOCK)
+            else:
+                send_frame(sock, last, NOBLOCK, False)
         except zmq.ZMQError as exc:
             log.warning("message_not_sent", error=str(exc), frames=len(frames))
 
