@@ -33,6 +33,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Collection
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -71,13 +72,42 @@ class Request(msgspec.Struct, frozen=True):
 
 
 def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
+    prefix = _PREFIXES.get(arr.dtype)
+    if prefix is None:  # a dtype not seen yet, or one to convert first
+        arr, prefix = _little_endian(arr)
+    ndim = arr.ndim
+    header = prefix + _SHAPES[ndim].pack(ndim, *arr.shape)
+    if arr.nbytes < _ONE_COPY:
+        return _ext((NDARRAY_EXT, header + np.ascontiguousarray(arr).tobytes()))
+    # one copy, not two: the elements go straight from the array into the payload
+    return _ext((NDARRAY_EXT, b"".join((header, np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data))))
+
+
+#: ``msgpack.ExtType((code, data))`` without its constructor's type checks (code and data are ours, an int
+#: and bytes): ExtType is a named tuple, and its checks cost more than the rest of a small array's header.
+_ext = partial(tuple.__new__, msgpack.ExtType)
+
+
+def _little_endian(arr: np.ndarray) -> tuple[np.ndarray, bytes]:
+    """`arr` as little-endian, and its dtype's header prefix (length, then the dtype string); the prefix of a
+    dtype that needs no conversion is kept for the next array of that dtype."""
     if arr.dtype.kind not in _ALLOWED_KINDS:
         raise CodecError(f"arrays of dtype {arr.dtype} cannot be encoded")
-    if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not _LITTLE):
+    native = not (arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not _LITTLE))
+    if not native:
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    dtype = arr.dtype.str.encode("ascii")
-    header = bytes((len(dtype),)) + dtype + bytes((arr.ndim,)) + b"".join(_U64.pack(n) for n in arr.shape)
-    return msgpack.ExtType(NDARRAY_EXT, header + np.ascontiguousarray(arr).tobytes())
+    name = arr.dtype.str.encode("ascii")
+    prefix = bytes((len(name),)) + name
+    if native:
+        _PREFIXES[arr.dtype] = prefix
+    return arr, prefix
+
+
+_PREFIXES: dict[np.dtype[Any], bytes] = {}  # little-endian dtypes of the allowed kinds -> header prefix
+#: Per number of dimensions, up to numpy's limit of 64: the header's dimension count and shape, ``<B`` then
+#: that many ``<Q``.
+_SHAPES = [struct.Struct(f"<B{n}Q") for n in range(65)]
+_ONE_COPY = 65536  # arrays this large are copied once into their payload (the two-copy way is faster below)
 
 
 def _unpack_array(data: bytes) -> np.ndarray:
