@@ -110,7 +110,7 @@ _SHAPES = [struct.Struct(f"<B{n}Q") for n in range(65)]
 _ONE_COPY = 65536  # arrays this large are copied once into their payload (the two-copy way is faster below)
 
 
-def _unpack_array(data: bytes) -> np.ndarray:
+def _unpack_array(data: bytes | memoryview) -> np.ndarray:
     try:
         view = memoryview(data)
         n = view[0]
@@ -130,7 +130,8 @@ def _unpack_array(data: bytes) -> np.ndarray:
     if count * dtype.itemsize != len(view) - pos:
         raise CodecError(f"ndarray payload holds {len(view) - pos} bytes, shape {shape} of {dtype.str} needs "
                          f"{count * dtype.itemsize}")
-    return np.frombuffer(view, dtype=dtype, count=count, offset=pos).reshape(shape)
+    arr = np.frombuffer(view, dtype=dtype, count=count, offset=pos).reshape(shape)
+    return arr if view.readonly else arr.copy()  # never a view of memory the caller may still change
 
 
 _LITTLE = np.little_endian
@@ -146,7 +147,7 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+def _ext_hook(code: int, data: bytes | memoryview) -> Any:
     if code == NDARRAY_EXT:
         return _unpack_array(data)
     raise CodecError(f"unknown msgpack ext type {code}")
@@ -254,6 +255,29 @@ def unpackb(data: bytes | memoryview) -> Any:
         raise
     except Exception as exc:  # msgpack raises a zoo of types for malformed input
         raise CodecError(f"frame is not valid msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def unpack_message(data: bytes | memoryview) -> Any:
+    """Decode one pub/sub message body; any failure is a `CodecError`.
+
+    msgspec's decoder reads a bar in less than half the time `unpackb` takes, and hands ndarray payloads
+    over as views of the message instead of copies. It is not used for requests: it reads a map keyed by
+    arrays (with tuple keys) and a timestamp extension (as a datetime), which `unpackb` refuses or keeps as
+    msgpack's own type, and an op that echoes its arguments could then not encode its reply. A message is
+    read by handlers that check what they take and answer nothing.
+
+    >>> unpack_message(packb({"close": 1.5, "v": np.arange(2.0)}))
+    {'close': 1.5, 'v': array([0., 1.])}
+    """
+    try:
+        return _messages.decode(data)
+    except CodecError:
+        raise
+    except Exception as exc:  # msgspec.DecodeError, or a RecursionError for nesting too deep
+        raise CodecError(f"frame is not valid msgpack: {type(exc).__name__}: {exc}") from None
+
+
+_messages = msgspec.msgpack.Decoder(ext_hook=_ext_hook)
 
 
 def encode_request(op: str, args: dict[str, Any] | None = None, *, rid: str | None = None) -> bytes:

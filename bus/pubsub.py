@@ -251,7 +251,7 @@ class Dispatch:
             log.warning("bad_topic_dropped", topic=frames[0][:80], error=str(exc))
             return None
         try:
-            return topic, codec.unpackb(frames[1])
+            return topic, codec.unpack_message(frames[1])
         except CodecError as exc:
             self.stats.dropped_malformed += 1
             log.warning("malformed_frame_dropped", topic=topic, error=exc.message, frames=2)
