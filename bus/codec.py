@@ -33,6 +33,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Collection
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -144,6 +145,8 @@ def _default(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, (set, frozenset)):
         return list(obj)
+    if isinstance(obj, datetime):  # as the timestamp extension, the way it was read (a naive one as UTC)
+        return msgpack.Timestamp.from_datetime(obj if obj.tzinfo is not None else obj.replace(tzinfo=UTC))
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
@@ -258,13 +261,14 @@ def unpackb(data: bytes | memoryview) -> Any:
 
 
 def unpack_message(data: bytes | memoryview) -> Any:
-    """Decode one pub/sub message body; any failure is a `CodecError`.
+    """Decode one pub/sub message body or reply; any failure is a `CodecError`.
 
     msgspec's decoder reads a bar in less than half the time `unpackb` takes, and hands ndarray payloads
     over as views of the message instead of copies. It is not used for requests: it reads a map keyed by
-    arrays (with tuple keys) and a timestamp extension (as a datetime), which `unpackb` refuses or keeps as
-    msgpack's own type, and an op that echoes its arguments could then not encode its reply. A message is
-    read by handlers that check what they take and answer nothing.
+    arrays (with tuple keys), which `unpackb` refuses, and an op that echoes its arguments could then not
+    write its reply as JSON. A message is read by handlers that check what they take and answer nothing; a
+    reply comes from a service. A timestamp extension arrives as a datetime (`unpackb` keeps msgpack's
+    `Timestamp`); `packb` writes either as the extension.
 
     >>> unpack_message(packb({"close": 1.5, "v": np.arange(2.0)}))
     {'close': 1.5, 'v': array([0., 1.])}
@@ -370,13 +374,14 @@ def decode_reply(frame: bytes | memoryview) -> Any:
 
     A reply that starts as `encode_reply` writes it is the map ``{ok: true, result: R}``: only R is decoded
     (for a small reply, less than half the cost of decoding the map), and it must fill the rest of the frame.
+    Replies are read like pub/sub messages (`unpack_message`): their arrays are views of the frame.
 
     >>> decode_reply(encode_reply({"x": [1, 2]})), decode_reply(packb({"result": 3, "ok": True}))
     ({'x': [1, 2]}, 3)
     """
     if frame[:_OK_LEN] == _OK_PREFIX:
-        return unpackb(frame[_OK_LEN:] if len(frame) < _COPY_TAIL else memoryview(frame)[_OK_LEN:])
-    body = unpackb(frame)
+        return unpack_message(frame[_OK_LEN:] if len(frame) < _COPY_TAIL else memoryview(frame)[_OK_LEN:])
+    body = unpack_message(frame)
     if not isinstance(body, dict) or "ok" not in body:
         raise CodecError("reply must be a map with an 'ok' field")
     if body["ok"] is True:

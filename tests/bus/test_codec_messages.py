@@ -69,3 +69,22 @@ def test_any_bytes_decode_or_raise_codec_error(data: bytes) -> None:
 def test_malformed_messages_raise_codec_error(frame: bytes) -> None:
     with pytest.raises(CodecError):
         codec.unpack_message(frame)
+
+
+def test_replies_are_read_the_same_way() -> None:
+    """`decode_reply` reads results with the message reader: arrays as read-only views, errors as before."""
+    result = codec.decode_reply(codec.encode_reply({"close": np.arange(10_000.0), "n": 3}))
+    np.testing.assert_array_equal(result["close"], np.arange(10_000.0))
+    assert result["n"] == 3 and not result["close"].flags.writeable
+    with pytest.raises(CodecError):
+        codec.decode_reply(codec.encode_reply({"n": 3}) + b"\x00")  # a result that does not fill the frame
+
+
+def test_a_timestamp_round_trips_through_both_readers() -> None:
+    """The message reader gives a datetime where the request reader keeps msgpack's Timestamp; `packb` writes
+    both back as the same extension, so a result holding either can always be encoded."""
+    frame = msgpack.packb({"at": msgpack.Timestamp(1_704_164_645, 678_000_000)})
+    as_datetime = codec.unpack_message(frame)["at"]
+    as_timestamp = codec.unpackb(frame)["at"]
+    assert as_datetime.timestamp() == pytest.approx(as_timestamp.to_unix())
+    assert codec.packb({"at": as_datetime}) == codec.packb({"at": as_timestamp}) == frame
