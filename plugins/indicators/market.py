@@ -373,8 +373,8 @@ class _Plan:
         Each callable and column picker is bound as a default argument, so they sit side by side in the
         function's defaults instead of in a tuple each. With many symbols in a process, a series' plan is
         cold again by its next bar, and every separate object is a cache miss. The loop over `calls` this
-        replaces cost 14.3 us per bar at 1,000 symbols against 9.3 us, and 4.3-5.0 against 3.6-4.0 us at
-        100 symbols (20 indicators, in-process).
+        replaces cost 18.4-18.8 us per committed bar at 1,000 symbols against 14.4-15.9 us (20 indicators,
+        in-process; docs/BENCHMARKS.md, "Speed, continued").
         """
         shape = tuple((how, at if how in (self.ONE, self.ONE_MANY) else None) for _, at, how in self.calls)
         bound: list[Any] = []
